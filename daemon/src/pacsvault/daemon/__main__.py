@@ -1,0 +1,5 @@
+import sys
+
+from pacsvault.daemon.main import main
+
+sys.exit(main())

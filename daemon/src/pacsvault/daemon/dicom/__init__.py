@@ -1,0 +1,1 @@
+"""DICOM parsing, validation and the DICOM JSON model."""

@@ -1,0 +1,68 @@
+"""The one exception tree of the daemon.
+
+Domain modules raise these; only ``service.status`` turns them into gRPC
+status codes, each class to exactly one code::
+
+    PacsvaultError
+    ├── InvalidInput            INVALID_ARGUMENT  (names the field or the defect)
+    │   └── NotDicom            INVALID_ARGUMENT
+    ├── NotFound                NOT_FOUND
+    ├── Conflict                ALREADY_EXISTS    (same UID, different bytes)
+    ├── CapacityExhausted       RESOURCE_EXHAUSTED
+    │   ├── StorageFull         RESOURCE_EXHAUSTED (no tier has room)
+    │   ├── IndexFull           RESOURCE_EXHAUSTED (LMDB map is full)
+    │   └── TooLarge            RESOURCE_EXHAUSTED (over a configured limit)
+    ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
+    ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
+    └── ConfigError             (start-up only: never reaches a client)
+"""
+
+from __future__ import annotations
+
+
+class PacsvaultError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+class InvalidInput(PacsvaultError):
+    """The request or the uploaded file is not acceptable as it is."""
+
+
+class NotDicom(InvalidInput):
+    """The uploaded bytes are not a DICOM Part 10 file."""
+
+
+class NotFound(PacsvaultError):
+    """No such patient, study, series, instance or blob."""
+
+
+class Conflict(PacsvaultError):
+    """The same SOP Instance UID is already stored with different bytes."""
+
+
+class CapacityExhausted(PacsvaultError):
+    """Some capacity ran out; nothing was acknowledged."""
+
+
+class StorageFull(CapacityExhausted):
+    """No tier has room for the blob."""
+
+
+class IndexFull(CapacityExhausted):
+    """The LMDB map is full."""
+
+
+class TooLarge(CapacityExhausted):
+    """The upload is larger than a configured limit."""
+
+
+class Unavailable(PacsvaultError):
+    """The daemon or a part of it cannot serve this now; retry later."""
+
+
+class DataLoss(PacsvaultError):
+    """Stored data is corrupt or missing and cannot be repaired here."""
+
+
+class ConfigError(PacsvaultError):
+    """The configuration is invalid; the message names the key."""

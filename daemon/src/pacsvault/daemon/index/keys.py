@@ -1,0 +1,57 @@
+"""Key layouts of the index's named databases.
+
+UIDs are digits and dots, and patient IDs, issuers and accession numbers are
+validated free of control characters at ingest, so NUL separates the parts of
+a composite key unambiguously and keeps prefix scans exact.
+"""
+
+from __future__ import annotations
+
+SEP = b"\x00"
+
+# Named databases: name -> what maps to what.
+DATABASES = {
+    "meta": "setting -> value",
+    "patients": "patient key -> PatientRecord",
+    "studies": "StudyInstanceUID -> StudyRecord",
+    "series": "SeriesInstanceUID -> SeriesRecord",
+    "instances": "SOPInstanceUID -> InstanceRecord",
+    "blobs": "digest function byte + digest -> BlobRecord",
+    "patient_studies": "patient key NUL StudyInstanceUID -> ''",
+    "study_series": "StudyInstanceUID NUL SeriesInstanceUID -> ''",
+    "series_instances": "SeriesInstanceUID NUL SOPInstanceUID -> ''",
+    "by_accession": "AccessionNumber NUL StudyInstanceUID -> ''",
+    "by_study_date": "StudyDate (YYYYMMDD) NUL StudyInstanceUID -> ''",
+    "by_modality": "Modality NUL StudyInstanceUID -> ''",
+    "by_patient_name": "casefolded PatientName NUL patient key -> ''",
+}
+
+
+def patient_key(patient_id: str, issuer: str) -> bytes:
+    # PatientID first, so one prefix scan finds a PatientID under every issuer.
+    return patient_id.encode() + SEP + issuer.encode()
+
+
+def split_patient_key(key: bytes) -> tuple[str, str]:
+    patient_id, _, issuer = key.partition(SEP)
+    return patient_id.decode(), issuer.decode()
+
+
+def join(*parts: bytes | str) -> bytes:
+    return SEP.join(p.encode() if isinstance(p, str) else p for p in parts)
+
+
+def last_part(key: bytes) -> str:
+    return key.rpartition(SEP)[2].decode()
+
+
+def name_key(patient_name: str) -> bytes:
+    return normalise_name(patient_name).encode()
+
+
+def normalise_name(patient_name: str) -> str:
+    return patient_name.casefold()
+
+
+def blob_key(function: int, digest: bytes) -> bytes:
+    return bytes([function]) + digest

@@ -1,0 +1,131 @@
+"""The LMDB environment and its single writer thread (group commit).
+
+LMDB allows one write transaction at a time. Rather than have every store
+thread queue on LMDB's lock and pay two fsyncs each, one writer thread takes
+all pending writes, applies them in one transaction and commits once: under
+load many stores share one commit, and readers never wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from pacsvault.daemon.errors import IndexFull, PacsvaultError, Unavailable
+from pacsvault.daemon.index import keys
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WriteOp = Callable[[lmdb.Transaction], Any]
+_STOP = object()
+
+
+class IndexEnvironment:
+    """Opens the environment with every named database, and runs the writer."""
+
+    def __init__(self, path: Path, *, map_size: int, max_batch: int = 256) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # sync/metasync on: a commit returns only once it is on disk, so an
+        # acknowledged store survives kill -9 and power loss.
+        self.env = lmdb.open(
+            str(path), map_size=map_size, max_dbs=len(keys.DATABASES) + 2,
+            max_readers=1024, sync=True, metasync=True, readahead=False,
+        )
+        self.dbs = {name: self.env.open_db(name.encode()) for name in keys.DATABASES}
+        self._max_batch = max_batch
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._run_writer, name="index-writer", daemon=True)
+        self._writer.start()
+
+    def db(self, name: str) -> Any:
+        return self.dbs[name]
+
+    def read(self) -> lmdb.Transaction:
+        """A read-only snapshot; use as a context manager."""
+        return self.env.begin(buffers=False)
+
+    def write(self, op: Callable[[lmdb.Transaction], T]) -> T:
+        """Runs ``op`` in the writer's next transaction; returns once it is durable.
+
+        ``op`` must raise before it changes anything when it rejects its input,
+        because other ops share the transaction.
+        """
+        future: Future[T] = Future()
+        if self._closed:
+            raise Unavailable("the index is closed (the daemon is shutting down)")
+        self._queue.put((op, future))
+        return future.result()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._writer.join()
+            self.env.close()
+
+    def _run_writer(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(more)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any]]]) -> None:
+        try:
+            results = self._apply(batch)
+        except lmdb.MapFullError:
+            # Retry one by one, so the ops that still fit are not refused for
+            # the ones that do not.
+            if len(batch) > 1:
+                for single in batch:
+                    self._commit_batch([single])
+                return
+            results = [IndexFull("the index is full (LMDB map size reached); raise index.map_size_bytes")]
+        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any bug
+            log.exception("index commit failed")
+            results = [Unavailable(f"index commit failed: {type(exc).__name__}: {exc}")] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _apply(self, batch: list[tuple[WriteOp, Future[Any]]]) -> list[Any]:
+        results: list[Any] = []
+        with self.env.begin(write=True) as txn:
+            for op, _ in batch:
+                try:
+                    results.append(op(txn))
+                except PacsvaultError as exc:
+                    results.append(exc)
+        return results
+
+    def stats(self) -> dict[str, int]:
+        with self.read() as txn:
+            counts = {name: txn.stat(db)["entries"] for name, db in self.dbs.items()}
+            stored = txn.get(b"stored_bytes", db=self.dbs["meta"])
+            counts["stored_bytes"] = int.from_bytes(stored, "little") if stored else 0
+        info = self.env.info()
+        stat = self.env.stat()
+        counts["map_size"] = info["map_size"]
+        counts["map_used"] = (info["last_pgno"] + 1) * stat["psize"]
+        return counts

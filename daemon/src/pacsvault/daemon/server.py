@@ -1,0 +1,70 @@
+"""Builds the gRPC server: the API services, standard health and reflection."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.config import Config, listen_is_loopback
+from pacsvault.daemon.errors import ConfigError
+from pacsvault.daemon.service.appliance_service import ApplianceServicer
+from pacsvault.daemon.service.archive_service import ArchiveServicer
+from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc, archive_pb2, archive_pb2_grpc
+
+SERVICE_NAMES = (
+    archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_name,
+    appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"].full_name,
+)
+
+
+def create_server(config: Config, archive: Archive) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A server bound to ``config.server.listen`` (port 0 picks one); not started.
+
+    Returns the server, the bound port and the health servicer, whose status
+    the caller sets to SERVING once it has started the server.
+    """
+    if not listen_is_loopback(config.server.listen):
+        # Patient data never crosses a network in clear text; TLS listeners
+        # come with the security work, until then only loopback is allowed.
+        raise ConfigError(
+            f"server.listen {config.server.listen!r} is not a loopback address and this version "
+            "serves plaintext only; bind 127.0.0.1 (or put a TLS-terminating proxy in front)"
+        )
+    limit = config.server.max_message_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # Without this a second daemon could bind the same port and silently share it.
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=config.server.max_workers * 4,
+    )
+    archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
+    appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(config.server.listen)
+    except RuntimeError as exc:
+        raise ConfigError(f"server.listen: cannot bind {config.server.listen}: {exc}") from exc
+    if port == 0:
+        raise ConfigError(f"server.listen: cannot bind {config.server.listen} (in use?)")
+    return server, port, health_servicer
+
+
+def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, status)

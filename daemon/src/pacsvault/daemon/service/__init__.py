@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: validate, translate, one domain call, map errors."""

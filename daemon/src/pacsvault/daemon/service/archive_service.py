@@ -1,0 +1,129 @@
+"""pacsvault.v1.ArchiveService: the integrators' API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
+from pacsvault.daemon.index.catalog import AddOutcome
+from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
+from pacsvault.daemon.service import convert
+from pacsvault.daemon.service.status import mapped
+from pacsvault.daemon.storage.blob_access import iter_chunks
+from pacsvault.v1 import archive_pb2, archive_pb2_grpc
+
+CHUNK_BYTES = 1024 * 1024
+_STATUS = {
+    AddOutcome.STORED: archive_pb2.STORE_STATUS_STORED,
+    AddOutcome.DUPLICATE: archive_pb2.STORE_STATUS_DUPLICATE,
+}
+
+
+class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    @mapped
+    def StoreInstance(
+        self, request_iterator: Iterable[archive_pb2.StoreInstanceRequest], context: grpc.ServicerContext
+    ) -> archive_pb2.StoreInstanceResponse:
+        data, expected = self._receive(request_iterator)
+        result = self._archive.store(data, expected, still_wanted=context.is_active)
+        return archive_pb2.StoreInstanceResponse(
+            status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
+            series_instance_uid=result.instance.series_instance_uid,
+            study_instance_uid=result.instance.study_instance_uid,
+            digest=convert.digest_to_proto(result.digest), message=result.message,
+        )
+
+    def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytearray, Digest | None]:
+        limit = self._archive.config.limits.max_instance_bytes
+        data = bytearray()
+        expected: Digest | None = None
+        for index, request in enumerate(requests):
+            if request.HasField("expected_digest"):
+                if index:
+                    raise InvalidInput("expected_digest may only be set in the first message")
+                expected = convert.digest_from_proto(request.expected_digest)
+            data += request.data
+            if len(data) > limit:
+                # Stop reading at once: the rest of the upload is never buffered.
+                raise TooLarge(f"upload is over limits.max_instance_bytes ({limit} bytes); nothing stored")
+        if not data:
+            raise InvalidInput("empty upload: no bytes received")
+        if expected is not None and expected.size_bytes != len(data):
+            raise InvalidInput(
+                f"received {len(data)} bytes but expected_digest.size_bytes is {expected.size_bytes}; "
+                "nothing stored"
+            )
+        return data, expected
+
+    @mapped
+    def Find(self, request: archive_pb2.FindRequest, context: grpc.ServicerContext) -> archive_pb2.FindResponse:
+        query = convert.query_from_proto(request.level, request.filter)
+        matches, token = self._archive.find(query, request.page_size, request.page_token)
+        return archive_pb2.FindResponse(
+            matches=[convert.match_to_proto(m) for m in matches], next_page_token=token
+        )
+
+    @mapped
+    def ListPatientStudies(
+        self, request: archive_pb2.ListPatientStudiesRequest, context: grpc.ServicerContext
+    ) -> archive_pb2.ListPatientStudiesResponse:
+        matches, token = self._archive.patient_studies(
+            request.patient_id, request.issuer_of_patient_id, request.page_size, request.page_token
+        )
+        return archive_pb2.ListPatientStudiesResponse(
+            studies=[convert.match_to_proto(m) for m in matches], next_page_token=token
+        )
+
+    @mapped
+    def GetInstance(
+        self, request: archive_pb2.GetInstanceRequest, context: grpc.ServicerContext
+    ) -> Iterator[archive_pb2.GetInstanceResponse]:
+        instance, blob = self._archive.instance(request.sop_instance_uid)
+        for attributes, chunk in self._stream([(instance, blob)], context):
+            yield archive_pb2.GetInstanceResponse(instance=attributes, data=chunk)
+
+    @mapped
+    def GetSeries(
+        self, request: archive_pb2.GetSeriesRequest, context: grpc.ServicerContext
+    ) -> Iterator[archive_pb2.GetSeriesResponse]:
+        members = self._archive.series_instances(request.series_instance_uid)
+        for attributes, chunk in self._stream(members, context):
+            yield archive_pb2.GetSeriesResponse(instance=attributes, data=chunk)
+
+    @mapped
+    def GetStudy(
+        self, request: archive_pb2.GetStudyRequest, context: grpc.ServicerContext
+    ) -> Iterator[archive_pb2.GetStudyResponse]:
+        members = self._archive.study_instances(request.study_instance_uid)
+        for attributes, chunk in self._stream(members, context):
+            yield archive_pb2.GetStudyResponse(instance=attributes, data=chunk)
+
+    def _stream(
+        self, members: list[tuple[InstanceRecord, BlobRecord]], context: grpc.ServicerContext
+    ) -> Iterator[tuple[object, bytes]]:
+        """(attributes on an instance's first chunk, else None; chunk) for each instance."""
+        for instance, blob in members:
+            reader = self._archive.open_blob(blob)
+            try:
+                attributes = convert.instance_to_proto(instance, blob)
+                for chunk in iter_chunks(reader, CHUNK_BYTES):
+                    if not context.is_active():
+                        raise Unavailable("the caller went away")
+                    yield attributes, chunk
+                    attributes = None
+            finally:
+                reader.close()
+
+    @mapped
+    def GetStudyMetadata(
+        self, request: archive_pb2.GetStudyMetadataRequest, context: grpc.ServicerContext
+    ) -> Iterator[archive_pb2.GetStudyMetadataResponse]:
+        for sop_uid, dicom_json in self._archive.study_metadata(request.study_instance_uid):
+            yield archive_pb2.GetStudyMetadataResponse(sop_instance_uid=sop_uid, dicom_json=dicom_json)

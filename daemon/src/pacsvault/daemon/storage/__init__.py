@@ -1,0 +1,1 @@
+"""Blob storage: small layers behind one interface (see blob_access)."""

@@ -1,0 +1,179 @@
+"""Local layer: blobs as files in one volume directory, written durably.
+
+Layout of a volume::
+
+    <root>/.pacsvault-volume          identity marker (JSON), written at first use
+    <root>/blobs/<function>/ab/cd/<hex digest>
+    <root>/tmp/                       writes in progress; emptied at start-up
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
+
+MARKER_NAME = ".pacsvault-volume"
+
+
+class FileReader:
+    """A BlobReader over one open file; pread keeps concurrent readers independent."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class LocalBlobAccess:
+    """One volume directory holding opaque blob files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.volume_id = _open_volume(root)
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+
+    def path_of(self, digest: Digest) -> Path:
+        h = digest.hex
+        return self._blobs / digest.function.name.lower() / h[:2] / h[2:4] / h
+
+    def put(self, digest: Digest, data: bytes) -> int:
+        final = self.path_of(digest)
+        if final.exists():
+            return final.stat().st_size
+        tmp = self._tmp / f"{digest.hex}.{uuid.uuid4().hex}.tmp"
+        try:
+            self._write_durably(tmp, final, data)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"volume {self.root} is full") from exc
+            raise Unavailable(f"volume {self.root} failed a write: {exc.strerror}") from exc
+        return len(data)
+
+    def _write_durably(self, tmp: Path, final: Path, data: bytes) -> None:
+        # 1. Write the whole blob to a temp file in this volume, so the rename
+        #    below stays on one filesystem and is atomic.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            # 2. fsync the data before it gets its name: a crash must never
+            #    leave a named blob with missing contents.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        created = _make_dirs(final.parent)
+        # 3. Atomic publish: readers see the old state or the whole blob.
+        os.replace(tmp, final)
+        # 4. fsync the directory (and any directory just created) so the name
+        #    itself survives a crash; only then may the index point at it.
+        for directory in [final.parent, *created]:
+            _fsync_dir(directory)
+
+    def open(self, digest: Digest) -> FileReader:
+        path = self.path_of(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} is not on volume {self.root}") from exc
+        except OSError as exc:
+            raise DataLoss(f"blob {digest} on volume {self.root} is unreadable: {exc.strerror}") from exc
+        return FileReader(fd, os.fstat(fd).st_size)
+
+    def contains(self, digest: Digest) -> bool:
+        return self.path_of(digest).exists()
+
+    def delete(self, digest: Digest) -> None:
+        path = self.path_of(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def clean_tmp(self) -> int:
+        """Removes writes that a crash interrupted; they were never acknowledged."""
+        removed = 0
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            _fsync_dir(self._tmp)
+        return removed
+
+    def usage(self) -> shutil._ntuple_diskusage:
+        return shutil.disk_usage(self.root)
+
+
+def _open_volume(root: Path) -> str:
+    """Returns the volume's identity, writing the marker on first use.
+
+    A directory that already holds blobs but has no marker is refused: it is
+    most likely a disk that is not mounted, or the wrong one.
+    """
+    marker = root / MARKER_NAME
+    if marker.exists():
+        try:
+            return str(json.loads(marker.read_text())["volume_id"])
+        except (ValueError, KeyError, OSError) as exc:
+            raise Unavailable(f"volume {root}: unreadable marker {marker}") from exc
+    if (root / "blobs").exists() and any((root / "blobs").iterdir()):
+        raise Unavailable(f"volume {root} holds blobs but has no {MARKER_NAME} marker; refusing it")
+    for sub in ("blobs", "tmp"):
+        _make_dirs(root / sub)
+    volume_id = uuid.uuid4().hex
+    tmp = root / f"{MARKER_NAME}.tmp"
+    tmp.write_text(json.dumps({"volume_id": volume_id, "format": 1}) + "\n")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, marker)
+    _fsync_dir(root)
+    return volume_id
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p that returns the parents of what it created, to be fsynced."""
+    created: list[Path] = []
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        created.append(directory.parent)
+    return created
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
