@@ -1,0 +1,258 @@
+"""The typed client: one method per thing an integrator does."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import blake3
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc, archive_pb2, archive_pb2_grpc, common_pb2
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+LEVELS = {
+    "patient": archive_pb2.QUERY_LEVEL_PATIENT,
+    "study": archive_pb2.QUERY_LEVEL_STUDY,
+    "series": archive_pb2.QUERY_LEVEL_SERIES,
+    "instance": archive_pb2.QUERY_LEVEL_INSTANCE,
+}
+_STATUS = {archive_pb2.STORE_STATUS_STORED: "stored", archive_pb2.STORE_STATUS_DUPLICATE: "duplicate"}
+
+
+def default_server() -> str:
+    return os.environ.get("PACSVAULT_SERVER") or DEFAULT_SERVER
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What happened to one file: status is stored, duplicate or rejected."""
+
+    path: str
+    status: str
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    digest: str = ""
+    message: str = ""
+    code: str = "OK"
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "rejected"
+
+
+class IntegrityError(Exception):
+    """Received bytes do not match the digest the appliance sent with them."""
+
+
+class PacsvaultClient:
+    """A connection to one appliance. Thread-safe; share one per process."""
+
+    def __init__(self, target: str | None = None, *, timeout: float | None = 300.0) -> None:
+        self.target = target or default_server()
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(self.target, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
+        self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PacsvaultClient:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    # -- store ------------------------------------------------------------
+
+    def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
+        """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
+        digest = blake3.blake3(data).hexdigest()
+        expected = common_pb2.Digest(
+            function=common_pb2.DIGEST_FUNCTION_BLAKE3, hash=digest, size_bytes=len(data)
+        )
+
+        def chunks() -> Iterator[archive_pb2.StoreInstanceRequest]:
+            yield archive_pb2.StoreInstanceRequest(data=data[:CHUNK_BYTES], expected_digest=expected)
+            for at in range(CHUNK_BYTES, len(data), CHUNK_BYTES):
+                yield archive_pb2.StoreInstanceRequest(data=data[at : at + CHUNK_BYTES])
+
+        try:
+            response = self._archive.StoreInstance(chunks(), timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            return StoreResult(path, "rejected", digest=digest, message=exc.details() or "", code=exc.code().name)
+        return StoreResult(
+            path, _STATUS.get(response.status, "rejected"), response.sop_instance_uid,
+            response.study_instance_uid, response.digest.hash, response.message,
+        )
+
+    def store_file(self, path: str | os.PathLike[str]) -> StoreResult:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return StoreResult(str(path), "rejected", message=f"cannot read: {exc.strerror}", code="LOCAL")
+        return self.store(data, path=str(path))
+
+    # -- find -------------------------------------------------------------
+
+    def find(self, level: str = "study", *, limit: int | None = None, page_size: int = 0,
+             **filters: str) -> Iterator[common_pb2.Match]:
+        """Every match, page after page; ``filters`` are QueryFilter fields.
+
+        ``study_date`` takes "YYYYMMDD-YYYYMMDD" (either side may be empty).
+        """
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+        study_date = filters.pop("study_date", "")
+        query_filter = archive_pb2.QueryFilter(**filters)
+        if study_date:
+            start, _, end = study_date.partition("-")
+            query_filter.study_date.CopyFrom(archive_pb2.DateRange(start=start, end=end if "-" in study_date else start))
+        request = archive_pb2.FindRequest(level=LEVELS[level], filter=query_filter, page_size=page_size)
+        yield from self._pages(lambda r: self._archive.Find(r, timeout=self.timeout), request, "matches", limit)
+
+    def patient_studies(self, patient_id: str, issuer_of_patient_id: str = "",
+                        *, limit: int | None = None) -> Iterator[common_pb2.Match]:
+        """Every study of one patient (under every issuer when none is given)."""
+        request = archive_pb2.ListPatientStudiesRequest(
+            patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id
+        )
+        yield from self._pages(
+            lambda r: self._archive.ListPatientStudies(r, timeout=self.timeout), request, "studies", limit
+        )
+
+    @staticmethod
+    def _pages(call, request, field: str, limit: int | None) -> Iterator[common_pb2.Match]:  # type: ignore[no-untyped-def]
+        seen = 0
+        while True:
+            response = call(request)
+            for match in getattr(response, field):
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield match
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    # -- retrieve ---------------------------------------------------------
+
+    def get_instance(self, sop_instance_uid: str) -> bytes:
+        """The stored bytes, checked against their digest."""
+        stream = self._archive.GetInstance(
+            archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid), timeout=self.timeout
+        )
+        return b"".join(data for _, data in _instances(stream))
+
+    def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str]) -> Path:
+        stream = self._archive.GetInstance(
+            archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid), timeout=self.timeout
+        )
+        target = Path(path)
+        for _ in _write_instances(stream, lambda _: target):
+            pass
+        return target
+
+    def iter_study(self, study_instance_uid: str) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:
+        """Each instance of the study with its bytes, one at a time."""
+        stream = self._archive.GetStudy(
+            archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
+        )
+        yield from _instances(stream)
+
+    def iter_series(self, series_instance_uid: str) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:
+        stream = self._archive.GetSeries(
+            archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid), timeout=self.timeout
+        )
+        yield from _instances(stream)
+
+    def save_study(self, study_instance_uid: str, directory: str | os.PathLike[str]) -> list[Path]:
+        """Streams a study to ``directory``, one <SOPInstanceUID>.dcm per instance."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        stream = self._archive.GetStudy(
+            archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
+        )
+        return list(_write_instances(stream, lambda a: out / f"{a.sop_instance_uid}.dcm"))
+
+    def study_metadata(self, study_instance_uid: str) -> list[dict[str, object]]:
+        """The study as DICOM JSON (PS3.18 F): a list of instance objects."""
+        stream = self._archive.GetStudyMetadata(
+            archive_pb2.GetStudyMetadataRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
+        )
+        return [json.loads(m.dicom_json) for m in stream]
+
+    # -- health -----------------------------------------------------------
+
+    def health(self) -> appliance_pb2.GetApplianceHealthResponse:
+        return self._appliance.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=self.timeout)
+
+    def serving_status(self, service: str = "") -> str:
+        """The standard grpc.health.v1 answer: SERVING, NOT_SERVING, ..."""
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _instances(stream) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:  # type: ignore[no-untyped-def]
+    current: common_pb2.InstanceAttributes | None = None
+    parts: list[bytes] = []
+    for message in stream:
+        if message.HasField("instance"):
+            if current is not None:
+                yield current, _verified(current, b"".join(parts))
+            current, parts = message.instance, []
+        parts.append(message.data)
+    if current is not None:
+        yield current, _verified(current, b"".join(parts))
+
+
+def _verified(attributes: common_pb2.InstanceAttributes, data: bytes) -> bytes:
+    if blake3.blake3(data).hexdigest() != attributes.digest.hash or len(data) != attributes.digest.size_bytes:
+        raise IntegrityError(f"instance {attributes.sop_instance_uid}: received bytes fail their digest")
+    return data
+
+
+def _write_instances(stream, name_of) -> Iterator[Path]:  # type: ignore[no-untyped-def]
+    """Writes each instance as it streams in; a file appears only once it verifies."""
+    current = None
+    out = None
+    hasher = None
+    tmp: Path | None = None
+    try:
+        for message in stream:
+            if message.HasField("instance"):
+                if current is not None:
+                    yield _finish(current, out, hasher, tmp, name_of(current))
+                current, hasher = message.instance, blake3.blake3()
+                tmp = name_of(current).with_suffix(".part")
+                out = open(tmp, "wb")  # noqa: SIM115 - closed in _finish
+            out.write(message.data)
+            hasher.update(message.data)
+        if current is not None:
+            yield _finish(current, out, hasher, tmp, name_of(current))
+            current = None
+    finally:
+        if current is not None and out is not None:
+            out.close()
+            tmp.unlink(missing_ok=True)
+
+
+def _finish(attributes, out, hasher, tmp: Path, final: Path) -> Path:  # type: ignore[no-untyped-def]
+    out.close()
+    if hasher.hexdigest() != attributes.digest.hash:
+        tmp.unlink(missing_ok=True)
+        raise IntegrityError(f"instance {attributes.sop_instance_uid}: received bytes fail their digest")
+    os.replace(tmp, final)
+    return final

@@ -1,0 +1,1 @@
+"""The pacsvault command line: one module per subcommand."""

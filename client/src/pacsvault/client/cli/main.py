@@ -1,0 +1,46 @@
+"""pacsvault: the command line of integrators, field engineers and operators."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import grpc
+
+from pacsvault.client import PacsvaultClient, default_server
+from pacsvault.client.cli import find_cmd, get_cmd, health_cmd, metadata_cmd, store_cmd
+
+COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, health_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacsvault", description="Client of a pacsvault appliance")
+    parser.add_argument(
+        "--server", default=None, metavar="HOST:PORT",
+        help=f"appliance address (default: $PACSVAULT_SERVER, then {default_server()})",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call (default 300)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with PacsvaultClient(args.server, timeout=args.timeout) as client:
+        try:
+            return int(args.run(args, client))
+        except grpc.RpcError as exc:
+            print(f"pacsvault: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:
+            # Output piped into head and the like: not an error of ours.
+            sys.stderr.close()
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
