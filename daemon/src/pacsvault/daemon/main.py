@@ -13,7 +13,7 @@ from pathlib import Path
 from pacsvault.daemon import __version__, config as config_module
 from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
-from pacsvault.daemon.server import create_server, set_serving
+from pacsvault.daemon.server import create_server
 
 log = logging.getLogger("pacsvaultd")
 
@@ -60,19 +60,16 @@ def serve(config: config_module.Config, port_file: Path | None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     archive = Archive(config)
     try:
-        server, port, health = create_server(config, archive)
-        server.start()
-        set_serving(health, True)
+        served = create_server(config, archive)
+        served.server.start()
+        served.set_serving(True)
         host = config.server.listen.rpartition(":")[0]
-        log.info("pacsvaultd %s serving on %s:%d, data in %s", __version__, host, port, config.resolve("."))
+        log.info("pacsvaultd %s serving on %s:%d, data in %s", __version__, host, served.port, config.resolve("."))
         if port_file is not None:
-            _write_port_file(port_file, port)
+            _write_port_file(port_file, served.port)
         stop.wait()
-        # Health first, so load balancers stop sending work; then let
-        # in-flight calls finish within the grace period.
         log.info("shutting down: no new calls, %.0fs for in-flight ones", config.server.shutdown_grace_s)
-        set_serving(health, False)
-        server.stop(config.server.shutdown_grace_s).wait()
+        served.shutdown(config.server.shutdown_grace_s)
     finally:
         archive.close()
     log.info("stopped")

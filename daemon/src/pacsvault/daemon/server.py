@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,7 +15,10 @@ from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.archive_service import ArchiveServicer
+from pacsvault.daemon.service.draining import DrainingInterceptor
 from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc, archive_pb2, archive_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_name,
@@ -21,11 +26,34 @@ SERVICE_NAMES = (
 )
 
 
-def create_server(config: Config, archive: Archive) -> tuple[grpc.Server, int, health.HealthServicer]:
+@dataclass
+class Served:
+    """What create_server built: the server, its port, and the handles to run it."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    calls: DrainingInterceptor
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def shutdown(self, grace_s: float) -> None:
+        """Health first, so load balancers stop sending work; then drain; then stop."""
+        self.set_serving(False)
+        left = self.calls.drain(grace_s)
+        if left:
+            log.warning("%d calls still running after %.0fs; cancelling them", left, grace_s)
+        self.server.stop(1.0).wait()
+
+
+def create_server(config: Config, archive: Archive) -> Served:
     """A server bound to ``config.server.listen`` (port 0 picks one); not started.
 
-    Returns the server, the bound port and the health servicer, whose status
-    the caller sets to SERVING once it has started the server.
+    Health answers NOT_SERVING until the caller starts the server and calls
+    ``set_serving(True)``.
     """
     if not listen_is_loopback(config.server.listen):
         # Patient data never crosses a network in clear text; TLS listeners
@@ -35,6 +63,7 @@ def create_server(config: Config, archive: Archive) -> tuple[grpc.Server, int, h
             "serves plaintext only; bind 127.0.0.1 (or put a TLS-terminating proxy in front)"
         )
     limit = config.server.max_message_bytes
+    calls = DrainingInterceptor()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
         options=[
@@ -44,6 +73,7 @@ def create_server(config: Config, archive: Archive) -> tuple[grpc.Server, int, h
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
+        interceptors=[calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive), server)
@@ -61,10 +91,4 @@ def create_server(config: Config, archive: Archive) -> tuple[grpc.Server, int, h
         raise ConfigError(f"server.listen: cannot bind {config.server.listen}: {exc}") from exc
     if port == 0:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen} (in use?)")
-    return server, port, health_servicer
-
-
-def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, status)
+    return Served(server, port, health_servicer, calls)
