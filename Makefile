@@ -1,0 +1,40 @@
+# One entry point for people and CI. Everything runs from a local virtual
+# environment that the first target creates from pyproject.toml.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: venv run test test-fast bench bench-quick proto clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The daemon on its embedded default config: 127.0.0.1:50051, data in ./pacsvault-data.
+run: venv
+	$(VENV)/bin/pacsvaultd $(ARGS)
+
+# Every test, slow ones included (CI runs exactly this).
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Skips tests marked slow; for quick local iterations only.
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/ingest_retrieve.py
+
+bench-quick: venv
+	$(PY) bench/ingest_retrieve.py --quick
+
+# Regenerates proto/src from proto/pacsvault/**/*.proto.
+proto: venv
+	$(PY) proto/generate.py
+
+clean:
+	rm -rf $(VENV) pacsvault-data .pytest_cache

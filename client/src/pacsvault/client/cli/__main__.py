@@ -1,0 +1,5 @@
+import sys
+
+from pacsvault.client.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,154 @@
+"""Shared fixtures: real pacsvaultd processes on loopback, real DICOM corpora."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pacsvault.client import PacsvaultClient
+from pacsvault.client import corpus as corpus_module
+
+PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+class Daemon:
+    """One pacsvaultd subprocess with its own data dir and port."""
+
+    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.extra = extra or []
+        self.port_file = data_dir.parent / f"{data_dir.name}.port"
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Daemon:
+        self.port_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
+                "--data-dir", str(self.data_dir), "--port-file", str(self.port_file), *self.extra]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pacsvaultd exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pacsvaultd did not start in {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+        self.port = int(self.port_file.read_text())
+        return self
+
+    def client(self, **kwargs: object) -> PacsvaultClient:
+        return PacsvaultClient(self.target, **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator:
+    started: list[Daemon] = []
+
+    def make(name: str = "appliance", config: Path | None = None, extra: list[str] | None = None,
+             start: bool = True) -> Daemon:
+        daemon = Daemon(tmp_path / name, config, extra)
+        started.append(daemon)
+        return daemon.start() if start else daemon
+
+    yield make
+    for daemon in started:
+        if daemon.alive:
+            daemon.kill()
+
+
+@pytest.fixture
+def daemon(daemon_factory) -> Daemon:  # type: ignore[no-untyped-def]
+    return daemon_factory()
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[corpus_module.GeneratedInstance]:
+    """48 instances: 4 patients x 2 studies x 2 series x 3 instances, mixed modalities."""
+    out = tmp_path_factory.mktemp("corpus")
+    return corpus_module.generate(out, patients=4, studies_per_patient=2, series_per_study=2,
+                                  instances_per_series=3, seed=7)
+
+
+def pydicom_file(name: str) -> bytes:
+    return source_file(name).read_bytes()
+
+
+def run_cli(target: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PACSVAULT_SERVER=target)
+    return subprocess.run([sys.executable, "-m", "pacsvault.client.cli.main", *args],
+                          capture_output=True, text=True, env=env, check=check, timeout=300)
+
+
+def source_file(name: str) -> Path:
+    """A real DICOM file from pydicom or pydicom-data."""
+    for root in corpus_module.source_roots():
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(name)
+
+
+def dicom_bytes(source: str = "CT_small.dcm", **attributes: object) -> bytes:
+    """A real pydicom test file with some attributes replaced (None deletes one).
+
+    SOPInstanceUID also updates the file meta, as a real writer would.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(source_file(source))
+        for keyword, value in attributes.items():
+            if value is None:
+                delattr(dataset, keyword)
+            else:
+                setattr(dataset, keyword, value)
+        if isinstance(attributes.get("SOPInstanceUID"), str):
+            dataset.file_meta.MediaStorageSOPInstanceUID = attributes["SOPInstanceUID"]
+        out = io.BytesIO()
+        dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def identity(n: int, root: str = "1.2.826.0.1.3680043.10.77") -> dict[str, str]:
+    """Distinct, valid study / series / instance UIDs for the n-th test instance."""
+    return {"StudyInstanceUID": f"{root}.{n}", "SeriesInstanceUID": f"{root}.{n}.1",
+            "SOPInstanceUID": f"{root}.{n}.1.1"}

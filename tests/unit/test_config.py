@@ -1,0 +1,75 @@
+"""The config loader: defaults, the example file, and errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pacsvault.daemon import config
+from pacsvault.daemon.errors import ConfigError
+
+
+def test_example_file_lists_every_option_with_its_default() -> None:
+    raw = tomllib.loads(config.EXAMPLE_CONFIG.read_text())
+    assert config.from_dict(raw) == config.Config()
+    # Every section and key of the schema appears in the example.
+    for section in ("server", "index", "storage", "limits"):
+        fields = set(getattr(config.Config(), section).__dataclass_fields__)
+        assert set(raw[section]) == fields, section
+    assert {"name", "paths", "reserve_bytes"} == set(raw["tiers"][0])
+
+
+def test_no_file_is_the_embedded_default() -> None:
+    default = config.load(None)
+    assert default.server.listen == "127.0.0.1:50051"
+    assert [t.name for t in default.tiers] == ["hot", "capacity"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"server": {"listen": "127.0.0.1:50051", "lisen": 1}}, "server.lisen"),
+        ({"bogus": 1}, "bogus"),
+        ({"server": {"max_workers": "8"}}, "server.max_workers"),
+        ({"server": {"max_workers": True}}, "server.max_workers"),
+        ({"server": {"listen": "nohost"}}, "server.listen"),
+        ({"server": {"listen": "example.com:1"}}, "server.listen"),
+        ({"index": {"map_size_bytes": 10}}, "index.map_size_bytes"),
+        ({"storage": {"compression_level": 30}}, "storage.compression_level"),
+        ({"tiers": []}, "tiers"),
+        ({"tiers": [{"name": "hot"}]}, "tiers[0].paths"),
+        ({"tiers": [{"name": "hot", "paths": ["a"]}, {"name": "hot", "paths": ["b"]}]}, "tiers[1].name"),
+        ({"tiers": [{"name": "a b", "paths": ["a"]}]}, "tiers[0].name"),
+        ({"tiers": [{"name": "hot", "paths": ["a", "a"]}]}, "tiers[0].paths[1]"),
+        ({"limits": {"default_page_size": 10, "max_page_size": 5}}, "limits.max_page_size"),
+    ],
+)
+def test_errors_name_the_offending_key(raw: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        config.from_dict(raw)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("server = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+def test_overrides_and_relative_paths(tmp_path: Path) -> None:
+    cfg = config.Config().with_overrides(listen="127.0.0.1:0", data_dir=str(tmp_path))
+    assert cfg.server.listen == "127.0.0.1:0"
+    assert cfg.resolve("tiers/hot") == tmp_path / "tiers" / "hot"
+    assert cfg.resolve("/abs/dir") == Path("/abs/dir")
+
+
+def test_loopback_detection() -> None:
+    assert config.listen_is_loopback("127.0.0.1:1")
+    assert config.listen_is_loopback("[::1]:1")
+    assert config.listen_is_loopback("localhost:1")
+    assert not config.listen_is_loopback("0.0.0.0:1")
+    assert not config.listen_is_loopback("10.1.2.3:1")
