@@ -22,25 +22,52 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacsvault/v1/appliance.proto\x12\x0cpacsvault.v1\"\x1b\n\x19GetApplianceHealthRequest\"\xd7\x01\n\x1aGetApplianceHealthResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.HealthState\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12(\n\x05index\x18\x05 \x01(\x0b\x32\x19.pacsvault.v1.IndexStatus\x12+\n\x07volumes\x18\x06 \x03(\x0b\x32\x1a.pacsvault.v1.VolumeStatus\"\xa8\x01\n\x0bIndexStatus\x12\x10\n\x08patients\x18\x01 \x01(\x03\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\x0e\n\x06series\x18\x03 \x01(\x03\x12\x11\n\tinstances\x18\x04 \x01(\x03\x12\r\n\x05\x62lobs\x18\x05 \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x06 \x01(\x03\x12\x16\n\x0emap_size_bytes\x18\x07 \x01(\x03\x12\x16\n\x0emap_used_bytes\x18\x08 \x01(\x03\"\xbc\x01\n\x0cVolumeStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.pacsvault.v1.HealthState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x03\x12\x12\n\nused_bytes\x18\x06 \x01(\x03\x12\x12\n\nfree_bytes\x18\x07 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pts_writes\x18\x08 \x01(\x08*z\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x18\n\x14HEALTH_STATE_WARNING\x10\x02\x12\x19\n\x15HEALTH_STATE_CRITICAL\x10\x03\x32{\n\x10\x41pplianceService\x12g\n\x12GetApplianceHealth\x12\'.pacsvault.v1.GetApplianceHealthRequest\x1a(.pacsvault.v1.GetApplianceHealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacsvault/v1/appliance.proto\x12\x0cpacsvault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1b\n\x19GetApplianceHealthRequest\"\x87\x03\n\x1aGetApplianceHealthResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.HealthState\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12(\n\x05index\x18\x05 \x01(\x0b\x32\x19.pacsvault.v1.IndexStatus\x12+\n\x07volumes\x18\x06 \x03(\x0b\x32\x1a.pacsvault.v1.VolumeStatus\x12+\n\x07\x64\x65vices\x18\x07 \x03(\x0b\x32\x1a.pacsvault.v1.DeviceHealth\x12)\n\x06\x61rrays\x18\x08 \x03(\x0b\x32\x19.pacsvault.v1.ArrayHealth\x12\'\n\x05tiers\x18\t \x03(\x0b\x32\x18.pacsvault.v1.TierHealth\x12-\n\tpolled_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x0bIndexStatus\x12\x10\n\x08patients\x18\x01 \x01(\x03\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\x0e\n\x06series\x18\x03 \x01(\x03\x12\x11\n\tinstances\x18\x04 \x01(\x03\x12\r\n\x05\x62lobs\x18\x05 \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x06 \x01(\x03\x12\x16\n\x0emap_size_bytes\x18\x07 \x01(\x03\x12\x16\n\x0emap_used_bytes\x18\x08 \x01(\x03\"\xed\x02\n\x0cVolumeStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.pacsvault.v1.HealthState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x03\x12\x12\n\nused_bytes\x18\x06 \x01(\x03\x12\x12\n\nfree_bytes\x18\x07 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pts_writes\x18\x08 \x01(\x08\x12&\n\x07verdict\x18\t \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12+\n\x07reasons\x18\n \x03(\x0b\x32\x1a.pacsvault.v1.HealthReason\x12\x11\n\tvolume_id\x18\x0b \x01(\t\x12\x12\n\nfilesystem\x18\x0c \x01(\t\x12\x12\n\nmountpoint\x18\r \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x0e \x03(\t\x12\x0e\n\x06\x61rrays\x18\x0f \x03(\t\"\x88\x01\n\x0cHealthReason\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12&\n\x07verdict\x18\x05 \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\"\x9b\x03\n\x0c\x44\x65viceHealth\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\t\x12\x0b\n\x03wwn\x18\x06 \x01(\t\x12\x11\n\ttransport\x18\x07 \x01(\t\x12\x17\n\nrotational\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nsize_bytes\x18\t \x01(\x03\x12&\n\x07verdict\x18\n \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12+\n\x07reasons\x18\x0b \x03(\x0b\x32\x1a.pacsvault.v1.HealthReason\x12\x17\n\x0fsmart_supported\x18\x0c \x01(\x08\x12\x38\n\x07metrics\x18\r \x03(\x0b\x32\'.pacsvault.v1.DeviceHealth.MetricsEntry\x12\x0f\n\x07volumes\x18\x0e \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\r\n\x0b_rotational\"\xf9\x01\n\x0b\x41rrayHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12&\n\x07verdict\x18\x03 \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12+\n\x07reasons\x18\x04 \x03(\x0b\x32\x1a.pacsvault.v1.HealthReason\x12\x37\n\x07metrics\x18\x05 \x03(\x0b\x32&.pacsvault.v1.ArrayHealth.MetricsEntry\x12\x0f\n\x07volumes\x18\x06 \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc7\x01\n\nTierHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12+\n\x07reasons\x18\x03 \x03(\x0b\x32\x1a.pacsvault.v1.HealthReason\x12\x16\n\x0e\x61\x63\x63\x65pts_writes\x18\x04 \x01(\x08\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x03\x12\x12\n\nused_bytes\x18\x06 \x01(\x03\x12\x12\n\nfree_bytes\x18\x07 \x01(\x03\"\x14\n\x12WatchHealthRequest\"\xa2\x01\n\x13WatchHealthResponse\x12<\n\x08snapshot\x18\x01 \x01(\x0b\x32(.pacsvault.v1.GetApplianceHealthResponseH\x00\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.HealthEventH\x00\x12\x16\n\x0e\x64ropped_events\x18\x03 \x01(\x03\x42\t\n\x07payload\"\xab\x02\n\x0bHealthEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.pacsvault.v1.HealthEventKind\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12*\n\x0bold_verdict\x18\x06 \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12*\n\x0bnew_verdict\x18\x07 \x01(\x0e\x32\x15.pacsvault.v1.Verdict\x12+\n\x07reasons\x18\x08 \x03(\x0b\x32\x1a.pacsvault.v1.HealthReason\x12\x0f\n\x07message\x18\t \x01(\t*z\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x18\n\x14HEALTH_STATE_WARNING\x10\x02\x12\x19\n\x15HEALTH_STATE_CRITICAL\x10\x03*\xa3\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_HEALTHY\x10\x01\x12\x17\n\x13VERDICT_UNSUPPORTED\x10\x02\x12\x13\n\x0fVERDICT_UNKNOWN\x10\x03\x12\x13\n\x0fVERDICT_WARNING\x10\x04\x12\x13\n\x0fVERDICT_FAILING\x10\x05\x12\x12\n\x0eVERDICT_FAILED\x10\x06*\x9b\x02\n\x0fHealthEventKind\x12!\n\x1dHEALTH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\"\n\x1eHEALTH_EVENT_KIND_DEVICE_ADDED\x10\x01\x12$\n HEALTH_EVENT_KIND_DEVICE_REMOVED\x10\x02\x12%\n!HEALTH_EVENT_KIND_VERDICT_CHANGED\x10\x03\x12(\n$HEALTH_EVENT_KIND_CAPACITY_THRESHOLD\x10\x04\x12$\n HEALTH_EVENT_KIND_WRITES_STOPPED\x10\x05\x12$\n HEALTH_EVENT_KIND_WRITES_RESUMED\x10\x06\x32\xd1\x01\n\x10\x41pplianceService\x12g\n\x12GetApplianceHealth\x12\'.pacsvault.v1.GetApplianceHealthRequest\x1a(.pacsvault.v1.GetApplianceHealthResponse\x12T\n\x0bWatchHealth\x12 .pacsvault.v1.WatchHealthRequest\x1a!.pacsvault.v1.WatchHealthResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsvault.v1.appliance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEALTHSTATE']._serialized_start=655
-  _globals['_HEALTHSTATE']._serialized_end=777
-  _globals['_GETAPPLIANCEHEALTHREQUEST']._serialized_start=46
-  _globals['_GETAPPLIANCEHEALTHREQUEST']._serialized_end=73
-  _globals['_GETAPPLIANCEHEALTHRESPONSE']._serialized_start=76
-  _globals['_GETAPPLIANCEHEALTHRESPONSE']._serialized_end=291
-  _globals['_INDEXSTATUS']._serialized_start=294
-  _globals['_INDEXSTATUS']._serialized_end=462
-  _globals['_VOLUMESTATUS']._serialized_start=465
-  _globals['_VOLUMESTATUS']._serialized_end=653
-  _globals['_APPLIANCESERVICE']._serialized_start=779
-  _globals['_APPLIANCESERVICE']._serialized_end=902
+  _globals['_DEVICEHEALTH_METRICSENTRY']._loaded_options = None
+  _globals['_DEVICEHEALTH_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_ARRAYHEALTH_METRICSENTRY']._loaded_options = None
+  _globals['_ARRAYHEALTH_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_HEALTHSTATE']._serialized_start=2537
+  _globals['_HEALTHSTATE']._serialized_end=2659
+  _globals['_VERDICT']._serialized_start=2662
+  _globals['_VERDICT']._serialized_end=2825
+  _globals['_HEALTHEVENTKIND']._serialized_start=2828
+  _globals['_HEALTHEVENTKIND']._serialized_end=3111
+  _globals['_GETAPPLIANCEHEALTHREQUEST']._serialized_start=79
+  _globals['_GETAPPLIANCEHEALTHREQUEST']._serialized_end=106
+  _globals['_GETAPPLIANCEHEALTHRESPONSE']._serialized_start=109
+  _globals['_GETAPPLIANCEHEALTHRESPONSE']._serialized_end=500
+  _globals['_INDEXSTATUS']._serialized_start=503
+  _globals['_INDEXSTATUS']._serialized_end=671
+  _globals['_VOLUMESTATUS']._serialized_start=674
+  _globals['_VOLUMESTATUS']._serialized_end=1039
+  _globals['_HEALTHREASON']._serialized_start=1042
+  _globals['_HEALTHREASON']._serialized_end=1178
+  _globals['_DEVICEHEALTH']._serialized_start=1181
+  _globals['_DEVICEHEALTH']._serialized_end=1592
+  _globals['_DEVICEHEALTH_METRICSENTRY']._serialized_start=1531
+  _globals['_DEVICEHEALTH_METRICSENTRY']._serialized_end=1577
+  _globals['_ARRAYHEALTH']._serialized_start=1595
+  _globals['_ARRAYHEALTH']._serialized_end=1844
+  _globals['_ARRAYHEALTH_METRICSENTRY']._serialized_start=1531
+  _globals['_ARRAYHEALTH_METRICSENTRY']._serialized_end=1577
+  _globals['_TIERHEALTH']._serialized_start=1847
+  _globals['_TIERHEALTH']._serialized_end=2046
+  _globals['_WATCHHEALTHREQUEST']._serialized_start=2048
+  _globals['_WATCHHEALTHREQUEST']._serialized_end=2068
+  _globals['_WATCHHEALTHRESPONSE']._serialized_start=2071
+  _globals['_WATCHHEALTHRESPONSE']._serialized_end=2233
+  _globals['_HEALTHEVENT']._serialized_start=2236
+  _globals['_HEALTHEVENT']._serialized_end=2535
+  _globals['_APPLIANCESERVICE']._serialized_start=3114
+  _globals['_APPLIANCESERVICE']._serialized_end=3323
 # @@protoc_insertion_point(module_scope)

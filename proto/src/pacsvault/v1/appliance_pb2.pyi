@@ -6,6 +6,7 @@ The operators' view of one appliance."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -38,6 +39,73 @@ HEALTH_STATE_WARNING: HealthState.ValueType  # 2
 HEALTH_STATE_CRITICAL: HealthState.ValueType  # 3
 Global___HealthState: _TypeAlias = HealthState  # noqa: Y015
 
+class _Verdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_UNSPECIFIED: _Verdict.ValueType  # 0
+    VERDICT_HEALTHY: _Verdict.ValueType  # 1
+    VERDICT_UNSUPPORTED: _Verdict.ValueType  # 2
+    """No health data on this kind of device (virtio disk, RAID virtual volume):
+    a state, not a fault.
+    """
+    VERDICT_UNKNOWN: _Verdict.ValueType  # 3
+    """We tried and could not tell (tool missing, timed out, output unreadable)."""
+    VERDICT_WARNING: _Verdict.ValueType  # 4
+    VERDICT_FAILING: _Verdict.ValueType  # 5
+    """Predicted to fail: replace it."""
+    VERDICT_FAILED: _Verdict.ValueType  # 6
+
+class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
+    """The verdict on one disk, array, volume or tier, from best to worst."""
+
+VERDICT_UNSPECIFIED: Verdict.ValueType  # 0
+VERDICT_HEALTHY: Verdict.ValueType  # 1
+VERDICT_UNSUPPORTED: Verdict.ValueType  # 2
+"""No health data on this kind of device (virtio disk, RAID virtual volume):
+a state, not a fault.
+"""
+VERDICT_UNKNOWN: Verdict.ValueType  # 3
+"""We tried and could not tell (tool missing, timed out, output unreadable)."""
+VERDICT_WARNING: Verdict.ValueType  # 4
+VERDICT_FAILING: Verdict.ValueType  # 5
+"""Predicted to fail: replace it."""
+VERDICT_FAILED: Verdict.ValueType  # 6
+Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
+class _HealthEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HealthEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HealthEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HEALTH_EVENT_KIND_UNSPECIFIED: _HealthEventKind.ValueType  # 0
+    HEALTH_EVENT_KIND_DEVICE_ADDED: _HealthEventKind.ValueType  # 1
+    HEALTH_EVENT_KIND_DEVICE_REMOVED: _HealthEventKind.ValueType  # 2
+    HEALTH_EVENT_KIND_VERDICT_CHANGED: _HealthEventKind.ValueType  # 3
+    """A disk's or an array's verdict changed; old and new verdicts say which way."""
+    HEALTH_EVENT_KIND_CAPACITY_THRESHOLD: _HealthEventKind.ValueType  # 4
+    """A volume's use went above (or back below) health.capacity_warning_percent."""
+    HEALTH_EVENT_KIND_WRITES_STOPPED: _HealthEventKind.ValueType  # 5
+    """A volume stopped taking new data (failing disk, degraded array, full)."""
+    HEALTH_EVENT_KIND_WRITES_RESUMED: _HealthEventKind.ValueType  # 6
+
+class HealthEventKind(_HealthEventKind, metaclass=_HealthEventKindEnumTypeWrapper): ...
+
+HEALTH_EVENT_KIND_UNSPECIFIED: HealthEventKind.ValueType  # 0
+HEALTH_EVENT_KIND_DEVICE_ADDED: HealthEventKind.ValueType  # 1
+HEALTH_EVENT_KIND_DEVICE_REMOVED: HealthEventKind.ValueType  # 2
+HEALTH_EVENT_KIND_VERDICT_CHANGED: HealthEventKind.ValueType  # 3
+"""A disk's or an array's verdict changed; old and new verdicts say which way."""
+HEALTH_EVENT_KIND_CAPACITY_THRESHOLD: HealthEventKind.ValueType  # 4
+"""A volume's use went above (or back below) health.capacity_warning_percent."""
+HEALTH_EVENT_KIND_WRITES_STOPPED: HealthEventKind.ValueType  # 5
+"""A volume stopped taking new data (failing disk, degraded array, full)."""
+HEALTH_EVENT_KIND_WRITES_RESUMED: HealthEventKind.ValueType  # 6
+Global___HealthEventKind: _TypeAlias = HealthEventKind  # noqa: Y015
+
 @_typing.final
 class GetApplianceHealthRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -63,17 +131,37 @@ class GetApplianceHealthResponse(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    ARRAYS_FIELD_NUMBER: _builtins.int
+    TIERS_FIELD_NUMBER: _builtins.int
+    POLLED_AT_FIELD_NUMBER: _builtins.int
     state: Global___HealthState.ValueType
     version: _builtins.str
     uptime_seconds: _builtins.float
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Why the state is not healthy, in words."""
+        """Why the state is not healthy, in words, worst first."""
 
     @_builtins.property
     def index(self) -> Global___IndexStatus: ...
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeStatus]: ...
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceHealth]:
+        """Every physical disk the daemon found, whether or not a volume is on it."""
+
+    @_builtins.property
+    def arrays(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArrayHealth]:
+        """Every md RAID array."""
+
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierHealth]:
+        """The tiers in placement order."""
+
+    @_builtins.property
+    def polled_at(self) -> _timestamp_pb2.Timestamp:
+        """When the disks were last polled; unset until the first poll has finished."""
+
     def __init__(
         self,
         *,
@@ -83,10 +171,14 @@ class GetApplianceHealthResponse(_message.Message):
         uptime_seconds: _builtins.float = ...,
         index: Global___IndexStatus | None = ...,
         volumes: _abc.Iterable[Global___VolumeStatus] | None = ...,
+        devices: _abc.Iterable[Global___DeviceHealth] | None = ...,
+        arrays: _abc.Iterable[Global___ArrayHealth] | None = ...,
+        tiers: _abc.Iterable[Global___TierHealth] | None = ...,
+        polled_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["index", b"index"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "polled_at", b"polled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "reasons", b"reasons", "state", b"state", "uptime_seconds", b"uptime_seconds", "version", b"version", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrays", b"arrays", "devices", b"devices", "index", b"index", "polled_at", b"polled_at", "reasons", b"reasons", "state", b"state", "tiers", b"tiers", "uptime_seconds", b"uptime_seconds", "version", b"version", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,6 +237,13 @@ class VolumeStatus(_message.Message):
     USED_BYTES_FIELD_NUMBER: _builtins.int
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     ACCEPTS_WRITES_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    FILESYSTEM_FIELD_NUMBER: _builtins.int
+    MOUNTPOINT_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    ARRAYS_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     path: _builtins.str
     state: Global___HealthState.ValueType
@@ -153,6 +252,23 @@ class VolumeStatus(_message.Message):
     used_bytes: _builtins.int
     free_bytes: _builtins.int
     accepts_writes: _builtins.bool
+    verdict: Global___Verdict.ValueType
+    volume_id: _builtins.str
+    filesystem: _builtins.str
+    """Filesystem type and mount point holding the volume."""
+    mountpoint: _builtins.str
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthReason]:
+        """Capacity, placement and the disks and arrays beneath the volume."""
+
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Kernel names of the physical disks beneath the volume (through md and partitions)."""
+
+    @_builtins.property
+    def arrays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """md arrays between the filesystem and the disks."""
+
     def __init__(
         self,
         *,
@@ -164,11 +280,352 @@ class VolumeStatus(_message.Message):
         used_bytes: _builtins.int = ...,
         free_bytes: _builtins.int = ...,
         accepts_writes: _builtins.bool = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        reasons: _abc.Iterable[Global___HealthReason] | None = ...,
+        volume_id: _builtins.str = ...,
+        filesystem: _builtins.str = ...,
+        mountpoint: _builtins.str = ...,
+        devices: _abc.Iterable[_builtins.str] | None = ...,
+        arrays: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_writes", b"accepts_writes", "capacity_bytes", b"capacity_bytes", "free_bytes", b"free_bytes", "path", b"path", "reason", b"reason", "state", b"state", "tier", b"tier", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_writes", b"accepts_writes", "arrays", b"arrays", "capacity_bytes", b"capacity_bytes", "devices", b"devices", "filesystem", b"filesystem", "free_bytes", b"free_bytes", "mountpoint", b"mountpoint", "path", b"path", "reason", b"reason", "reasons", b"reasons", "state", b"state", "tier", b"tier", "used_bytes", b"used_bytes", "verdict", b"verdict", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VolumeStatus: _TypeAlias = VolumeStatus  # noqa: Y015
+
+@_typing.final
+class HealthReason(_message.Message):
+    """One observation behind a verdict, e.g. attribute "5 Reallocated_Sector_Ct",
+    value "40", rule "raw >= 16: predicted failure (scrutiny AFR buckets)".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Where the value came from: smartctl, nvme-cli, mdstat, sysfs, poller, capacity, placement, ..."""
+    attribute: _builtins.str
+    value: _builtins.str
+    rule: _builtins.str
+    verdict: Global___Verdict.ValueType
+    """What this observation implies on its own; HEALTHY marks a note."""
+    category: _builtins.str
+    """status, media, wear, cabling, temperature, raid, trend, tool or info."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        value: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "category", b"category", "rule", b"rule", "source", b"source", "value", b"value", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthReason: _TypeAlias = HealthReason  # noqa: Y015
+
+@_typing.final
+class DeviceHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KEY_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    WWN_FIELD_NUMBER: _builtins.int
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    ROTATIONAL_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    SMART_SUPPORTED_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Stable identity: serial:..., wwn:... or node:/dev/... ."""
+    name: _builtins.str
+    """Kernel name (sda, nvme0n1) and device node (/dev/sda)."""
+    node: _builtins.str
+    model: _builtins.str
+    serial: _builtins.str
+    wwn: _builtins.str
+    transport: _builtins.str
+    """nvme, sata, sas, virtio, usb or unknown."""
+    rotational: _builtins.bool
+    """Unset when the kernel does not say."""
+    size_bytes: _builtins.int
+    verdict: Global___Verdict.ValueType
+    smart_supported: _builtins.bool
+    """False when the device cannot report SMART / NVMe health at all."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthReason]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Decoded counters (ata.5, nvme.media_errors, temperature_c, ...)."""
+
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths of the volumes on this disk."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        name: _builtins.str = ...,
+        node: _builtins.str = ...,
+        model: _builtins.str = ...,
+        serial: _builtins.str = ...,
+        wwn: _builtins.str = ...,
+        transport: _builtins.str = ...,
+        rotational: _builtins.bool | None = ...,
+        size_bytes: _builtins.int = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        reasons: _abc.Iterable[Global___HealthReason] | None = ...,
+        smart_supported: _builtins.bool = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        volumes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rotational", b"_rotational", "rotational", b"rotational"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rotational", b"_rotational", "key", b"key", "metrics", b"metrics", "model", b"model", "name", b"name", "node", b"node", "reasons", b"reasons", "rotational", b"rotational", "serial", b"serial", "size_bytes", b"size_bytes", "smart_supported", b"smart_supported", "transport", b"transport", "verdict", b"verdict", "volumes", b"volumes", "wwn", b"wwn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__rotational: _TypeAlias = _typing.Literal["rotational"]  # noqa: Y015
+    _WhichOneofArgType__rotational: _TypeAlias = _typing.Literal["_rotational", b"_rotational"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rotational) -> _WhichOneofReturnType__rotational | None: ...
+
+Global___DeviceHealth: _TypeAlias = DeviceHealth  # noqa: Y015
+
+@_typing.final
+class ArrayHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Kernel name, e.g. md0."""
+    level: _builtins.str
+    """raid1, raid5, ..."""
+    verdict: Global___Verdict.ValueType
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthReason]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths of the volumes on this array."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        level: _builtins.str = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        reasons: _abc.Iterable[Global___HealthReason] | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        volumes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "metrics", b"metrics", "name", b"name", "reasons", b"reasons", "verdict", b"verdict", "volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArrayHealth: _TypeAlias = ArrayHealth  # noqa: Y015
+
+@_typing.final
+class TierHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    ACCEPTS_WRITES_FIELD_NUMBER: _builtins.int
+    CAPACITY_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    FREE_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    verdict: Global___Verdict.ValueType
+    """Worst verdict of its volumes."""
+    accepts_writes: _builtins.bool
+    """True when at least one of its volumes takes new data."""
+    capacity_bytes: _builtins.int
+    used_bytes: _builtins.int
+    free_bytes: _builtins.int
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthReason]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        reasons: _abc.Iterable[Global___HealthReason] | None = ...,
+        accepts_writes: _builtins.bool = ...,
+        capacity_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+        free_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_writes", b"accepts_writes", "capacity_bytes", b"capacity_bytes", "free_bytes", b"free_bytes", "name", b"name", "reasons", b"reasons", "used_bytes", b"used_bytes", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierHealth: _TypeAlias = TierHealth  # noqa: Y015
+
+@_typing.final
+class WatchHealthRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchHealthRequest: _TypeAlias = WatchHealthRequest  # noqa: Y015
+
+@_typing.final
+class WatchHealthResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
+    dropped_events: _builtins.int
+    """Events this stream lost since its last message because the caller read
+    too slowly (the oldest are dropped; a snapshot follows).
+    """
+    @_builtins.property
+    def snapshot(self) -> Global___GetApplianceHealthResponse:
+        """The whole picture: sent first, and again after the stream fell behind
+        and events were dropped.
+        """
+
+    @_builtins.property
+    def event(self) -> Global___HealthEvent: ...
+    def __init__(
+        self,
+        *,
+        snapshot: Global___GetApplianceHealthResponse | None = ...,
+        event: Global___HealthEvent | None = ...,
+        dropped_events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "payload", b"payload", "snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_events", b"dropped_events", "event", b"event", "payload", b"payload", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["snapshot", "event"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___WatchHealthResponse: _TypeAlias = WatchHealthResponse  # noqa: Y015
+
+@_typing.final
+class HealthEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    OLD_VERDICT_FIELD_NUMBER: _builtins.int
+    NEW_VERDICT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___HealthEventKind.ValueType
+    sequence: _builtins.int
+    """Increases by one per event of this daemon run."""
+    subject: _builtins.str
+    """Device key, array key (md:md0) or volume path."""
+    device: _builtins.str
+    """Device node, array name or volume path, for people."""
+    old_verdict: Global___Verdict.ValueType
+    new_verdict: Global___Verdict.ValueType
+    message: _builtins.str
+    """The event in one sentence."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthReason]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___HealthEventKind.ValueType = ...,
+        sequence: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        subject: _builtins.str = ...,
+        device: _builtins.str = ...,
+        old_verdict: Global___Verdict.ValueType = ...,
+        new_verdict: Global___Verdict.ValueType = ...,
+        reasons: _abc.Iterable[Global___HealthReason] | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "device", b"device", "kind", b"kind", "message", b"message", "new_verdict", b"new_verdict", "old_verdict", b"old_verdict", "reasons", b"reasons", "sequence", b"sequence", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthEvent: _TypeAlias = HealthEvent  # noqa: Y015

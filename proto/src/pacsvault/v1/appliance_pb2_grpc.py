@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ApplianceServiceStub:
-    """Reports the state of the appliance: index, tiers and volumes.
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them.
     """
 
     def __init__(self, channel):
@@ -40,14 +40,27 @@ class ApplianceServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthResponse.FromString,
                 _registered_method=True)
+        self.WatchHealth = channel.unary_stream(
+                '/pacsvault.v1.ApplianceService/WatchHealth',
+                request_serializer=pacsvault_dot_v1_dot_appliance__pb2.WatchHealthRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_appliance__pb2.WatchHealthResponse.FromString,
+                _registered_method=True)
 
 
 class ApplianceServiceServicer:
-    """Reports the state of the appliance: index, tiers and volumes.
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them.
     """
 
     def GetApplianceHealth(self, request, context):
         """The overall state first, then every part with its state and reasons.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchHealth(self, request, context):
+        """The current state first, then every health event as it happens, until
+        the caller cancels, its deadline passes or the daemon shuts down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +74,11 @@ def add_ApplianceServiceServicer_to_server(servicer, server):
                     request_deserializer=pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthResponse.SerializeToString,
             ),
+            'WatchHealth': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchHealth,
+                    request_deserializer=pacsvault_dot_v1_dot_appliance__pb2.WatchHealthRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_appliance__pb2.WatchHealthResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pacsvault.v1.ApplianceService', rpc_method_handlers)
@@ -70,7 +88,7 @@ def add_ApplianceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ApplianceService:
-    """Reports the state of the appliance: index, tiers and volumes.
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them.
     """
 
     @staticmethod
@@ -90,6 +108,33 @@ class ApplianceService:
             '/pacsvault.v1.ApplianceService/GetApplianceHealth',
             pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthRequest.SerializeToString,
             pacsvault_dot_v1_dot_appliance__pb2.GetApplianceHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pacsvault.v1.ApplianceService/WatchHealth',
+            pacsvault_dot_v1_dot_appliance__pb2.WatchHealthRequest.SerializeToString,
+            pacsvault_dot_v1_dot_appliance__pb2.WatchHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ApplianceServiceStub:
-    """Reports the state of the appliance: index, tiers and volumes."""
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +35,25 @@ class ApplianceServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ApplianceServiceAsyncStub: ...
     GetApplianceHealth: _grpc.UnaryUnaryMultiCallable[_appliance_pb2.GetApplianceHealthRequest, _appliance_pb2.GetApplianceHealthResponse]
     """The overall state first, then every part with its state and reasons."""
+    WatchHealth: _grpc.UnaryStreamMultiCallable[_appliance_pb2.WatchHealthRequest, _appliance_pb2.WatchHealthResponse]
+    """The current state first, then every health event as it happens, until
+    the caller cancels, its deadline passes or the daemon shuts down.
+    """
 
 @_typing.type_check_only
 class ApplianceServiceAsyncStub(ApplianceServiceStub):
-    """Reports the state of the appliance: index, tiers and volumes."""
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetApplianceHealth: _aio.UnaryUnaryMultiCallable[_appliance_pb2.GetApplianceHealthRequest, _appliance_pb2.GetApplianceHealthResponse]  # type: ignore[assignment]
     """The overall state first, then every part with its state and reasons."""
+    WatchHealth: _aio.UnaryStreamMultiCallable[_appliance_pb2.WatchHealthRequest, _appliance_pb2.WatchHealthResponse]  # type: ignore[assignment]
+    """The current state first, then every health event as it happens, until
+    the caller cancels, its deadline passes or the daemon shuts down.
+    """
 
 class ApplianceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Reports the state of the appliance: index, tiers and volumes."""
+    """Reports the state of the appliance: index, tiers, volumes and the disks under them."""
 
     @_abc_1.abstractmethod
     def GetApplianceHealth(
@@ -54,5 +62,15 @@ class ApplianceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_appliance_pb2.GetApplianceHealthResponse, _abc.Awaitable[_appliance_pb2.GetApplianceHealthResponse]]:
         """The overall state first, then every part with its state and reasons."""
+
+    @_abc_1.abstractmethod
+    def WatchHealth(
+        self,
+        request: _appliance_pb2.WatchHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_appliance_pb2.WatchHealthResponse], _abc.AsyncIterator[_appliance_pb2.WatchHealthResponse]]:
+        """The current state first, then every health event as it happens, until
+        the caller cancels, its deadline passes or the daemon shuts down.
+        """
 
 def add_ApplianceServiceServicer_to_server(servicer: ApplianceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.errors import Unavailable
+from pacsvault.daemon.health import HealthMonitor, HealthSnapshot
+from pacsvault.daemon.health.report import combine
+from pacsvault.daemon.service.health_convert import STATES, event_to_proto, report_to_proto
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc
 
-STATES = {
-    "healthy": appliance_pb2.HEALTH_STATE_HEALTHY,
-    "warning": appliance_pb2.HEALTH_STATE_WARNING,
-    "critical": appliance_pb2.HEALTH_STATE_CRITICAL,
-}
+__all__ = ["STATES", "ApplianceServicer"]
 
 
 class ApplianceServicer(appliance_pb2_grpc.ApplianceServiceServicer):
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, monitor: HealthMonitor | None = None) -> None:
         self._archive = archive
+        self._monitor = monitor
 
     @mapped
     def GetApplianceHealth(
         self, request: appliance_pb2.GetApplianceHealthRequest, context: grpc.ServicerContext
     ) -> appliance_pb2.GetApplianceHealthResponse:
-        health = self._archive.health()
-        index = health.index
-        return appliance_pb2.GetApplianceHealthResponse(
-            state=STATES[health.state], reasons=health.reasons, version=health.version,
-            uptime_seconds=health.uptime_s,
-            index=appliance_pb2.IndexStatus(
-                patients=index["patients"], studies=index["studies"], series=index["series"],
-                instances=index["instances"], blobs=index["blobs"], stored_bytes=index["stored_bytes"],
-                map_size_bytes=index["map_size"], map_used_bytes=index["map_used"],
-            ),
-            volumes=[
-                appliance_pb2.VolumeStatus(
-                    tier=v.tier, path=v.path, state=STATES[v.state], reason=v.reason,
-                    capacity_bytes=v.capacity_bytes, used_bytes=v.used_bytes, free_bytes=v.free_bytes,
-                    accepts_writes=v.accepts_writes,
-                )
-                for v in health.volumes
-            ],
-        )
+        return self._report(self._monitor.snapshot() if self._monitor else None)
+
+    @mapped
+    def WatchHealth(
+        self, request: appliance_pb2.WatchHealthRequest, context: grpc.ServicerContext
+    ) -> Iterator[appliance_pb2.WatchHealthResponse]:
+        if self._monitor is None:
+            raise Unavailable("health monitoring is not running in this daemon")
+        with self._monitor.watch() as (subscription, updates):
+            # Cancellation and a passed deadline end the wait at once.
+            if not context.add_callback(subscription.close):
+                return
+            for update in updates:
+                if update.event is not None:
+                    yield appliance_pb2.WatchHealthResponse(event=event_to_proto(update.event))
+                elif update.snapshot is not None:
+                    yield appliance_pb2.WatchHealthResponse(
+                        snapshot=self._report(update.snapshot), dropped_events=update.dropped)
+            if context.is_active():
+                raise Unavailable(f"health watch ended: {subscription.closed}; reconnect")
+
+    def _report(self, snapshot: HealthSnapshot | None) -> appliance_pb2.GetApplianceHealthResponse:
+        return report_to_proto(combine(self._archive.health(), snapshot))

@@ -7,12 +7,15 @@ calls itself before it stops the server.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+
+from pacsvault.daemon.service.call_wrapping import wrap_handler
 
 # Health and reflection keep answering while calls drain, so a load balancer
 # sees NOT_SERVING rather than an error.
@@ -40,7 +43,15 @@ class DrainingInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or details.method.startswith(_ALWAYS_ALLOWED):
             return handler
-        return self._wrap(handler)
+        return wrap_handler(handler, details.method, self._counted)
+
+    @contextlib.contextmanager
+    def _counted(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
+        self._enter(context)
+        try:
+            yield
+        finally:
+            self._exit()
 
     def _enter(self, context: grpc.ServicerContext) -> None:
         with self._changed:
@@ -52,36 +63,3 @@ class DrainingInterceptor(grpc.ServerInterceptor):
         with self._changed:
             self._active -= 1
             self._changed.notify_all()
-
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
-
-    def _unary(self, method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def counted(request: Any, context: grpc.ServicerContext) -> Any:
-            self._enter(context)
-            try:
-                return method(request, context)
-            finally:
-                self._exit()
-        return counted
-
-    def _streaming(
-        self, method: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
-    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-        def counted(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._enter(context)
-            try:
-                yield from method(request, context)
-            finally:
-                self._exit()
-        return counted
