@@ -15,13 +15,13 @@ from pacsvault.daemon.storage.blob_access import BlobAccess, BlobFile, iter_chun
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import MARKER_NAME, LocalBlobAccess
 from pacsvault.daemon.storage.memory import MemoryBlobAccess
-from pacsvault.daemon.storage.tiered import TieredBlobStore, Volume
+from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Usage, Volume, Watermarks
 
 STACKS: dict[str, Callable[[Path], BlobAccess]] = {
     "memory": lambda _: MemoryBlobAccess(),
-    "local": lambda root: LocalBlobAccess(root),
+    "local": lambda root: LocalBlobAccess.open_or_create(root),
     "compressing(memory)": lambda _: CompressingBlobAccess(MemoryBlobAccess(), frame_size=4096),
-    "compressing(local)": lambda root: CompressingBlobAccess(LocalBlobAccess(root), frame_size=4096),
+    "compressing(local)": lambda root: CompressingBlobAccess(LocalBlobAccess.open_or_create(root), frame_size=4096),
 }
 
 
@@ -78,7 +78,7 @@ def test_put_is_idempotent_and_delete_removes(access: BlobAccess) -> None:
 
 
 def test_compressed_blob_is_self_describing(tmp_path: Path) -> None:
-    local = LocalBlobAccess(tmp_path / "v")
+    local = LocalBlobAccess.open_or_create(tmp_path / "v")
     data = b"\x00\x01" * 50000
     digest = compute(data)
     CompressingBlobAccess(local, frame_size=8192).put(digest, data)
@@ -120,7 +120,7 @@ def test_unknown_format_version_is_refused() -> None:
 
 
 def test_local_leaves_no_temp_files_and_cleans_crash_leftovers(tmp_path: Path) -> None:
-    local = LocalBlobAccess(tmp_path / "v")
+    local = LocalBlobAccess.open_or_create(tmp_path / "v")
     data = b"x" * 1000
     local.put(compute(data), data)
     assert list((tmp_path / "v" / "tmp").iterdir()) == []
@@ -130,30 +130,41 @@ def test_local_leaves_no_temp_files_and_cleans_crash_leftovers(tmp_path: Path) -
 
 
 def test_volume_marker_identity_and_refusal(tmp_path: Path) -> None:
-    first = LocalBlobAccess(tmp_path / "v")
-    assert LocalBlobAccess(tmp_path / "v").volume_id == first.volume_id
+    first = LocalBlobAccess.open_or_create(tmp_path / "v")
+    assert LocalBlobAccess.open_or_create(tmp_path / "v").volume_id == first.volume_id
     first.put(compute(b"blob"), b"blob")
     # A volume holding blobs whose marker is gone is most likely another disk.
     (tmp_path / "v" / MARKER_NAME).unlink()
     with pytest.raises(Unavailable, match="no .pacsvault-volume marker"):
-        LocalBlobAccess(tmp_path / "v")
+        LocalBlobAccess.open_or_create(tmp_path / "v")
 
 
-def _volume(tier: str, root: Path, free: int, reserve: int = 0) -> Volume:
-    local = LocalBlobAccess(root)
-    return Volume(tier, local.volume_id, str(root), local, lambda: free, reserve)
+def _volume(tier: str, root: Path, used: int, free: int, reserve: int = 0, high: float = 0.85) -> Volume:
+    local = LocalBlobAccess.open_or_create(root)
+    return Volume(tier, local.volume_id, str(root), local, local, Watermarks(high, 0.5, reserve),
+                  lambda: Usage(used + free, used, free), device=os.stat(root).st_dev)
 
 
 def test_tiered_places_on_first_tier_with_room_and_finds_anywhere(tmp_path: Path) -> None:
-    hot = _volume("hot", tmp_path / "hot", free=100, reserve=50)
-    cold_small = _volume("capacity", tmp_path / "c1", free=10_000)
-    cold_big = _volume("capacity", tmp_path / "c2", free=90_000)
-    store = TieredBlobStore([("hot", [hot]), ("capacity", [cold_small, cold_big])])
-    small, large = b"s" * 10, b"L" * 1000
+    hot = _volume("hot", tmp_path / "hot", used=800, free=200)  # 80% full, high watermark 85%
+    cold_small = _volume("capacity", tmp_path / "c1", used=0, free=10_000)
+    cold_big = _volume("capacity", tmp_path / "c2", used=0, free=90_000)
+    store = TieredBlobStore([Tier("hot", [hot]), Tier("capacity", [cold_small, cold_big])])
+    small, large = b"s" * 10, b"L" * 100
     location, _ = store.place(compute(small), small)
     assert location.tier == "hot"
+    # 800 + 100 would pass the 85% high watermark: the capacity tier takes it, on its emptiest volume.
     location, _ = store.place(compute(large), large)
     assert (location.tier, location.volume_id) == ("capacity", cold_big.volume_id)
     assert read_all(store.open(compute(large))) == large  # no hint: searched
     with pytest.raises(StorageFull, match="no tier has room"):
         store.place(compute(b"x" * 100_000), b"x" * 100_000)
+
+
+def test_reserve_failed_and_draining_volumes_take_nothing(tmp_path: Path) -> None:
+    volume = _volume("hot", tmp_path / "v", used=0, free=1000, reserve=950)
+    assert volume.accepts(50) and not volume.accepts(51)
+    volume.draining = True
+    assert not volume.accepts(1)
+    volume.draining, volume.failed = False, "I/O error"
+    assert not volume.accepts(1)

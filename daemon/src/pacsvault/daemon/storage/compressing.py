@@ -43,7 +43,11 @@ class CompressingBlobAccess:
 
     def put(self, digest: Digest, data: bytes) -> int:
         if self._inner.contains(digest):
-            return self._inner.open(digest).size
+            reader = self._inner.open(digest)
+            try:
+                return reader.size
+            finally:
+                reader.close()
         return self._inner.put(digest, self.encode(digest, data))
 
     def open(self, digest: Digest) -> FramedReader:

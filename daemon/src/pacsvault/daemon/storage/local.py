@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from pacsvault.daemon.digest import Digest
-from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
+from pacsvault.daemon.errors import NotFound, StorageFull, Unavailable
 
 MARKER_NAME = ".pacsvault-volume"
 
@@ -25,16 +25,21 @@ MARKER_NAME = ".pacsvault-volume"
 class FileReader:
     """A BlobReader over one open file; pread keeps concurrent readers independent."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, where: str) -> None:
         self._fd = fd
         self._size = size
+        self._where = where
 
     @property
     def size(self) -> int:
         return self._size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
+        try:
+            return os.pread(self._fd, length, offset)
+        except OSError as exc:
+            # A disk returning I/O errors: the volume is unavailable, not the data lost.
+            raise Unavailable(f"volume {self._where} failed a read: {exc.strerror}") from exc
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -48,11 +53,27 @@ class FileReader:
 class LocalBlobAccess:
     """One volume directory holding opaque blob files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, volume_id: str) -> None:
         self.root = root
-        self.volume_id = _open_volume(root)
+        self.volume_id = volume_id
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
+        for sub in (self._blobs, self._tmp):
+            _make_dirs(sub)
+
+    @classmethod
+    def open_or_create(cls, root: Path) -> LocalBlobAccess:
+        """Opens a volume by its marker, writing one at first use.
+
+        The daemon checks markers against its index instead (see
+        tiering.volumes); this is for tools and tests without an index.
+        """
+        volume_id = read_marker(root)
+        if volume_id is None:
+            if has_blobs(root):
+                raise Unavailable(f"volume {root} holds blobs but has no {MARKER_NAME} marker; refusing it")
+            volume_id = write_marker(root)
+        return cls(root, volume_id)
 
     def path_of(self, digest: Digest) -> Path:
         h = digest.hex
@@ -100,8 +121,8 @@ class LocalBlobAccess:
         except FileNotFoundError as exc:
             raise NotFound(f"blob {digest} is not on volume {self.root}") from exc
         except OSError as exc:
-            raise DataLoss(f"blob {digest} on volume {self.root} is unreadable: {exc.strerror}") from exc
-        return FileReader(fd, os.fstat(fd).st_size)
+            raise Unavailable(f"volume {self.root} failed to open blob {digest.hex[:16]}: {exc.strerror}") from exc
+        return FileReader(fd, os.fstat(fd).st_size, str(self.root))
 
     def contains(self, digest: Digest) -> bool:
         return self.path_of(digest).exists()
@@ -113,6 +134,20 @@ class LocalBlobAccess:
         except FileNotFoundError:
             return
         _fsync_dir(path.parent)
+
+    def quarantine(self, digest: Digest, reason: str) -> Path | None:
+        """Moves a bad blob aside with the reason beside it; corrupt data is never silently deleted."""
+        path = self.path_of(digest)
+        if not path.exists():
+            return None
+        target_dir = self.root / "quarantine"
+        _make_dirs(target_dir)
+        target = target_dir / f"{digest.hex}.{uuid.uuid4().hex[:8]}"
+        os.replace(path, target)
+        target.with_suffix(target.suffix + ".reason").write_text(reason + "\n")
+        _fsync_dir(target_dir)
+        _fsync_dir(path.parent)
+        return target
 
     def clean_tmp(self) -> int:
         """Removes writes that a crash interrupted; they were never acknowledged."""
@@ -128,28 +163,31 @@ class LocalBlobAccess:
         return shutil.disk_usage(self.root)
 
 
-def _open_volume(root: Path) -> str:
-    """Returns the volume's identity, writing the marker on first use.
-
-    A directory that already holds blobs but has no marker is refused: it is
-    most likely a disk that is not mounted, or the wrong one.
-    """
+def read_marker(root: Path) -> str | None:
+    """The volume id in ``root``'s marker, or None when there is no marker."""
     marker = root / MARKER_NAME
-    if marker.exists():
-        try:
-            return str(json.loads(marker.read_text())["volume_id"])
-        except (ValueError, KeyError, OSError) as exc:
-            raise Unavailable(f"volume {root}: unreadable marker {marker}") from exc
-    if (root / "blobs").exists() and any((root / "blobs").iterdir()):
-        raise Unavailable(f"volume {root} holds blobs but has no {MARKER_NAME} marker; refusing it")
-    for sub in ("blobs", "tmp"):
-        _make_dirs(root / sub)
+    try:
+        return str(json.loads(marker.read_text())["volume_id"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, OSError) as exc:
+        raise Unavailable(f"volume {root}: unreadable marker {marker}") from exc
+
+
+def has_blobs(root: Path) -> bool:
+    blobs = root / "blobs"
+    return blobs.is_dir() and any(blobs.iterdir())
+
+
+def write_marker(root: Path) -> str:
+    """Gives ``root`` a new identity, durably; returns it."""
+    _make_dirs(root)
     volume_id = uuid.uuid4().hex
     tmp = root / f"{MARKER_NAME}.tmp"
     tmp.write_text(json.dumps({"volume_id": volume_id, "format": 1}) + "\n")
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, marker)
+    os.replace(tmp, root / MARKER_NAME)
     _fsync_dir(root)
     return volume_id
 

@@ -1,20 +1,25 @@
 """Tiered layer: an ordered list of tiers, each of one or more volumes.
 
-New blobs go to the first tier with room, and within a tier to the volume with
-the most free space. Reads go to the volume the index names and fall back to a
-search of every volume, so a blob that moved is still found.
+New blobs go to the first tier with a volume below its high watermark, and
+within a tier to the volume with the most free space. Reads go to the volume
+the index names and fall back to a search of every volume, so a blob that
+moved is still found. Volumes can be added and drained while the daemon runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader
+from pacsvault.daemon.storage.local import LocalBlobAccess, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -25,69 +30,210 @@ class Location:
     volume_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    total: int
+    used: int
+    free: int
+
+    @property
+    def usable(self) -> int:
+        """Used plus free to us: the blocks reserved for root never count, as in df."""
+        return self.used + self.free
+
+    @property
+    def fill(self) -> float:
+        return self.used / self.usable if self.usable else 1.0
+
+
+def disk_usage(path: Path) -> Usage:
+    usage = shutil.disk_usage(path)
+    return Usage(usage.total, usage.used, usage.free)
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    high: float = 0.85
+    low: float = 0.70
+    reserve_bytes: int = 0
+
+
 @dataclass
 class Volume:
+    """One directory of blobs, with what decides whether it takes new data."""
+
     tier: str
     volume_id: str
     path: str
-    access: BlobAccess
-    free_bytes: Callable[[], int]
-    reserve_bytes: int
-    # Set when a write failed for a reason other than space; cleared on restart.
+    local: LocalBlobAccess  # the stored form, which the mover copies as it is
+    access: BlobAccess  # what ingest and reads use (compressing over local)
+    watermarks: Watermarks
+    usage: Callable[[], Usage]
+    volume_class: str = "hdd"
+    # st_dev of the filesystem: moving between volumes on one filesystem frees nothing.
+    device: int = 0
+    # Why the volume takes no writes: I/O errors, disappearance, failing disk.
     failed: str = ""
+    draining: bool = False
+
+    def accepts(self, size: int) -> bool:
+        """Writable, with room for ``size`` more bytes below the high watermark and the reserve."""
+        return self.writable() and self.room_for(size)
+
+    def writable(self) -> bool:
+        return not self.failed and not self.draining and self.still_mounted()
 
     def room_for(self, size: int) -> bool:
-        return not self.failed and self.free_bytes() - size >= self.reserve_bytes
+        try:
+            usage = self.usage()
+        except OSError:
+            return False
+        if usage.free - size < self.watermarks.reserve_bytes:
+            return False
+        return (usage.used + size) <= self.watermarks.high * usage.usable
+
+    def still_mounted(self) -> bool:
+        """One stat: the directory is still on the filesystem it was opened on.
+
+        An unmounted disk leaves its mount point on the parent filesystem,
+        whose device differs; writing there would fill the root disk with
+        blobs nobody can find after the next mount.
+        """
+        try:
+            same = os.stat(self.path).st_dev == self.device
+        except OSError:
+            same = False
+        if not same:
+            self.check_present()
+        return same
+
+    def check_present(self) -> bool:
+        """Whether the volume's marker is still there; marks it failed if not."""
+        try:
+            present = read_marker(Path(self.path)) == self.volume_id
+            present = present and os.stat(self.path).st_dev == self.device
+        except (Unavailable, OSError):
+            present = False
+        if not present and not self.failed:
+            self.failed = "its .pacsvault-volume marker is gone (unmounted or replaced?)"
+            log.error("volume %s: %s; no more writes to it", self.path, self.failed)
+        return present
+
+
+@dataclass
+class RefusedVolume:
+    """A configured volume the daemon will not touch, and why."""
+
+    tier: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Tier:
+    name: str
+    volumes: list[Volume] = field(default_factory=list)
+    # Set when a blob went past this tier for lack of room: the tier is at
+    # its high watermark and the mover should free it down to the low one.
+    overflowed: bool = False
 
 
 class TieredBlobStore:
     """Places blobs across tiers and finds them wherever they are."""
 
-    def __init__(self, tiers: list[tuple[str, list[Volume]]]) -> None:
-        self._tiers = tiers
-        self._by_id = {v.volume_id: v for _, volumes in tiers for v in volumes}
+    def __init__(self, tiers: list[Tier], refused: list[RefusedVolume] | None = None) -> None:
+        self.tiers = tiers
+        self.refused = refused or []
         self._lock = threading.Lock()
 
     @property
     def volumes(self) -> list[Volume]:
-        return [v for _, volumes in self._tiers for v in volumes]
+        with self._lock:
+            return [v for tier in self.tiers for v in tier.volumes]
 
-    def place(self, digest: Digest, data: bytes) -> tuple[Location, int]:
-        """Stores ``data`` durably; returns where, and the bytes it takes at rest."""
+    def volume(self, volume_id: str) -> Volume | None:
+        return next((v for v in self.volumes if v.volume_id == volume_id), None)
+
+    def tier_index(self, name: str) -> int:
+        return next(i for i, tier in enumerate(self.tiers) if tier.name == name)
+
+    def add_volume(self, volume: Volume) -> None:
+        with self._lock:
+            tier = next(t for t in self.tiers if t.name == volume.tier)
+            tier.volumes.append(volume)
+
+    def place(self, digest: Digest, data: bytes, tiers: list[str] | None = None) -> tuple[Location, int]:
+        """Stores ``data`` durably; returns where, and the bytes it takes at rest.
+
+        ``tiers`` limits the choice (the mover uses it); by default every tier
+        is tried in order.
+        """
         tried = []
-        for tier, volumes in self._tiers:
-            for volume in sorted(volumes, key=lambda v: v.free_bytes(), reverse=True):
+        for tier in self.tiers:
+            if tiers is not None and tier.name not in tiers:
+                continue
+            for volume in sorted(tier.volumes, key=_free_bytes, reverse=True):
+                if not volume.writable():
+                    continue
                 if not volume.room_for(len(data)):
+                    tier.overflowed = True
                     continue
                 tried.append(volume.path)
-                try:
-                    stored = volume.access.put(digest, data)
-                except StorageFull:
-                    log.warning("volume %s filled up during a write; trying the next", volume.path)
-                    continue
-                except Unavailable as exc:
-                    volume.failed = str(exc)
-                    log.error("volume %s stops taking writes: %s", volume.path, exc)
-                    continue
-                return Location(tier, volume.volume_id), stored
+                stored = self._put(volume, digest, data)
+                if stored is not None:
+                    return Location(tier.name, volume.volume_id), stored
         raise StorageFull(
             f"no tier has room for a blob of {len(data)} bytes"
-            + (f" (tried {', '.join(tried)})" if tried else " (every volume is past its reserve)")
+            + (f" (tried {', '.join(tried)})" if tried else " (every volume is past its high watermark or reserve)")
         )
 
+    @staticmethod
+    def _put(volume: Volume, digest: Digest, data: bytes) -> int | None:
+        try:
+            return volume.access.put(digest, data)
+        except StorageFull:
+            log.warning("volume %s filled up during a write; trying the next", volume.path)
+        except Unavailable as exc:
+            volume.failed = str(exc)
+            log.error("volume %s stops taking writes: %s", volume.path, exc)
+        return None
+
     def open(self, digest: Digest, hint: Location | None = None) -> BlobReader:
-        first = self._by_id.get(hint.volume_id) if hint else None
+        """Opens the blob; UNAVAILABLE when the only volume that could hold it is gone."""
+        first = self.volume(hint.volume_id) if hint else None
         candidates = ([first] if first else []) + [v for v in self.volumes if v is not first]
+        failures: list[Unavailable] = []
         for volume in candidates:
             try:
                 return volume.access.open(digest)
             except NotFound:
                 continue
+            except Unavailable as exc:
+                if not volume.failed:
+                    volume.failed = str(exc)
+                    log.error("volume %s stops taking writes: %s", volume.path, exc)
+                failures.append(exc)
+        if failures:
+            raise Unavailable(f"blob {digest.hex[:16]} could not be read: {failures[0]}")
+        if hint is not None:
+            self._raise_if_volume_gone(digest, hint)
         raise DataLoss(f"blob {digest} is indexed but on no volume")
+
+    def _raise_if_volume_gone(self, digest: Digest, hint: Location) -> None:
+        volume = self.volume(hint.volume_id)
+        if volume is not None and not volume.check_present():
+            raise Unavailable(f"blob {digest.hex[:16]} is on volume {volume.path}, which is unavailable: {volume.failed}")
+        refused = [r for r in self.refused if r.tier == hint.tier]
+        if volume is None:
+            where = f" ({'; '.join(f'{r.path}: {r.reason}' for r in refused)})" if refused else ""
+            raise Unavailable(f"blob {digest.hex[:16]} is on volume {hint.volume_id}, which is not mounted or refused{where}")
 
     def contains(self, digest: Digest) -> bool:
         return any(v.access.contains(digest) for v in self.volumes)
 
-    def delete(self, digest: Digest) -> None:
-        for volume in self.volumes:
-            volume.access.delete(digest)
+
+def _free_bytes(volume: Volume) -> int:
+    try:
+        return volume.usage().free
+    except OSError:
+        return -1

@@ -1,0 +1,82 @@
+"""pacsvault tiers: storage tiers and volumes; plan, add-volume, drain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from google.protobuf.json_format import MessageToDict
+
+from pacsvault.client import PacsvaultClient
+from pacsvault.client.units import human_bytes
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("tiers", help="storage tiers and volumes (plan, add-volume, drain)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per volume")
+    parser.set_defaults(run=run_list)
+    actions = parser.add_subparsers(dest="tiers_action", metavar="ACTION")
+    plan = actions.add_parser("plan", help="dry run: which studies the mover would move next")
+    plan.add_argument("--limit", type=int, default=100)
+    plan.add_argument("--json", action="store_true", help="one JSON object per planned move")
+    plan.set_defaults(run=run_plan)
+    add = actions.add_parser("add-volume", help="take a mounted, empty directory into use in a tier, online")
+    add.add_argument("tier")
+    add.add_argument("path")
+    add.set_defaults(run=run_add)
+    drain = actions.add_parser("drain", help="move every blob off a volume so its disk can be replaced")
+    drain.add_argument("volume", help="the volume's path or id")
+    drain.set_defaults(run=run_drain)
+
+
+def _volume_json(volume: object) -> dict[str, object]:
+    body = MessageToDict(volume, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+    body["volume"] = body.pop("volume_id")
+    for key in ("capacity_bytes", "used_bytes", "free_bytes", "blobs", "stored_bytes"):
+        body[key] = int(body[key])
+    return body
+
+
+def run_list(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    response = client.list_volumes()
+    if args.json:
+        for volume in response.volumes:
+            print(json.dumps(_volume_json(volume)))
+        return 0
+    print(f"{'TIER':10} {'STATE':9} {'USED':>10} {'FREE':>10} {'BLOBS':>8} {'STORED':>10} {'WATERMARK':11} PATH")
+    for v in response.volumes:
+        print(f"{v.tier:10} {v.state:9} {human_bytes(v.used_bytes):>10} {human_bytes(v.free_bytes):>10} "
+              f"{v.blobs:>8} {human_bytes(v.stored_bytes):>10} {v.watermark:11} {v.path}"
+              + (f"  ({v.reason})" if v.reason else ""))
+    m = response.mover
+    print(f"mover: {'on' if m.enabled else 'off'}, {m.passes} passes, {m.blobs_moved} blobs / "
+          f"{human_bytes(m.bytes_moved)} moved, last pass {human_bytes(int(m.last_pass_bytes_per_second))}/s, "
+          f"{m.pending_promotions} promotions pending, {m.interrupted_moves} interrupted moves"
+          + (f", last error: {m.last_error}" if m.last_error else ""))
+    return 0
+
+
+def run_plan(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    response = client.plan_moves(args.limit)
+    if args.json:
+        for move in response.moves:
+            print(json.dumps(MessageToDict(move, preserving_proto_field_name=True)))
+        return 0
+    for move in response.moves:
+        print(f"{move.study_instance_uid}  {move.from_tier} -> {move.to_tier}  "
+              f"{human_bytes(move.size_bytes)}  ({move.reason})")
+    print(f"{len(response.moves)} moves, {human_bytes(response.total_bytes)} in all (nothing was moved)")
+    return 0
+
+
+def run_add(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    volume = client.add_volume(args.tier, args.path)
+    print(f"volume {volume.path} ({volume.volume_id}) now takes data in tier {volume.tier}")
+    return 0
+
+
+def run_drain(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    volume = client.drain_volume(args.volume)
+    print(f"volume {volume.path} is draining: {volume.blobs} blobs ({human_bytes(volume.stored_bytes)}) to move; "
+          "watch progress with `pacsvault tiers`")
+    return 0

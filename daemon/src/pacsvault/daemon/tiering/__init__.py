@@ -1,0 +1,1 @@
+"""Tiering: which volumes take data, and moving studies between tiers."""

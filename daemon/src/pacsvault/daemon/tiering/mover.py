@@ -1,0 +1,446 @@
+"""The tier mover: one bounded, rate-limited, resumable pass at a time.
+
+A blob moves in a fixed sequence, each step safe to interrupt with SIGKILL::
+
+    intent   record (blob, from, to) in the index      crash: undone next pass
+    copy     write the stored bytes to the target       crash: target copy removed
+    verify   read the copy back, check the digest       crash: as above
+    switch   point the index at the target (one txn)    crash: source copy removed
+    delete   remove the source copy
+    done     drop the intent
+
+At every step the index points at a complete, verified copy, and a reader
+that finds no file where the index pointed searches the other volumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import blake3
+import lmdb
+
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError
+from pacsvault.daemon.index import keys, placement
+from pacsvault.daemon.index.catalog import Catalog
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord, decode, encode
+from pacsvault.daemon.storage.blob_access import iter_chunks, read_all
+from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Volume
+from pacsvault.daemon.tiering import policy
+
+log = logging.getLogger(__name__)
+STEPS = ("intent", "copy", "verify", "switch", "delete", "done")
+DRAIN_BATCH = 10_000
+# Blobs moved together share each step's index commit; the batch bounds the
+# memory held (the stored bytes are read into memory) and the work a crash redoes.
+BATCH_BLOBS = 64
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+class RateLimiter:
+    """Paces bytes to at most ``rate`` a second (a simple token schedule)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate, self._clock, self._sleep = rate, clock, sleep
+        self._next = 0.0
+
+    def take(self, n: int) -> None:
+        now = self._clock()
+        self._next = max(self._next, now)
+        if self._next > now:
+            self._sleep(self._next - now)
+        self._next += n / self.rate
+
+
+@dataclass
+class PlannedMove:
+    study_uid: str
+    from_tier: str
+    to_tier: str
+    bytes: int
+    reason: str
+
+
+@dataclass
+class MoverStats:
+    passes: int = 0
+    blobs_moved: int = 0
+    bytes_moved: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_pass_bytes: int = 0
+    last_pass_seconds: float = 0.0
+
+    @property
+    def last_rate(self) -> float:
+        return self.last_pass_bytes / self.last_pass_seconds if self.last_pass_seconds else 0.0
+
+
+@dataclass
+class _Move:
+    blob: BlobRecord
+    digest: Digest
+    raw: bytes
+    source: Volume
+    target: Volume
+
+
+def _batches(blobs: list[BlobRecord]) -> list[list[BlobRecord]]:
+    """Groups of at most BATCH_BLOBS blobs and about BATCH_BYTES, moved with one commit per step."""
+    batches: list[list[BlobRecord]] = [[]]
+    size = 0
+    for blob in blobs:
+        if batches[-1] and (len(batches[-1]) >= BATCH_BLOBS or size + blob.stored_bytes > BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(blob)
+        size += blob.stored_bytes
+    return [b for b in batches if b]
+
+
+@dataclass
+class _Budget:
+    left: int
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+
+
+@dataclass
+class TierMover:
+    env: IndexEnvironment
+    store: TieredBlobStore
+    config: Config
+    clock: Callable[[], float] = time.time
+    limiter: RateLimiter | None = None
+    # Called after each step of each move: tests kill the process here.
+    on_step: Callable[[str, Digest], None] = lambda step, digest: None
+    stats: MoverStats = field(default_factory=MoverStats)
+
+    def __post_init__(self) -> None:
+        self.catalog = Catalog(self.env)
+        self.limiter = self.limiter or RateLimiter(self.config.tiering.mover_max_bytes_per_s)
+        self._promotions: set[str] = set()
+        self._demoting: set[str] = set()
+        self._lock = threading.Lock()
+        self._rule = policy.AgeRule(self.config.tiering.demote_after_days, self.config.tiering.age_basis)
+
+    # -- what callers ask for ------------------------------------------------
+
+    def request_promotion(self, study_uid: str) -> None:
+        with self._lock:
+            self._promotions.add(study_uid)
+
+    def interrupted_count(self) -> int:
+        return len(placement.move_intents(self.env))
+
+    def pending_promotions(self) -> int:
+        with self._lock:
+            return len(self._promotions)
+
+    def run_once(self, max_bytes: int | None = None) -> MoverStats:
+        """One pass: finish interrupted moves, promote, drain, demote; bounded by bytes."""
+        started, before = time.monotonic(), self.stats.bytes_moved
+        budget = _Budget(max_bytes if max_bytes is not None else
+                         int(self.config.tiering.mover_max_bytes_per_s * self.config.tiering.mover_interval_s))
+        self.resume_interrupted()
+        self._refresh_demoting()
+        for step in (self._promote, self._drain, self._demote):
+            if budget.left > 0:
+                step(budget)
+        self.stats.passes += 1
+        self.stats.last_pass_bytes = self.stats.bytes_moved - before
+        self.stats.last_pass_seconds = time.monotonic() - started
+        return self.stats
+
+    def plan(self, limit: int = 100) -> list[PlannedMove]:
+        """What the next passes would move, in order, without moving anything."""
+        planned: list[PlannedMove] = []
+        first = self.store.tiers[0].name
+        with self._lock:
+            promotions = sorted(self._promotions)
+        for study_uid in promotions:
+            study = self._study(study_uid)
+            if study is not None:
+                for tier, count in study.tier_instances.items():
+                    if tier != first:
+                        planned.append(PlannedMove(study_uid, tier, first, _bytes_on(study, tier), "promotion"))
+        for volume in self.store.volumes:
+            if volume.draining:
+                record = next((r for r in placement.volumes(self.env) if r.volume_id == volume.volume_id), None)
+                if record and record.blob_count:
+                    planned.append(PlannedMove(f"({record.blob_count} blobs)", volume.tier, "(elsewhere)",
+                                               record.stored_bytes, f"drain {volume.path}"))
+        self._refresh_demoting()
+        for index, tier in enumerate(self.store.tiers[:-1]):
+            for heat, reason in self._demotion_candidates(tier, limit):
+                planned.append(PlannedMove(heat.study_uid, tier.name, self.store.tiers[index + 1].name,
+                                           heat.bytes_on_tier, reason))
+        return planned[:limit]
+
+    # -- the three kinds of move ---------------------------------------------
+
+    def _promote(self, budget: _Budget) -> None:
+        first = self.store.tiers[0]
+        if first.name in self._demoting:
+            return  # the first tier is itself being freed: do not refill it
+        with self._lock:
+            queue = sorted(self._promotions)
+        for study_uid in queue:
+            if budget.left <= 0:
+                return
+            if self._move_study(study_uid, None, [first.name], budget, same_device_ok=True):
+                with self._lock:
+                    self._promotions.discard(study_uid)
+
+    def _drain(self, budget: _Budget) -> None:
+        for volume in self.store.volumes:
+            if not volume.draining:
+                continue
+            targets = self._drain_targets(volume)
+            with self.env.read() as txn:
+                # A bounded slice per pass: a volume of millions of blobs drains over many passes.
+                blob_keys = list(itertools.islice(placement.volume_blob_keys(txn, self.env, volume.volume_id),
+                                                  DRAIN_BATCH))
+            blobs = [b for b in map(self._blob, blob_keys) if b is not None]
+            for batch in _batches(blobs):
+                if budget.left <= 0:
+                    return
+                self._move_blobs(batch, targets, budget, exclude=volume, same_device_ok=True)
+            self._mark_drained_if_empty(volume)
+
+    def _demote(self, budget: _Budget) -> None:
+        for index, tier in enumerate(self.store.tiers[:-1]):
+            targets = [t.name for t in self.store.tiers[index + 1 :]]
+            for heat, _ in self._demotion_candidates(tier, limit=10_000):
+                if budget.left <= 0:
+                    return
+                self._move_study(heat.study_uid, tier.name, targets, budget, same_device_ok=False)
+
+    def _refresh_demoting(self) -> None:
+        """Hysteresis: a tier starts demoting past its high watermark and stops below its low one."""
+        for tier in self.store.tiers:
+            fill = tier_fill(tier)
+            if fill is None:
+                continue
+            if fill.over_high or tier.overflowed:
+                self._demoting.add(tier.name)
+                tier.overflowed = False
+            elif fill.used < fill.low * fill.capacity:
+                self._demoting.discard(tier.name)
+
+    def _demotion_candidates(self, tier: Tier, limit: int) -> list[tuple[policy.StudyHeat, str]]:
+        fill = tier_fill(tier)
+        if fill is None:
+            return []
+        now = self.clock()
+        with self.env.read() as txn:
+            heats = (_heat(s, tier.name) for s in placement.coldest_studies(txn, self.env, tier.name))
+            chosen = []
+            for item in policy.demotions(fill, heats, now, self._rule, tier.name in self._demoting):
+                chosen.append(item)
+                if len(chosen) >= limit:
+                    break
+        return chosen
+
+    # -- moving ----------------------------------------------------------------
+
+    def _move_study(self, study_uid: str, from_tier: str | None, to_tiers: list[str], budget: _Budget,
+                    same_device_ok: bool) -> bool:
+        """Moves the study's blobs on ``from_tier`` (any tier not in to_tiers if None)."""
+        try:
+            members = self.catalog.study_instances(study_uid)
+        except NotFound:
+            return True
+        blobs = [b for _, b in members if b.location.tier not in to_tiers
+                 and (from_tier is None or b.location.tier == from_tier)]
+        moved = 0
+        for batch in _batches(blobs):
+            if budget.left <= 0:
+                return False
+            moved += self._move_blobs(batch, to_tiers, budget, exclude=None, same_device_ok=same_device_ok)
+        return moved == len(blobs)
+
+    def _move_blobs(self, blobs: list[BlobRecord], to_tiers: list[str], budget: _Budget,
+                    exclude: Volume | None, same_device_ok: bool) -> int:
+        """Moves a batch of blobs: one index transaction per step for the whole batch."""
+        try:
+            moves = self._prepare(blobs, to_tiers, exclude, same_device_ok)
+            if not moves:
+                return 0
+            self.limiter.take(sum(len(m.raw) for m in moves))  # type: ignore[union-attr]
+            switched = self._copy_verify_switch(moves)
+        except PacsvaultError as exc:
+            self.stats.failures += 1
+            self.stats.last_error = str(exc)
+            log.warning("blob move failed (retried next pass): %s", exc)
+            return 0
+        size = sum(len(m.raw) for m in switched)
+        budget.spend(size)
+        self.stats.blobs_moved += len(switched)
+        self.stats.bytes_moved += size
+        return len(switched)
+
+    def _prepare(self, blobs: list[BlobRecord], to_tiers: list[str], exclude: Volume | None,
+                 same_device_ok: bool) -> list[_Move]:
+        moves: list[_Move] = []
+        planned: dict[str, int] = {}  # bytes already headed for each target in this batch
+        for blob in blobs:
+            source = self.store.volume(blob.location.volume_id)
+            if source is None or source.failed:
+                continue
+            digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+            raw = read_all(source.local.open(digest))
+            target = self._target(to_tiers, len(raw), exclude or source,
+                                  None if same_device_ok else source.device, planned)
+            if target is None:
+                continue
+            planned[target.volume_id] = planned.get(target.volume_id, 0) + len(raw)
+            moves.append(_Move(blob, digest, raw, source, target))
+        return moves
+
+    def _copy_verify_switch(self, moves: list[_Move]) -> list[_Move]:
+        """The fixed step sequence of the module docstring, for a batch."""
+        now = self.clock()
+        intents = [(_key(m.blob), encode(MoveIntent(
+            digest_function=m.blob.digest_function, digest=m.blob.digest, from_volume_id=m.source.volume_id,
+            to_volume_id=m.target.volume_id, to_tier=m.target.tier, started_at=now))) for m in moves]
+        self.env.write(lambda txn: [txn.put(k, v, db=self.env.dbs["moves"]) for k, v in intents])
+        self._each_step("intent", moves)
+        for move in moves:
+            move.target.local.put(move.digest, move.raw)
+        self._each_step("copy", moves)
+        for move in moves:
+            self._verify(move.target, move.digest)
+        self._each_step("verify", moves)
+        flags = self.env.write(lambda txn: [self._switch(txn, m.blob, m.source, m.target) for m in moves])
+        self._each_step("switch", moves)
+        for move, switched in zip(moves, flags, strict=True):
+            (move.source if switched else move.target).local.delete(move.digest)
+        self._each_step("delete", moves)
+        self.env.write(lambda txn: [txn.delete(k, db=self.env.dbs["moves"]) for k, _ in intents])
+        self._each_step("done", moves)
+        return [m for m, switched in zip(moves, flags, strict=True) if switched]
+
+    def _each_step(self, step: str, moves: list[_Move]) -> None:
+        for move in moves:
+            self.on_step(step, move.digest)
+
+    @staticmethod
+    def _verify(target: Volume, digest: Digest) -> None:
+        hasher = blake3.blake3()
+        reader = target.access.open(digest)
+        try:
+            for chunk in iter_chunks(reader, 1 << 20):
+                hasher.update(chunk)
+        finally:
+            reader.close()
+        if hasher.digest() != digest.hash:
+            target.local.delete(digest)
+            raise DataLoss(f"copy on {target.path} failed verification; removed, the source is kept")
+
+    def _switch(self, txn: lmdb.Transaction, blob: BlobRecord, source: Volume, target: Volume) -> bool:
+        value = txn.get(_key(blob), db=self.env.dbs["blobs"])
+        if value is None:
+            return False
+        current = decode(BlobRecord, value)
+        if current.location.volume_id != source.volume_id:
+            return False  # moved meanwhile by someone else: keep theirs
+        placement.relocate(txn, self.env, current, target.tier, target.volume_id, current.stored_bytes)
+        return True
+
+    def resume_interrupted(self) -> int:
+        """Finishes or undoes every move a crash left half done; returns how many."""
+        intents = placement.move_intents(self.env)
+        for intent in intents:
+            blob = self._blob(keys.blob_key(intent.digest_function, intent.digest))
+            digest = Digest(DigestFunction(intent.digest_function), intent.digest, blob.size_bytes if blob else 0)
+            if blob is not None and blob.location.volume_id == intent.to_volume_id:
+                leftover = self.store.volume(intent.from_volume_id)  # switched: the source is the leftover
+            else:
+                leftover = self.store.volume(intent.to_volume_id)  # not switched: the copy is
+            if leftover is None or leftover.failed:
+                continue  # cannot reach it now; keep the intent for a later pass
+            leftover.local.delete(digest)
+            self.env.write(lambda txn, k=keys.blob_key(intent.digest_function, intent.digest):
+                           txn.delete(k, db=self.env.dbs["moves"]))
+        if intents:
+            log.info("finished %d blob moves interrupted by a restart", len(intents))
+        return len(intents)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _target(self, to_tiers: list[str], size: int, exclude: Volume | None, avoid_device: int | None,
+                planned: dict[str, int]) -> Volume | None:
+        for tier in self.store.tiers:
+            if tier.name not in to_tiers:
+                continue
+            candidates = [v for v in tier.volumes if v is not exclude
+                          and v.accepts(size + planned.get(v.volume_id, 0))
+                          and (avoid_device is None or v.device != avoid_device)]
+            if candidates:
+                return max(candidates, key=lambda v: v.usage().free)
+        return None
+
+    def _drain_targets(self, volume: Volume) -> list[str]:
+        index = self.store.tier_index(volume.tier)
+        names = [t.name for t in self.store.tiers]
+        return [volume.tier, *names[index + 1 :], *reversed(names[:index])]
+
+    def _mark_drained_if_empty(self, volume: Volume) -> None:
+        record = next((r for r in placement.volumes(self.env) if r.volume_id == volume.volume_id), None)
+        if record is not None and record.blob_count == 0 and record.state == "draining":
+            record.state = "drained"
+            placement.save_volume(self.env, record)
+            log.info("volume %s is drained: it holds no blobs and can be removed", volume.path)
+
+    def _blob(self, blob_key: bytes) -> BlobRecord | None:
+        with self.env.read() as txn:
+            value = txn.get(blob_key, db=self.env.dbs["blobs"])
+        return None if value is None else decode(BlobRecord, value)
+
+    def _study(self, study_uid: str) -> StudyRecord | None:
+        with self.env.read() as txn:
+            value = txn.get(study_uid.encode(), db=self.env.dbs["studies"])
+        return None if value is None else decode(StudyRecord, value)
+
+
+def tier_fill(tier: Tier) -> policy.TierFill | None:
+    """Usage of a tier's filesystems, each counted once, and its watermarks."""
+    per_device = {}
+    for volume in tier.volumes:
+        if volume.failed:
+            continue
+        try:
+            per_device[volume.device] = volume.usage()
+        except OSError:
+            continue
+    if not per_device:
+        return None
+    marks = tier.volumes[0].watermarks
+    return policy.TierFill(sum(u.used for u in per_device.values()), sum(u.usable for u in per_device.values()),
+                           marks.high, marks.low)
+
+
+def _bytes_on(study: StudyRecord, tier: str) -> int:
+    if not study.instance_count:
+        return 0
+    return study.size_bytes * study.tier_instances.get(tier, 0) // study.instance_count
+
+
+def _heat(study: StudyRecord, tier: str) -> policy.StudyHeat:
+    return policy.StudyHeat(study.study_instance_uid, study.last_access, study.first_stored_at, study.study_date,
+                            study.pinned_until, _bytes_on(study, tier))
+
+
+def _key(blob: BlobRecord) -> bytes:
+    return keys.blob_key(blob.digest_function, blob.digest)
