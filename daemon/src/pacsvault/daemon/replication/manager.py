@@ -1,0 +1,165 @@
+"""Site replication as the daemon runs it: the peer listener, the sender and
+its backoff, repair of local blobs from the peer, scrub, and status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+
+import blake3
+import grpc
+
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.errors import ConfigError, DataLoss, Unavailable
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord
+from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.replication.codec import ErasureCodec
+from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
+from pacsvault.daemon.replication.peer_service import PeerServicer
+from pacsvault.daemon.replication.scrub import ShardScrubber
+from pacsvault.daemon.replication.sender import ReplicationSender
+from pacsvault.daemon.replication.shard_store import ShardStore
+from pacsvault.daemon.storage.blob_access import BlobReader
+from pacsvault.daemon.tiering.mover import RateLimiter
+from pacsvault.v1 import peer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    enabled: bool
+    appliance: str
+    peer: str
+    peer_address: str
+    state: str
+    pending_entries: int
+    pending_bytes: int
+    oldest_pending_age_s: float
+    bytes_per_second: float
+    blobs_replicated: int
+    bytes_replicated: int
+    last_error: str
+    rpo_warning_s: float
+    repairs: int
+
+
+class ReplicationManager:
+    def __init__(self, config: Config, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config, self.env, self.clock = config, env, clock
+        r = config.replication
+        credentials = mtls_credentials(*map(config.resolve, (r.ca_file, r.cert_file, r.key_file)))
+        self.codec = ErasureCodec(r.data_shards, r.parity_shards)
+        self.peer = PeerClient(r.peer_address, credentials)
+        self.sender = ReplicationSender(env, open_blob, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
+        shard_volumes = [config.resolve(path) / "replica" for path in config.tiers[-1].volumes]
+        self.shards = ShardStore(shard_volumes, clock)
+        self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,
+                                      cursor_path=config.resolve(config.index.path) / "scrub-cursor.json")
+        self.repairs = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replication", daemon=True)
+        self.server: grpc.Server | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server, self.port = self._peer_server()
+        self.server.start()
+        log.info("peer listener (mutual TLS) on %s; replicating to %s at %s", self._listen_host_port(),
+                 self.config.replication.peer_name, self.config.replication.peer_address)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+        if self.server is not None:
+            self.server.stop(5).wait()
+        self.peer.close()
+
+    def wake(self) -> None:
+        """New work in the outbox: run the sender now rather than at the next interval."""
+        self._wake.set()
+
+    def _peer_server(self) -> tuple[grpc.Server, int]:
+        r = self.config.replication
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="peer"), options=[
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ])
+        peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(self.shards, self.env, r.peer_name), server)
+        key, cert, ca = (self.config.resolve(p).read_bytes() for p in (r.key_file, r.cert_file, r.ca_file))
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        port = server.add_secure_port(r.listen, credentials)
+        if port == 0:
+            raise ConfigError(f"replication.listen: cannot bind {r.listen}")
+        return server, port
+
+    def _listen_host_port(self) -> str:
+        return f"{self.config.replication.listen.rpartition(':')[0]}:{self.port}"
+
+    def _run(self) -> None:
+        r = self.config.replication
+        next_scrub = time.monotonic() + r.scrub_interval_s
+        while not self._stop.is_set():
+            self.sender.run_once()
+            failures = self.sender.stats.consecutive_failures
+            # Back off while the peer is away: at most max_backoff_s between tries.
+            delay = min(r.max_backoff_s, r.sender_interval_s * (2 ** min(failures, 16))) if failures \
+                else r.sender_interval_s
+            if time.monotonic() >= next_scrub:
+                self._scrub()
+                next_scrub = time.monotonic() + r.scrub_interval_s
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _scrub(self) -> None:
+        try:
+            report = self.scrubber.run_once()
+            if report.shards_bad or report.unrecoverable:
+                log.warning("scrub: %s", report)
+        except Exception:  # noqa: BLE001 - logged; the next interval tries again
+            log.exception("scrub pass failed")
+
+    # -- repair ----------------------------------------------------------------
+
+    def fetch_verified(self, digest: Digest) -> bytes:
+        """The blob from the peer, decoded from verified shards and checked again here."""
+        try:
+            data = self.peer.read_blob(digest)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                raise DataLoss(f"the peer cannot rebuild it either: {exc.details()}") from exc
+            raise Unavailable(f"the peer could not be asked ({exc.code().name}: {exc.details()})") from exc
+        if blake3.blake3(data).digest() != digest.hash or len(data) != digest.size_bytes:
+            raise DataLoss("the peer returned bytes that fail the digest")
+        self.repairs += 1
+        return data
+
+    # -- status ----------------------------------------------------------------
+
+    def status(self) -> ReplicationStatus:
+        r, stats = self.config.replication, self.sender.stats
+        backlog = outbox.backlog(self.env)
+        age = self.clock() - backlog.oldest_enqueued_at if backlog.oldest_enqueued_at else 0.0
+        state = stats.state
+        if stats.consecutive_failures:
+            state = "backing-off" if state == "error" else "unreachable"
+        return ReplicationStatus(
+            True, r.appliance_name, r.peer_name, r.peer_address, state, backlog.entries, backlog.bytes,
+            max(0.0, age), stats.rate, stats.blobs_replicated, stats.bytes_replicated, stats.last_error,
+            r.rpo_warning_s, self.repairs,
+        )
+

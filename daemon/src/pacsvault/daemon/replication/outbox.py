@@ -1,0 +1,84 @@
+"""The replication outbox: changes that must reach the peer, in order, durably.
+
+An entry is appended in the same LMDB transaction as the change it carries
+(the instance being indexed), so nothing acknowledged to a client can miss
+the peer, and it is removed only after the peer acknowledged it. It never
+drops work: a peer away for hours leaves a longer outbox, nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import lmdb
+
+from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord, OutboxEntry, decode, encode
+
+_SEQ = struct.Struct(">Q")
+_NEXT_SEQ = b"outbox_next_seq"
+_PENDING_BYTES = b"outbox_pending_bytes"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    entries: int
+    bytes: int
+    oldest_enqueued_at: float | None
+
+
+def append(txn: lmdb.Transaction, env: IndexEnvironment, entry: OutboxEntry) -> None:
+    """Adds ``entry`` inside the caller's transaction."""
+    meta = env.dbs["meta"]
+    raw = txn.get(_NEXT_SEQ, db=meta)
+    seq = _SEQ.unpack(raw)[0] if raw else 1
+    txn.put(_SEQ.pack(seq), encode(entry), db=env.dbs["outbox"])
+    txn.put(_NEXT_SEQ, _SEQ.pack(seq + 1), db=meta)
+    _add_pending(txn, env, entry.size_bytes)
+
+
+def pending(env: IndexEnvironment, limit: int) -> list[tuple[bytes, OutboxEntry]]:
+    """The oldest ``limit`` entries, in the order they were appended."""
+    with env.read() as txn:
+        cursor = txn.cursor(db=env.dbs["outbox"])
+        out = []
+        for key, value in cursor:
+            out.append((bytes(key), decode(OutboxEntry, value)))
+            if len(out) >= limit:
+                break
+        return out
+
+
+def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]]) -> None:
+    """Removes entries the peer acknowledged and marks their blobs protected, in one transaction."""
+
+    def op(txn: lmdb.Transaction) -> None:
+        for key, entry in done:
+            if txn.delete(key, db=env.dbs["outbox"]):
+                _add_pending(txn, env, -entry.size_bytes)
+            blob_key = keys.blob_key(entry.digest_function, entry.digest)
+            value = txn.get(blob_key, db=env.dbs["blobs"])
+            if value is not None:
+                blob = decode(BlobRecord, value)
+                if not blob.replicated:
+                    blob.replicated = True
+                    txn.put(blob_key, encode(blob), db=env.dbs["blobs"])
+
+    env.write(op)
+
+
+def backlog(env: IndexEnvironment) -> Backlog:
+    with env.read() as txn:
+        entries = txn.stat(env.dbs["outbox"])["entries"]
+        raw = txn.get(_PENDING_BYTES, db=env.dbs["meta"])
+        cursor = txn.cursor(db=env.dbs["outbox"])
+        oldest = decode(OutboxEntry, cursor.value()) if cursor.first() else None
+    return Backlog(entries, _SEQ.unpack(raw)[0] if raw else 0, oldest.enqueued_at if oldest else None)
+
+
+def _add_pending(txn: lmdb.Transaction, env: IndexEnvironment, delta: int) -> None:
+    raw = txn.get(_PENDING_BYTES, db=env.dbs["meta"])
+    value = max(0, (_SEQ.unpack(raw)[0] if raw else 0) + delta)
+    txn.put(_PENDING_BYTES, _SEQ.pack(value), db=env.dbs["meta"])

@@ -1,0 +1,84 @@
+"""This appliance as a client of its peer's PeerService, over mutual TLS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from pacsvault.daemon.digest import Digest
+from pacsvault.v1 import common_pb2, peer_pb2, peer_pb2_grpc
+
+CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def digest_message(digest: Digest) -> common_pb2.Digest:
+    return common_pb2.Digest(function=int(digest.function), hash=digest.hex, size_bytes=digest.size_bytes)  # type: ignore[arg-type]
+
+
+def mtls_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes(), private_key=key_file.read_bytes(),
+        certificate_chain=cert_file.read_bytes(),
+    )
+
+
+class PeerClient:
+    """Shard uploads, commits, reads and record listings against the peer."""
+
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials, timeout_s: float = 60.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.secure_channel(address, credentials, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def write_status(self, digest: Digest, index: int) -> tuple[int, bool]:
+        response = self._stub.QueryWriteStatus(
+            peer_pb2.QueryWriteStatusRequest(shard=_shard(digest, index)), timeout=self.timeout_s)
+        return response.committed_size, response.complete
+
+    def write_shard(self, digest: Digest, index: int, raw: bytes, offset: int) -> int:
+        """Sends ``raw[offset:]`` and finishes the shard; returns the committed size."""
+
+        def requests() -> Iterator[peer_pb2.WriteShardRequest]:
+            at = offset
+            first = True
+            while True:
+                chunk = raw[at : at + CHUNK_BYTES]
+                last = at + len(chunk) >= len(raw)
+                yield peer_pb2.WriteShardRequest(shard=_shard(digest, index) if first else None,
+                                                 write_offset=at, data=chunk, finish_write=last)
+                first, at = False, at + len(chunk)
+                if last:
+                    return
+
+        return self._stub.WriteShard(requests(), timeout=self.timeout_s).committed_size
+
+    def commit_blob(self, digest: Digest, k: int, m: int,
+                    records: list[peer_pb2.ReplicaRecord]) -> list[int]:
+        response = self._stub.CommitBlob(peer_pb2.CommitBlobRequest(
+            blob_digest=digest_message(digest), data_shards=k, parity_shards=m, records=records,
+        ), timeout=self.timeout_s)
+        return list(response.verified_shards)
+
+    def read_blob(self, digest: Digest) -> bytes:
+        stream = self._stub.ReadBlob(peer_pb2.ReadBlobRequest(blob_digest=digest_message(digest)),
+                                     timeout=self.timeout_s)
+        return b"".join(message.data for message in stream)
+
+    def list_records(self, page_token: str = "", page_size: int = 500) -> tuple[list[peer_pb2.ReplicaRecord], str]:
+        response = self._stub.ListReplicaRecords(
+            peer_pb2.ListReplicaRecordsRequest(page_size=page_size, page_token=page_token), timeout=self.timeout_s)
+        return list(response.records), response.next_page_token
+
+
+def _shard(digest: Digest, index: int) -> peer_pb2.ShardRef:
+    return peer_pb2.ShardRef(blob_digest=digest_message(digest), shard_index=index)

@@ -1,0 +1,132 @@
+"""pacsvault.v1.PeerService: the peer's half of replication (receiver side).
+
+Served only on the mutual-TLS peer listener. The calling appliance is the
+SAN URI of its client certificate; only the configured peer is let in, and
+it only ever sees and restores its own records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import grpc
+import lmdb
+
+from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import decode, encode
+from pacsvault.daemon.replication.certs import identity_uri
+from pacsvault.daemon.replication.codec import ErasureCodec
+from pacsvault.daemon.replication.shard_store import ShardStore
+from pacsvault.daemon.service import convert
+from pacsvault.daemon.service.status import mapped
+from pacsvault.v1 import peer_pb2, peer_pb2_grpc
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
+    def __init__(self, store: ShardStore, env: IndexEnvironment, peer_name: str) -> None:
+        self._store = store
+        self._env = env
+        self._peer_name = peer_name
+        self._peer_identity = identity_uri(peer_name).encode()
+
+    def _caller(self, context: grpc.ServicerContext) -> str:
+        identities = context.auth_context().get("peer_spiffe_id", [])
+        if self._peer_identity not in identities:
+            shown = b", ".join(identities).decode(errors="replace") or "no identity"
+            raise PermissionDenied(f"{shown} is not this appliance's peer ({self._peer_name})")
+        return self._peer_name
+
+    @mapped
+    def WriteShard(self, request_iterator: Iterable[peer_pb2.WriteShardRequest],
+                   context: grpc.ServicerContext) -> peer_pb2.WriteShardResponse:
+        self._caller(context)
+        digest, index, committed, complete = None, 0, 0, False
+        for request in request_iterator:
+            if digest is None:
+                if not request.HasField("shard"):
+                    raise InvalidInput("the first WriteShard message must name the shard")
+                digest, index = _shard(request.shard)
+            committed = self._store.write_at(digest, index, request.write_offset, request.data)
+            if request.finish_write:
+                self._store.finish(digest, index)
+                complete = True
+        if digest is None:
+            raise InvalidInput("empty WriteShard stream")
+        return peer_pb2.WriteShardResponse(committed_size=committed, complete=complete)
+
+    @mapped
+    def QueryWriteStatus(self, request: peer_pb2.QueryWriteStatusRequest,
+                         context: grpc.ServicerContext) -> peer_pb2.QueryWriteStatusResponse:
+        self._caller(context)
+        digest, index = _shard(request.shard)
+        complete = index in self._store.indexes(digest)
+        return peer_pb2.QueryWriteStatusResponse(committed_size=self._store.committed_size(digest, index),
+                                                 complete=complete)
+
+    @mapped
+    def CommitBlob(self, request: peer_pb2.CommitBlobRequest,
+                   context: grpc.ServicerContext) -> peer_pb2.CommitBlobResponse:
+        origin = self._caller(context)
+        digest = convert.digest_from_proto(request.blob_digest)
+        codec = ErasureCodec(request.data_shards, request.parity_shards)
+        verified = sorted(codec.good_shards(digest, self._shards(digest)))
+        missing = sorted(set(range(codec.total)) - set(verified))
+        if missing:
+            raise InvalidInput(f"blob {digest.hex[:16]} is missing verified shards {missing}; upload them first")
+        records = list(request.records)
+
+        def op(txn: lmdb.Transaction) -> None:
+            for record in records:
+                key = keys.join(origin, record.sop_instance_uid)
+                txn.put(key, encode(record), db=self._env.dbs["replica_records"])
+
+        self._env.write(op)
+        return peer_pb2.CommitBlobResponse(verified_shards=verified)
+
+    @mapped
+    def ReadBlob(self, request: peer_pb2.ReadBlobRequest,
+                 context: grpc.ServicerContext) -> Iterator[peer_pb2.ReadBlobResponse]:
+        self._caller(context)
+        digest = convert.digest_from_proto(request.blob_digest)
+        header = self._store.header_of(digest)
+        if header is None:
+            raise NotFound(f"no shards of blob {digest.hex[:16]} here")
+        data = ErasureCodec(header.k, header.m).decode(digest, self._shards(digest))
+        for at in range(0, max(len(data), 1), CHUNK_BYTES):
+            yield peer_pb2.ReadBlobResponse(data=data[at : at + CHUNK_BYTES])
+
+    @mapped
+    def ListReplicaRecords(self, request: peer_pb2.ListReplicaRecordsRequest,
+                           context: grpc.ServicerContext) -> peer_pb2.ListReplicaRecordsResponse:
+        origin = self._caller(context)
+        size = min(request.page_size or 500, 5000)
+        prefix = keys.join(origin, b"")
+        start = prefix + request.page_token.encode() + b"\x00" if request.page_token else prefix
+        records: list[peer_pb2.ReplicaRecord] = []
+        with self._env.read() as txn:
+            cursor = txn.cursor(db=self._env.dbs["replica_records"])
+            if cursor.set_range(start):
+                for key, value in cursor:
+                    if not key.startswith(prefix) or len(records) > size:
+                        break
+                    records.append(decode(peer_pb2.ReplicaRecord, value))
+        more = len(records) > size
+        records = records[:size]
+        return peer_pb2.ListReplicaRecordsResponse(
+            records=records, next_page_token=records[-1].sop_instance_uid if more else "")
+
+    def _shards(self, digest: Digest) -> list[bytes]:
+        return [raw for i in self._store.indexes(digest) if (raw := self._store.get(digest, i)) is not None]
+
+
+def _shard(ref: peer_pb2.ShardRef) -> tuple[Digest, int]:
+    if not ref.HasField("blob_digest"):
+        raise InvalidInput("shard.blob_digest is required")
+    if not 0 <= ref.shard_index < 32:
+        raise InvalidInput(f"shard.shard_index {ref.shard_index} is out of range")
+    return convert.digest_from_proto(ref.blob_digest), ref.shard_index

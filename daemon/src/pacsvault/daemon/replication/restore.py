@@ -1,0 +1,100 @@
+"""Disaster recovery: rebuild this appliance from its peer, and re-seed a new peer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import lmdb
+
+from pacsvault.daemon.digest import DigestFunction, parse_hex
+from pacsvault.daemon.errors import PacsvaultError
+from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry, decode
+from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.replication.peer_client import PeerClient
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY = 25
+
+
+@dataclass
+class RestoreProgress:
+    total: int = 0
+    done: int = 0
+    already_present: int = 0
+    bytes_restored: int = 0
+    failed: int = 0
+
+
+def restore_from_peer(peer: PeerClient, known: Callable[[str], bool],
+                      store: Callable[[bytes, object], object]) -> Iterator[RestoreProgress]:
+    """Fetches every instance the peer holds for us and stores what is missing.
+
+    ``known(sop_uid)`` says whether an instance is already here, which makes a
+    restore resumable: run it again and it continues where it stopped.
+    ``store(data, digest)`` ingests through the normal, verifying path.
+    """
+    progress = RestoreProgress()
+    token = ""
+    while True:
+        records, token = peer.list_records(token)
+        progress.total += len(records)
+        for record in records:
+            _restore_one(peer, record, known, store, progress)
+            if (progress.done + progress.already_present + progress.failed) % PROGRESS_EVERY == 0:
+                yield progress
+        if not token:
+            break
+    yield progress
+
+
+def _restore_one(peer: PeerClient, record: object, known: Callable[[str], bool],
+                 store: Callable[[bytes, object], object], progress: RestoreProgress) -> None:
+    sop_uid = record.sop_instance_uid  # type: ignore[attr-defined]
+    if known(sop_uid):
+        progress.already_present += 1
+        return
+    d = record.digest  # type: ignore[attr-defined]
+    digest = parse_hex(DigestFunction(d.function), d.hash, d.size_bytes)
+    try:
+        data = peer.read_blob(digest)
+        store(data, digest)
+    except PacsvaultError as exc:
+        progress.failed += 1
+        log.error("restore: instance %s could not be restored: %s", sop_uid, exc)
+        return
+    progress.done += 1
+    progress.bytes_restored += len(data)
+
+
+def reseed(env: IndexEnvironment, now: float, batch: int = 1000) -> int:
+    """Queues every instance for replication again (a new, empty peer); returns how many."""
+    queued, after = 0, b""
+    while True:
+        def op(txn: lmdb.Transaction, start: bytes = after) -> tuple[int, bytes]:
+            cursor = txn.cursor(db=env.dbs["instances"])
+            count, last = 0, start
+            if not cursor.set_range(start):
+                return 0, start
+            for key, value in cursor:
+                if key == start:
+                    continue
+                instance = decode(InstanceRecord, value)
+                blob_value = txn.get(keys.blob_key(DigestFunction.BLAKE3, instance.digest), db=env.dbs["blobs"])
+                blob = decode(BlobRecord, blob_value) if blob_value else None
+                outbox.append(txn, env, OutboxEntry(
+                    sop_instance_uid=instance.sop_instance_uid, digest_function=int(DigestFunction.BLAKE3),
+                    digest=instance.digest, size_bytes=blob.size_bytes if blob else instance.size_bytes,
+                    enqueued_at=now))
+                count, last = count + 1, bytes(key)
+                if count >= batch:
+                    break
+            return count, last
+
+        count, after = env.write(op)
+        queued += count
+        if count < batch:
+            return queued

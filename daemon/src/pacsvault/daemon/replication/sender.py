@@ -1,0 +1,126 @@
+"""The sender: drains the outbox to the peer, one resumable pass at a time.
+
+For each entry, in order: encode the blob into k+m shards, upload each shard
+from what the peer already holds durably (so a dropped connection resumes,
+never restarts, and never duplicates), then commit the blob with its index
+records; only when the peer reports every shard verified is the entry
+removed and the blob marked protected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavailable
+from pacsvault.daemon.index.catalog import Catalog
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry
+from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.replication.codec import ErasureCodec
+from pacsvault.daemon.replication.peer_client import PeerClient, digest_message
+from pacsvault.daemon.storage.blob_access import BlobReader, read_all
+from pacsvault.daemon.tiering.mover import RateLimiter
+from pacsvault.v1 import peer_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SenderStats:
+    state: str = "idle"  # idle, connected, unreachable
+    blobs_replicated: int = 0
+    bytes_replicated: int = 0
+    last_error: str = ""
+    last_pass_bytes: int = 0
+    last_pass_seconds: float = 0.0
+    consecutive_failures: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.last_pass_bytes / self.last_pass_seconds if self.last_pass_seconds else 0.0
+
+
+class ReplicationSender:
+    def __init__(self, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader], codec: ErasureCodec,
+                 peer: PeerClient, limiter: RateLimiter, batch: int = 32) -> None:
+        self._env, self._open_blob, self._codec, self._peer = env, open_blob, codec, peer
+        self._catalog = Catalog(env)
+        self._limiter = limiter
+        self._batch = batch
+        self.stats = SenderStats()
+
+    def run_once(self, max_entries: int = 256) -> int:
+        """Replicates up to ``max_entries`` outbox entries; returns how many the peer acknowledged.
+
+        Stops at the first failure, so order is kept; the next pass resumes there.
+        """
+        started, sent_before, done = time.monotonic(), self.stats.bytes_replicated, 0
+        try:
+            while done < max_entries:
+                entries = outbox.pending(self._env, min(self._batch, max_entries - done))
+                if not entries:
+                    break
+                acknowledged = []
+                for key, entry in entries:
+                    self._replicate(entry)
+                    acknowledged.append((key, entry))
+                outbox.acknowledge(self._env, acknowledged)
+                done += len(acknowledged)
+            self.stats.state, self.stats.consecutive_failures = "connected" if done else self.stats.state, 0
+        except grpc.RpcError as exc:
+            self._failed(f"peer {self._peer.address}: {exc.code().name}: {exc.details()}")
+        except PacsvaultError as exc:
+            self._failed(str(exc))
+        self.stats.last_pass_bytes = self.stats.bytes_replicated - sent_before
+        self.stats.last_pass_seconds = time.monotonic() - started
+        return done
+
+    def _failed(self, message: str) -> None:
+        self.stats.state = "unreachable" if "UNAVAILABLE" in message or "DEADLINE" in message else "error"
+        self.stats.last_error = message
+        self.stats.consecutive_failures += 1
+        log.warning("replication paused: %s", message)
+
+    def _replicate(self, entry: OutboxEntry) -> None:
+        try:
+            instance, blob = self._catalog.instance(entry.sop_instance_uid)
+        except NotFound:
+            return  # deleted since; nothing left to replicate
+        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+        reader = self._open_blob(blob)
+        try:
+            data = read_all(reader)
+        finally:
+            reader.close()
+        shards = self._codec.encode(digest, data)
+        for shard in shards:
+            self._upload(digest, shard.index, shard.raw)
+        verified = self._peer.commit_blob(digest, self._codec.k, self._codec.m, [_record(instance, digest)])
+        if sorted(verified) != list(range(self._codec.total)):
+            raise Unavailable(f"peer verified only shards {verified} of blob {digest.hex[:16]}; retrying")
+        self.stats.blobs_replicated += 1
+        self.stats.bytes_replicated += len(data)
+
+    def _upload(self, digest: Digest, index: int, raw: bytes) -> None:
+        committed, complete = self._peer.write_status(digest, index)
+        if complete:
+            return
+        if committed > len(raw):
+            raise DataLoss(f"peer holds {committed} bytes of shard {index} of {digest.hex[:16]}, "
+                           f"more than its {len(raw)}")
+        self._limiter.take(len(raw) - committed)
+        self._peer.write_shard(digest, index, raw, committed)
+
+
+def _record(instance: InstanceRecord, digest: Digest) -> peer_pb2.ReplicaRecord:
+    return peer_pb2.ReplicaRecord(
+        sop_instance_uid=instance.sop_instance_uid, series_instance_uid=instance.series_instance_uid,
+        study_instance_uid=instance.study_instance_uid, digest=digest_message(digest),
+        stored_at=instance.stored_at, instance_record=instance.SerializeToString(),
+    )
