@@ -29,6 +29,9 @@ class Daemon:
         self.config = config
         self.extra = extra or []
         self.port_file = data_dir.parent / f"{data_dir.name}.port"
+        # Metrics on a free port too, so daemons never fight over 9464.
+        self.metrics_port_file = data_dir.parent / f"{data_dir.name}.metrics-port"
+        self.metrics_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -39,8 +42,10 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> Daemon:
         self.port_file.unlink(missing_ok=True)
+        self.metrics_port_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
-                "--data-dir", str(self.data_dir), "--port-file", str(self.port_file), *self.extra]
+                "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
+                "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file), *self.extra]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
@@ -53,6 +58,8 @@ class Daemon:
                 raise RuntimeError(f"pacsvaultd did not start in {timeout}s:\n{self.log()}")
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())
+        if self.metrics_port_file.exists():  # absent when [metrics] enabled = false
+            self.metrics_port = int(self.metrics_port_file.read_text())
         return self
 
     def client(self, **kwargs: object) -> PacsvaultClient:
@@ -152,3 +159,28 @@ def identity(n: int, root: str = "1.2.826.0.1.3680043.10.77") -> dict[str, str]:
     """Distinct, valid study / series / instance UIDs for the n-th test instance."""
     return {"StudyInstanceUID": f"{root}.{n}", "SeriesInstanceUID": f"{root}.{n}.1",
             "SOPInstanceUID": f"{root}.{n}.1.1"}
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator:
+    """Mounts small real filesystems (tmpfs) for tests of full or vanishing disks."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        point = tmp_path / name
+        point.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                           check=True, capture_output=True)
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            pytest.fail(f"this test needs root to mount a tmpfs (CI runs as root): {exc}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
+
+
+def unmount(point: Path) -> None:
+    subprocess.run(["umount", "-l", str(point)], check=True, capture_output=True)

@@ -258,22 +258,15 @@ def test_full_index_is_resource_exhausted_and_the_daemon_keeps_serving(daemon_fa
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny-volume"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True, capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.fail(f"this test needs root to mount a small tmpfs: {exc}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_tmpfs(tmpfs) -> Path:  # type: ignore[no-untyped-def]
+    return tmpfs("tiny-volume", "3m")
 
 
 def test_full_disks_are_resource_exhausted_before_anything_is_acknowledged(
     daemon_factory, tmp_path: Path, small_tmpfs: Path  # type: ignore[no-untyped-def]
 ) -> None:
     config = tmp_path / "tiny-tiers.toml"
-    config.write_text(f'[[tiers]]\nname = "hot"\npaths = ["{small_tmpfs}"]\nreserve_bytes = 0\n')
+    config.write_text(f'[[tiers]]\nname = "hot"\nvolumes = ["{small_tmpfs}"]\nreserve_bytes = 0\n')
     daemon = daemon_factory(config=config)
     acknowledged = {}
     with daemon.client() as client:

@@ -15,10 +15,10 @@ def test_example_file_lists_every_option_with_its_default() -> None:
     raw = tomllib.loads(config.EXAMPLE_CONFIG.read_text())
     assert config.from_dict(raw) == config.Config()
     # Every section and key of the schema appears in the example.
-    for section in ("server", "index", "storage", "limits"):
+    for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication"):
         fields = set(getattr(config.Config(), section).__dataclass_fields__)
         assert set(raw[section]) == fields, section
-    assert {"name", "paths", "reserve_bytes"} == set(raw["tiers"][0])
+    assert set(config.TierConfig.__dataclass_fields__) == set(raw["tiers"][0])
 
 
 def test_no_file_is_the_embedded_default() -> None:
@@ -39,10 +39,13 @@ def test_no_file_is_the_embedded_default() -> None:
         ({"index": {"map_size_bytes": 10}}, "index.map_size_bytes"),
         ({"storage": {"compression_level": 30}}, "storage.compression_level"),
         ({"tiers": []}, "tiers"),
-        ({"tiers": [{"name": "hot"}]}, "tiers[0].paths"),
-        ({"tiers": [{"name": "hot", "paths": ["a"]}, {"name": "hot", "paths": ["b"]}]}, "tiers[1].name"),
-        ({"tiers": [{"name": "a b", "paths": ["a"]}]}, "tiers[0].name"),
-        ({"tiers": [{"name": "hot", "paths": ["a", "a"]}]}, "tiers[0].paths[1]"),
+        ({"tiers": [{"name": "hot"}]}, "tiers[0].volumes"),
+        ({"tiers": [{"name": "hot", "volumes": ["a"]}, {"name": "hot", "volumes": ["b"]}]}, "tiers[1].name"),
+        ({"tiers": [{"name": "a b", "volumes": ["a"]}]}, "tiers[0].name"),
+        ({"tiers": [{"name": "hot", "volumes": ["a", "a"]}]}, "tiers[0].volumes[1]"),
+        ({"tiers": [{"name": "hot", "volumes": ["a"], "volume_class": "tape"}]}, "tiers[0].volume_class"),
+        ({"tiers": [{"name": "hot", "volumes": ["a"], "low_watermark": 0.9, "high_watermark": 0.8}]}, "tiers[0]"),
+        ({"tiering": {"age_basis": "birthday"}}, "tiering.age_basis"),
         ({"limits": {"default_page_size": 10, "max_page_size": 5}}, "limits.max_page_size"),
     ],
 )

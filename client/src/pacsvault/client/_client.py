@@ -13,7 +13,17 @@ import blake3
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc, archive_pb2, archive_pb2_grpc, common_pb2
+from pacsvault.v1 import (
+    appliance_pb2,
+    appliance_pb2_grpc,
+    archive_pb2,
+    archive_pb2_grpc,
+    common_pb2,
+    replication_pb2,
+    replication_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024
@@ -64,6 +74,8 @@ class PacsvaultClient:
         ])
         self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
+        self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)
+        self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
@@ -194,10 +206,55 @@ class PacsvaultClient:
         )
         return [json.loads(m.dicom_json) for m in stream]
 
+    # -- tiering -----------------------------------------------------------
+
+    def prefetch(self, patient_id: str, issuer_of_patient_id: str = "") -> archive_pb2.PrefetchResponse:
+        """Brings a patient's studies to the fastest tier ahead of an exam."""
+        return self._archive.Prefetch(archive_pb2.PrefetchRequest(
+            patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id), timeout=self.timeout)
+
+    def pin(self, study_instance_uid: str, until: str) -> archive_pb2.PinResponse:
+        """Keeps a study on the fastest tier until ``until`` (YYYYMMDD); '' unpins."""
+        return self._archive.Pin(archive_pb2.PinRequest(study_instance_uid=study_instance_uid, until=until),
+                                 timeout=self.timeout)
+
+    def list_volumes(self) -> storage_pb2.ListVolumesResponse:
+        return self._storage.ListVolumes(storage_pb2.ListVolumesRequest(), timeout=self.timeout)
+
+    def plan_moves(self, limit: int = 100) -> storage_pb2.PlanMovesResponse:
+        return self._storage.PlanMoves(storage_pb2.PlanMovesRequest(limit=limit), timeout=self.timeout)
+
+    def add_volume(self, tier: str, path: str) -> storage_pb2.Volume:
+        return self._storage.AddVolume(storage_pb2.AddVolumeRequest(tier=tier, path=path), timeout=self.timeout).volume
+
+    def drain_volume(self, volume: str) -> storage_pb2.Volume:
+        return self._storage.DrainVolume(storage_pb2.DrainVolumeRequest(volume=volume), timeout=self.timeout).volume
+
+    # -- replication -------------------------------------------------------
+
+    def replication_status(self) -> replication_pb2.GetReplicationStatusResponse:
+        return self._replication.GetReplicationStatus(replication_pb2.GetReplicationStatusRequest(),
+                                                      timeout=self.timeout)
+
+    def restore_from_peer(self) -> Iterator[replication_pb2.RestoreFromPeerResponse]:
+        """Rebuilds the appliance from its peer; yields progress. No deadline: it may take hours."""
+        yield from self._replication.RestoreFromPeer(replication_pb2.RestoreFromPeerRequest())
+
+    def reseed_peer(self) -> int:
+        return self._replication.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=self.timeout).entries_queued
+
     # -- health -----------------------------------------------------------
 
     def health(self) -> appliance_pb2.GetApplianceHealthResponse:
         return self._appliance.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=self.timeout)
+
+    def watch_health(self, timeout: float | None = None) -> Iterator[appliance_pb2.WatchHealthResponse]:
+        """The current health (a ``snapshot``), then each ``event`` as it happens.
+
+        Runs until ``timeout`` seconds (None: until cancelled or the daemon
+        stops); ``.cancel()`` on the returned iterator ends it early.
+        """
+        return self._appliance.WatchHealth(appliance_pb2.WatchHealthRequest(), timeout=timeout)  # type: ignore[no-any-return]
 
     def serving_status(self, service: str = "") -> str:
         """The standard grpc.health.v1 answer: SERVING, NOT_SERVING, ..."""

@@ -7,25 +7,40 @@ then commit the index transaction that points at it.
 
 from __future__ import annotations
 
-import shutil
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import blake3
 
 from pacsvault.daemon import __version__
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.dicom import json_model, uid
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.digest import Digest, DigestFunction, compute
-from pacsvault.daemon.errors import Conflict, InvalidInput, TooLarge, Unavailable
+from pacsvault.daemon.errors import (
+    Conflict,
+    DataLoss,
+    InvalidInput,
+    NotFound,
+    PacsvaultError,
+    TooLarge,
+    Unavailable,
+)
 from pacsvault.daemon.index import query as query_module
 from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.query import Level, Match, Query
-from pacsvault.daemon.index.records import BlobLocation, BlobRecord, InstanceRecord, decode
-from pacsvault.daemon.storage.blob_access import BlobReader
-from pacsvault.daemon.storage.factory import build_blob_store
-from pacsvault.daemon.storage.tiered import Location, TieredBlobStore, Volume
+from pacsvault.daemon.index.records import BlobLocation, BlobRecord, InstanceRecord, StudyRecord, decode
+from pacsvault.daemon.replication import restore
+from pacsvault.daemon.replication.manager import ReplicationManager
+from pacsvault.daemon.replication.restore import RestoreProgress
+from pacsvault.daemon.storage.blob_access import BlobReader, read_all
+from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
+from pacsvault.daemon.tiering.manager import TieringManager, VolumeStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,21 +80,28 @@ class Archive:
         self.config = config
         self._clock = clock
         self._started = time.monotonic()
-        self.blobs: TieredBlobStore = build_blob_store(config)
         self.index = IndexEnvironment(
             config.resolve(config.index.path), map_size=config.index.map_size_bytes,
             max_batch=config.index.max_batch,
         )
-        self.catalog = Catalog(self.index)
+        self.catalog = Catalog(self.index, replicate=config.replication.enabled)
+        # After the index: volumes are checked against what the index remembers.
+        self.tiering = TieringManager(config, self.index, clock)
+        self.blobs: TieredBlobStore = self.tiering.store
+        self.replication: ReplicationManager | None = None
+        if config.replication.enabled:
+            self.replication = ReplicationManager(config, self.index, self.open_blob, clock)
 
     def close(self) -> None:
+        if self.replication is not None:
+            self.replication.stop()
         self.index.close()
 
     # -- ingest -----------------------------------------------------------
 
     def store(
         self, data: bytes | bytearray, expected: Digest | None = None,
-        still_wanted: Callable[[], bool] = lambda: True,
+        still_wanted: Callable[[], bool] = lambda: True, from_peer: bool = False,
     ) -> StoreResult:
         """Stores one Part 10 file; durable before it returns.
 
@@ -100,12 +122,15 @@ class Archive:
         blob = self.catalog.blob(digest)
         if blob is None:
             location, stored = self.blobs.place(digest, data)
-            new_blob = NewBlob(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored)
+            new_blob = NewBlob(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored,
+                               from_peer)
         else:
-            new_blob = NewBlob(digest, blob.location, blob.stored_bytes)
+            new_blob = NewBlob(digest, blob.location, blob.stored_bytes, from_peer)
         if not still_wanted():
             raise Unavailable("the caller went away before the store was committed; nothing indexed")
         outcome = self.catalog.add_instance(parsed, new_blob, self._clock())
+        if self.replication is not None and outcome is AddOutcome.STORED:
+            self.replication.wake()
         message = "stored" if outcome is AddOutcome.STORED else "identical instance already stored"
         return StoreResult(outcome, parsed, digest, message)
 
@@ -143,61 +168,140 @@ class Archive:
     # -- retrieve ---------------------------------------------------------
 
     def instance(self, sop_uid: str) -> tuple[InstanceRecord, BlobRecord]:
-        return self.catalog.instance(uid.check(sop_uid, "sop_instance_uid"))
+        instance, blob = self.catalog.instance(uid.check(sop_uid, "sop_instance_uid"))
+        self.tiering.note_access(instance.study_instance_uid, [blob])
+        return instance, blob
 
     def series_instances(self, series_uid: str) -> list[tuple[InstanceRecord, BlobRecord]]:
-        return self.catalog.series_instances(uid.check(series_uid, "series_instance_uid"))
+        members = self.catalog.series_instances(uid.check(series_uid, "series_instance_uid"))
+        if members:
+            self.tiering.note_access(members[0][0].study_instance_uid, [b for _, b in members])
+        return members
 
     def study_instances(self, study_uid: str) -> list[tuple[InstanceRecord, BlobRecord]]:
-        return self.catalog.study_instances(uid.check(study_uid, "study_instance_uid"))
+        members = self.catalog.study_instances(uid.check(study_uid, "study_instance_uid"))
+        self.tiering.note_access(study_uid, [b for _, b in members])
+        return members
+
+    # -- tiering requests -------------------------------------------------
+
+    def pin(self, study_uid: str, until: str) -> StudyRecord:
+        return self.tiering.pin(uid.check(study_uid, "study_instance_uid"), until)
+
+    def prefetch(self, patient_id: str, issuer: str) -> tuple[int, int]:
+        """Brings every study of the patient to the first tier; returns (studies, bytes) queued."""
+        studies, token = [], ""
+        while True:
+            page, token = self.patient_studies(patient_id, issuer, self.config.limits.max_page_size, token)
+            studies.extend(m.study for m in page if m.study is not None)
+            if not token:
+                return self.tiering.prefetch(studies)
 
     def open_blob(self, blob: BlobRecord) -> BlobReader:
         digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
         hint = Location(blob.location.tier, blob.location.volume_id)
         return self.blobs.open(digest, hint)
 
-    def study_metadata(self, study_uid: str) -> Iterator[tuple[str, str]]:
-        """(SOP Instance UID, DICOM JSON) for each instance, reading headers only."""
+    def read_blob(self, instance: InstanceRecord, blob: BlobRecord) -> bytes:
+        """The stored bytes, checked against their digest before any leaves.
+
+        A missing, unreadable or corrupt local copy is repaired from the peer
+        when replication is on: the peer decodes from verified shards, the
+        bytes are checked again here, and rewritten locally.
+        """
+        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+        try:
+            reader = self.open_blob(blob)
+            try:
+                data = read_all(reader)
+            finally:
+                reader.close()
+            if blake3.blake3(data).digest() == digest.hash:
+                return data
+            problem: PacsvaultError = DataLoss("the stored bytes fail their digest")
+        except (NotFound, DataLoss, Unavailable) as exc:
+            problem = exc
+        where = f"instance {instance.sop_instance_uid} of study {instance.study_instance_uid}"
+        if self.replication is None:
+            raise type(problem)(f"{where}: {problem}") from problem
+        log.warning("%s: local copy unusable (%s); repairing from the peer", where, problem)
+        try:
+            data = self.replication.fetch_verified(digest)
+        except (DataLoss, Unavailable) as exc:
+            raise type(exc)(f"{where}: local copy unusable ({problem}) and not repairable: {exc}") from exc
+        self._rewrite_local(blob, digest, data)
+        log.warning("%s: repaired from the peer", where)
+        return data
+
+    def _rewrite_local(self, blob: BlobRecord, digest: Digest, data: bytes) -> None:
+        volume = self.blobs.volume(blob.location.volume_id)
+        if volume is not None and not volume.failed and volume.local.contains(digest):
+            volume.local.quarantine(digest, "failed its digest check; repaired from the peer")
+        location, stored = self.blobs.place(digest, data)
+        self.catalog.relocate(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored)
+
+    # -- replication --------------------------------------------------------
+
+    def restore_from_peer(self) -> Iterator[RestoreProgress]:
+        assert self.replication is not None
+        yield from restore.restore_from_peer(
+            self.replication.peer, lambda sop: self._known_instance(sop) is not None,
+            lambda data, digest: self.store(data, digest, from_peer=True))  # type: ignore[arg-type]
+
+    def reseed_peer(self) -> int:
+        queued = restore.reseed(self.index, self._clock())
+        if self.replication is not None:
+            self.replication.wake()
+        return queued
+
+    def study_metadata(self, study_uid: str) -> Iterator[tuple[str, str, str]]:
+        """(SOP Instance UID, DICOM JSON, tier) for each instance, reading headers only."""
         for instance, blob in self.study_instances(study_uid):
             reader = self.open_blob(blob)
             try:
                 yield instance.sop_instance_uid, json_model.instance_json(
                     reader, instance.study_instance_uid, instance.series_instance_uid,
                     instance.sop_instance_uid,
-                )
+                ), blob.location.tier
             finally:
                 reader.close()
 
     # -- health -----------------------------------------------------------
 
     def health(self) -> ApplianceHealth:
-        volumes = [self._volume_health(v) for v in self.blobs.volumes]
+        volumes = [_volume_health(v) for v in self.tiering.status()]
         index = self.index.stats()
         reasons = [f"volume {v.path}: {v.reason}" for v in volumes if v.state != "healthy"]
-        state = "healthy"
-        if reasons:
-            state = "warning"
+        # A failed or refused volume may hold the only copy of studies: critical.
+        state = max((v.state for v in volumes), key=["healthy", "warning", "critical"].index, default="critical")
         if not any(v.accepts_writes for v in volumes):
             state = "critical"
             reasons.insert(0, "no volume can take new data: stores will fail")
         if index["map_used"] > 0.9 * index["map_size"]:
             state = "critical" if state == "critical" else "warning"
             reasons.append(f"index is {100 * index['map_used'] / index['map_size']:.0f}% of index.map_size_bytes")
+        if self.replication is not None:
+            replication = self.replication.status()
+            if replication.oldest_pending_age_s > replication.rpo_warning_s:
+                state = "critical" if state == "critical" else "warning"
+                reasons.append(
+                    f"replication to {replication.peer} is {replication.oldest_pending_age_s:.0f}s behind "
+                    f"(warning at {replication.rpo_warning_s:.0f}s; peer {replication.state}, "
+                    f"{replication.pending_entries} changes pending)")
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
 
-    @staticmethod
-    def _volume_health(volume: Volume) -> VolumeHealth:
-        try:
-            usage = shutil.disk_usage(volume.path)
-        except OSError as exc:
-            return VolumeHealth(volume.tier, volume.path, "critical", f"unreachable: {exc.strerror}", 0, 0, 0, False)
-        if volume.failed:
-            state, reason = "critical", f"failed a write: {volume.failed}"
-        elif usage.free < volume.reserve_bytes:
-            state, reason = "warning", f"full: {usage.free} bytes free, reserve is {volume.reserve_bytes}"
-        else:
-            state, reason = "healthy", ""
-        return VolumeHealth(
-            volume.tier, volume.path, state, reason, usage.total, usage.used, usage.free,
-            accepts_writes=state == "healthy",
-        )
+
+def _volume_health(status: VolumeStatus) -> VolumeHealth:
+    """A volume's tiering status in health terms: what an operator must act on."""
+    if status.state in ("failed", "refused"):
+        state, reason = "critical", f"{status.state}: {status.reason}"
+    elif not status.accepts_writes and status.state == "active":
+        state, reason = "warning", f"full: past its high watermark or reserve ({status.free_bytes} bytes free)"
+    elif status.state == "draining":
+        state, reason = "warning", f"draining: {status.blobs} blobs still to move"
+    else:
+        state, reason = "healthy", ""
+    return VolumeHealth(
+        status.tier, status.path, state, reason, status.capacity_bytes, status.used_bytes, status.free_bytes,
+        accepts_writes=status.accepts_writes,
+    )

@@ -51,17 +51,86 @@ class LimitsConfig:
     max_page_size: int = 1000
 
 
+VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid")
+AGE_BASES = ("ingest", "study_date", "access")
+
+
 @dataclass(frozen=True)
 class TierConfig:
     name: str
-    paths: tuple[str, ...]
+    volumes: tuple[str, ...]
+    # What the volumes are; reported, and used to explain placement.
+    volume_class: str = "hdd"
+    # Fractions of each volume's filesystem. Past high, no new data lands on
+    # the volume and the mover demotes its coldest studies until below low.
+    high_watermark: float = 0.85
+    low_watermark: float = 0.70
     reserve_bytes: int = 256 * 1024 * 1024
 
 
 DEFAULT_TIERS = (
-    TierConfig(name="hot", paths=("tiers/hot",)),
-    TierConfig(name="capacity", paths=("tiers/capacity",)),
+    TierConfig(name="hot", volumes=("tiers/hot",), volume_class="nvme"),
+    TierConfig(name="capacity", volumes=("tiers/capacity",), volume_class="hdd"),
 )
+
+
+@dataclass(frozen=True)
+class TieringConfig:
+    mover_enabled: bool = True
+    mover_interval_s: float = 30.0
+    mover_max_bytes_per_s: int = 100 * 1024 * 1024
+    # 0: demote only by watermark. Otherwise studies older than this are
+    # demoted whatever the watermark, judged by age_basis.
+    demote_after_days: int = 0
+    age_basis: str = "ingest"
+    promote_on_access: bool = True
+    access_flush_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    # SMART / NVMe / md poll of every disk; smartctl runs with --nocheck=standby.
+    poll_interval_s: float = 300.0
+    # Capacity check of every volume (statvfs only, cheap); also drives grpc.health.v1.
+    capacity_interval_s: float = 10.0
+    # The poller's memory of last values per disk, kept across restarts.
+    state_file: str = "health/poller-state.json"
+    smartctl_timeout_s: float = 60.0
+    nvme_timeout_s: float = 30.0
+    capacity_warning_percent: float = 80.0
+    max_watchers: int = 8
+    watch_queue_size: int = 256
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    enabled: bool = False
+    # This appliance's name and its peer's: each certificate carries its
+    # name as a SAN URI (spiffe://pacsvault/appliance/<name>).
+    appliance_name: str = ""
+    peer_name: str = ""
+    # Where the peer's peer listener answers.
+    peer_address: str = ""
+    # This appliance's peer listener: always mutual TLS.
+    listen: str = "127.0.0.1:50052"
+    # PEM files; relative paths are under data_dir.
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    data_shards: int = 4
+    parity_shards: int = 2
+    max_bytes_per_s: int = 100 * 1024 * 1024
+    sender_interval_s: float = 1.0
+    max_backoff_s: float = 60.0
+    rpo_warning_s: float = 300.0
+    scrub_interval_s: float = 3600.0
+    scrub_max_bytes_per_s: int = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,16 +140,23 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tiering: TieringConfig = field(default_factory=TieringConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
         """A configured path; relative ones live under the data dir."""
         return (Path(self.data_dir) / path).resolve()
 
-    def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None) -> Config:
+    def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
+                       metrics_listen: str | None = None) -> Config:
         new = self
         if listen is not None:
             new = dataclasses.replace(new, server=dataclasses.replace(new.server, listen=listen))
+        if metrics_listen is not None:
+            new = dataclasses.replace(new, metrics=dataclasses.replace(new.metrics, listen=metrics_listen))
         if data_dir is not None:
             new = dataclasses.replace(new, data_dir=data_dir)
         validate(new)
@@ -165,6 +241,69 @@ def validate(config: Config) -> None:
     if config.limits.max_page_size < config.limits.default_page_size:
         raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
     _check_tiers(config.tiers)
+    _check_tiering(config.tiering)
+    if config.replication.enabled:
+        _check_replication(config)
+    _check_health(config.health)
+    _check_listen(config.metrics.listen, "metrics.listen")
+
+
+def _check_health(health: HealthConfig) -> None:
+    for key in ("poll_interval_s", "capacity_interval_s", "smartctl_timeout_s", "nvme_timeout_s"):
+        if getattr(health, key) <= 0:
+            raise ConfigError(f"health.{key} must be positive")
+    if not health.state_file:
+        raise ConfigError("health.state_file: empty path")
+    if not 0 < health.capacity_warning_percent <= 100:
+        raise ConfigError("health.capacity_warning_percent must be above 0 and at most 100")
+    _positive("health.max_watchers", health.max_watchers)
+    _positive("health.watch_queue_size", health.watch_queue_size)
+
+
+def _check_replication(config: Config) -> None:
+    r = config.replication
+    for key in ("appliance_name", "peer_name", "peer_address", "ca_file", "cert_file", "key_file"):
+        if not getattr(r, key):
+            raise ConfigError(f"replication.{key} is required when replication.enabled is true")
+    if r.appliance_name == r.peer_name:
+        raise ConfigError("replication.peer_name must differ from replication.appliance_name")
+    _check_address("replication.listen", r.listen)
+    _check_address("replication.peer_address", r.peer_address, allow_names=True)
+    for key in ("ca_file", "cert_file", "key_file"):
+        if not config.resolve(getattr(r, key)).is_file():
+            raise ConfigError(f"replication.{key}: {config.resolve(getattr(r, key))} is not a readable file")
+    if r.data_shards < 1 or r.parity_shards < 1 or r.data_shards + r.parity_shards > 32:
+        raise ConfigError("replication.data_shards and parity_shards must be >= 1, at most 32 together")
+    for key in ("max_bytes_per_s", "scrub_max_bytes_per_s"):
+        _positive(f"replication.{key}", getattr(r, key))
+    for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s"):
+        if getattr(r, key) <= 0:
+            raise ConfigError(f"replication.{key} must be positive")
+
+
+def _check_address(key: str, value: str, allow_names: bool = False) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+    if not allow_names:
+        bare = host.strip("[]")
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if bare != "localhost":
+                raise ConfigError(f"{key}: {host!r} is not an IP address or localhost") from None
+
+
+def _check_tiering(tiering: TieringConfig) -> None:
+    if tiering.mover_interval_s <= 0:
+        raise ConfigError("tiering.mover_interval_s must be positive")
+    _positive("tiering.mover_max_bytes_per_s", tiering.mover_max_bytes_per_s)
+    if tiering.demote_after_days < 0:
+        raise ConfigError("tiering.demote_after_days must not be negative")
+    if tiering.age_basis not in AGE_BASES:
+        raise ConfigError(f"tiering.age_basis must be one of {', '.join(AGE_BASES)}, got {tiering.age_basis!r}")
+    if tiering.access_flush_interval_s <= 0:
+        raise ConfigError("tiering.access_flush_interval_s must be positive")
 
 
 def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
@@ -178,28 +317,32 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
         if tier.name in seen_names:
             raise ConfigError(f"tiers[{i}].name: tier {tier.name!r} is declared twice")
         seen_names.add(tier.name)
-        if not tier.paths:
-            raise ConfigError(f"tiers[{i}].paths: tier {tier.name!r} needs at least one path")
-        for j, path in enumerate(tier.paths):
+        if not tier.volumes:
+            raise ConfigError(f"tiers[{i}].volumes: tier {tier.name!r} needs at least one volume")
+        for j, path in enumerate(tier.volumes):
             if not path:
-                raise ConfigError(f"tiers[{i}].paths[{j}]: empty path")
+                raise ConfigError(f"tiers[{i}].volumes[{j}]: empty path")
             if path in seen_paths:
-                raise ConfigError(f"tiers[{i}].paths[{j}]: {path!r} is used twice")
+                raise ConfigError(f"tiers[{i}].volumes[{j}]: {path!r} is used twice")
             seen_paths.add(path)
+        if tier.volume_class not in VOLUME_CLASSES:
+            raise ConfigError(f"tiers[{i}].volume_class must be one of {', '.join(VOLUME_CLASSES)}")
+        if not 0 < tier.low_watermark <= tier.high_watermark <= 1:
+            raise ConfigError(f"tiers[{i}]: need 0 < low_watermark <= high_watermark <= 1")
         if tier.reserve_bytes < 0:
             raise ConfigError(f"tiers[{i}].reserve_bytes must not be negative")
 
 
-def _check_listen(listen: str) -> None:
+def _check_listen(listen: str, key: str = "server.listen") -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"server.listen: {listen!r} is not HOST:PORT")
+        raise ConfigError(f"{key}: {listen!r} is not HOST:PORT")
     bare = host.strip("[]")
     if bare != "localhost":
         try:
             ipaddress.ip_address(bare)
         except ValueError as exc:
-            raise ConfigError(f"server.listen: {host!r} is not an IP address or localhost") from exc
+            raise ConfigError(f"{key}: {host!r} is not an IP address or localhost") from exc
 
 
 def _positive(key: str, value: int) -> None:

@@ -14,6 +14,7 @@ status codes, each class to exactly one code::
     │   └── TooLarge            RESOURCE_EXHAUSTED (over a configured limit)
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
+    ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
     └── ConfigError             (start-up only: never reaches a client)
 """
 
@@ -62,6 +63,10 @@ class Unavailable(PacsvaultError):
 
 class DataLoss(PacsvaultError):
     """Stored data is corrupt or missing and cannot be repaired here."""
+
+
+class PermissionDenied(PacsvaultError):
+    """The caller is known but may not do this."""
 
 
 class ConfigError(PacsvaultError):

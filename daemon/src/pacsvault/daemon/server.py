@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,15 +17,33 @@ from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.archive_service import ArchiveServicer
+from pacsvault.daemon.health import HealthMonitor
 from pacsvault.daemon.service.draining import DrainingInterceptor
-from pacsvault.v1 import appliance_pb2, appliance_pb2_grpc, archive_pb2, archive_pb2_grpc
+from pacsvault.daemon.service.replication_service import ReplicationServicer
+from pacsvault.daemon.service.storage_service import StorageServicer
+from pacsvault.v1 import (
+    appliance_pb2,
+    appliance_pb2_grpc,
+    archive_pb2,
+    archive_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     archive_pb2.DESCRIPTOR.services_by_name["ArchiveService"].full_name,
     appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"].full_name,
+    storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
+    replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
 )
+
+
+# Still SERVING while no volume takes new data: reads and the health RPCs work.
+_SERVING_WHEN_FULL = frozenset({appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"].full_name})
 
 
 @dataclass
@@ -34,11 +54,27 @@ class Served:
     port: int
     health: health.HealthServicer
     calls: DrainingInterceptor
+    serving: bool = False
+    # Whether any tier volume takes new data (the health monitor says).
+    writable: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        with self._lock:
+            self.serving = serving
+            self._publish()
+
+    def set_writable(self, writable: bool) -> None:
+        """NOT_SERVING for "" and the archive while no volume can take new data."""
+        with self._lock:
+            self.writable = writable
+            self._publish()
+
+    def _publish(self) -> None:
         for name in ("", *SERVICE_NAMES):
-            self.health.set(name, status)
+            up = self.serving and (self.writable or name in _SERVING_WHEN_FULL)
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING if up
+                            else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def shutdown(self, grace_s: float) -> None:
         """Health first, so load balancers stop sending work; then drain; then stop."""
@@ -49,11 +85,13 @@ class Served:
         self.server.stop(1.0).wait()
 
 
-def create_server(config: Config, archive: Archive) -> Served:
+def create_server(config: Config, archive: Archive, monitor: HealthMonitor | None = None,
+                  interceptors: Sequence[grpc.ServerInterceptor] = ()) -> Served:
     """A server bound to ``config.server.listen`` (port 0 picks one); not started.
 
     Health answers NOT_SERVING until the caller starts the server and calls
-    ``set_serving(True)``.
+    ``set_serving(True)``. ``interceptors`` (e.g. RPC metrics) run outside
+    the draining one, so they also see the calls refused at shutdown.
     """
     if not listen_is_loopback(config.server.listen):
         # Patient data never crosses a network in clear text; TLS listeners
@@ -73,10 +111,12 @@ def create_server(config: Config, archive: Archive) -> Served:
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[calls],
+        interceptors=[*interceptors, calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
-    appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive), server)
+    appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(archive), server)
+    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(archive), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

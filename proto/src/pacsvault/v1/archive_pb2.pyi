@@ -471,19 +471,114 @@ class GetStudyMetadataResponse(_message.Message):
 
     SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     DICOM_JSON_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     sop_instance_uid: _builtins.str
     dicom_json: _builtins.str
     """One DICOM JSON object (PS3.18 F.2) for this instance, without pixel data."""
+    tier: _builtins.str
+    """The tier that holds the instance now."""
     def __init__(
         self,
         *,
         sop_instance_uid: _builtins.str = ...,
         dicom_json: _builtins.str = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dicom_json", b"dicom_json", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dicom_json", b"dicom_json", "sop_instance_uid", b"sop_instance_uid", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStudyMetadataResponse: _TypeAlias = GetStudyMetadataResponse  # noqa: Y015
+
+@_typing.final
+class PrefetchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    ISSUER_OF_PATIENT_ID_FIELD_NUMBER: _builtins.int
+    patient_id: _builtins.str
+    issuer_of_patient_id: _builtins.str
+    """When empty, the patient's studies under every issuer."""
+    def __init__(
+        self,
+        *,
+        patient_id: _builtins.str = ...,
+        issuer_of_patient_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer_of_patient_id", b"issuer_of_patient_id", "patient_id", b"patient_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrefetchRequest: _TypeAlias = PrefetchRequest  # noqa: Y015
+
+@_typing.final
+class PrefetchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDIES_QUEUED_FIELD_NUMBER: _builtins.int
+    BYTES_QUEUED_FIELD_NUMBER: _builtins.int
+    studies_queued: _builtins.int
+    """Studies that had instances below the first tier and are now queued."""
+    bytes_queued: _builtins.int
+    def __init__(
+        self,
+        *,
+        studies_queued: _builtins.int = ...,
+        bytes_queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_queued", b"bytes_queued", "studies_queued", b"studies_queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrefetchResponse: _TypeAlias = PrefetchResponse  # noqa: Y015
+
+@_typing.final
+class PinRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    until: _builtins.str
+    """YYYYMMDD, inclusive. Empty removes the pin."""
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["study_instance_uid", b"study_instance_uid", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinRequest: _TypeAlias = PinRequest  # noqa: Y015
+
+@_typing.final
+class PinResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    PINNED_UNTIL_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    pinned_until: _builtins.str
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        pinned_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pinned_until", b"pinned_until", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinResponse: _TypeAlias = PinResponse  # noqa: Y015

@@ -70,6 +70,16 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataResponse.FromString,
                 _registered_method=True)
+        self.Prefetch = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/Prefetch',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.PrefetchRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.PrefetchResponse.FromString,
+                _registered_method=True)
+        self.Pin = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/Pin',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.PinRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.PinResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -131,6 +141,21 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prefetch(self, request, context):
+        """Brings every study of a patient to the first (fastest) tier ahead of a
+        scheduled exam, so priors open at once. Returns at once; moves follow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pin(self, request, context):
+        """Keeps a study on the first tier until a date (tumour boards, teaching).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +193,16 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.GetStudyMetadata,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataResponse.SerializeToString,
+            ),
+            'Prefetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prefetch,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.PrefetchRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.PrefetchResponse.SerializeToString,
+            ),
+            'Pin': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pin,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.PinRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.PinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -360,6 +395,60 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/GetStudyMetadata',
             pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.GetStudyMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/Prefetch',
+            pacsvault_dot_v1_dot_archive__pb2.PrefetchRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.PrefetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/Pin',
+            pacsvault_dot_v1_dot_archive__pb2.PinRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.PinResponse.FromString,
             options,
             channel_credentials,
             insecure,

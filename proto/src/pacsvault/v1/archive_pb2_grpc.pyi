@@ -58,6 +58,12 @@ class ArchiveServiceStub:
     """Streams a study's metadata as DICOM JSON (PS3.18 Annex F), one instance a
     message, without reading pixel data.
     """
+    Prefetch: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PrefetchRequest, _archive_pb2.PrefetchResponse]
+    """Brings every study of a patient to the first (fastest) tier ahead of a
+    scheduled exam, so priors open at once. Returns at once; moves follow.
+    """
+    Pin: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]
+    """Keeps a study on the first tier until a date (tumour boards, teaching)."""
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -87,6 +93,12 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """Streams a study's metadata as DICOM JSON (PS3.18 Annex F), one instance a
     message, without reading pixel data.
     """
+    Prefetch: _aio.UnaryUnaryMultiCallable[_archive_pb2.PrefetchRequest, _archive_pb2.PrefetchResponse]  # type: ignore[assignment]
+    """Brings every study of a patient to the first (fastest) tier ahead of a
+    scheduled exam, so priors open at once. Returns at once; moves follow.
+    """
+    Pin: _aio.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]  # type: ignore[assignment]
+    """Keeps a study on the first tier until a date (tumour boards, teaching)."""
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores, finds and retrieves DICOM instances."""
@@ -155,5 +167,23 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a study's metadata as DICOM JSON (PS3.18 Annex F), one instance a
         message, without reading pixel data.
         """
+
+    @_abc_1.abstractmethod
+    def Prefetch(
+        self,
+        request: _archive_pb2.PrefetchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.PrefetchResponse, _abc.Awaitable[_archive_pb2.PrefetchResponse]]:
+        """Brings every study of a patient to the first (fastest) tier ahead of a
+        scheduled exam, so priors open at once. Returns at once; moves follow.
+        """
+
+    @_abc_1.abstractmethod
+    def Pin(
+        self,
+        request: _archive_pb2.PinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.PinResponse, _abc.Awaitable[_archive_pb2.PinResponse]]:
+        """Keeps a study on the first tier until a date (tumour boards, teaching)."""
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

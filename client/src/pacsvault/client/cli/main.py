@@ -8,9 +8,22 @@ import sys
 import grpc
 
 from pacsvault.client import PacsvaultClient, default_server
-from pacsvault.client.cli import find_cmd, get_cmd, health_cmd, metadata_cmd, store_cmd
+from pacsvault.client.cli import (
+    find_cmd,
+    get_cmd,
+    health_cmd,
+    hw_cmd,
+    metadata_cmd,
+    pin_cmd,
+    prefetch_cmd,
+    replication_cmd,
+    restore_cmd,
+    store_cmd,
+    tiers_cmd,
+)
 
-COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, health_cmd)
+COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, tiers_cmd, replication_cmd,
+            restore_cmd, health_cmd, hw_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

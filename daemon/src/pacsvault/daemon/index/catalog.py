@@ -11,12 +11,14 @@ import lmdb
 from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import Conflict, InvalidInput, NotFound
-from pacsvault.daemon.index import keys
+from pacsvault.daemon.index import keys, placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.replication import outbox
 from pacsvault.daemon.index.records import (
     BlobLocation,
     BlobRecord,
     InstanceRecord,
+    OutboxEntry,
     PatientRecord,
     SeriesRecord,
     StudyRecord,
@@ -37,14 +39,18 @@ class NewBlob:
     digest: Digest
     location: BlobLocation
     stored_bytes: int
+    # Restored from the peer: the peer holds it already, nothing to send back.
+    from_peer: bool = False
 
 
 class Catalog:
     """Adds instances and looks them up; all writes go through the one writer."""
 
-    def __init__(self, env: IndexEnvironment) -> None:
+    def __init__(self, env: IndexEnvironment, replicate: bool = False) -> None:
         self.env = env
         self._db = env.dbs
+        # Whether new instances go into the replication outbox (same transaction).
+        self.replicate = replicate
 
     # -- writes ---------------------------------------------------------
 
@@ -76,9 +82,11 @@ class Catalog:
             blob_record = BlobRecord(
                 digest_function=blob.digest.function, digest=blob.digest.hash,
                 size_bytes=blob.digest.size_bytes, stored_bytes=blob.stored_bytes,
-                location=blob.location, created_at=now,
+                location=blob.location, created_at=now, study_instance_uid=p.study_instance_uid,
             )
+            placement.count_blob_on_volume(txn, self.env, blob_record, +1)
         blob_record.refcount += 1
+        blob_record.replicated |= blob.from_peer
         txn.put(bkey, encode(blob_record), db=db["blobs"])
 
         if patient is None:
@@ -86,7 +94,7 @@ class Catalog:
             if p.patient_name:
                 txn.put(keys.join(keys.name_key(p.patient_name), pkey), b"", db=db["by_patient_name"])
         if study is None:
-            study = _new_study(p, pkey)
+            study = _new_study(p, pkey, now)
             patient.study_count += 1
             txn.put(keys.join(pkey, p.study_instance_uid), b"", db=db["patient_studies"])
             self._index_study(txn, study)
@@ -97,6 +105,7 @@ class Catalog:
             if p.modality and p.modality not in study.modalities:
                 study.modalities.append(p.modality)
                 txn.put(keys.join(p.modality, p.study_instance_uid), b"", db=db["by_modality"])
+        placement.count_instance_on_tier(txn, self.env, study, blob_record.location.tier, +1)
         patient.instance_count += 1
         study.instance_count += 1
         study.size_bytes += blob.digest.size_bytes
@@ -107,6 +116,10 @@ class Catalog:
         txn.put(p.series_instance_uid.encode(), encode(series), db=db["series"])
         txn.put(p.sop_instance_uid.encode(), encode(_new_instance(p, blob.digest, now)), db=db["instances"])
         txn.put(keys.join(p.series_instance_uid, p.sop_instance_uid), b"", db=db["series_instances"])
+        if self.replicate and not blob.from_peer:
+            outbox.append(txn, self.env, OutboxEntry(
+                sop_instance_uid=p.sop_instance_uid, digest_function=blob.digest.function,
+                digest=blob.digest.hash, size_bytes=blob.digest.size_bytes, enqueued_at=now))
         return AddOutcome.STORED
 
     @staticmethod
@@ -129,6 +142,17 @@ class Catalog:
     def _get(self, txn: lmdb.Transaction, db: str, key: bytes, cls: type) -> object | None:
         value = txn.get(key, db=self._db[db])
         return None if value is None else decode(cls, value)
+
+    def relocate(self, digest: Digest, location: BlobLocation, stored_bytes: int) -> None:
+        """Points the blob at a fresh copy (after a repair), in one transaction."""
+
+        def op(txn: lmdb.Transaction) -> None:
+            value = txn.get(keys.blob_key(digest.function, digest.hash), db=self._db["blobs"])
+            if value is not None:
+                placement.relocate(txn, self.env, decode(BlobRecord, value), location.tier,
+                                   location.volume_id, stored_bytes)
+
+        self.env.write(op)
 
     # -- point reads ----------------------------------------------------
 
@@ -222,8 +246,9 @@ def _new_patient(p: ParsedInstance) -> PatientRecord:
     )
 
 
-def _new_study(p: ParsedInstance, pkey: bytes) -> StudyRecord:
+def _new_study(p: ParsedInstance, pkey: bytes, now: float) -> StudyRecord:
     return StudyRecord(
+        first_stored_at=now, last_access=now,
         study_instance_uid=p.study_instance_uid, patient_key=pkey, study_date=p.study_date,
         study_time=p.study_time, accession_number=p.accession_number,
         study_description=p.study_description, study_id=p.study_id,

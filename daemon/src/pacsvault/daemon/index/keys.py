@@ -7,6 +7,10 @@ a composite key unambiguously and keeps prefix scans exact.
 
 from __future__ import annotations
 
+import struct
+
+_MS = struct.Struct(">Q")
+
 SEP = b"\x00"
 
 # Named databases: name -> what maps to what.
@@ -24,6 +28,12 @@ DATABASES = {
     "by_study_date": "StudyDate (YYYYMMDD) NUL StudyInstanceUID -> ''",
     "by_modality": "Modality NUL StudyInstanceUID -> ''",
     "by_patient_name": "casefolded PatientName NUL patient key -> ''",
+    "volumes": "volume id -> VolumeRecord",
+    "volume_blobs": "volume id NUL digest function byte + digest -> ''",
+    "tier_lru": "tier NUL last access (ms, 8 bytes big-endian) StudyInstanceUID -> ''",
+    "moves": "digest function byte + digest -> MoveIntent",
+    "outbox": "sequence number (8 bytes big-endian) -> OutboxEntry",
+    "replica_records": "peer appliance name NUL SOPInstanceUID -> ReplicaRecord (the peer's instances)",
 }
 
 
@@ -55,3 +65,23 @@ def normalise_name(patient_name: str) -> str:
 
 def blob_key(function: int, digest: bytes) -> bytes:
     return bytes([function]) + digest
+
+
+def volume_blob_key(volume_id: str, function: int, digest: bytes) -> bytes:
+    return volume_id.encode() + SEP + blob_key(function, digest)
+
+
+def split_volume_blob_key(key: bytes) -> tuple[int, bytes]:
+    blob = key.split(SEP, 1)[1]
+    return blob[0], blob[1:]
+
+
+def tier_lru_key(tier: str, last_access: float, study_uid: str) -> bytes:
+    # Big-endian milliseconds sort oldest first; fixed width, so the UID that
+    # follows needs no separator.
+    return tier.encode() + SEP + _MS.pack(max(0, int(last_access * 1000))) + study_uid.encode()
+
+
+def split_tier_lru_key(key: bytes) -> tuple[float, str]:
+    rest = key.split(SEP, 1)[1]
+    return _MS.unpack_from(rest)[0] / 1000, rest[_MS.size :].decode()

@@ -25,7 +25,9 @@ from pacsvault.daemon.errors import InvalidInput
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.catalog import is_dicom_date
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.digest import DigestFunction
 from pacsvault.daemon.index.records import (
+    BlobRecord,
     InstanceRecord,
     PatientRecord,
     SeriesRecord,
@@ -71,6 +73,7 @@ class Match:
     study: StudyRecord | None = None
     series: SeriesRecord | None = None
     instance: InstanceRecord | None = None
+    blob: BlobRecord | None = None
 
 
 def validate(query: Query) -> None:
@@ -349,7 +352,10 @@ class _Scan:
         for key, _ in self.range("series_instances", keys.join(uid_, b""), after, inclusive):
             value = self.txn.get(keys.last_part(key).encode(), db=self.db["instances"])
             if value is not None:
-                yield key, Match(series.patient, series.study, series.series, decode(InstanceRecord, value))
+                instance = decode(InstanceRecord, value)
+                blob = self.txn.get(keys.blob_key(DigestFunction.BLAKE3, instance.digest), db=self.db["blobs"])
+                yield key, Match(series.patient, series.study, series.series, instance,
+                                 decode(BlobRecord, blob) if blob is not None else None)
 
 
 def _wildcard_regex(pattern: str) -> re.Pattern[str]:

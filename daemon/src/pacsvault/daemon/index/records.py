@@ -22,6 +22,9 @@ SeriesRecord = records_pb2.SeriesRecord
 InstanceRecord = records_pb2.InstanceRecord
 BlobRecord = records_pb2.BlobRecord
 BlobLocation = records_pb2.BlobLocation
+VolumeRecord = records_pb2.VolumeRecord
+MoveIntent = records_pb2.MoveIntent
+OutboxEntry = records_pb2.OutboxEntry
 
 M = TypeVar("M", bound=Message)
 

@@ -13,7 +13,6 @@ from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
-from pacsvault.daemon.storage.blob_access import iter_chunks
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
@@ -108,22 +107,34 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def _stream(
         self, members: list[tuple[InstanceRecord, BlobRecord]], context: grpc.ServicerContext
     ) -> Iterator[tuple[object, bytes]]:
-        """(attributes on an instance's first chunk, else None; chunk) for each instance."""
+        """(attributes on an instance's first chunk, else None; chunk) for each instance.
+
+        Each instance is read whole and checked against its digest first (and
+        repaired from the peer if need be), so no byte of a bad copy leaves.
+        """
         for instance, blob in members:
-            reader = self._archive.open_blob(blob)
-            try:
-                attributes = convert.instance_to_proto(instance, blob)
-                for chunk in iter_chunks(reader, CHUNK_BYTES):
-                    if not context.is_active():
-                        raise Unavailable("the caller went away")
-                    yield attributes, chunk
-                    attributes = None
-            finally:
-                reader.close()
+            data = self._archive.read_blob(instance, blob)
+            attributes = convert.instance_to_proto(instance, blob)
+            for at in range(0, max(len(data), 1), CHUNK_BYTES):
+                if not context.is_active():
+                    raise Unavailable("the caller went away")
+                yield attributes, data[at : at + CHUNK_BYTES]
+                attributes = None
 
     @mapped
     def GetStudyMetadata(
         self, request: archive_pb2.GetStudyMetadataRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetStudyMetadataResponse]:
-        for sop_uid, dicom_json in self._archive.study_metadata(request.study_instance_uid):
-            yield archive_pb2.GetStudyMetadataResponse(sop_instance_uid=sop_uid, dicom_json=dicom_json)
+        for sop_uid, dicom_json, tier in self._archive.study_metadata(request.study_instance_uid):
+            yield archive_pb2.GetStudyMetadataResponse(sop_instance_uid=sop_uid, dicom_json=dicom_json, tier=tier)
+
+    @mapped
+    def Prefetch(self, request: archive_pb2.PrefetchRequest,
+                 context: grpc.ServicerContext) -> archive_pb2.PrefetchResponse:
+        studies, size = self._archive.prefetch(request.patient_id, request.issuer_of_patient_id)
+        return archive_pb2.PrefetchResponse(studies_queued=studies, bytes_queued=size)
+
+    @mapped
+    def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:
+        study = self._archive.pin(request.study_instance_uid, request.until)
+        return archive_pb2.PinResponse(study_instance_uid=study.study_instance_uid, pinned_until=study.pinned_until)

@@ -80,6 +80,6 @@ def match_to_proto(match: query.Match) -> common_pb2.Match:
             number_of_series_related_instances=se.instance_count,
         ))
     if match.instance is not None:
-        result.instance.CopyFrom(instance_to_proto(match.instance, None))
+        result.instance.CopyFrom(instance_to_proto(match.instance, match.blob))
     return result
 

@@ -23,6 +23,7 @@ _CODES: tuple[tuple[type[errors.PacsvaultError], grpc.StatusCode], ...] = (
     (errors.CapacityExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DataLoss, grpc.StatusCode.DATA_LOSS),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
 
 

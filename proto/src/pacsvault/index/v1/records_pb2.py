@@ -24,23 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pacsvault/index/v1/records.proto\x12\x12pacsvault.index.v1\"\xb5\x01\n\rPatientRecord\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12patient_birth_date\x18\x04 \x01(\t\x12\x13\n\x0bpatient_sex\x18\x05 \x01(\t\x12\x13\n\x0bstudy_count\x18\x06 \x01(\x03\x12\x16\n\x0einstance_count\x18\x07 \x01(\x03\"\xa5\x02\n\x0bStudyRecord\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x13\n\x0bpatient_key\x18\x02 \x01(\x0c\x12\x12\n\nstudy_date\x18\x03 \x01(\t\x12\x12\n\nstudy_time\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x19\n\x11study_description\x18\x06 \x01(\t\x12\x10\n\x08study_id\x18\x07 \x01(\t\x12 \n\x18referring_physician_name\x18\x08 \x01(\t\x12\x12\n\nmodalities\x18\t \x03(\t\x12\x14\n\x0cseries_count\x18\n \x01(\x03\x12\x16\n\x0einstance_count\x18\x0b \x01(\x03\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\"\xa4\x01\n\x0cSeriesRecord\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x15\n\rseries_number\x18\x04 \x01(\t\x12\x1a\n\x12series_description\x18\x05 \x01(\t\x12\x16\n\x0einstance_count\x18\x06 \x01(\x03\"\x81\x02\n\x0eInstanceRecord\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x15\n\rsop_class_uid\x18\x04 \x01(\t\x12\x17\n\x0finstance_number\x18\x05 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x18\n\x10number_of_frames\x18\t \x01(\x03\x12\x11\n\tstored_at\x18\n \x01(\x01\"/\n\x0c\x42lobLocation\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\"\xb9\x01\n\nBlobRecord\x12\x17\n\x0f\x64igest_function\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x04 \x01(\x03\x12\x10\n\x08refcount\x18\x05 \x01(\x03\x12\x32\n\x08location\x18\x06 \x01(\x0b\x32 .pacsvault.index.v1.BlobLocation\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pacsvault/index/v1/records.proto\x12\x12pacsvault.index.v1\"\xb5\x01\n\rPatientRecord\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12patient_birth_date\x18\x04 \x01(\t\x12\x13\n\x0bpatient_sex\x18\x05 \x01(\t\x12\x13\n\x0bstudy_count\x18\x06 \x01(\x03\x12\x16\n\x0einstance_count\x18\x07 \x01(\x03\"\xeb\x03\n\x0bStudyRecord\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x13\n\x0bpatient_key\x18\x02 \x01(\x0c\x12\x12\n\nstudy_date\x18\x03 \x01(\t\x12\x12\n\nstudy_time\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x19\n\x11study_description\x18\x06 \x01(\t\x12\x10\n\x08study_id\x18\x07 \x01(\t\x12 \n\x18referring_physician_name\x18\x08 \x01(\t\x12\x12\n\nmodalities\x18\t \x03(\t\x12\x14\n\x0cseries_count\x18\n \x01(\x03\x12\x16\n\x0einstance_count\x18\x0b \x01(\x03\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\x12\x17\n\x0f\x66irst_stored_at\x18\r \x01(\x01\x12\x13\n\x0blast_access\x18\x0e \x01(\x01\x12J\n\x0etier_instances\x18\x0f \x03(\x0b\x32\x32.pacsvault.index.v1.StudyRecord.TierInstancesEntry\x12\x14\n\x0cpinned_until\x18\x10 \x01(\t\x1a\x34\n\x12TierInstancesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa4\x01\n\x0cSeriesRecord\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x15\n\rseries_number\x18\x04 \x01(\t\x12\x1a\n\x12series_description\x18\x05 \x01(\t\x12\x16\n\x0einstance_count\x18\x06 \x01(\x03\"\x81\x02\n\x0eInstanceRecord\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x15\n\rsop_class_uid\x18\x04 \x01(\t\x12\x17\n\x0finstance_number\x18\x05 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x18\n\x10number_of_frames\x18\t \x01(\x03\x12\x11\n\tstored_at\x18\n \x01(\x01\"/\n\x0c\x42lobLocation\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\"\xe9\x01\n\nBlobRecord\x12\x17\n\x0f\x64igest_function\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x04 \x01(\x03\x12\x10\n\x08refcount\x18\x05 \x01(\x03\x12\x32\n\x08location\x18\x06 \x01(\x0b\x32 .pacsvault.index.v1.BlobLocation\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x1a\n\x12study_instance_uid\x18\x08 \x01(\t\x12\x12\n\nreplicated\x18\t \x01(\x08\"\x88\x01\n\x0cVolumeRecord\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\nblob_count\x18\x05 \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x64\x64\x65\x64_at\x18\x07 \x01(\x01\"\x88\x01\n\nMoveIntent\x12\x17\n\x0f\x64igest_function\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x16\n\x0e\x66rom_volume_id\x18\x03 \x01(\t\x12\x14\n\x0cto_volume_id\x18\x04 \x01(\t\x12\x0f\n\x07to_tier\x18\x05 \x01(\t\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\"y\n\x0bOutboxEntry\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x17\n\x0f\x64igest_function\x18\x02 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x13\n\x0b\x65nqueued_at\x18\x05 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsvault.index.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STUDYRECORD_TIERINSTANCESENTRY']._loaded_options = None
+  _globals['_STUDYRECORD_TIERINSTANCESENTRY']._serialized_options = b'8\001'
   _globals['_PATIENTRECORD']._serialized_start=57
   _globals['_PATIENTRECORD']._serialized_end=238
   _globals['_STUDYRECORD']._serialized_start=241
-  _globals['_STUDYRECORD']._serialized_end=534
-  _globals['_SERIESRECORD']._serialized_start=537
-  _globals['_SERIESRECORD']._serialized_end=701
-  _globals['_INSTANCERECORD']._serialized_start=704
-  _globals['_INSTANCERECORD']._serialized_end=961
-  _globals['_BLOBLOCATION']._serialized_start=963
-  _globals['_BLOBLOCATION']._serialized_end=1010
-  _globals['_BLOBRECORD']._serialized_start=1013
-  _globals['_BLOBRECORD']._serialized_end=1198
+  _globals['_STUDYRECORD']._serialized_end=732
+  _globals['_STUDYRECORD_TIERINSTANCESENTRY']._serialized_start=680
+  _globals['_STUDYRECORD_TIERINSTANCESENTRY']._serialized_end=732
+  _globals['_SERIESRECORD']._serialized_start=735
+  _globals['_SERIESRECORD']._serialized_end=899
+  _globals['_INSTANCERECORD']._serialized_start=902
+  _globals['_INSTANCERECORD']._serialized_end=1159
+  _globals['_BLOBLOCATION']._serialized_start=1161
+  _globals['_BLOBLOCATION']._serialized_end=1208
+  _globals['_BLOBRECORD']._serialized_start=1211
+  _globals['_BLOBRECORD']._serialized_end=1444
+  _globals['_VOLUMERECORD']._serialized_start=1447
+  _globals['_VOLUMERECORD']._serialized_end=1583
+  _globals['_MOVEINTENT']._serialized_start=1586
+  _globals['_MOVEINTENT']._serialized_end=1722
+  _globals['_OUTBOXENTRY']._serialized_start=1724
+  _globals['_OUTBOXENTRY']._serialized_end=1845
 # @@protoc_insertion_point(module_scope)

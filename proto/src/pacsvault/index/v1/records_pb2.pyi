@@ -62,6 +62,26 @@ Global___PatientRecord: _TypeAlias = PatientRecord  # noqa: Y015
 class StudyRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TierInstancesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     PATIENT_KEY_FIELD_NUMBER: _builtins.int
     STUDY_DATE_FIELD_NUMBER: _builtins.int
@@ -74,6 +94,10 @@ class StudyRecord(_message.Message):
     SERIES_COUNT_FIELD_NUMBER: _builtins.int
     INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FIRST_STORED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_FIELD_NUMBER: _builtins.int
+    TIER_INSTANCES_FIELD_NUMBER: _builtins.int
+    PINNED_UNTIL_FIELD_NUMBER: _builtins.int
     study_instance_uid: _builtins.str
     patient_key: _builtins.bytes
     """Key of the PatientRecord this study belongs to."""
@@ -86,8 +110,19 @@ class StudyRecord(_message.Message):
     series_count: _builtins.int
     instance_count: _builtins.int
     size_bytes: _builtins.int
+    first_stored_at: _builtins.float
+    """Seconds since the epoch: first instance stored, last read recorded."""
+    last_access: _builtins.float
+    pinned_until: _builtins.str
+    """YYYYMMDD: kept on the first tier until the end of that day."""
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tier_instances(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """How many of the study's instances each tier holds; the mover and the
+        by-tier coldness index (tier_lru) follow it.
+        """
+
     def __init__(
         self,
         *,
@@ -103,10 +138,14 @@ class StudyRecord(_message.Message):
         series_count: _builtins.int = ...,
         instance_count: _builtins.int = ...,
         size_bytes: _builtins.int = ...,
+        first_stored_at: _builtins.float = ...,
+        last_access: _builtins.float = ...,
+        tier_instances: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        pinned_until: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "instance_count", b"instance_count", "modalities", b"modalities", "patient_key", b"patient_key", "referring_physician_name", b"referring_physician_name", "series_count", b"series_count", "size_bytes", b"size_bytes", "study_date", b"study_date", "study_description", b"study_description", "study_id", b"study_id", "study_instance_uid", b"study_instance_uid", "study_time", b"study_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "first_stored_at", b"first_stored_at", "instance_count", b"instance_count", "last_access", b"last_access", "modalities", b"modalities", "patient_key", b"patient_key", "pinned_until", b"pinned_until", "referring_physician_name", b"referring_physician_name", "series_count", b"series_count", "size_bytes", b"size_bytes", "study_date", b"study_date", "study_description", b"study_description", "study_id", b"study_id", "study_instance_uid", b"study_instance_uid", "study_time", b"study_time", "tier_instances", b"tier_instances"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,12 +271,20 @@ class BlobRecord(_message.Message):
     REFCOUNT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REPLICATED_FIELD_NUMBER: _builtins.int
     digest_function: _builtins.int
     digest: _builtins.bytes
     size_bytes: _builtins.int
     stored_bytes: _builtins.int
     refcount: _builtins.int
     created_at: _builtins.float
+    study_instance_uid: _builtins.str
+    """The study of the instance that first referenced the blob, so a volume
+    being drained can keep the study's per-tier counts right.
+    """
+    replicated: _builtins.bool
+    """The peer acknowledged all k+m shards of this blob, each verified."""
     @_builtins.property
     def location(self) -> Global___BlobLocation: ...
     def __init__(
@@ -250,11 +297,128 @@ class BlobRecord(_message.Message):
         refcount: _builtins.int = ...,
         location: Global___BlobLocation | None = ...,
         created_at: _builtins.float = ...,
+        study_instance_uid: _builtins.str = ...,
+        replicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "digest", b"digest", "digest_function", b"digest_function", "location", b"location", "refcount", b"refcount", "size_bytes", b"size_bytes", "stored_bytes", b"stored_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "digest", b"digest", "digest_function", b"digest_function", "location", b"location", "refcount", b"refcount", "replicated", b"replicated", "size_bytes", b"size_bytes", "stored_bytes", b"stored_bytes", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BlobRecord: _TypeAlias = BlobRecord  # noqa: Y015
+
+@_typing.final
+class VolumeRecord(_message.Message):
+    """One storage volume the appliance has used. Keyed by volume_id, so the
+    index knows which marker belongs at which path.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BLOB_COUNT_FIELD_NUMBER: _builtins.int
+    STORED_BYTES_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    tier: _builtins.str
+    path: _builtins.str
+    state: _builtins.str
+    """"active", "draining" (no new data; the mover empties it) or "drained"."""
+    blob_count: _builtins.int
+    stored_bytes: _builtins.int
+    added_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        path: _builtins.str = ...,
+        state: _builtins.str = ...,
+        blob_count: _builtins.int = ...,
+        stored_bytes: _builtins.int = ...,
+        added_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "blob_count", b"blob_count", "path", b"path", "state", b"state", "stored_bytes", b"stored_bytes", "tier", b"tier", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeRecord: _TypeAlias = VolumeRecord  # noqa: Y015
+
+@_typing.final
+class MoveIntent(_message.Message):
+    """A blob move in progress, written before the copy starts, so a move that a
+    crash interrupted is finished or undone at the next pass.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FUNCTION_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    FROM_VOLUME_ID_FIELD_NUMBER: _builtins.int
+    TO_VOLUME_ID_FIELD_NUMBER: _builtins.int
+    TO_TIER_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    digest_function: _builtins.int
+    digest: _builtins.bytes
+    from_volume_id: _builtins.str
+    to_volume_id: _builtins.str
+    to_tier: _builtins.str
+    started_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        digest_function: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        from_volume_id: _builtins.str = ...,
+        to_volume_id: _builtins.str = ...,
+        to_tier: _builtins.str = ...,
+        started_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "digest_function", b"digest_function", "from_volume_id", b"from_volume_id", "started_at", b"started_at", "to_tier", b"to_tier", "to_volume_id", b"to_volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveIntent: _TypeAlias = MoveIntent  # noqa: Y015
+
+@_typing.final
+class OutboxEntry(_message.Message):
+    """A change that must reach the peer, appended in the same transaction as
+    the change itself and removed only when the peer has acknowledged it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    DIGEST_FUNCTION_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ENQUEUED_AT_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    digest_function: _builtins.int
+    digest: _builtins.bytes
+    size_bytes: _builtins.int
+    enqueued_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+        digest_function: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
+        enqueued_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "digest_function", b"digest_function", "enqueued_at", b"enqueued_at", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboxEntry: _TypeAlias = OutboxEntry  # noqa: Y015
