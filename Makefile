@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test test-fast bench bench-quick proto clean
+.PHONY: venv run test test-fast bench bench-quick proto wheelhouse lint-ansible clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,18 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/ingest_retrieve.py
+	$(PY) bench/tier_mover.py
 
 bench-quick: venv
 	$(PY) bench/ingest_retrieve.py --quick
+	$(PY) bench/tier_mover.py --quick
+
+# The offline install set the Ansible role copies to appliances.
+wheelhouse: venv
+	ansible/build-wheelhouse.sh
+
+lint-ansible: venv
+	cd ansible && ../$(VENV)/bin/ansible-lint && ../$(VENV)/bin/ansible-playbook --syntax-check -i inventory/example pacsvault-pair.yml
 
 # Regenerates proto/src from proto/pacsvault/**/*.proto.
 proto: venv

@@ -1,0 +1,297 @@
+"""The pair playbook against real Debian 12 targets: converge, converge again, serve.
+
+Two debootstrap roots stand in for site A and site B and are driven through
+Ansible's chroot connection (community.general.chroot), exactly as the
+playbook drives a real appliance over SSH, with two differences: systemd
+cannot run in a chroot, so the inventory sets
+``pacsvault_appliance_manage_service: false`` and the unit is checked with
+``systemd-analyze verify``, and the daemon is started by hand from the
+provisioned files, as the unit would start it, until grpc.health.v1 says
+SERVING. Site A also gets a real volume: a loop device the role formats and
+mounts as its capacity tier.
+
+Needs root, debootstrap and network access to the Debian mirror; a cold run
+(debootstrap) takes a few minutes, a warm one about two. Missing
+prerequisites fail the test; ``PACSVAULT_SKIP_SLOW=1`` skips it instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import debian_target
+from debian_target import Namespace, Target
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+BIN = Path(sys.executable).parent
+SITES = ("site-a", "site-b")
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+class Pair:
+    def __init__(self, work: Path, ns: Namespace, targets: dict[str, Target], wheelhouse: Path) -> None:
+        self.work = work
+        self.ns = ns
+        self.targets = targets
+        self.wheelhouse = wheelhouse
+        self.capacity_disk = ""
+        self.dirty_disk = ""
+
+    def inventory(self, name: str, extra: dict[str, dict[str, object]] | None = None) -> Path:
+        hosts: dict[str, dict[str, object]] = {}
+        for site, target in self.targets.items():
+            peer = next(s for s in SITES if s != site)
+            hosts[site] = {
+                "ansible_connection": "community.general.chroot",
+                "ansible_host": str(target.root),
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "pacsvault_appliance_site": site,
+                "pacsvault_appliance_peer": peer,
+                **(extra or {}).get(site, {}),
+            }
+        hosts["site-a"].setdefault("pacsvault_appliance_manage_volumes", True)
+        hosts["site-a"].setdefault("pacsvault_appliance_volumes", [{
+            "name": "capacity", "devices": [self.capacity_disk], "fstype": "ext4",
+            "mount_point": "/srv/pacsvault/capacity",
+        }])
+        group = {
+            "pacsvault_appliance_pair": "test-pair",
+            "pacsvault_appliance_wheelhouse": str(self.wheelhouse),
+            "pacsvault_appliance_pki_dir": str(self.work / "pki"),
+            "pacsvault_appliance_manage_service": False,
+            "pacsvault_appliance_tiers": [
+                {"name": "hot", "volumes": ["/srv/pacsvault/hot"], "volume_class": "ssd",
+                 "reserve_bytes": 1048576},
+                {"name": "capacity", "volumes": ["/srv/pacsvault/capacity"], "volume_class": "hdd",
+                 "reserve_bytes": 1048576},
+            ],
+        }
+        path = self.work / f"{name}.json"
+        path.write_text(json.dumps({"pacsvault_pair": {"hosts": hosts, "vars": group}}, indent=1))
+        return path
+
+    def play(self, inventory: Path, label: str) -> subprocess.CompletedProcess[str]:
+        # JSON results keep messages on one line for the assertions below.
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                   PATH=f"{BIN}:{os.environ['PATH']}")
+        argv = self.ns.command(str(BIN / "ansible-playbook"), "-i", str(inventory),
+                               str(ANSIBLE_DIR / "pacsvault-pair.yml"))
+        started = time.monotonic()
+        result = subprocess.run(argv, cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=600)
+        log = self.work / f"{label}.log"
+        log.write_text(result.stdout + result.stderr)
+        print(f"{label}: rc={result.returncode} in {time.monotonic() - started:.0f}s, log {log}")
+        return result
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    return {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
+            for m in RECAP.finditer(output)}
+
+
+def tail(result: subprocess.CompletedProcess[str], lines: int = 60) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    if os.environ.get("PACSVAULT_SKIP_SLOW") == "1":
+        pytest.skip("PACSVAULT_SKIP_SLOW=1: the real-target Ansible test is skipped")
+    problems = debian_target.missing_prerequisites()
+    if problems:
+        pytest.fail("the real-target Ansible test cannot run: " + "; ".join(problems)
+                    + ". Set PACSVAULT_SKIP_SLOW=1 to skip it on purpose.", pytrace=False)
+    with debian_target.exclusive():
+        yield from _converged_pair(tmp_path_factory.mktemp("ansible-pair"))
+
+
+def _converged_pair(work: Path) -> Iterator[Pair]:
+    debian_target.ensure_base(work / "debootstrap.log")
+    wheelhouse = work / "wheelhouse"
+    subprocess.run([str(ANSIBLE_DIR / "build-wheelhouse.sh"), str(wheelhouse)], check=True, timeout=600,
+                   env=dict(os.environ, PYTHON=sys.executable))
+    ns = Namespace()
+    targets: dict[str, Target] = {}
+    try:
+        for site in SITES:
+            targets[site] = Target(site, work / site, ns)
+        pair = Pair(work, ns, targets, wheelhouse)
+        pair.capacity_disk = targets["site-a"].attach_disk(work / "capacity.img", 128)
+        pair.dirty_disk = targets["site-a"].attach_disk(work / "dirty.img", 16)
+        # A disk that holds something (here swap): safe mode must leave it alone.
+        subprocess.run(["mkswap", pair.dirty_disk], check=True, capture_output=True)
+        first = pair.play(pair.inventory("inventory"), "converge-1")
+        assert first.returncode == 0, f"first converge failed:\n{tail(first)}"
+        yield pair
+    finally:
+        ns.close()
+        for target in targets.values():
+            target.detach()
+        for site in SITES:
+            shutil.rmtree(work / site, ignore_errors=True)
+
+
+def test_second_converge_changes_nothing(pair: Pair) -> None:
+    result = pair.play(pair.inventory("inventory"), "converge-2")
+    assert result.returncode == 0, tail(result)
+    counts = recap(result.stdout)
+    assert set(counts) == set(SITES), result.stdout[-2000:]
+    changed = {site: c["changed"] for site, c in counts.items()}
+    assert changed == {"site-a": 0, "site-b": 0}, f"not idempotent:\n{tail(result, 120)}"
+
+
+def test_provisioned_daemon_serves_health(pair: Pair) -> None:
+    for site, target in pair.targets.items():
+        port = _start_daemon(pair, target)
+        try:
+            # The provisioned helper, run inside the appliance root ...
+            helper = subprocess.run(
+                pair.ns.command("chroot", str(target.root), "/opt/pacsvault/venv/bin/python",
+                                "/opt/pacsvault/libexec/pacsvault-wait-serving",
+                                "--server", f"127.0.0.1:{port}", "--timeout", "30"),
+                capture_output=True, text=True, timeout=60,
+            )
+            assert helper.returncode == 0, f"{site}: {helper.stdout}{helper.stderr}"
+            # ... and an independent grpc.health.v1 client from outside.
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, site
+        finally:
+            _stop_daemon(target)
+    # The data landed where the config says, on the mounted capacity volume for site A.
+    site_a = pair.targets["site-a"]
+    assert (site_a.path("/var/lib/pacsvault/index")).is_dir()
+    mounts = subprocess.run(pair.ns.command("findmnt", "--noheadings", "--output", "SOURCE,FSTYPE",
+                                            str(site_a.path("/srv/pacsvault/capacity"))),
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert mounts == [pair.capacity_disk, "ext4"]
+
+
+def test_unit_passes_systemd_analyze_verify(pair: Pair) -> None:
+    for site, target in pair.targets.items():
+        unit = target.path("/etc/systemd/system/pacsvaultd.service")
+        text = unit.read_text()
+        for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "User=pacsvault",
+                        "Restart=on-failure", "LimitNOFILE=65536",
+                        "ReadWritePaths=/var/lib/pacsvault /srv/pacsvault/hot /srv/pacsvault/capacity"):
+            assert setting in text.splitlines(), f"{site}: {setting} missing from the unit"
+        result = subprocess.run(
+            ["systemd-analyze", "verify", f"--root={target.root}", "/etc/systemd/system/pacsvaultd.service"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, f"{site}: {result.stdout}{result.stderr}"
+        assert "pacsvaultd" not in result.stderr, f"{site}: {result.stderr}"
+
+
+def test_files_have_their_owners_and_modes(pair: Pair) -> None:
+    for site, target in pair.targets.items():
+        uid, gid = _ids(target)
+        expected = {
+            "/etc/pacsvault/pacsvault.toml": (0, gid, 0o640),
+            "/etc/pacsvault/tls": (0, gid, 0o750),
+            "/etc/pacsvault/tls/appliance.key": (0, gid, 0o640),
+            "/etc/pacsvault/tls/appliance.crt": (0, 0, 0o644),
+            "/etc/pacsvault/tls/ca.crt": (0, 0, 0o644),
+            "/var/lib/pacsvault": (uid, gid, 0o750),
+            "/srv/pacsvault/hot": (uid, gid, 0o750),
+            "/srv/pacsvault/capacity": (uid, gid, 0o750),
+        }
+        for inside, (owner, group, mode) in expected.items():
+            # stat in the namespace, which sees the mounted volumes.
+            seen = subprocess.run(pair.ns.command("stat", "--format=%u %g %a", str(target.path(inside))),
+                                  capture_output=True, text=True, check=True).stdout.split()
+            assert seen == [str(owner), str(group), f"{mode:o}"], f"{site}:{inside}"
+        # Both appliances' certificates chain to the one pair CA.
+        verify = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(pair.targets["site-a"].path("/etc/pacsvault/tls/ca.crt")),
+             str(target.path("/etc/pacsvault/tls/appliance.crt"))],
+            capture_output=True, text=True,
+        )
+        assert verify.returncode == 0, f"{site}: {verify.stdout}{verify.stderr}"
+    assert not any(p.suffix == ".key" for p in pair.targets["site-a"].path("/etc/pacsvault").rglob("ca.*"))
+
+
+def test_safe_mode_and_daemon_config_check_stop_the_play(pair: Pair) -> None:
+    before = pair.targets["site-b"].path("/etc/pacsvault/pacsvault.toml").read_text()
+    inventory = pair.inventory("inventory-bad", extra={
+        # Site A: a second volume on a disk that holds swap.
+        "site-a": {"pacsvault_appliance_volumes": [
+            {"name": "capacity", "devices": [pair.capacity_disk], "fstype": "ext4",
+             "mount_point": "/srv/pacsvault/capacity"},
+            {"name": "extra", "devices": [pair.dirty_disk], "fstype": "ext4", "mount_point": "/srv/pacsvault/extra"},
+        ]},
+        # Site B: a value only the daemon's own validation rejects.
+        "site-b": {"pacsvault_appliance_config": {"storage": {"compression_level": 25}}},
+    })
+    result = pair.play(inventory, "converge-bad")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert recap(result.stdout)["site-a"]["failed"] == 1 and recap(result.stdout)["site-b"]["failed"] == 1
+    assert f"safe mode: {pair.dirty_disk} holds swap" in output, tail(result)
+    assert "storage.compression_level must be between 1 and 19" in output, tail(result)
+    signatures = subprocess.run(["wipefs", "--no-act", "--noheadings", "--output", "TYPE", pair.dirty_disk],
+                                capture_output=True, text=True, check=True).stdout.split()
+    assert signatures == ["swap"]
+    assert pair.targets["site-b"].path("/etc/pacsvault/pacsvault.toml").read_text() == before
+
+
+def _ids(target: Target) -> tuple[int, int]:
+    for line in target.path("/etc/passwd").read_text().splitlines():
+        name, _, uid, gid, *_ = line.split(":")
+        if name == "pacsvault":
+            return int(uid), int(gid)
+    raise AssertionError(f"{target.name}: no pacsvault user")
+
+
+_daemons: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _start_daemon(pair: Pair, target: Target) -> int:
+    """pacsvaultd as its unit runs it (same user, config, working folder), on a free port."""
+    uid, gid = _ids(target)
+    port_file = target.path("/var/lib/pacsvault/test.port")
+    port_file.unlink(missing_ok=True)
+    log = (pair.work / f"pacsvaultd-{target.name}.log").open("wb")
+    _daemons[target.name] = subprocess.Popen(
+        pair.ns.command("chroot", f"--userspec={uid}:{gid}", str(target.root), "/usr/bin/env", "-i",
+                        "HOME=/var/lib/pacsvault", "PATH=/usr/bin:/bin", "/bin/sh", "-c",
+                        "cd /var/lib/pacsvault && exec /opt/pacsvault/venv/bin/pacsvaultd"
+                        " --config /etc/pacsvault/pacsvault.toml --listen 127.0.0.1:0"
+                        " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"),
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if _daemons[target.name].poll() is not None or time.monotonic() > deadline:
+            _stop_daemon(target)
+            raise AssertionError(f"{target.name}: pacsvaultd did not start: "
+                                 + (pair.work / f"pacsvaultd-{target.name}.log").read_text())
+        time.sleep(0.2)
+    return int(port_file.read_text())
+
+
+def _stop_daemon(target: Target) -> None:
+    process = _daemons.pop(target.name)
+    process.terminate()
+    try:
+        assert process.wait(timeout=60) == 0, f"{target.name}: pacsvaultd exited {process.returncode}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
