@@ -240,3 +240,38 @@ def test_the_peer_listener_refuses_callers_without_a_valid_certificate(pair: Pai
     with pytest.raises(grpc.RpcError) as info:
         intruder.ListReplicaRecords(request, timeout=5)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_every_blob_file_of_the_primary_lost_is_read_back_through_repair(pair: Pair, corpus: list) -> None:  # type: ignore[type-arg]
+    stored = store(pair.a, corpus)
+    wait_drained(pair.a)
+    pair.a.stop()
+    for blob in blob_files(pair.a):
+        blob.unlink()  # every blob gone from the primary's tiers, the index intact
+    pair.a.start()
+    with pair.a.client() as client:
+        for uid, data in stored.items():
+            assert client.get_instance(uid) == data
+    assert len(blob_files(pair.a)) == len(stored)
+    assert status(pair.a)["repairs"] == len(stored)
+
+
+def test_a_peer_serving_wrong_shard_bytes_is_caught(pair: Pair, corpus: list) -> None:  # type: ignore[type-arg]
+    item = corpus[1]
+    store(pair.a, [item])
+    wait_drained(pair.a)
+    for shard in shard_files(pair.b)[:2]:  # m shards silently rotted at the peer
+        raw = bytearray(shard.read_bytes())
+        raw[-10] ^= 0x01
+        shard.write_bytes(bytes(raw))
+    blob_files(pair.a)[0].unlink()
+    with pair.a.client() as client:
+        assert client.get_instance(item.sop_instance_uid) == item.path.read_bytes()
+    shard = shard_files(pair.b)[2]  # and one more: now past what 4+2 can survive
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0x01
+    shard.write_bytes(bytes(raw))
+    blob_files(pair.a)[0].unlink()
+    with pair.a.client() as client, pytest.raises(grpc.RpcError) as info:
+        client.get_instance(item.sop_instance_uid)
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS

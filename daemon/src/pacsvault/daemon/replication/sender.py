@@ -10,8 +10,10 @@ removed and the blob marked protected.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -48,11 +50,17 @@ class SenderStats:
 
 class ReplicationSender:
     def __init__(self, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader], codec: ErasureCodec,
-                 peer: PeerClient, limiter: RateLimiter, batch: int = 32) -> None:
+                 peer: PeerClient, limiter: RateLimiter, batch: int = 32, parallel: int = 8) -> None:
         self._env, self._open_blob, self._codec, self._peer = env, open_blob, codec, peer
         self._catalog = Catalog(env)
         self._limiter = limiter
         self._batch = batch
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="replicate")
+        self._stats_lock = threading.Lock()
+        # Entries this process has tried; entries older than the process may
+        # have been tried before a restart, so they are always asked about.
+        self._attempted: set[str] = set()
+        self._started_at = time.time()
         self.stats = SenderStats()
 
     def run_once(self, max_entries: int = 256) -> int:
@@ -66,12 +74,12 @@ class ReplicationSender:
                 entries = outbox.pending(self._env, min(self._batch, max_entries - done))
                 if not entries:
                     break
-                acknowledged = []
-                for key, entry in entries:
-                    self._replicate(entry)
-                    acknowledged.append((key, entry))
-                outbox.acknowledge(self._env, acknowledged)
+                acknowledged, failure = self._replicate_batch(entries)
+                if acknowledged:
+                    outbox.acknowledge(self._env, acknowledged)
                 done += len(acknowledged)
+                if failure is not None:
+                    raise failure
             self.stats.state, self.stats.consecutive_failures = "connected" if done else self.stats.state, 0
         except grpc.RpcError as exc:
             self._failed(f"peer {self._peer.address}: {exc.code().name}: {exc.details()}")
@@ -80,6 +88,24 @@ class ReplicationSender:
         self.stats.last_pass_bytes = self.stats.bytes_replicated - sent_before
         self.stats.last_pass_seconds = time.monotonic() - started
         return done
+
+    def _replicate_batch(
+        self, entries: list[tuple[bytes, OutboxEntry]]
+    ) -> tuple[list[tuple[bytes, OutboxEntry]], BaseException | None]:
+        """Sends a batch concurrently (the link is latency-bound, one blob at a
+        time leaves it idle); acknowledges the longest prefix that succeeded,
+        so the outbox still drains in order."""
+        futures = [self._pool.submit(self._replicate, entry) for _, entry in entries]
+        acknowledged: list[tuple[bytes, OutboxEntry]] = []
+        failure: BaseException | None = None
+        for item, future in zip(entries, futures, strict=True):
+            try:
+                future.result()
+            except (grpc.RpcError, PacsvaultError) as exc:
+                failure = failure or exc
+            if failure is None:
+                acknowledged.append(item)
+        return acknowledged, failure
 
     def _failed(self, message: str) -> None:
         self.stats.state = "unreachable" if "UNAVAILABLE" in message or "DEADLINE" in message else "error"
@@ -99,16 +125,23 @@ class ReplicationSender:
         finally:
             reader.close()
         shards = self._codec.encode(digest, data)
+        # Ask the peer what it holds only for blobs an earlier attempt (in
+        # this process, or before a restart) may have half sent; a first
+        # attempt sends small shards whole, one message each.
+        fresh = entry.enqueued_at >= self._started_at and entry.sop_instance_uid not in self._attempted
+        self._attempted.add(entry.sop_instance_uid)
         for shard in shards:
-            self._upload(digest, shard.index, shard.raw)
+            self._upload(digest, shard.index, shard.raw, fresh)
         verified = self._peer.commit_blob(digest, self._codec.k, self._codec.m, [_record(instance, digest)])
         if sorted(verified) != list(range(self._codec.total)):
             raise Unavailable(f"peer verified only shards {verified} of blob {digest.hex[:16]}; retrying")
-        self.stats.blobs_replicated += 1
-        self.stats.bytes_replicated += len(data)
+        with self._stats_lock:
+            self.stats.blobs_replicated += 1
+            self.stats.bytes_replicated += len(data)
 
-    def _upload(self, digest: Digest, index: int, raw: bytes) -> None:
-        committed, complete = self._peer.write_status(digest, index)
+    def _upload(self, digest: Digest, index: int, raw: bytes, fresh: bool) -> None:
+        """Sends one shard; ``fresh`` skips asking the peer what it holds (a first attempt)."""
+        committed, complete = (0, False) if fresh else self._peer.write_status(digest, index)
         if complete:
             return
         if committed > len(raw):
