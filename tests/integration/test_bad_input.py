@@ -4,7 +4,6 @@ costs nothing: the daemon keeps serving and the index stays exactly as it was.""
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator

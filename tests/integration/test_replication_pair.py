@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pacsvault.client import PacsvaultClient
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon.replication import certs
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc

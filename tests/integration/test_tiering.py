@@ -4,12 +4,10 @@ overflow, demotion, promotion, pins, drains, and SIGKILL at every step of a move
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

@@ -17,4 +17,4 @@ from pacsvault.client._client import (
 )
 from pacsvault.client.keywords import match_to_keywords
 
-__all__ = sorted(["DEFAULT_SERVER", "PacsvaultClient", "StoreResult", "default_server", "match_to_keywords"])
+__all__ = ["DEFAULT_SERVER", "PacsvaultClient", "StoreResult", "default_server", "match_to_keywords"]

@@ -11,28 +11,9 @@ import os
 from pathlib import Path
 
 from pacsvault.daemon.errors import StorageFull, Unavailable
-from pacsvault.daemon.storage.local import _fsync_dir, _make_dirs
+from pacsvault.daemon.storage.durable import fsync_dir, make_dirs, write_new
 
 __all__ = ["append_durably", "durable_size", "fsync_dir", "make_dirs", "unlink", "volume_error", "write_new"]
-
-# One name for the directory helpers of storage.local, so this package does not
-# reach into that module's privates from several places.
-fsync_dir = _fsync_dir
-make_dirs = _make_dirs
-
-
-def write_new(path: Path, data: bytes) -> None:
-    """Creates ``path`` (it must not exist) with ``data``, fsynced; the caller renames it."""
-    # fsync before the caller names it: a crash must never leave a named shard with missing bytes.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def append_durably(path: Path, offset: int, data: memoryview) -> None:
     """Writes ``data`` at ``offset`` of ``path`` (created if missing) and fsyncs it."""

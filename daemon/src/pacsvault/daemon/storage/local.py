@@ -18,6 +18,9 @@ from pathlib import Path
 
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import NotFound, StorageFull, Unavailable
+from pacsvault.daemon.storage import durable
+from pacsvault.daemon.storage.durable import fsync_dir as _fsync_dir
+from pacsvault.daemon.storage.durable import make_dirs as _make_dirs
 
 MARKER_NAME = ".pacsvault-volume"
 
@@ -96,16 +99,9 @@ class LocalBlobAccess:
     def _write_durably(self, tmp: Path, final: Path, data: bytes) -> None:
         # 1. Write the whole blob to a temp file in this volume, so the rename
         #    below stays on one filesystem and is atomic.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            # 2. fsync the data before it gets its name: a crash must never
-            #    leave a named blob with missing contents.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # 2. fsync the data before it gets its name: a crash must never
+        #    leave a named blob with missing contents.
+        durable.write_new(tmp, data)
         created = _make_dirs(final.parent)
         # 3. Atomic publish: readers see the old state or the whole blob.
         os.replace(tmp, final)
@@ -190,28 +186,3 @@ def write_marker(root: Path) -> str:
     os.replace(tmp, root / MARKER_NAME)
     _fsync_dir(root)
     return volume_id
-
-
-def _make_dirs(path: Path) -> list[Path]:
-    """mkdir -p that returns the parents of what it created, to be fsynced."""
-    created: list[Path] = []
-    missing = []
-    at = path
-    while not at.exists():
-        missing.append(at)
-        at = at.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir()
-        except FileExistsError:
-            continue
-        created.append(directory.parent)
-    return created
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

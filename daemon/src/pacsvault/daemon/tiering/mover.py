@@ -171,7 +171,7 @@ class TierMover:
         for study_uid in promotions:
             study = self._study(study_uid)
             if study is not None:
-                for tier, count in study.tier_instances.items():
+                for tier in study.tier_instances:
                     if tier != first:
                         planned.append(PlannedMove(study_uid, tier, first, _bytes_on(study, tier), "promotion"))
         for volume in self.store.volumes:
@@ -371,8 +371,8 @@ class TierMover:
             if leftover is None or leftover.failed:
                 continue  # cannot reach it now; keep the intent for a later pass
             leftover.local.delete(digest)
-            self.env.write(lambda txn, k=keys.blob_key(intent.digest_function, intent.digest):
-                           txn.delete(k, db=self.env.dbs["moves"]))
+            intent_key = keys.blob_key(intent.digest_function, intent.digest)
+            self.env.write(lambda txn, key=intent_key: txn.delete(key, db=self.env.dbs["moves"]))
         if intents:
             log.info("finished %d blob moves interrupted by a restart", len(intents))
         return len(intents)
