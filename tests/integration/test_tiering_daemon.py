@@ -181,3 +181,24 @@ def test_tiers_plan_pin_and_prefetch_from_the_cli(
     assert prefetch.returncode == 0 and "queued for the fastest tier" in prefetch.stdout
     metadata = daemon.client().study_metadata(study)
     assert metadata
+
+
+def test_sighup_takes_a_volume_newly_listed_in_the_config_into_use(
+    daemon_factory, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
+) -> None:
+    import signal
+
+    config = write_config(tmp_path / "pv.toml", [tmp_path / "hot"], [tmp_path / "cap1"], interval=3600)
+    daemon = daemon_factory(config=config)
+    (tmp_path / "cap2").mkdir()
+    write_config(config, [tmp_path / "hot"], [tmp_path / "cap1", tmp_path / "cap2"], interval=3600)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: str(tmp_path / "cap2") in volumes(daemon))
+    assert volumes(daemon)[str(tmp_path / "cap2")]["state"] == "active"
+    assert daemon.alive
+    # A broken config on SIGHUP changes nothing and the daemon keeps serving.
+    config.write_text("[tiering]\nmover_interval_s = -1\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert daemon.alive and len(volumes(daemon)) == 3
+    assert "config not reloaded" in daemon.log()
