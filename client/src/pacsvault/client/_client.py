@@ -65,13 +65,26 @@ class IntegrityError(Exception):
 class PacsvaultClient:
     """A connection to one appliance. Thread-safe; share one per process."""
 
-    def __init__(self, target: str | None = None, *, timeout: float | None = 300.0) -> None:
+    def __init__(self, target: str | None = None, *, timeout: float | None = 300.0,
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> None:
+        """Plaintext to a loopback appliance; mutual TLS when ``ca_file`` is given (or
+        ``$PACSVAULT_CA_FILE``, with ``$PACSVAULT_CERT_FILE`` / ``$PACSVAULT_KEY_FILE``)."""
         self.target = target or default_server()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ])
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        ca_file = ca_file or os.environ.get("PACSVAULT_CA_FILE")
+        if ca_file:
+            cert_file = cert_file or os.environ.get("PACSVAULT_CERT_FILE")
+            key_file = key_file or os.environ.get("PACSVAULT_KEY_FILE")
+            credentials = grpc.ssl_channel_credentials(
+                Path(ca_file).read_bytes(),
+                Path(key_file).read_bytes() if key_file else None,
+                Path(cert_file).read_bytes() if cert_file else None,
+            )
+            self._channel = grpc.secure_channel(self.target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=options)
         self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
         self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)

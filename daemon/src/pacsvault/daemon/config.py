@@ -134,6 +134,35 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class PrincipalConfig:
+    # The certificate's SAN URI: spiffe://pacsvault/client/<name> (or appliance/<name>).
+    identity: str
+    roles: tuple[str, ...]
+
+
+ALL_CLIENT_ROLES = ("ingest", "reader", "admin", "security-admin", "auditor", "monitor")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    # PEM files of the client API's TLS certificate and key, and of the CA
+    # that signs client certificates. Set, the API speaks TLS 1.2+ and
+    # requires a client certificate; unset, it may only listen on loopback.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    # Roles of a plaintext caller on the loopback listener: a newcomer with no
+    # certificates can use everything on their own machine.
+    loopback_roles: tuple[str, ...] = ALL_CLIENT_ROLES
+    # Certificate identities and the roles they hold; anyone else is refused.
+    principals: tuple[PrincipalConfig, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "pacsvault-data"
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -144,6 +173,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
@@ -244,6 +274,7 @@ def validate(config: Config) -> None:
     _check_tiering(config.tiering)
     if config.replication.enabled:
         _check_replication(config)
+    _check_security(config)
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
 
@@ -258,6 +289,33 @@ def _check_health(health: HealthConfig) -> None:
         raise ConfigError("health.capacity_warning_percent must be above 0 and at most 100")
     _positive("health.max_watchers", health.max_watchers)
     _positive("health.watch_queue_size", health.watch_queue_size)
+
+
+def _check_security(config: Config) -> None:
+    sec = config.security
+    files = {"tls_cert_file": sec.tls_cert_file, "tls_key_file": sec.tls_key_file,
+             "client_ca_file": sec.client_ca_file}
+    if any(files.values()):
+        for key, value in files.items():
+            if not value:
+                raise ConfigError(f"security.{key} is required with the other TLS files")
+            if not config.resolve(value).is_file():
+                raise ConfigError(f"security.{key}: {config.resolve(value)} is not a readable file")
+    elif not listen_is_loopback(config.server.listen):
+        raise ConfigError(
+            f"server.listen {config.server.listen!r} is off loopback: set security.tls_cert_file, "
+            "security.tls_key_file and security.client_ca_file (patient data never crosses a network "
+            "in clear text)")
+    from pacsvault.daemon.security.access_table import parse_roles
+
+    try:
+        parse_roles(sec.loopback_roles, "security.loopback_roles")
+        for i, principal in enumerate(sec.principals):
+            if not principal.identity.startswith("spiffe://pacsvault/"):
+                raise ConfigError(f"security.principals[{i}].identity must be a spiffe://pacsvault/... URI")
+            parse_roles(principal.roles, f"security.principals[{i}].roles")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_replication(config: Config) -> None:

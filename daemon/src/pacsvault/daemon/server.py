@@ -18,6 +18,9 @@ from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.health import HealthMonitor
+from pacsvault.daemon.security.access_table import parse_roles
+from pacsvault.daemon.security.authorization import AuthorizationInterceptor
+from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
 from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.storage_service import StorageServicer
@@ -93,12 +96,11 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     ``set_serving(True)``. ``interceptors`` (e.g. RPC metrics) run outside
     the draining one, so they also see the calls refused at shutdown.
     """
-    if not listen_is_loopback(config.server.listen):
-        # Patient data never crosses a network in clear text; TLS listeners
-        # come with the security work, until then only loopback is allowed.
+    if not config.security.tls and not listen_is_loopback(config.server.listen):
+        # Patient data never crosses a network in clear text.
         raise ConfigError(
-            f"server.listen {config.server.listen!r} is not a loopback address and this version "
-            "serves plaintext only; bind 127.0.0.1 (or put a TLS-terminating proxy in front)"
+            f"server.listen {config.server.listen!r} is off loopback: set security.tls_cert_file, "
+            "security.tls_key_file and security.client_ca_file"
         )
     limit = config.server.max_message_bytes
     calls = DrainingInterceptor()
@@ -111,7 +113,7 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[*interceptors, calls],
+        interceptors=[*interceptors, AuthorizationInterceptor(principal_resolver(config)), calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
@@ -126,9 +128,28 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
         server,
     )
     try:
-        port = server.add_insecure_port(config.server.listen)
+        port = _bind(server, config)
     except RuntimeError as exc:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen}: {exc}") from exc
     if port == 0:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen} (in use?)")
     return Served(server, port, health_servicer, calls)
+
+
+def principal_resolver(config: Config) -> PrincipalResolver:
+    sec = config.security
+    return PrincipalResolver(
+        {p.identity: parse_roles(p.roles, "security.principals") for p in sec.principals},
+        parse_roles(sec.loopback_roles, "security.loopback_roles"),
+    )
+
+
+def _bind(server: grpc.Server, config: Config) -> int:
+    sec = config.security
+    if not sec.tls:
+        return server.add_insecure_port(config.server.listen)
+    key, cert, ca = (config.resolve(p).read_bytes() for p in (sec.tls_key_file, sec.tls_cert_file,
+                                                               sec.client_ca_file))
+    # grpcio negotiates TLS 1.2 or 1.3 only; a client certificate from the CA is required.
+    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    return server.add_secure_port(config.server.listen, credentials)

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"appliance address (default: $PACSVAULT_SERVER, then {default_server()})",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call (default 300)")
+    parser.add_argument("--ca-file", help="CA of the appliance's TLS certificate (default $PACSVAULT_CA_FILE); "
+                        "without it the connection is plaintext, which only a loopback appliance accepts")
+    parser.add_argument("--cert-file", help="your client certificate (default $PACSVAULT_CERT_FILE)")
+    parser.add_argument("--key-file", help="its key (default $PACSVAULT_KEY_FILE)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
@@ -41,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with PacsvaultClient(args.server, timeout=args.timeout) as client:
+    with PacsvaultClient(args.server, timeout=args.timeout, ca_file=args.ca_file, cert_file=args.cert_file,
+                         key_file=args.key_file) as client:
         try:
             return int(args.run(args, client))
         except grpc.RpcError as exc:

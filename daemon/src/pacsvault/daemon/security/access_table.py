@@ -1,0 +1,75 @@
+"""The one table of who may call what: every method of every service, deny by default.
+
+A method missing from the table is refused for everyone, and a test fails
+when a served method has no entry, so a new RPC cannot ship open by mistake.
+Roles that must never read patient data (admin, security-admin, auditor,
+monitor, peer) appear on no method that returns it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Role(enum.StrEnum):
+    INGEST = "ingest"  # stores instances
+    READER = "reader"  # finds, retrieves, metadata; clinical prefetch and pins
+    ADMIN = "admin"  # tiers, volumes, replication operations; no patient data
+    SECURITY_ADMIN = "security-admin"  # principals, tokens, revocation; no patient data
+    AUDITOR = "auditor"  # the audit trail only
+    PEER = "peer"  # the peer appliance: replication service only
+    MONITOR = "monitor"  # health and metrics only
+
+
+R = Role
+_ARCHIVE = "/pacsvault.v1.ArchiveService/"
+_APPLIANCE = "/pacsvault.v1.ApplianceService/"
+_STORAGE = "/pacsvault.v1.StorageService/"
+_REPLICATION = "/pacsvault.v1.ReplicationService/"
+_PEER = "/pacsvault.v1.PeerService/"
+
+METHOD_ROLES: dict[str, frozenset[Role]] = {
+    _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
+    _ARCHIVE + "Find": frozenset({R.READER}),
+    _ARCHIVE + "ListPatientStudies": frozenset({R.READER}),
+    _ARCHIVE + "GetInstance": frozenset({R.READER}),
+    _ARCHIVE + "GetSeries": frozenset({R.READER}),
+    _ARCHIVE + "GetStudy": frozenset({R.READER}),
+    _ARCHIVE + "GetStudyMetadata": frozenset({R.READER}),
+    _ARCHIVE + "Prefetch": frozenset({R.READER}),
+    _ARCHIVE + "Pin": frozenset({R.READER}),
+    _APPLIANCE + "GetApplianceHealth": frozenset({R.MONITOR, R.ADMIN}),
+    _APPLIANCE + "WatchHealth": frozenset({R.MONITOR, R.ADMIN}),
+    _STORAGE + "ListVolumes": frozenset({R.ADMIN, R.MONITOR}),
+    # Study UIDs and sizes only (no name, ID or date): what operators plan with.
+    _STORAGE + "PlanMoves": frozenset({R.ADMIN}),
+    _STORAGE + "AddVolume": frozenset({R.ADMIN}),
+    _STORAGE + "DrainVolume": frozenset({R.ADMIN}),
+    _REPLICATION + "GetReplicationStatus": frozenset({R.ADMIN, R.MONITOR}),
+    _REPLICATION + "RestoreFromPeer": frozenset({R.ADMIN}),
+    _REPLICATION + "ReseedPeer": frozenset({R.ADMIN}),
+    _PEER + "WriteShard": frozenset({R.PEER}),
+    _PEER + "QueryWriteStatus": frozenset({R.PEER}),
+    _PEER + "CommitBlob": frozenset({R.PEER}),
+    _PEER + "ReadBlob": frozenset({R.PEER}),
+    _PEER + "ListReplicaRecords": frozenset({R.PEER}),
+    # A load balancer's health check works with the monitor role (or from loopback).
+    "/grpc.health.v1.Health/Check": frozenset(Role),
+    "/grpc.health.v1.Health/Watch": frozenset(Role),
+    "/grpc.health.v1.Health/List": frozenset(Role),
+    # The API's shape is no secret from any authenticated caller.
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset(Role),
+}
+
+
+def allowed_roles(method: str) -> frozenset[Role]:
+    """The roles that may call ``method``; empty (nobody) for a method not in the table."""
+    return METHOD_ROLES.get(method, frozenset())
+
+
+def parse_roles(names: tuple[str, ...] | list[str], where: str) -> frozenset[Role]:
+    try:
+        return frozenset(Role(name) for name in names)
+    except ValueError as exc:
+        known = ", ".join(r.value for r in Role)
+        raise ValueError(f"{where}: unknown role in {list(names)} (roles: {known})") from exc

@@ -1,0 +1,203 @@
+"""Deny by default: every method has an entry in the access table, and over a
+real TLS listener every role reaches exactly the methods the table gives it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from pacsvault.daemon.replication import certs
+from pacsvault.daemon.security.access_table import METHOD_ROLES, Role
+from pacsvault.v1 import (
+    appliance_pb2,
+    appliance_pb2_grpc,
+    archive_pb2,
+    archive_pb2_grpc,
+    peer_pb2,
+    replication_pb2,
+    replication_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from tests.conftest import Daemon
+
+SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2]
+CLIENT_ROLES = [r for r in Role if r is not Role.PEER]
+
+
+def all_methods() -> set[str]:
+    methods = {f"/{s.full_name}/{m.name}" for mod in SERVED for s in mod.DESCRIPTOR.services_by_name.values()
+               for m in s.methods}
+    methods |= {f"/{s.full_name}/{m.name}" for s in health_pb2.DESCRIPTOR.services_by_name.values()
+                for m in s.methods}
+    methods |= {f"/{s.full_name}/{m.name}" for s in reflection_pb2.DESCRIPTOR.services_by_name.values()
+                for m in s.methods}
+    return methods
+
+
+def test_every_method_of_every_service_has_an_entry_and_no_entry_is_stale() -> None:
+    methods = all_methods()
+    assert methods - set(METHOD_ROLES) == set(), "methods without an access-table entry"
+    assert set(METHOD_ROLES) - methods == set(), "entries for methods that do not exist"
+
+
+def test_roles_that_must_not_read_patient_data_reach_no_such_method() -> None:
+    # PlanMoves (admin) names studies by UID and size only: no name, ID or date.
+    phi = {m for m in METHOD_ROLES if m.startswith("/pacsvault.v1.ArchiveService/")}
+    for method in phi:
+        assert not METHOD_ROLES[method] & {Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.MONITOR,
+                                             Role.PEER}, method
+
+
+@pytest.fixture
+def tls_daemon(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+    ca = certs.make_ca()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    server = certs.issue_cert(ca, "site-a", ip_addresses=["127.0.0.1"])
+    files = {"ca.pem": ca.cert_pem(), "server.pem": server.cert_pem(), "server.key": server.key_pem()}
+    clients = {role: certs.issue_cert(ca, f"role-{role.value}", kind="client", server=False) for role in CLIENT_ROLES}
+    clients_stranger = certs.issue_cert(ca, "stranger", kind="client", server=False)
+    for name, data in files.items():
+        (pki / name).write_bytes(data)
+    principals = ", ".join(
+        f'{{ identity = "{certs.identity_uri("role-" + role.value, "client")}", roles = ["{role.value}"] }}'
+        for role in CLIENT_ROLES)
+    config = tmp_path / "tls.toml"
+    config.write_text(f'[security]\ntls_cert_file = "{pki / "server.pem"}"\ntls_key_file = "{pki / "server.key"}"\n'
+                      f'client_ca_file = "{pki / "ca.pem"}"\nprincipals = [{principals}]\n')
+    daemon = daemon_factory(config=config)
+    return daemon, ca, clients, clients_stranger
+
+
+def channel(daemon: Daemon, ca: certs.Issued, client: certs.Issued | None) -> grpc.Channel:
+    if client is None:
+        credentials = grpc.ssl_channel_credentials(ca.cert_pem())
+    else:
+        credentials = grpc.ssl_channel_credentials(ca.cert_pem(), client.key_pem(), client.cert_pem())
+    return grpc.secure_channel(daemon.target, credentials)
+
+
+def first(stream) -> None:  # type: ignore[no-untyped-def]
+    for _ in stream:
+        break
+
+
+def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
+    """A minimal real call of every method the client API serves."""
+    a, ap = archive_pb2_grpc.ArchiveServiceStub(ch), appliance_pb2_grpc.ApplianceServiceStub(ch)
+    st, rep = storage_pb2_grpc.StorageServiceStub(ch), replication_pb2_grpc.ReplicationServiceStub(ch)
+    h, rf = health_pb2_grpc.HealthStub(ch), reflection_pb2_grpc.ServerReflectionStub(ch)
+    uid, t = "1.2.826.0.1.404", 10
+    return {
+        "/pacsvault.v1.ArchiveService/StoreInstance":
+            lambda: a.StoreInstance(iter([archive_pb2.StoreInstanceRequest(data=b"x")]), timeout=t),
+        "/pacsvault.v1.ArchiveService/Find":
+            lambda: a.Find(archive_pb2.FindRequest(level=archive_pb2.QUERY_LEVEL_STUDY), timeout=t),
+        "/pacsvault.v1.ArchiveService/ListPatientStudies":
+            lambda: a.ListPatientStudies(archive_pb2.ListPatientStudiesRequest(patient_id="X"), timeout=t),
+        "/pacsvault.v1.ArchiveService/GetInstance":
+            lambda: first(a.GetInstance(archive_pb2.GetInstanceRequest(sop_instance_uid=uid), timeout=t)),
+        "/pacsvault.v1.ArchiveService/GetSeries":
+            lambda: first(a.GetSeries(archive_pb2.GetSeriesRequest(series_instance_uid=uid), timeout=t)),
+        "/pacsvault.v1.ArchiveService/GetStudy":
+            lambda: first(a.GetStudy(archive_pb2.GetStudyRequest(study_instance_uid=uid), timeout=t)),
+        "/pacsvault.v1.ArchiveService/GetStudyMetadata": lambda: first(a.GetStudyMetadata(
+            archive_pb2.GetStudyMetadataRequest(study_instance_uid=uid), timeout=t)),
+        "/pacsvault.v1.ArchiveService/Prefetch":
+            lambda: a.Prefetch(archive_pb2.PrefetchRequest(patient_id="X"), timeout=t),
+        "/pacsvault.v1.ArchiveService/Pin":
+            lambda: a.Pin(archive_pb2.PinRequest(study_instance_uid=uid, until="20991231"), timeout=t),
+        "/pacsvault.v1.ApplianceService/GetApplianceHealth":
+            lambda: ap.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=t),
+        "/pacsvault.v1.ApplianceService/WatchHealth":
+            lambda: first(ap.WatchHealth(appliance_pb2.WatchHealthRequest(), timeout=t)),
+        "/pacsvault.v1.StorageService/ListVolumes": lambda: st.ListVolumes(storage_pb2.ListVolumesRequest(), timeout=t),
+        "/pacsvault.v1.StorageService/PlanMoves": lambda: st.PlanMoves(storage_pb2.PlanMovesRequest(), timeout=t),
+        "/pacsvault.v1.StorageService/AddVolume": lambda: st.AddVolume(storage_pb2.AddVolumeRequest(), timeout=t),
+        "/pacsvault.v1.StorageService/DrainVolume":
+            lambda: st.DrainVolume(storage_pb2.DrainVolumeRequest(), timeout=t),
+        "/pacsvault.v1.ReplicationService/GetReplicationStatus":
+            lambda: rep.GetReplicationStatus(replication_pb2.GetReplicationStatusRequest(), timeout=t),
+        "/pacsvault.v1.ReplicationService/RestoreFromPeer":
+            lambda: first(rep.RestoreFromPeer(replication_pb2.RestoreFromPeerRequest(), timeout=t)),
+        "/pacsvault.v1.ReplicationService/ReseedPeer":
+            lambda: rep.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=t),
+        "/grpc.health.v1.Health/Check": lambda: h.Check(health_pb2.HealthCheckRequest(), timeout=t),
+        "/grpc.health.v1.Health/Watch": lambda: first(h.Watch(health_pb2.HealthCheckRequest(), timeout=t)),
+        "/grpc.health.v1.Health/List": lambda: h.List(health_pb2.HealthListRequest(), timeout=t),
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": lambda: first(rf.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=t)),
+    }
+
+
+def outcome(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_every_role_against_every_method(tls_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon, ca, clients, _ = tls_daemon
+    client_api = {m for m in METHOD_ROLES if not m.startswith("/pacsvault.v1.PeerService/")}
+    for role, cert in clients.items():
+        table = calls(channel(daemon, ca, cert))
+        assert set(table) == client_api
+        for method, call in table.items():
+            code = outcome(call)
+            if role in METHOD_ROLES[method]:
+                assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), \
+                    (role, method, code)
+            else:
+                assert code == grpc.StatusCode.PERMISSION_DENIED, (role, method, code)
+
+
+def test_no_method_answers_without_valid_credentials(tls_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon, ca, _, stranger = tls_daemon
+    other_ca = certs.make_ca("another CA")
+    forged = certs.issue_cert(other_ca, "role-reader", kind="client", server=False)
+    cases = {
+        "plaintext": (grpc.insecure_channel(daemon.target), {grpc.StatusCode.UNAVAILABLE}),
+        "no client certificate": (channel(daemon, ca, None), {grpc.StatusCode.UNAVAILABLE}),
+        "certificate of another CA": (channel(daemon, ca, forged), {grpc.StatusCode.UNAVAILABLE}),
+        "valid certificate, no principal": (channel(daemon, ca, stranger), {grpc.StatusCode.PERMISSION_DENIED}),
+    }
+    for name, (ch, expected) in cases.items():
+        for method, call in calls(ch).items():
+            assert outcome(call) in expected, (name, method)
+
+
+def test_off_loopback_without_tls_refuses_to_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--listen", "0.0.0.0:0", "--data-dir",
+                             str(tmp_path), "--check-config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "security.tls_cert_file" in result.stderr
+
+
+
+
+def test_the_cli_speaks_mutual_tls(tls_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import run_cli
+
+    daemon, ca, clients, _ = tls_daemon
+    files = {}
+    for name, data in {"ca.pem": ca.cert_pem(), "monitor.pem": clients[Role.MONITOR].cert_pem(),
+                       "monitor.key": clients[Role.MONITOR].key_pem()}.items():
+        (tmp_path / name).write_bytes(data)
+        files[name] = str(tmp_path / name)
+    ok = run_cli(daemon.target, "--ca-file", files["ca.pem"], "--cert-file", files["monitor.pem"],
+                 "--key-file", files["monitor.key"], "tiers", "--json")
+    assert ok.returncode == 0, ok.stderr
+    refused = run_cli(daemon.target, "--ca-file", files["ca.pem"], "--cert-file", files["monitor.pem"],
+                      "--key-file", files["monitor.key"], "find")
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
