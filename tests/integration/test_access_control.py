@@ -21,13 +21,15 @@ from pacsvault.v1 import (
     peer_pb2,
     replication_pb2,
     replication_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
     storage_pb2,
     storage_pb2_grpc,
 )
 from tests.conftest import Daemon
 
-SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2]
-CLIENT_ROLES = [r for r in Role if r is not Role.PEER]
+SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2]
+CLIENT_ROLES = [r for r in Role if r not in (Role.PEER, Role.SHARE)]
 
 
 def all_methods() -> set[str]:
@@ -49,6 +51,7 @@ def test_every_method_of_every_service_has_an_entry_and_no_entry_is_stale() -> N
 def test_roles_that_must_not_read_patient_data_reach_no_such_method() -> None:
     # PlanMoves (admin) names studies by UID and size only: no name, ID or date.
     phi = {m for m in METHOD_ROLES if m.startswith("/pacsvault.v1.ArchiveService/")}
+    phi |= {"/pacsvault.v1.ShareService/CreateShare", "/pacsvault.v1.ShareService/ListShares"}
     for method in phi:
         assert not METHOD_ROLES[method] & {Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.MONITOR,
                                              Role.PEER}, method
@@ -69,8 +72,10 @@ def tls_daemon(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
         f'{{ identity = "{certs.identity_uri("role-" + role.value, "client")}", roles = ["{role.value}"] }}'
         for role in CLIENT_ROLES)
     config = tmp_path / "tls.toml"
+    glass = ", ".join(f'"{certs.identity_uri("role-" + role.value, "client")}"' for role in CLIENT_ROLES)
     config.write_text(f'[security]\ntls_cert_file = "{pki / "server.pem"}"\ntls_key_file = "{pki / "server.key"}"\n'
-                      f'client_ca_file = "{pki / "ca.pem"}"\nprincipals = [{principals}]\n')
+                      f'client_ca_file = "{pki / "ca.pem"}"\nprincipals = [{principals}]\n'
+                      f'break_glass_principals = [{glass}]\n')
     daemon = daemon_factory(config=config)
     return daemon, ca, clients, clients_stranger
 
@@ -93,6 +98,7 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
     a, ap = archive_pb2_grpc.ArchiveServiceStub(ch), appliance_pb2_grpc.ApplianceServiceStub(ch)
     st, rep = storage_pb2_grpc.StorageServiceStub(ch), replication_pb2_grpc.ReplicationServiceStub(ch)
     h, rf = health_pb2_grpc.HealthStub(ch), reflection_pb2_grpc.ServerReflectionStub(ch)
+    sec, sh = security_pb2_grpc.SecurityServiceStub(ch), security_pb2_grpc.ShareServiceStub(ch)
     uid, t = "1.2.826.0.1.404", 10
     return {
         "/pacsvault.v1.ArchiveService/StoreInstance":
@@ -128,6 +134,18 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
             lambda: first(rep.RestoreFromPeer(replication_pb2.RestoreFromPeerRequest(), timeout=t)),
         "/pacsvault.v1.ReplicationService/ReseedPeer":
             lambda: rep.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/CreateToken":
+            lambda: sec.CreateToken(security_pb2.CreateTokenRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/ListTokens": lambda: sec.ListTokens(security_pb2.ListTokensRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/RevokeToken":
+            lambda: sec.RevokeToken(security_pb2.RevokeTokenRequest(token_id="x"), timeout=t),
+        "/pacsvault.v1.SecurityService/RevokeCertificate":
+            lambda: sec.RevokeCertificate(security_pb2.RevokeCertificateRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/BreakGlass": lambda: sec.BreakGlass(security_pb2.BreakGlassRequest(), timeout=t),
+        "/pacsvault.v1.ShareService/CreateShare": lambda: sh.CreateShare(security_pb2.CreateShareRequest(), timeout=t),
+        "/pacsvault.v1.ShareService/ListShares": lambda: sh.ListShares(security_pb2.ListSharesRequest(), timeout=t),
+        "/pacsvault.v1.ShareService/RevokeShare":
+            lambda: sh.RevokeShare(security_pb2.RevokeShareRequest(share_id="x"), timeout=t),
         "/grpc.health.v1.Health/Check": lambda: h.Check(health_pb2.HealthCheckRequest(), timeout=t),
         "/grpc.health.v1.Health/Watch": lambda: first(h.Watch(health_pb2.HealthCheckRequest(), timeout=t)),
         "/grpc.health.v1.Health/List": lambda: h.List(health_pb2.HealthListRequest(), timeout=t),

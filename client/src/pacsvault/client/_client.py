@@ -21,6 +21,8 @@ from pacsvault.v1 import (
     common_pb2,
     replication_pb2,
     replication_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
     storage_pb2,
     storage_pb2_grpc,
 )
@@ -66,9 +68,12 @@ class PacsvaultClient:
     """A connection to one appliance. Thread-safe; share one per process."""
 
     def __init__(self, target: str | None = None, *, timeout: float | None = 300.0,
-                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> None:
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                 token: str | None = None, pin: str | None = None) -> None:
         """Plaintext to a loopback appliance; mutual TLS when ``ca_file`` is given (or
-        ``$PACSVAULT_CA_FILE``, with ``$PACSVAULT_CERT_FILE`` / ``$PACSVAULT_KEY_FILE``)."""
+        ``$PACSVAULT_CA_FILE``, with ``$PACSVAULT_CERT_FILE`` / ``$PACSVAULT_KEY_FILE``).
+        ``token`` (or ``$PACSVAULT_TOKEN``) is sent as a bearer token; ``pin`` goes
+        with a share token that asks for one."""
         self.target = target or default_server()
         self.timeout = timeout
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -85,10 +90,16 @@ class PacsvaultClient:
             self._channel = grpc.secure_channel(self.target, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(self.target, options=options)
+        token = token or os.environ.get("PACSVAULT_TOKEN")
+        if token:
+            metadata = [("authorization", f"Bearer {token}")] + ([("x-pacsvault-pin", pin)] if pin else [])
+            self._channel = grpc.intercept_channel(self._channel, _Credentials(metadata))
         self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
         self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
+        self._security = security_pb2_grpc.SecurityServiceStub(self._channel)
+        self._shares = security_pb2_grpc.ShareServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
@@ -256,6 +267,43 @@ class PacsvaultClient:
     def reseed_peer(self) -> int:
         return self._replication.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=self.timeout).entries_queued
 
+    # -- security and shares ----------------------------------------------
+
+    def create_share(self, *, study_instance_uid: str = "", patient_id: str = "", issuer_of_patient_id: str = "",
+                     ttl_seconds: float = 7 * 86400, max_uses: int = 0,
+                     pin: str = "") -> security_pb2.CreateShareResponse:
+        """A read-only grant to one study or one patient's studies; the token is shown only here."""
+        return self._shares.CreateShare(security_pb2.CreateShareRequest(
+            study_instance_uid=study_instance_uid, patient_id=patient_id,
+            issuer_of_patient_id=issuer_of_patient_id, ttl_seconds=ttl_seconds, max_uses=max_uses, pin=pin,
+        ), timeout=self.timeout)
+
+    def list_shares(self) -> list[security_pb2.ShareInfo]:
+        return list(self._shares.ListShares(security_pb2.ListSharesRequest(), timeout=self.timeout).shares)
+
+    def revoke_share(self, share_id: str) -> None:
+        self._shares.RevokeShare(security_pb2.RevokeShareRequest(share_id=share_id), timeout=self.timeout)
+
+    def create_token(self, principal: str, ttl_seconds: float,
+                     idle_timeout_seconds: float = 0) -> security_pb2.CreateTokenResponse:
+        return self._security.CreateToken(security_pb2.CreateTokenRequest(
+            principal=principal, ttl_seconds=ttl_seconds, idle_timeout_seconds=idle_timeout_seconds,
+        ), timeout=self.timeout)
+
+    def list_tokens(self) -> list[security_pb2.TokenInfo]:
+        return list(self._security.ListTokens(security_pb2.ListTokensRequest(), timeout=self.timeout).tokens)
+
+    def revoke_token(self, token_id: str) -> None:
+        self._security.RevokeToken(security_pb2.RevokeTokenRequest(token_id=token_id), timeout=self.timeout)
+
+    def revoke_certificate(self, *, identity: str = "", serial_hex: str = "", reason: str = "") -> None:
+        self._security.RevokeCertificate(security_pb2.RevokeCertificateRequest(
+            identity=identity, serial_hex=serial_hex, reason=reason), timeout=self.timeout)
+
+    def break_glass(self, reason: str, minutes: int) -> float:
+        return self._security.BreakGlass(security_pb2.BreakGlassRequest(reason=reason, minutes=minutes),
+                                         timeout=self.timeout).expires_at
+
     # -- health -----------------------------------------------------------
 
     def health(self) -> appliance_pb2.GetApplianceHealthResponse:
@@ -273,6 +321,29 @@ class PacsvaultClient:
         """The standard grpc.health.v1 answer: SERVING, NOT_SERVING, ..."""
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the bearer token (and PIN) to every call."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details):  # type: ignore[no-untyped-def]
+        return details._replace(metadata=[*(details.metadata or []), *self._metadata])
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
 
 
 def _instances(stream) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ then commit the index transaction that points at it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -28,12 +29,14 @@ from pacsvault.daemon.errors import (
     TooLarge,
     Unavailable,
 )
+from pacsvault.daemon.index import keys
 from pacsvault.daemon.index import query as query_module
 from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.query import Level, Match, Query
 from pacsvault.daemon.index.records import BlobLocation, BlobRecord, InstanceRecord, StudyRecord, decode
 from pacsvault.daemon.replication import restore
+from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.restore import RestoreProgress
 from pacsvault.daemon.storage.blob_access import BlobReader, read_all
@@ -151,7 +154,10 @@ class Archive:
     # -- find -------------------------------------------------------------
 
     def find(self, query: Query, page_size: int, page_token: str) -> tuple[list[Match], str]:
-        return query_module.find(self.index, query, self._page_size(page_size), page_token)
+        narrowed = _narrow_to_scope(query)
+        if narrowed is None:
+            return [], ""  # outside a share's scope: as if nothing existed
+        return query_module.find(self.index, narrowed, self._page_size(page_size), page_token)
 
     def patient_studies(self, patient_id: str, issuer: str, page_size: int, page_token: str) -> tuple[list[Match], str]:
         if not patient_id:
@@ -169,19 +175,37 @@ class Archive:
 
     def instance(self, sop_uid: str) -> tuple[InstanceRecord, BlobRecord]:
         instance, blob = self.catalog.instance(uid.check(sop_uid, "sop_instance_uid"))
+        self._check_scope(instance.study_instance_uid, f"no instance with SOP Instance UID {sop_uid}")
         self.tiering.note_access(instance.study_instance_uid, [blob])
         return instance, blob
 
     def series_instances(self, series_uid: str) -> list[tuple[InstanceRecord, BlobRecord]]:
         members = self.catalog.series_instances(uid.check(series_uid, "series_instance_uid"))
         if members:
+            self._check_scope(members[0][0].study_instance_uid, f"no series with Series Instance UID {series_uid}")
             self.tiering.note_access(members[0][0].study_instance_uid, [b for _, b in members])
         return members
 
     def study_instances(self, study_uid: str) -> list[tuple[InstanceRecord, BlobRecord]]:
-        members = self.catalog.study_instances(uid.check(study_uid, "study_instance_uid"))
+        self._check_scope(uid.check(study_uid, "study_instance_uid"), f"no study with Study Instance UID {study_uid}")
+        members = self.catalog.study_instances(study_uid)
         self.tiering.note_access(study_uid, [b for _, b in members])
         return members
+
+    def _check_scope(self, study_uid: str, not_found: str) -> None:
+        """A share grant sees its own study or patient, and nothing shows that others exist."""
+        principal = current_principal.get()
+        if principal is None or principal.scope is None:
+            return
+        scope = principal.scope
+        if scope.study_instance_uid:
+            if study_uid != scope.study_instance_uid:
+                raise NotFound(not_found)
+            return
+        with self.index.read() as txn:
+            value = txn.get(study_uid.encode(), db=self.index.db("studies"))
+        if value is None or decode(StudyRecord, value).patient_key != scope.patient_key:
+            raise NotFound(not_found)
 
     # -- tiering requests -------------------------------------------------
 
@@ -289,6 +313,22 @@ class Archive:
                     f"(warning at {replication.rpo_warning_s:.0f}s; peer {replication.state}, "
                     f"{replication.pending_entries} changes pending)")
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
+
+
+def _narrow_to_scope(query: Query) -> Query | None:
+    """The query limited to the caller's share scope; None when it asks outside it."""
+    principal = current_principal.get()
+    if principal is None or principal.scope is None:
+        return query
+    scope = principal.scope
+    if scope.study_instance_uid:
+        if query.study_instance_uid not in ("", scope.study_instance_uid) or query.level == Level.PATIENT:
+            return None
+        return dataclasses.replace(query, study_instance_uid=scope.study_instance_uid)
+    patient_id, issuer = keys.split_patient_key(scope.patient_key)
+    if query.patient_id not in ("", patient_id) or query.issuer_of_patient_id not in ("", issuer):
+        return None
+    return dataclasses.replace(query, patient_id=patient_id, issuer_of_patient_id=issuer)
 
 
 def _volume_health(status: VolumeStatus) -> VolumeHealth:

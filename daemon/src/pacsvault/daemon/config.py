@@ -156,6 +156,9 @@ class SecurityConfig:
     loopback_roles: tuple[str, ...] = ALL_CLIENT_ROLES
     # Certificate identities and the roles they hold; anyone else is refused.
     principals: tuple[PrincipalConfig, ...] = ()
+    # Who may break the glass (identities, or "local:loopback"), and what it grants.
+    break_glass_principals: tuple[str, ...] = ()
+    break_glass_roles: tuple[str, ...] = ("reader",)
 
     @property
     def tls(self) -> bool:
@@ -310,6 +313,7 @@ def _check_security(config: Config) -> None:
 
     try:
         parse_roles(sec.loopback_roles, "security.loopback_roles")
+        parse_roles(sec.break_glass_roles, "security.break_glass_roles")
         for i, principal in enumerate(sec.principals):
             if not principal.identity.startswith("spiffe://pacsvault/"):
                 raise ConfigError(f"security.principals[{i}].identity must be a spiffe://pacsvault/... URI")

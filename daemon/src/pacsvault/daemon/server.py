@@ -20,9 +20,11 @@ from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.health import HealthMonitor
 from pacsvault.daemon.security.access_table import parse_roles
 from pacsvault.daemon.security.authorization import AuthorizationInterceptor
+from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
 from pacsvault.daemon.service.replication_service import ReplicationServicer
+from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.v1 import (
     appliance_pb2,
@@ -31,6 +33,8 @@ from pacsvault.v1 import (
     archive_pb2_grpc,
     replication_pb2,
     replication_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
     storage_pb2,
     storage_pb2_grpc,
 )
@@ -42,6 +46,8 @@ SERVICE_NAMES = (
     appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"].full_name,
     storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
     replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
+    security_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
+    security_pb2.DESCRIPTOR.services_by_name["ShareService"].full_name,
 )
 
 
@@ -104,6 +110,7 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
         )
     limit = config.server.max_message_bytes
     calls = DrainingInterceptor()
+    credentials = CredentialStore(archive.index)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
         options=[
@@ -113,12 +120,14 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[*interceptors, AuthorizationInterceptor(principal_resolver(config)), calls],
+        interceptors=[*interceptors, AuthorizationInterceptor(principal_resolver(config, credentials)), calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
     storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(archive), server)
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(archive), server)
+    security_pb2_grpc.add_SecurityServiceServicer_to_server(SecurityServicer(config, credentials), server)
+    security_pb2_grpc.add_ShareServiceServicer_to_server(ShareServicer(archive, credentials), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -136,11 +145,12 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     return Served(server, port, health_servicer, calls)
 
 
-def principal_resolver(config: Config) -> PrincipalResolver:
+def principal_resolver(config: Config, credentials: CredentialStore) -> PrincipalResolver:
     sec = config.security
     return PrincipalResolver(
         {p.identity: parse_roles(p.roles, "security.principals") for p in sec.principals},
         parse_roles(sec.loopback_roles, "security.loopback_roles"),
+        credentials, parse_roles(sec.break_glass_roles, "security.break_glass_roles"),
     )
 
 

@@ -18,12 +18,13 @@ from pacsvault.client.cli import (
     prefetch_cmd,
     replication_cmd,
     restore_cmd,
+    share_cmd,
     store_cmd,
     tiers_cmd,
 )
 
 COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, tiers_cmd, replication_cmd,
-            restore_cmd, health_cmd, hw_cmd)
+            restore_cmd, share_cmd, health_cmd, hw_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "without it the connection is plaintext, which only a loopback appliance accepts")
     parser.add_argument("--cert-file", help="your client certificate (default $PACSVAULT_CERT_FILE)")
     parser.add_argument("--key-file", help="its key (default $PACSVAULT_KEY_FILE)")
+    parser.add_argument("--token", help="a bearer or share token (default $PACSVAULT_TOKEN)")
+    parser.add_argument("--pin", help="the PIN a share token asks for")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with PacsvaultClient(args.server, timeout=args.timeout, ca_file=args.ca_file, cert_file=args.cert_file,
-                         key_file=args.key_file) as client:
+                         key_file=args.key_file, token=args.token, pin=args.pin) as client:
         try:
             return int(args.run(args, client))
         except grpc.RpcError as exc:

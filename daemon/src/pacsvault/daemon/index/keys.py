@@ -34,6 +34,9 @@ DATABASES = {
     "moves": "digest function byte + digest -> MoveIntent",
     "outbox": "sequence number (8 bytes big-endian) -> OutboxEntry",
     "replica_records": "peer appliance name NUL SOPInstanceUID -> ReplicaRecord (the peer's instances)",
+    "credentials": "SHA-256 of a bearer token -> CredentialRecord",
+    "revoked_certificates": "identity URI, or 'serial:' + hex serial -> RevocationRecord",
+    "break_glass": "principal identity -> BreakGlassGrant",
 }
 
 

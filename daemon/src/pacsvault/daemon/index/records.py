@@ -25,6 +25,9 @@ BlobLocation = records_pb2.BlobLocation
 VolumeRecord = records_pb2.VolumeRecord
 MoveIntent = records_pb2.MoveIntent
 OutboxEntry = records_pb2.OutboxEntry
+CredentialRecord = records_pb2.CredentialRecord
+RevocationRecord = records_pb2.RevocationRecord
+BreakGlassGrant = records_pb2.BreakGlassGrant
 
 M = TypeVar("M", bound=Message)
 

@@ -19,6 +19,9 @@ class Role(enum.StrEnum):
     AUDITOR = "auditor"  # the audit trail only
     PEER = "peer"  # the peer appliance: replication service only
     MONITOR = "monitor"  # health and metrics only
+    # Not configurable: what a share grant's bearer holds, read-only and
+    # narrowed to the grant's study or patient.
+    SHARE = "share"
 
 
 R = Role
@@ -27,15 +30,17 @@ _APPLIANCE = "/pacsvault.v1.ApplianceService/"
 _STORAGE = "/pacsvault.v1.StorageService/"
 _REPLICATION = "/pacsvault.v1.ReplicationService/"
 _PEER = "/pacsvault.v1.PeerService/"
+_SECURITY = "/pacsvault.v1.SecurityService/"
+_SHARE = "/pacsvault.v1.ShareService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
-    _ARCHIVE + "Find": frozenset({R.READER}),
-    _ARCHIVE + "ListPatientStudies": frozenset({R.READER}),
-    _ARCHIVE + "GetInstance": frozenset({R.READER}),
-    _ARCHIVE + "GetSeries": frozenset({R.READER}),
-    _ARCHIVE + "GetStudy": frozenset({R.READER}),
-    _ARCHIVE + "GetStudyMetadata": frozenset({R.READER}),
+    _ARCHIVE + "Find": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "ListPatientStudies": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "GetInstance": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "GetSeries": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "GetStudy": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "GetStudyMetadata": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "Prefetch": frozenset({R.READER}),
     _ARCHIVE + "Pin": frozenset({R.READER}),
     _APPLIANCE + "GetApplianceHealth": frozenset({R.MONITOR, R.ADMIN}),
@@ -53,12 +58,21 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _PEER + "CommitBlob": frozenset({R.PEER}),
     _PEER + "ReadBlob": frozenset({R.PEER}),
     _PEER + "ListReplicaRecords": frozenset({R.PEER}),
+    _SECURITY + "CreateToken": frozenset({R.SECURITY_ADMIN}),
+    _SECURITY + "ListTokens": frozenset({R.SECURITY_ADMIN}),
+    _SECURITY + "RevokeToken": frozenset({R.SECURITY_ADMIN}),
+    _SECURITY + "RevokeCertificate": frozenset({R.SECURITY_ADMIN}),
+    # Whether a principal may break the glass is its own setting (security.break_glass).
+    _SECURITY + "BreakGlass": frozenset({R.INGEST, R.READER, R.ADMIN, R.SECURITY_ADMIN, R.AUDITOR, R.MONITOR}),
+    _SHARE + "CreateShare": frozenset({R.READER}),
+    _SHARE + "ListShares": frozenset({R.READER}),
+    _SHARE + "RevokeShare": frozenset({R.READER}),
     # A load balancer's health check works with the monitor role (or from loopback).
-    "/grpc.health.v1.Health/Check": frozenset(Role),
-    "/grpc.health.v1.Health/Watch": frozenset(Role),
-    "/grpc.health.v1.Health/List": frozenset(Role),
+    "/grpc.health.v1.Health/Check": frozenset(Role) - {R.SHARE},
+    "/grpc.health.v1.Health/Watch": frozenset(Role) - {R.SHARE},
+    "/grpc.health.v1.Health/List": frozenset(Role) - {R.SHARE},
     # The API's shape is no secret from any authenticated caller.
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset(Role),
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset(Role) - {R.SHARE},
 }
 
 
@@ -69,7 +83,10 @@ def allowed_roles(method: str) -> frozenset[Role]:
 
 def parse_roles(names: tuple[str, ...] | list[str], where: str) -> frozenset[Role]:
     try:
-        return frozenset(Role(name) for name in names)
+        roles = frozenset(Role(name) for name in names)
     except ValueError as exc:
-        known = ", ".join(r.value for r in Role)
+        known = ", ".join(r.value for r in Role if r is not Role.SHARE)
         raise ValueError(f"{where}: unknown role in {list(names)} (roles: {known})") from exc
+    if Role.SHARE in roles:
+        raise ValueError(f"{where}: the share role comes with share grants only")
+    return roles

@@ -9,11 +9,14 @@ from typing import Any
 
 import grpc
 
+from pacsvault.daemon.errors import PermissionDenied
 from pacsvault.daemon.security.access_table import allowed_roles
+from pacsvault.daemon.security.credentials import Unauthenticated
 from pacsvault.daemon.security.principals import PrincipalResolver
+from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.call_wrapping import wrap_handler
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pacsvault.access")
 
 
 class AuthorizationInterceptor(grpc.ServerInterceptor):
@@ -28,15 +31,31 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
 
     @contextlib.contextmanager
     def _check(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
-        principal = self._resolver.resolve(context)
-        if principal is None:
-            log.warning("refused %s: the client certificate names no configured principal", method)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          "your certificate is valid but names no principal configured on this appliance")
+        name = method.rsplit("/", 1)[-1]
+        try:
+            principal = self._resolver.resolve(context)
+        except Unauthenticated as exc:
+            log.warning("refused %s: %s", name, exc)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except PermissionDenied as exc:
+            log.warning("refused %s: %s", name, exc)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         needed = allowed_roles(method)
         if not principal.roles & needed:
-            log.warning("refused %s for principal %s", method, principal.id)
+            log.warning("refused %s for principal %s", name, principal.id)
             shown = ", ".join(sorted(r.value for r in needed)) or "nobody"
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"principal {principal.id} may not call {method.rsplit('/', 1)[-1]} (allowed: {shown})")
-        yield
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"principal {principal.id} may not call {name} "
+                                                             f"(allowed: {shown})")
+        if principal.break_glass_reason:
+            log.warning("BREAK-GLASS %s by %s (reason: %s)", name, principal.id, principal.break_glass_reason)
+        else:
+            log.info("call %s by %s", name, principal.id)
+        token = current_principal.set(principal)
+        try:
+            yield
+        finally:
+            try:
+                current_principal.reset(token)
+            except ValueError:
+                # A stream closed from another context: that context never saw the set.
+                current_principal.set(None)

@@ -422,3 +422,131 @@ class OutboxEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OutboxEntry: _TypeAlias = OutboxEntry  # noqa: Y015
+
+@_typing.final
+class CredentialRecord(_message.Message):
+    """A bearer credential: an access token or a share grant. Keyed by the
+    SHA-256 of the token; the token itself is never stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    PATIENT_KEY_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    USES_FIELD_NUMBER: _builtins.int
+    PIN_SALT_FIELD_NUMBER: _builtins.int
+    PIN_HASH_FIELD_NUMBER: _builtins.int
+    PIN_FAILURES_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    kind: _builtins.str
+    """"access" or "share"."""
+    principal: _builtins.str
+    """access: the principal identity the token is bound to."""
+    created_by: _builtins.str
+    created_at: _builtins.float
+    expires_at: _builtins.float
+    idle_timeout_s: _builtins.float
+    last_used_at: _builtins.float
+    revoked_at: _builtins.float
+    study_instance_uid: _builtins.str
+    """share scope: one study, or one patient key (PatientID NUL issuer)."""
+    patient_key: _builtins.bytes
+    max_uses: _builtins.int
+    uses: _builtins.int
+    pin_salt: _builtins.bytes
+    pin_hash: _builtins.bytes
+    pin_failures: _builtins.int
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        created_by: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+        idle_timeout_s: _builtins.float = ...,
+        last_used_at: _builtins.float = ...,
+        revoked_at: _builtins.float = ...,
+        study_instance_uid: _builtins.str = ...,
+        patient_key: _builtins.bytes = ...,
+        max_uses: _builtins.int = ...,
+        uses: _builtins.int = ...,
+        pin_salt: _builtins.bytes = ...,
+        pin_hash: _builtins.bytes = ...,
+        pin_failures: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "credential_id", b"credential_id", "expires_at", b"expires_at", "idle_timeout_s", b"idle_timeout_s", "kind", b"kind", "last_used_at", b"last_used_at", "max_uses", b"max_uses", "patient_key", b"patient_key", "pin_failures", b"pin_failures", "pin_hash", b"pin_hash", "pin_salt", b"pin_salt", "principal", b"principal", "revoked_at", b"revoked_at", "study_instance_uid", b"study_instance_uid", "uses", b"uses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialRecord: _TypeAlias = CredentialRecord  # noqa: Y015
+
+@_typing.final
+class RevocationRecord(_message.Message):
+    """Certificates refused by the daemon's own revocation list, and
+    break-glass grants.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    revoked_at: _builtins.float
+    revoked_by: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        revoked_at: _builtins.float = ...,
+        revoked_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "revoked_at", b"revoked_at", "revoked_by", b"revoked_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationRecord: _TypeAlias = RevocationRecord  # noqa: Y015
+
+@_typing.final
+class BreakGlassGrant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    GRANTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    reason: _builtins.str
+    granted_at: _builtins.float
+    expires_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        principal: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        granted_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakGlassGrant: _TypeAlias = BreakGlassGrant  # noqa: Y015

@@ -1,0 +1,181 @@
+"""Bearer credentials, the certificate revocation list and break-glass grants, in the index.
+
+Tokens are 256 random bits shown once; only their SHA-256 is stored, so a
+copy of the index gives no usable token. Every check reads the index, so a
+revocation is effective on the very next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lmdb
+
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
+
+TOKEN_PREFIX = "pv_"
+MAX_PIN_FAILURES = 5
+# Enough to slow a guesser holding a copy of the index; cheap enough for every call.
+_PIN_ITERATIONS = 20_000
+
+
+class Unauthenticated(PermissionDenied):
+    """The credential presented is unknown, expired, revoked or used up."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
+    record: CredentialRecord
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class CredentialStore:
+    def __init__(self, env: IndexEnvironment, clock: Callable[[], float] = time.time) -> None:
+        self._env, self._clock = env, clock
+        self._db = env.dbs
+
+    # -- issuing -----------------------------------------------------------
+
+    def create_access_token(self, principal: str, ttl_s: float, idle_timeout_s: float, created_by: str) -> Issued:
+        if ttl_s <= 0 or ttl_s > 366 * 86400:
+            raise InvalidInput("ttl_seconds must be positive and at most a year")
+        if idle_timeout_s < 0:
+            raise InvalidInput("idle_timeout_seconds must not be negative")
+        record = CredentialRecord(kind="access", principal=principal, idle_timeout_s=idle_timeout_s)
+        return self._issue(record, ttl_s, created_by)
+
+    def create_share(self, study_uid: str, patient_key: bytes, ttl_s: float, max_uses: int, pin: str,
+                     created_by: str) -> Issued:
+        if bool(study_uid) == bool(patient_key):
+            raise InvalidInput("a share names exactly one study or one patient")
+        if ttl_s <= 0 or ttl_s > 90 * 86400:
+            raise InvalidInput("ttl_seconds must be positive and at most 90 days")
+        if max_uses < 0:
+            raise InvalidInput("max_uses must not be negative")
+        record = CredentialRecord(kind="share", study_instance_uid=study_uid, patient_key=patient_key,
+                                  max_uses=max_uses)
+        if pin:
+            if not 4 <= len(pin) <= 32:
+                raise InvalidInput("a PIN has 4 to 32 characters")
+            record.pin_salt = os.urandom(16)
+            record.pin_hash = _pin_hash(pin, record.pin_salt)
+        return self._issue(record, ttl_s, created_by)
+
+    def _issue(self, record: CredentialRecord, ttl_s: float, created_by: str) -> Issued:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        record.credential_id = token_hash(token).hex()[:16]
+        record.created_by, record.created_at, record.expires_at = created_by, now, now + ttl_s
+        key = token_hash(token)
+        self._env.write(lambda txn: txn.put(key, encode(record), db=self._db["credentials"]))
+        return Issued(token, record)
+
+    # -- checking ----------------------------------------------------------
+
+    def authenticate(self, token: str, pin: str | None) -> CredentialRecord:
+        """The live credential for ``token``, its use counted; Unauthenticated otherwise."""
+        key = token_hash(token)
+        now = self._clock()
+
+        def op(txn: lmdb.Transaction) -> CredentialRecord | str:
+            value = txn.get(key, db=self._db["credentials"])
+            if value is None:
+                return "unknown token"
+            record = decode(CredentialRecord, value)
+            problem = _problem(record, now, pin)
+            if problem == "wrong PIN":
+                record.pin_failures += 1
+                if record.pin_failures >= MAX_PIN_FAILURES:
+                    record.revoked_at = now  # locked: too many wrong PINs
+            elif problem is None:
+                record.uses += 1
+                record.last_used_at = now
+            txn.put(key, encode(record), db=self._db["credentials"])
+            return problem or record
+
+        outcome = self._env.write(op)
+        if isinstance(outcome, str):
+            raise Unauthenticated(f"credential refused: {outcome}")
+        return outcome
+
+    # -- listing and revoking ------------------------------------------------
+
+    def list(self, kind: str, created_by: str | None = None) -> list[CredentialRecord]:
+        with self._env.read() as txn:
+            records = [decode(CredentialRecord, v) for _, v in txn.cursor(db=self._db["credentials"])]
+        return sorted((r for r in records if r.kind == kind and created_by in (None, r.created_by)),
+                      key=lambda r: r.created_at)
+
+    def revoke(self, credential_id: str, kind: str, allowed: Callable[[CredentialRecord], bool]) -> None:
+        now = self._clock()
+
+        def op(txn: lmdb.Transaction) -> bool:
+            for key, value in txn.cursor(db=self._db["credentials"]):
+                record = decode(CredentialRecord, value)
+                if record.credential_id == credential_id and record.kind == kind and allowed(record):
+                    record.revoked_at = record.revoked_at or now
+                    txn.put(key, encode(record), db=self._db["credentials"])
+                    return True
+            return False
+
+        if not self._env.write(op):
+            raise NotFound(f"no {kind} {credential_id!r} of yours")
+
+    def revoke_certificate(self, name: str, reason: str, by: str) -> None:
+        record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)
+        self._env.write(lambda txn: txn.put(name.encode(), encode(record), db=self._db["revoked_certificates"]))
+
+    def certificate_revoked(self, identity: str, serial_hex: str) -> bool:
+        with self._env.read() as txn:
+            db = self._db["revoked_certificates"]
+            return txn.get(identity.encode(), db=db) is not None or (
+                bool(serial_hex) and txn.get(f"serial:{serial_hex}".encode(), db=db) is not None)
+
+    # -- break-glass -----------------------------------------------------------
+
+    def break_glass(self, principal: str, reason: str, minutes: int) -> BreakGlassGrant:
+        if len(reason.strip()) < 10:
+            raise InvalidInput("break-glass needs a typed reason of at least 10 characters")
+        if not 1 <= minutes <= 240:
+            raise InvalidInput("break-glass lasts 1 to 240 minutes")
+        now = self._clock()
+        grant = BreakGlassGrant(principal=principal, reason=reason.strip()[:500], granted_at=now,
+                                expires_at=now + minutes * 60)
+        self._env.write(lambda txn: txn.put(principal.encode(), encode(grant), db=self._db["break_glass"]))
+        return grant
+
+    def active_break_glass(self, principal: str) -> BreakGlassGrant | None:
+        with self._env.read() as txn:
+            value = txn.get(principal.encode(), db=self._db["break_glass"])
+        grant = decode(BreakGlassGrant, value) if value is not None else None
+        return grant if grant is not None and grant.expires_at > self._clock() else None
+
+
+def _problem(record: CredentialRecord, now: float, pin: str | None) -> str | None:
+    if record.revoked_at:
+        return "revoked"
+    if now >= record.expires_at:
+        return "expired"
+    if record.idle_timeout_s and record.last_used_at and now - record.last_used_at > record.idle_timeout_s:
+        return "idle too long"
+    if record.max_uses and record.uses >= record.max_uses:
+        return "use limit reached"
+    if record.pin_hash and not (pin and hmac.compare_digest(_pin_hash(pin, record.pin_salt), record.pin_hash)):
+        return "wrong PIN"
+    return None
+
+
+def _pin_hash(pin: str, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, _PIN_ITERATIONS)

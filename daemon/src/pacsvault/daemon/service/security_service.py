@@ -1,0 +1,118 @@
+"""pacsvault.v1.SecurityService and ShareService: tokens, revocation, break-glass, shares."""
+
+from __future__ import annotations
+
+import grpc
+
+from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.dicom import uid
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.records import CredentialRecord
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.service.status import mapped
+from pacsvault.v1 import security_pb2, security_pb2_grpc
+
+
+def _caller() -> str:
+    principal = current_principal.get()
+    if principal is None:
+        raise PermissionDenied("no authenticated caller")
+    return principal.id
+
+
+def _token_info(r: CredentialRecord) -> security_pb2.TokenInfo:
+    return security_pb2.TokenInfo(
+        token_id=r.credential_id, principal=r.principal, created_at=r.created_at, expires_at=r.expires_at,
+        idle_timeout_seconds=r.idle_timeout_s, last_used_at=r.last_used_at, revoked=bool(r.revoked_at),
+        created_by=r.created_by)
+
+
+def _share_info(r: CredentialRecord) -> security_pb2.ShareInfo:
+    patient_id, issuer = keys.split_patient_key(r.patient_key) if r.patient_key else ("", "")
+    return security_pb2.ShareInfo(
+        share_id=r.credential_id, created_by=r.created_by, study_instance_uid=r.study_instance_uid,
+        patient_id=patient_id, issuer_of_patient_id=issuer, created_at=r.created_at, expires_at=r.expires_at,
+        max_uses=r.max_uses, uses=r.uses, pin_required=bool(r.pin_hash), revoked=bool(r.revoked_at))
+
+
+class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
+    def __init__(self, config: Config, credentials: CredentialStore) -> None:
+        self._config, self._credentials = config, credentials
+        self._principals = {p.identity for p in config.security.principals}
+
+    @mapped
+    def CreateToken(self, request: security_pb2.CreateTokenRequest,
+                    context: grpc.ServicerContext) -> security_pb2.CreateTokenResponse:
+        if request.principal not in self._principals:
+            raise InvalidInput("principal must be a configured identity (security.principals)")
+        issued = self._credentials.create_access_token(request.principal, request.ttl_seconds,
+                                                       request.idle_timeout_seconds, _caller())
+        return security_pb2.CreateTokenResponse(token=issued.token, info=_token_info(issued.record))
+
+    @mapped
+    def ListTokens(self, request: security_pb2.ListTokensRequest,
+                   context: grpc.ServicerContext) -> security_pb2.ListTokensResponse:
+        return security_pb2.ListTokensResponse(tokens=[_token_info(r) for r in self._credentials.list("access")])
+
+    @mapped
+    def RevokeToken(self, request: security_pb2.RevokeTokenRequest,
+                    context: grpc.ServicerContext) -> security_pb2.RevokeTokenResponse:
+        self._credentials.revoke(request.token_id, "access", lambda _: True)
+        return security_pb2.RevokeTokenResponse()
+
+    @mapped
+    def RevokeCertificate(self, request: security_pb2.RevokeCertificateRequest,
+                          context: grpc.ServicerContext) -> security_pb2.RevokeCertificateResponse:
+        if bool(request.identity) == bool(request.serial_hex):
+            raise InvalidInput("give exactly one of identity and serial_hex")
+        if request.serial_hex and not all(c in "0123456789abcdef" for c in request.serial_hex.lower()):
+            raise InvalidInput("serial_hex must be hexadecimal")
+        name = request.identity or f"serial:{request.serial_hex.lower()}"
+        self._credentials.revoke_certificate(name[:512], request.reason[:500], _caller())
+        return security_pb2.RevokeCertificateResponse()
+
+    @mapped
+    def BreakGlass(self, request: security_pb2.BreakGlassRequest,
+                   context: grpc.ServicerContext) -> security_pb2.BreakGlassResponse:
+        caller = _caller()
+        if caller not in self._config.security.break_glass_principals:
+            raise PermissionDenied(f"{caller} may not break the glass (security.break_glass_principals)")
+        grant = self._credentials.break_glass(caller, request.reason, request.minutes)
+        return security_pb2.BreakGlassResponse(expires_at=grant.expires_at)
+
+
+class ShareServicer(security_pb2_grpc.ShareServiceServicer):
+    def __init__(self, archive: Archive, credentials: CredentialStore) -> None:
+        self._archive, self._credentials = archive, credentials
+
+    @mapped
+    def CreateShare(self, request: security_pb2.CreateShareRequest,
+                    context: grpc.ServicerContext) -> security_pb2.CreateShareResponse:
+        study_uid, patient_key = "", b""
+        if request.study_instance_uid:
+            study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
+            self._archive.study_instances(study_uid)  # NOT_FOUND for an unknown study
+        elif request.patient_id:
+            matches, _ = self._archive.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
+            if not matches:
+                raise NotFound(f"no studies of PatientID {request.patient_id[:64]!r}")
+            patient_key = keys.patient_key(request.patient_id, request.issuer_of_patient_id)
+        issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
+                                                request.pin, _caller())
+        return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record))
+
+    @mapped
+    def ListShares(self, request: security_pb2.ListSharesRequest,
+                   context: grpc.ServicerContext) -> security_pb2.ListSharesResponse:
+        return security_pb2.ListSharesResponse(
+            shares=[_share_info(r) for r in self._credentials.list("share", created_by=_caller())])
+
+    @mapped
+    def RevokeShare(self, request: security_pb2.RevokeShareRequest,
+                    context: grpc.ServicerContext) -> security_pb2.RevokeShareResponse:
+        caller = _caller()
+        self._credentials.revoke(request.share_id, "share", lambda r: r.created_by == caller)
+        return security_pb2.RevokeShareResponse()
