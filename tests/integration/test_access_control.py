@@ -219,3 +219,36 @@ def test_the_cli_speaks_mutual_tls(tls_daemon, tmp_path: Path) -> None:  # type:
     refused = run_cli(daemon.target, "--ca-file", files["ca.pem"], "--cert-file", files["monitor.pem"],
                       "--key-file", files["monitor.key"], "find")
     assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+
+
+def test_certificates_reload_without_a_restart(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+
+    def install(ca: certs.Issued) -> certs.Issued:
+        server = certs.issue_cert(ca, "site-a", ip_addresses=["127.0.0.1"])
+        client = certs.issue_cert(ca, "ops", kind="client", server=False)
+        for name, data in {"ca.pem": ca.cert_pem(), "s.pem": server.cert_pem(), "s.key": server.key_pem()}.items():
+            (pki / f"{name}.new").write_bytes(data)
+            (pki / f"{name}.new").replace(pki / name)
+        return client
+
+    old_ca = certs.make_ca("old CA")
+    old_client = install(old_ca)
+    config = tmp_path / "pv.toml"
+    config.write_text(f'[security]\ntls_cert_file = "{pki / "s.pem"}"\ntls_key_file = "{pki / "s.key"}"\n'
+                      f'client_ca_file = "{pki / "ca.pem"}"\nprincipals = [{{ identity = '
+                      f'"{certs.identity_uri("ops", "client")}", roles = ["monitor"] }}]\n')
+    daemon = daemon_factory(config=config)
+    assert outcome(lambda: health_pb2_grpc.HealthStub(channel(daemon, old_ca, old_client)).Check(
+        health_pb2.HealthCheckRequest(), timeout=10)) == grpc.StatusCode.OK
+    time.sleep(0.05)
+    new_ca = certs.make_ca("new CA")
+    new_client = install(new_ca)  # a renewal: new CA, new server and client certificates
+    assert outcome(lambda: health_pb2_grpc.HealthStub(channel(daemon, new_ca, new_client)).Check(
+        health_pb2.HealthCheckRequest(), timeout=10)) == grpc.StatusCode.OK
+    assert outcome(lambda: health_pb2_grpc.HealthStub(channel(daemon, old_ca, old_client)).Check(
+        health_pb2.HealthCheckRequest(), timeout=10)) == grpc.StatusCode.UNAVAILABLE
+    assert daemon.alive

@@ -156,6 +156,9 @@ class SecurityConfig:
     loopback_roles: tuple[str, ...] = ALL_CLIENT_ROLES
     # Certificate identities and the roles they hold; anyone else is refused.
     principals: tuple[PrincipalConfig, ...] = ()
+    # Connections older than this are closed (after in-flight calls finish), so
+    # every client re-handshakes against renewed certificates in bounded time.
+    max_connection_age_s: float = 600.0
     # Who may break the glass (identities, or "local:loopback"), and what it grants.
     break_glass_principals: tuple[str, ...] = ()
     break_glass_roles: tuple[str, ...] = ("reader",)
@@ -309,6 +312,8 @@ def _check_security(config: Config) -> None:
             f"server.listen {config.server.listen!r} is off loopback: set security.tls_cert_file, "
             "security.tls_key_file and security.client_ca_file (patient data never crosses a network "
             "in clear text)")
+    if sec.max_connection_age_s < 10:
+        raise ConfigError("security.max_connection_age_s must be at least 10")
     from pacsvault.daemon.security.access_table import parse_roles
 
     try:

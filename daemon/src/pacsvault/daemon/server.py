@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -118,6 +119,10 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
             ("grpc.max_send_message_length", limit),
             # Without this a second daemon could bind the same port and silently share it.
             ("grpc.so_reuseport", 0),
+            # Bounded connection age: clients re-handshake, so renewed or
+            # revoked certificates take effect on every connection in time.
+            ("grpc.max_connection_age_ms", int(config.security.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
         interceptors=[*interceptors, AuthorizationInterceptor(principal_resolver(config, credentials)), calls],
@@ -158,8 +163,46 @@ def _bind(server: grpc.Server, config: Config) -> int:
     sec = config.security
     if not sec.tls:
         return server.add_insecure_port(config.server.listen)
-    key, cert, ca = (config.resolve(p).read_bytes() for p in (sec.tls_key_file, sec.tls_cert_file,
-                                                               sec.client_ca_file))
     # grpcio negotiates TLS 1.2 or 1.3 only; a client certificate from the CA is required.
-    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    reloader = CertificateReloader([config.resolve(p) for p in (sec.tls_key_file, sec.tls_cert_file,
+                                                                 sec.client_ca_file)])
+    credentials = grpc.dynamic_ssl_server_credentials(reloader.initial(), reloader.fetch,
+                                                      require_client_authentication=True)
     return server.add_secure_port(config.server.listen, credentials)
+
+
+class CertificateReloader:
+    """Serves the newest key, certificate and client CA without a restart.
+
+    grpcio asks before every handshake; files that changed since the last
+    answer are read again (all three, so a half-written renewal is retried
+    on the next handshake rather than served). Connections older than
+    security.max_connection_age_s are closed, so even long-lived clients
+    re-handshake against the new files within that bound.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in self._paths)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        key, cert, ca = (p.read_bytes() for p in self._paths)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def initial(self) -> grpc.ServerCertificateConfiguration:
+        return self._configuration()
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        try:
+            stamp = self._stamp()
+            if stamp == self._seen:
+                return None
+            configuration = self._configuration()
+        except OSError:
+            return None  # mid-renewal: keep serving the previous files
+        self._seen = stamp
+        log.info("TLS certificate files changed: new handshakes use them")
+        return configuration
