@@ -8,7 +8,11 @@ cannot run in a chroot, so the inventory sets
 ``systemd-analyze verify``, and the daemon is started by hand from the
 provisioned files, as the unit would start it, until grpc.health.v1 says
 SERVING. Site A also gets a real volume: a loop device the role formats and
-mounts as its capacity tier.
+mounts as its capacity tier. The two provisioned daemons then run together
+and replicate: a DICOM file stored on site A reaches site B, erasure-coded,
+over mutual TLS with the certificates the role made with pacsvault's helper.
+The chroots share the host's network, so the inventory gives each site its
+own loopback replication port and 127.0.0.1 as its replication address.
 
 Needs root, debootstrap and network access to the Debian mirror; a cold run
 (debootstrap) takes a few minutes, a warm one about two. Missing
@@ -21,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pydicom
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -40,6 +46,8 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 BIN = Path(sys.executable).parent
 SITES = ("site-a", "site-b")
+# A real DICOM file (pydicom's own test data) to store on site A.
+DICOM_FILE = Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -51,6 +59,8 @@ class Pair:
         self.wheelhouse = wheelhouse
         self.capacity_disk = ""
         self.dirty_disk = ""
+        # Each site's peer listener on its own loopback port (one network for both roots).
+        self.replication_ports = {site: _free_port() for site in SITES}
 
     def inventory(self, name: str, extra: dict[str, dict[str, object]] | None = None) -> Path:
         hosts: dict[str, dict[str, object]] = {}
@@ -62,6 +72,9 @@ class Pair:
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "pacsvault_appliance_site": site,
                 "pacsvault_appliance_peer": peer,
+                # The peer dials 127.0.0.1:<this site's port>; the certificate has 127.0.0.1.
+                "pacsvault_appliance_replication_address": "127.0.0.1",
+                "pacsvault_appliance_replication_listen": f"127.0.0.1:{self.replication_ports[site]}",
                 **(extra or {}).get(site, {}),
             }
         hosts["site-a"].setdefault("pacsvault_appliance_manage_volumes", True)
@@ -74,6 +87,8 @@ class Pair:
             "pacsvault_appliance_wheelhouse": str(self.wheelhouse),
             "pacsvault_appliance_pki_dir": str(self.work / "pki"),
             "pacsvault_appliance_manage_service": False,
+            # Passed through to [replication]: a quick sender and short backoff for the test.
+            "pacsvault_appliance_config": {"replication": {"sender_interval_s": 0.2, "max_backoff_s": 1.0}},
             "pacsvault_appliance_tiers": [
                 {"name": "hot", "volumes": ["/srv/pacsvault/hot"], "volume_class": "ssd",
                  "reserve_bytes": 1048576},
@@ -183,6 +198,47 @@ def test_provisioned_daemon_serves_health(pair: Pair) -> None:
     assert mounts == [pair.capacity_disk, "ext4"]
 
 
+def test_provisioned_pair_replicates(pair: Pair) -> None:
+    a, b = pair.targets["site-a"], pair.targets["site-b"]
+    for site, target in pair.targets.items():
+        config = target.path("/etc/pacsvault/pacsvault.toml").read_text()
+        peer = next(s for s in SITES if s != site)
+        for line in ("[replication]", "enabled = true", f'appliance_name = "{site}"', f'peer_name = "{peer}"',
+                     f'peer_address = "127.0.0.1:{pair.replication_ports[peer]}"',
+                     f'listen = "127.0.0.1:{pair.replication_ports[site]}"',
+                     'ca_file = "/etc/pacsvault/tls/ca.crt"', 'cert_file = "/etc/pacsvault/tls/appliance.crt"',
+                     'key_file = "/etc/pacsvault/tls/appliance.key"', "max_backoff_s = 1.0"):
+            assert line in config.splitlines(), f"{site}: {line!r} missing from pacsvault.toml:\n{config}"
+    ports: dict[str, int] = {}
+    try:
+        # Each daemon from its provisioned files; distinct loopback API ports.
+        for target in (b, a):
+            ports[target.name] = _start_daemon(pair, target)
+        shutil.copy(DICOM_FILE, a.path("/tmp/CT_small.dcm"))
+        stored = _client(pair, a, ports["site-a"], "store", "--json", "/tmp/CT_small.dcm")
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        status: dict[str, object] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            result = _client(pair, a, ports["site-a"], "replication", "status", "--json")
+            assert result.returncode == 0, result.stdout + result.stderr
+            status = json.loads(result.stdout)
+            if status["pending_entries"] == 0 and int(status["blobs_replicated"]) >= 1:  # type: ignore[call-overload]
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"site-a did not replicate to site-b in 60s: {status}\n"
+                                 + (pair.work / "pacsvaultd-site-a.log").read_text()[-3000:])
+        assert status["peer"] == "site-b", status
+        # The shards are on site B's last tier: data_shards + parity_shards of them (4 + 2).
+        shards = [p for p in b.path("/srv/pacsvault/capacity/replica/shards").rglob("*") if p.is_file()]
+        assert len(shards) == 6, shards
+    finally:
+        for target in (a, b):
+            if target.name in _daemons:
+                _stop_daemon(target)
+
+
 def test_unit_passes_systemd_analyze_verify(pair: Pair) -> None:
     for site, target in pair.targets.items():
         unit = target.path("/etc/systemd/system/pacsvaultd.service")
@@ -224,7 +280,16 @@ def test_files_have_their_owners_and_modes(pair: Pair) -> None:
             capture_output=True, text=True,
         )
         assert verify.returncode == 0, f"{site}: {verify.stdout}{verify.stderr}"
+        # Made by pacsvault's helper: the identity the peer listener admits, and the address dialled.
+        sans = subprocess.run(
+            ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+             str(target.path("/etc/pacsvault/tls/appliance.crt"))],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert f"URI:spiffe://pacsvault/appliance/{site}" in sans and "IP Address:127.0.0.1" in sans, f"{site}: {sans}"
     assert not any(p.suffix == ".key" for p in pair.targets["site-a"].path("/etc/pacsvault").rglob("ca.*"))
+    # The CA key stays on the controller, readable by its owner only.
+    assert (pair.work / "pki" / "ca.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_safe_mode_and_daemon_config_check_stop_the_play(pair: Pair) -> None:
@@ -249,6 +314,21 @@ def test_safe_mode_and_daemon_config_check_stop_the_play(pair: Pair) -> None:
                                 capture_output=True, text=True, check=True).stdout.split()
     assert signatures == ["swap"]
     assert pair.targets["site-b"].path("/etc/pacsvault/pacsvault.toml").read_text() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _client(pair: Pair, target: Target, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The provisioned `pacsvault` command line, run inside the appliance root against its daemon."""
+    return subprocess.run(
+        pair.ns.command("chroot", str(target.root), "/opt/pacsvault/venv/bin/pacsvault",
+                        "--server", f"127.0.0.1:{port}", "--timeout", "30", *args),
+        capture_output=True, text=True, timeout=90,
+    )
 
 
 def _ids(target: Target) -> tuple[int, int]:
