@@ -15,7 +15,8 @@ def test_example_file_lists_every_option_with_its_default() -> None:
     raw = tomllib.loads(config.EXAMPLE_CONFIG.read_text())
     assert config.from_dict(raw) == config.Config()
     # Every section and key of the schema appears in the example.
-    for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication", "security"):
+    for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication", "security",
+                    "audit"):
         fields = set(getattr(config.Config(), section).__dataclass_fields__)
         assert set(raw[section]) == fields, section
     assert set(config.TierConfig.__dataclass_fields__) == set(raw["tiers"][0])

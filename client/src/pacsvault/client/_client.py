@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacsvault.v1 import (
     appliance_pb2,
     appliance_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     archive_pb2,
     archive_pb2_grpc,
     common_pb2,
@@ -100,6 +102,7 @@ class PacsvaultClient:
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
         self._security = security_pb2_grpc.SecurityServiceStub(self._channel)
         self._shares = security_pb2_grpc.ShareServiceStub(self._channel)
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
@@ -303,6 +306,18 @@ class PacsvaultClient:
     def break_glass(self, reason: str, minutes: int) -> float:
         return self._security.BreakGlass(security_pb2.BreakGlassRequest(reason=reason, minutes=minutes),
                                          timeout=self.timeout).expires_at
+
+    # -- audit ---------------------------------------------------------------
+
+    def audit_verify(self) -> audit_pb2.VerifyAuditResponse:
+        return self._audit.VerifyAudit(audit_pb2.VerifyAuditRequest(), timeout=self.timeout)
+
+    def audit_query(self, *, patient_id: str = "", principal: str = "", study_instance_uid: str = "",
+                    since: float = 0, until: float = 0) -> Iterator[dict[str, object]]:
+        request = audit_pb2.QueryAuditRequest(patient_id=patient_id, principal=principal,
+                                              study_instance_uid=study_instance_uid, since=since, until=until)
+        for message in self._audit.QueryAudit(request, timeout=self.timeout):
+            yield json.loads(message.record_json)
 
     # -- health -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ then commit the index transaction that points at it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.audit.trail import AuditTrail, load_or_create_keys
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.dicom import json_model, uid
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
@@ -94,8 +96,22 @@ class Archive:
         self.replication: ReplicationManager | None = None
         if config.replication.enabled:
             self.replication = ReplicationManager(config, self.index, self.open_blob, clock)
+        self.audit: AuditTrail | None = None
+        if config.audit.enabled:
+            key, signer = load_or_create_keys(config.resolve(config.audit.keys_dir))
+            trail_path = config.resolve(config.audit.path)
+            trail_path.parent.mkdir(parents=True, exist_ok=True)
+            witness = None
+            if self.replication is not None:
+                peer = self.replication.peer
+                witness = lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True))  # noqa: E731
+            self.audit = AuditTrail(trail_path, key, signer, clock=clock, witness=witness,
+                                    checkpoint_every=config.audit.checkpoint_every,
+                                    checkpoint_interval_s=config.audit.checkpoint_interval_s)
 
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
         if self.replication is not None:
             self.replication.stop()
         self.index.close()

@@ -134,6 +134,18 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # Record every access to patient data; calls that cannot be recorded are refused.
+    enabled: bool = True
+    # The trail and its keys, relative to data_dir.
+    path: str = "audit/trail.jsonl"
+    keys_dir: str = "audit/keys"
+    # A signed checkpoint (also sent to the peer as a witness) every N records or T seconds.
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class PrincipalConfig:
     # The certificate's SAN URI: spiffe://pacsvault/client/<name> (or appliance/<name>).
     identity: str
@@ -180,6 +192,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
@@ -281,6 +294,9 @@ def validate(config: Config) -> None:
     if config.replication.enabled:
         _check_replication(config)
     _check_security(config)
+    _positive("audit.checkpoint_every", config.audit.checkpoint_every)
+    if config.audit.checkpoint_interval_s <= 0:
+        raise ConfigError("audit.checkpoint_interval_s must be positive")
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
 

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.audit.recorder import AuditInterceptor
 from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
@@ -24,11 +25,14 @@ from pacsvault.daemon.security.authorization import AuthorizationInterceptor
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
+from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.v1 import (
     appliance_pb2,
+    audit_pb2,
+    audit_pb2_grpc,
     appliance_pb2_grpc,
     archive_pb2,
     archive_pb2_grpc,
@@ -49,6 +53,7 @@ SERVICE_NAMES = (
     replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
     security_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
     security_pb2.DESCRIPTOR.services_by_name["ShareService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -125,7 +130,7 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
             ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[*interceptors, AuthorizationInterceptor(principal_resolver(config, credentials)), calls],
+        interceptors=[*interceptors, *_access_interceptors(config, archive, credentials), calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
@@ -133,6 +138,7 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(archive), server)
     security_pb2_grpc.add_SecurityServiceServicer_to_server(SecurityServicer(config, credentials), server)
     security_pb2_grpc.add_ShareServiceServicer_to_server(ShareServicer(archive, credentials), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(archive), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -148,6 +154,16 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     if port == 0:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen} (in use?)")
     return Served(server, port, health_servicer, calls)
+
+
+def _access_interceptors(config: Config, archive: Archive,
+                         credentials: CredentialStore) -> list[grpc.ServerInterceptor]:
+    """Authorization first (it names the caller), then the audit record of what it does."""
+    resolver = principal_resolver(config, credentials)
+    if archive.audit is None:
+        return [AuthorizationInterceptor(resolver)]
+    audit = AuditInterceptor(archive.audit)
+    return [AuthorizationInterceptor(resolver, audit.record_refusal), audit]
 
 
 def principal_resolver(config: Config, credentials: CredentialStore) -> PrincipalResolver:

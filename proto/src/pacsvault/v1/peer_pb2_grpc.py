@@ -61,6 +61,16 @@ class PeerServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsResponse.FromString,
                 _registered_method=True)
+        self.PutAuditCheckpoint = channel.unary_unary(
+                '/pacsvault.v1.PeerService/PutAuditCheckpoint',
+                request_serializer=pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ListAuditCheckpoints = channel.unary_unary(
+                '/pacsvault.v1.PeerService/ListAuditCheckpoints',
+                request_serializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -107,6 +117,20 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutAuditCheckpoint(self, request, context):
+        """Keeps a signed checkpoint of the caller's audit trail, as a witness.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditCheckpoints(self, request, context):
+        """The caller's newest checkpoints, so it can prove its trail was not cut.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +158,16 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.ListReplicaRecords,
                     request_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsResponse.SerializeToString,
+            ),
+            'PutAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAuditCheckpoint,
+                    request_deserializer=pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointResponse.SerializeToString,
+            ),
+            'ListAuditCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditCheckpoints,
+                    request_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +307,60 @@ class PeerService:
             '/pacsvault.v1.PeerService/ListReplicaRecords',
             pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsRequest.SerializeToString,
             pacsvault_dot_v1_dot_peer__pb2.ListReplicaRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.PeerService/PutAuditCheckpoint',
+            pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointRequest.SerializeToString,
+            pacsvault_dot_v1_dot_peer__pb2.PutAuditCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.PeerService/ListAuditCheckpoints',
+            pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.SerializeToString,
+            pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class PeerServiceStub:
     """
     ListReplicaRecords: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListReplicaRecordsRequest, _peer_pb2.ListReplicaRecordsResponse]
     """Pages through the instance records the peer keeps for the caller."""
+    PutAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PutAuditCheckpointRequest, _peer_pb2.PutAuditCheckpointResponse]
+    """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+    ListAuditCheckpoints: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]
+    """The caller's newest checkpoints, so it can prove its trail was not cut."""
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -80,6 +84,10 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """
     ListReplicaRecords: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListReplicaRecordsRequest, _peer_pb2.ListReplicaRecordsResponse]  # type: ignore[assignment]
     """Pages through the instance records the peer keeps for the caller."""
+    PutAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.PutAuditCheckpointRequest, _peer_pb2.PutAuditCheckpointResponse]  # type: ignore[assignment]
+    """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+    ListAuditCheckpoints: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]  # type: ignore[assignment]
+    """The caller's newest checkpoints, so it can prove its trail was not cut."""
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Keeps erasure-coded replicas of the other appliance's blobs and index
@@ -132,5 +140,21 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.ListReplicaRecordsResponse, _abc.Awaitable[_peer_pb2.ListReplicaRecordsResponse]]:
         """Pages through the instance records the peer keeps for the caller."""
+
+    @_abc_1.abstractmethod
+    def PutAuditCheckpoint(
+        self,
+        request: _peer_pb2.PutAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.PutAuditCheckpointResponse, _abc.Awaitable[_peer_pb2.PutAuditCheckpointResponse]]:
+        """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+
+    @_abc_1.abstractmethod
+    def ListAuditCheckpoints(
+        self,
+        request: _peer_pb2.ListAuditCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.ListAuditCheckpointsResponse, _abc.Awaitable[_peer_pb2.ListAuditCheckpointsResponse]]:
+        """The caller's newest checkpoints, so it can prove its trail was not cut."""
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,6 +9,7 @@ import grpc
 
 from pacsvault.client import PacsvaultClient, default_server
 from pacsvault.client.cli import (
+    audit_cmd,
     find_cmd,
     get_cmd,
     health_cmd,
@@ -24,7 +25,7 @@ from pacsvault.client.cli import (
 )
 
 COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, tiers_cmd, replication_cmd,
-            restore_cmd, share_cmd, health_cmd, hw_cmd)
+            restore_cmd, share_cmd, audit_cmd, health_cmd, hw_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

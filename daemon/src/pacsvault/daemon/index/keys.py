@@ -37,6 +37,7 @@ DATABASES = {
     "credentials": "SHA-256 of a bearer token -> CredentialRecord",
     "revoked_certificates": "identity URI, or 'serial:' + hex serial -> RevocationRecord",
     "break_glass": "principal identity -> BreakGlassGrant",
+    "audit_checkpoints": "peer appliance name NUL sequence (8 bytes big-endian) -> its signed checkpoint JSON",
 }
 
 

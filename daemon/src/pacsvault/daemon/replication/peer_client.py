@@ -80,5 +80,14 @@ class PeerClient:
         return list(response.records), response.next_page_token
 
 
+    def put_audit_checkpoint(self, checkpoint_json: str) -> None:
+        self._stub.PutAuditCheckpoint(peer_pb2.PutAuditCheckpointRequest(checkpoint_json=checkpoint_json),
+                                      timeout=self.timeout_s)
+
+    def list_audit_checkpoints(self) -> list[str]:
+        response = self._stub.ListAuditCheckpoints(peer_pb2.ListAuditCheckpointsRequest(), timeout=self.timeout_s)
+        return list(response.checkpoint_json)
+
+
 def _shard(digest: Digest, index: int) -> peer_pb2.ShardRef:
     return peer_pb2.ShardRef(blob_digest=digest_message(digest), shard_index=index)

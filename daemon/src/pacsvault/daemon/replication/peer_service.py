@@ -7,6 +7,7 @@ it only ever sees and restores its own records.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 
 import grpc
@@ -124,6 +125,35 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         records = records[:size]
         return peer_pb2.ListReplicaRecordsResponse(
             records=records, next_page_token=records[-1].sop_instance_uid if more else "")
+
+    @mapped
+    def PutAuditCheckpoint(self, request: peer_pb2.PutAuditCheckpointRequest,
+                           context: grpc.ServicerContext) -> peer_pb2.PutAuditCheckpointResponse:
+        origin = self._caller(context)
+        try:
+            checkpoint = json.loads(request.checkpoint_json)
+            seq = int(checkpoint["seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput("checkpoint_json is not a checkpoint") from exc
+        key = keys.join(origin, b"") + seq.to_bytes(8, "big")
+        value = request.checkpoint_json.encode()[:4096]
+        self._env.write(lambda txn: txn.put(key, value, db=self._env.dbs["audit_checkpoints"]))
+        return peer_pb2.PutAuditCheckpointResponse()
+
+    @mapped
+    def ListAuditCheckpoints(self, request: peer_pb2.ListAuditCheckpointsRequest,
+                             context: grpc.ServicerContext) -> peer_pb2.ListAuditCheckpointsResponse:
+        origin = self._caller(context)
+        prefix = keys.join(origin, b"")
+        with self._env.read() as txn:
+            cursor = txn.cursor(db=self._env.dbs["audit_checkpoints"])
+            found = []
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    found.append(bytes(value).decode())
+        return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found[-100:])
 
     def _shards(self, digest: Digest) -> list[bytes]:
         return [raw for i in self._store.indexes(digest) if (raw := self._store.get(digest, i)) is not None]

@@ -32,6 +32,7 @@ _REPLICATION = "/pacsvault.v1.ReplicationService/"
 _PEER = "/pacsvault.v1.PeerService/"
 _SECURITY = "/pacsvault.v1.SecurityService/"
 _SHARE = "/pacsvault.v1.ShareService/"
+_AUDIT = "/pacsvault.v1.AuditService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
@@ -67,6 +68,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _SHARE + "CreateShare": frozenset({R.READER}),
     _SHARE + "ListShares": frozenset({R.READER}),
     _SHARE + "RevokeShare": frozenset({R.READER}),
+    _AUDIT + "VerifyAudit": frozenset({R.AUDITOR}),
+    _AUDIT + "QueryAudit": frozenset({R.AUDITOR}),
+    _PEER + "PutAuditCheckpoint": frozenset({R.PEER}),
+    _PEER + "ListAuditCheckpoints": frozenset({R.PEER}),
     # A load balancer's health check works with the monitor role (or from loopback).
     "/grpc.health.v1.Health/Check": frozenset(Role) - {R.SHARE},
     "/grpc.health.v1.Health/Watch": frozenset(Role) - {R.SHARE},

@@ -19,9 +19,14 @@ from pacsvault.daemon.service.call_wrapping import wrap_handler
 log = logging.getLogger("pacsvault.access")
 
 
+Refusal = Callable[[str, str, str, str], None]  # method, principal, outcome, peer
+
+
 class AuthorizationInterceptor(grpc.ServerInterceptor):
-    def __init__(self, resolver: PrincipalResolver) -> None:
+    def __init__(self, resolver: PrincipalResolver, on_refused: Refusal | None = None) -> None:
         self._resolver = resolver
+        # Refusals go to the audit trail too (login failures, permission denials).
+        self._on_refused = on_refused or (lambda *_: None)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -36,13 +41,16 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             principal = self._resolver.resolve(context)
         except Unauthenticated as exc:
             log.warning("refused %s: %s", name, exc)
+            self._on_refused(method, "", "UNAUTHENTICATED", context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except PermissionDenied as exc:
             log.warning("refused %s: %s", name, exc)
+            self._on_refused(method, "", "PERMISSION_DENIED", context.peer())
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         needed = allowed_roles(method)
         if not principal.roles & needed:
             log.warning("refused %s for principal %s", name, principal.id)
+            self._on_refused(method, principal.id, "PERMISSION_DENIED", context.peer())
             shown = ", ".join(sorted(r.value for r in needed)) or "nobody"
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"principal {principal.id} may not call {name} "
                                                              f"(allowed: {shown})")

@@ -1,0 +1,61 @@
+"""pacsvault audit verify|query: the tamper-evident audit trail (auditor role)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+from pacsvault.client import PacsvaultClient
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("audit", help="verify or search the audit trail (auditor role)")
+    actions = parser.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
+    verify = actions.add_parser("verify", help="check every record and checkpoint, the peer's too")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=run_verify)
+    query = actions.add_parser("query", help="records by patient, principal, study, time")
+    query.add_argument("--patient-id", default="")
+    query.add_argument("--principal", default="")
+    query.add_argument("--study-uid", default="")
+    query.add_argument("--since", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--until", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--json", action="store_true", help="one JSON record per line")
+    query.set_defaults(run=run_query)
+
+
+def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    r = client.audit_verify()
+    if args.json:
+        print(json.dumps({"intact": r.intact, "records": r.records, "first_bad_record": r.first_bad_record,
+                          "problem": r.problem, "local_checkpoints": r.local_checkpoints,
+                          "witness_checkpoints": r.witness_checkpoints, "witness_error": r.witness_error}))
+    elif r.intact:
+        print(f"intact: {r.records} records, {r.local_checkpoints} local and {r.witness_checkpoints} witness "
+              "checkpoints agree" + (f" (peer not consulted: {r.witness_error})" if r.witness_error else ""))
+    else:
+        print(f"TAMPERED: record {r.first_bad_record}: {r.problem}")
+    return 0 if r.intact else 1
+
+
+def _epoch(text: str) -> float:
+    if not text:
+        return 0.0
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+
+
+def run_query(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    for record in client.audit_query(patient_id=args.patient_id, principal=args.principal,
+                                     study_instance_uid=args.study_uid, since=_epoch(args.since),
+                                     until=_epoch(args.until)):
+        if args.json:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+            continue
+        when = datetime.datetime.fromtimestamp(float(record.get("time", 0)), tz=datetime.UTC)  # type: ignore[arg-type]
+        what = " ".join(f"{k}={record[k]}" for k in ("patient_id", "study_instance_uid", "sop_instance_uid")
+                        if k in record)
+        flag = f" BREAK-GLASS({record['break_glass']})" if "break_glass" in record else ""
+        print(f"{when:%Y-%m-%d %H:%M:%S} #{record.get('seq')} {record.get('principal', '?')} "
+              f"{record.get('action')} {record.get('phase')} {record.get('outcome', '')} {what}{flag}")
+    return 0

@@ -1,0 +1,142 @@
+"""What gets recorded for each call, and the fail-closed rule.
+
+A call that reads or changes patient data (or security settings) gets a
+record before its handler runs; if the trail cannot take it, the call is
+refused with UNAVAILABLE and releases nothing. A second record carries the
+outcome. Refused calls (no credentials, not allowed) are recorded too. The
+identifiers recorded come from the request (UIDs, patient ID) and, for a
+store, from the answer; no names and no pixel data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from pacsvault.daemon.audit.trail import AuditTrail
+from pacsvault.daemon.errors import Unavailable
+from pacsvault.daemon.security.principals import Principal
+from pacsvault.daemon.security.scope import current_principal
+
+log = logging.getLogger(__name__)
+# Health, reflection and metrics-like reads of the appliance itself carry no patient data.
+QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/pacsvault.v1.ApplianceService/",
+                  "/pacsvault.v1.PeerService/")
+IDENTIFYING_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id",
+                      "issuer_of_patient_id", "share_id", "token_id", "principal", "identity", "path", "volume",
+                      "tier", "level", "reason")
+
+
+def describe(message: Any) -> dict[str, object]:
+    """The identifying fields of a request or answer (nested filters included), bounded in size."""
+    found: dict[str, object] = {}
+    if message is None or not hasattr(message, "ListFields"):
+        return found
+    for field, value in message.ListFields():
+        if field.name in IDENTIFYING_FIELDS and isinstance(value, (str, int)):
+            found[field.name] = value if isinstance(value, int) else value[:128]
+        elif hasattr(value, "ListFields"):
+            found.update(describe(value))
+    return found
+
+
+class AuditInterceptor(grpc.ServerInterceptor):
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    def record_refusal(self, method: str, principal: str, outcome: str, peer: str) -> None:
+        """Authentication failures and denials, from the authorization interceptor."""
+        try:
+            self._trail.append({"action": _name(method), "principal": principal, "peer": peer,
+                                "outcome": outcome, "phase": "refused"})
+        except Unavailable:
+            log.error("audit trail unavailable: a refusal of %s went unrecorded", _name(method))
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(QUIET_PREFIXES):
+            return handler
+        action = _name(details.method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, action), handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, action, request_known=False),
+                handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, action), handler.request_deserializer,
+                handler.response_serializer)
+        return handler  # no bidirectional method carries patient data
+
+    def _begin(self, action: str, context: grpc.ServicerContext, what: dict[str, object]) -> dict[str, object]:
+        base = _who(current_principal.get(), context) | {"action": action} | what
+        try:
+            base["begin"] = self._trail.append(base | {"phase": "begin"})
+        except Unavailable as exc:
+            # Fail closed: nothing is read or changed without its record.
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return base
+
+    def _end(self, base: dict[str, object], context: grpc.ServicerContext, outcome: str,
+             extra: dict[str, object]) -> None:
+        code = getattr(context, "code", lambda: None)()
+        if code is not None and code != grpc.StatusCode.OK:
+            outcome = code.name
+        try:
+            self._trail.append(base | extra | {"phase": "end", "outcome": outcome})
+        except Unavailable:
+            log.error("audit trail unavailable: the outcome of record %s went unrecorded", base.get("begin"))
+
+    def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], action: str,
+               request_known: bool = True) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            base = self._begin(action, context, describe(request) if request_known else {})
+            outcome, answer = "OK", None
+            try:
+                answer = behaviour(request, context)
+                return answer
+            except Exception as exc:
+                outcome = _outcome(exc)
+                raise
+            finally:
+                self._end(base, context, outcome, describe(answer))
+        return wrapped
+
+    def _streaming(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+                   action: str) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            base = self._begin(action, context, describe(request))
+            outcome, count = "OK", 0
+            try:
+                for message in behaviour(request, context):
+                    count += 1
+                    yield message
+            except Exception as exc:
+                outcome = _outcome(exc)
+                raise
+            finally:
+                self._end(base, context, outcome, {"messages": count})
+        return wrapped
+
+
+def _outcome(exc: BaseException) -> str:
+    return "ABORTED" if type(exc).__name__ == "_AbortionError" else type(exc).__name__
+
+
+def _who(principal: Principal | None, context: grpc.ServicerContext) -> dict[str, object]:
+    who: dict[str, object] = {"peer": context.peer()}
+    if principal is not None:
+        who["principal"] = principal.id
+        who["roles"] = sorted(r.value for r in principal.roles)
+        if principal.break_glass_reason:
+            who["break_glass"] = principal.break_glass_reason
+    return who
+
+
+def _name(method: str) -> str:
+    return method.rsplit("/", 1)[-1]
