@@ -16,6 +16,8 @@ from pacsvault.daemon.security.access_table import METHOD_ROLES, Role
 from pacsvault.v1 import (
     appliance_pb2,
     appliance_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     archive_pb2,
     archive_pb2_grpc,
     peer_pb2,
@@ -28,7 +30,7 @@ from pacsvault.v1 import (
 )
 from tests.conftest import Daemon
 
-SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2]
+SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2, audit_pb2]
 CLIENT_ROLES = [r for r in Role if r not in (Role.PEER, Role.SHARE)]
 
 
@@ -99,6 +101,7 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
     st, rep = storage_pb2_grpc.StorageServiceStub(ch), replication_pb2_grpc.ReplicationServiceStub(ch)
     h, rf = health_pb2_grpc.HealthStub(ch), reflection_pb2_grpc.ServerReflectionStub(ch)
     sec, sh = security_pb2_grpc.SecurityServiceStub(ch), security_pb2_grpc.ShareServiceStub(ch)
+    au = audit_pb2_grpc.AuditServiceStub(ch)
     uid, t = "1.2.826.0.1.404", 10
     return {
         "/pacsvault.v1.ArchiveService/StoreInstance":
@@ -146,6 +149,9 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
         "/pacsvault.v1.ShareService/ListShares": lambda: sh.ListShares(security_pb2.ListSharesRequest(), timeout=t),
         "/pacsvault.v1.ShareService/RevokeShare":
             lambda: sh.RevokeShare(security_pb2.RevokeShareRequest(share_id="x"), timeout=t),
+        "/pacsvault.v1.AuditService/VerifyAudit": lambda: au.VerifyAudit(audit_pb2.VerifyAuditRequest(), timeout=t),
+        "/pacsvault.v1.AuditService/QueryAudit":
+            lambda: first(au.QueryAudit(audit_pb2.QueryAuditRequest(), timeout=t)),
         "/grpc.health.v1.Health/Check": lambda: h.Check(health_pb2.HealthCheckRequest(), timeout=t),
         "/grpc.health.v1.Health/Watch": lambda: first(h.Watch(health_pb2.HealthCheckRequest(), timeout=t)),
         "/grpc.health.v1.Health/List": lambda: h.List(health_pb2.HealthListRequest(), timeout=t),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from pacsvault.daemon.errors import InvalidInput
+from pacsvault.daemon.errors import InvalidInput, shown
 
 
 class DigestFunction(enum.IntEnum):
@@ -50,7 +50,7 @@ def parse_hex(function: DigestFunction, hex_hash: str, size_bytes: int) -> Diges
     try:
         raw = bytes.fromhex(hex_hash)
     except ValueError as exc:
-        raise InvalidInput(f"digest hash {hex_hash[:80]!r} is not hexadecimal") from exc
+        raise InvalidInput(f"digest hash {shown(hex_hash)} is not hexadecimal") from exc
     if len(raw) != DIGEST_LENGTH:
         raise InvalidInput(f"digest hash must be {DIGEST_LENGTH} bytes, got {len(raw)}")
     if size_bytes < 0:

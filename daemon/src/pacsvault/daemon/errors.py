@@ -71,3 +71,12 @@ class PermissionDenied(PacsvaultError):
 
 class ConfigError(PacsvaultError):
     """The configuration is invalid; the message names the key."""
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A caller's input for an error message: quoted, escaped, and cut short, so
+    a hostile request is never echoed back whole."""
+    text = repr(value[: limit + 1])
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(value)} characters)"

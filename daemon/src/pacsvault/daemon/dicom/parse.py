@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import unicodedata
 import warnings
 from dataclasses import dataclass
 
@@ -156,11 +157,16 @@ def _text(dataset: Dataset, keyword: str, max_length: int = 1024) -> str:
     return str(element).strip()[:max_length]
 
 
+def has_control_characters(value: str) -> bool:
+    """C0, DEL and C1 controls: never part of an identifier, often part of an attack."""
+    return any(unicodedata.category(c) == "Cc" for c in value)
+
+
 def _plain_id(dataset: Dataset, keyword: str, tag: str) -> str:
     value = _text(dataset, keyword, max_length=1 << 16)
     if len(value) > _MAX_ID_LENGTH:
         raise InvalidInput(f"{keyword} {tag} is {len(value)} characters long; at most {_MAX_ID_LENGTH}")
-    if any(ord(c) < 0x20 and c != "\x1b" for c in value):
+    if has_control_characters(value.replace("\x1b", "")):  # ESC opens ISO 2022 code extensions
         raise InvalidInput(f"{keyword} {tag} contains control characters")
     return value
 

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 import lmdb
 
 from pacsvault.daemon.dicom import uid
-from pacsvault.daemon.errors import InvalidInput
+from pacsvault.daemon.dicom.parse import has_control_characters
+from pacsvault.daemon.errors import InvalidInput, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.catalog import is_dicom_date
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -84,14 +85,14 @@ def validate(query: Query) -> None:
             uid.check(value, f"filter.{field}")
     for field in ("patient_id", "issuer_of_patient_id", "accession_number", "modality"):
         value = getattr(query, field)
-        if len(value) > 64 or any(ord(c) < 0x20 for c in value):
+        if len(value) > 64 or has_control_characters(value):
             raise InvalidInput(f"filter.{field} must be at most 64 characters without control characters")
     if len(query.patient_name) > 324:
         raise InvalidInput("filter.patient_name must be at most 324 characters")
     for field in ("study_date_from", "study_date_to"):
         value = getattr(query, field)
         if value and not _valid_date(value):
-            raise InvalidInput(f"filter.study_date: {value!r} is not a date in YYYYMMDD form")
+            raise InvalidInput(f"filter.study_date: {shown(value)} is not a date in YYYYMMDD form")
     if query.study_date_from and query.study_date_to and query.study_date_from > query.study_date_to:
         raise InvalidInput(
             f"filter.study_date: start {query.study_date_from} is after end {query.study_date_to}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import lmdb
 
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
 
@@ -131,7 +131,7 @@ class CredentialStore:
             return False
 
         if not self._env.write(op):
-            raise NotFound(f"no {kind} {credential_id!r} of yours")
+            raise NotFound(f"no {kind} {shown(credential_id)} of yours")
 
     def revoke_certificate(self, name: str, reason: str, by: str) -> None:
         record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)

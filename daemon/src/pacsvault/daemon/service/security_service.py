@@ -7,7 +7,7 @@ import grpc
 from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.dicom import uid
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.security.credentials import CredentialStore
@@ -98,7 +98,7 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
         elif request.patient_id:
             matches, _ = self._archive.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
             if not matches:
-                raise NotFound(f"no studies of PatientID {request.patient_id[:64]!r}")
+                raise NotFound(f"no studies of PatientID {shown(request.patient_id)}")
             patient_key = keys.patient_key(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())

@@ -43,9 +43,16 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     context.abort(grpc.StatusCode.INTERNAL, f"internal error {incident}; the daemon log has the details")
 
 
-def _is_abort(exc: BaseException) -> bool:
-    # context.abort raises a plain Exception subclass; let it through untouched.
-    return type(exc).__name__ == "_AbortionError" or isinstance(exc, grpc.RpcError)
+def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """An exception that context.abort raised (here or deeper), to pass through untouched.
+
+    grpcio's abort raises a bare Exception after setting the status, so the
+    status already set is what tells it apart from a bug.
+    """
+    if type(exc).__name__ == "_AbortionError" or isinstance(exc, grpc.RpcError):
+        return True
+    code = getattr(context, "code", lambda: None)()
+    return type(exc) is Exception and code is not None and code != grpc.StatusCode.OK
 
 
 def mapped(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,7 +63,7 @@ def mapped(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 yield from method(self, request, context)
             except Exception as exc:  # noqa: BLE001 - mapped to a status right here
-                if _is_abort(exc):
+                if _is_abort(exc, context):
                     raise
                 abort(context, exc)
         return stream
@@ -66,7 +73,7 @@ def mapped(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status right here
-            if _is_abort(exc):
+            if _is_abort(exc, context):
                 raise
             abort(context, exc)
     return unary

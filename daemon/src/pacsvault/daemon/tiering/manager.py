@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import lmdb
 
 from pacsvault.daemon.config import Config
-from pacsvault.daemon.errors import InvalidInput, NotFound
+from pacsvault.daemon.errors import InvalidInput, NotFound, shown
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, StudyRecord, VolumeRecord, decode, encode
@@ -88,7 +88,7 @@ class TieringManager:
             try:
                 datetime.datetime.strptime(until, "%Y%m%d")
             except ValueError as exc:
-                raise InvalidInput(f"until: {until!r} is not a date in YYYYMMDD form") from exc
+                raise InvalidInput(f"until: {shown(until)} is not a date in YYYYMMDD form") from exc
 
         def op(txn: lmdb.Transaction) -> StudyRecord:
             value = txn.get(study_uid.encode(), db=self.env.dbs["studies"])

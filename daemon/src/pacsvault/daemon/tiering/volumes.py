@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacsvault.daemon.config import Config, TierConfig
-from pacsvault.daemon.errors import InvalidInput, Unavailable
+from pacsvault.daemon.errors import InvalidInput, Unavailable, shown
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import VolumeRecord
@@ -100,14 +100,19 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     """Takes a new volume into use while the daemon runs; it takes data at once."""
     tier = next((t for t in config.tiers if t.name == tier_name), None)
     if tier is None:
-        raise InvalidInput(f"tier {tier_name!r} is not configured (tiers: {', '.join(t.name for t in config.tiers)})")
+        raise InvalidInput(f"tier {shown(tier_name)} is not configured "
+                           f"(tiers: {', '.join(t.name for t in config.tiers)})")
     root = Path(path)
     if not root.is_absolute():
-        raise InvalidInput(f"volume path {path!r} must be absolute")
+        raise InvalidInput(f"volume path {shown(path)} must be absolute")
     if any(v.path == str(root) for v in store.volumes):
-        raise InvalidInput(f"{root} is already a volume")
-    if not root.is_dir():
-        raise InvalidInput(f"{root} is not a directory (mount the disk first)")
+        raise InvalidInput(f"{shown(path)} is already a volume")
+    try:
+        is_dir = root.is_dir()
+    except OSError as exc:  # too long, or not ours to look at
+        raise InvalidInput(f"volume path {shown(path)}: {exc.strerror}") from exc
+    if not is_dir:
+        raise InvalidInput(f"{shown(path)} is not a directory (mount the disk first)")
     known = {r.volume_id: r for r in placement.volumes(env)}
     volume_id = _identify(root, None, known)
     record = known.get(volume_id) or VolumeRecord(volume_id=volume_id, state="active", added_at=clock())
@@ -123,7 +128,7 @@ def set_draining(env: IndexEnvironment, store: TieredBlobStore, volume_ref: str)
     """Stops new data landing on a volume; the mover then empties it."""
     volume = next((v for v in store.volumes if volume_ref in (v.volume_id, v.path)), None)
     if volume is None:
-        raise InvalidInput(f"no volume {volume_ref!r} (give its path or id; `pacsvault tiers` lists them)")
+        raise InvalidInput(f"no volume {shown(volume_ref)} (give its path or id; `pacsvault tiers` lists them)")
     others = [v for v in store.volumes if v is not volume and not v.draining and not v.failed]
     if not others:
         raise InvalidInput(f"cannot drain {volume.path}: no other volume could take its data")
