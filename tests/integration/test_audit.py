@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 
 from pathlib import Path
@@ -29,6 +30,7 @@ def test_accesses_are_recorded_verified_and_queryable(daemon: Daemon) -> None:
         assert client.store(dicom_bytes(PatientID="AUD-1", PatientName="Canary^Nameonly", **identity(1))).ok
         client.get_instance(identity(1)["SOPInstanceUID"])
         list(client.patient_studies("AUD-1"))
+    time.sleep(0.2)  # outcome records are queued, not awaited
     records = audit_records(daemon)
     actions = [(r["action"], r["phase"]) for r in records]
     assert ("StoreInstance", "end") in actions and ("GetInstance", "begin") in actions
@@ -37,7 +39,8 @@ def test_accesses_are_recorded_verified_and_queryable(daemon: Daemon) -> None:
     assert all(r["principal"] == "local:loopback" for r in records)
     by_patient = audit_records(daemon, "--patient-id", "AUD-1")
     # The search is itself an access to that patient's records, and recorded as one.
-    assert [r["action"] for r in by_patient] == ["ListPatientStudies", "ListPatientStudies", "QueryAudit"]
+    assert [r["action"] for r in by_patient] == ["StoreInstance", "ListPatientStudies", "ListPatientStudies",
+                                                 "QueryAudit"]
     verified = run_cli(daemon.target, "audit", "verify", "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["intact"]
     # Names never reach the trail or the operational log; the trail keeps identifiers only.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import types
 import typing
@@ -20,6 +21,7 @@ from typing import Any
 from pacsvault.daemon.errors import ConfigError
 
 EXAMPLE_CONFIG = Path(__file__).with_name("pacsvault.example.toml")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,18 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class AuditRepositoryConfig:
+    # An IHE ATNA audit record repository: syslog over TLS (RFC 5425).
+    name: str
+    # HOST:PORT; the repository's certificate must name HOST and chain to ca_file.
+    address: str
+    ca_file: str
+    # Our client certificate and key, for repositories that ask for one.
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     # Record every access to patient data; calls that cannot be recorded are refused.
     enabled: bool = True
@@ -143,6 +157,12 @@ class AuditConfig:
     # A signed checkpoint (also sent to the peer as a witness) every N records or T seconds.
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
+    # Every record is also sent, as a DICOM audit message, to each of these (IHE ATNA).
+    repositories: tuple[AuditRepositoryConfig, ...] = ()
+    # Seconds between export passes when idle; while a repository is away the wait
+    # doubles up to export_max_backoff_s. Nothing is lost meanwhile: the trail is the spool.
+    export_interval_s: float = 1.0
+    export_max_backoff_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -297,8 +317,29 @@ def validate(config: Config) -> None:
     _positive("audit.checkpoint_every", config.audit.checkpoint_every)
     if config.audit.checkpoint_interval_s <= 0:
         raise ConfigError("audit.checkpoint_interval_s must be positive")
+    _check_audit_repositories(config)
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
+
+
+def _check_audit_repositories(config: Config) -> None:
+    audit = config.audit
+    for key in ("export_interval_s", "export_max_backoff_s"):
+        if getattr(audit, key) <= 0:
+            raise ConfigError(f"audit.{key} must be positive")
+    names: set[str] = set()
+    for i, repo in enumerate(audit.repositories):
+        where = f"audit.repositories[{i}]"
+        if not _NAME_PATTERN.match(repo.name) or repo.name in names:
+            raise ConfigError(f"{where}.name: {repo.name!r} must be unique, letters, digits, - or _")
+        names.add(repo.name)
+        _check_address(f"{where}.address", repo.address, allow_names=True)
+        if bool(repo.cert_file) != bool(repo.key_file):
+            raise ConfigError(f"{where}: cert_file and key_file go together")
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(repo, key)
+            if (value or key == "ca_file") and not config.resolve(value).is_file():
+                raise ConfigError(f"{where}.{key}: {config.resolve(value)} is not a readable file")
 
 
 def _check_health(health: HealthConfig) -> None:

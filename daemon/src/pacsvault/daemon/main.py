@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pacsvault.daemon import __version__, config as config_module
 from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.audit.exporter import build_scheduler
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.health import build_monitor
 from pacsvault.daemon.metrics import DaemonMetrics
@@ -72,6 +73,7 @@ def serve(config: config_module.Config, port_file: Path | None,
         signal.signal(signum, lambda *_: stop.set())
     archive = Archive(config)
     background = TieringScheduler(archive.tiering)
+    atna = build_scheduler(config, archive.audit)  # IHE ATNA export of the audit trail
     monitor = build_monitor(config, lambda: archive.blobs.volumes)
     metrics = DaemonMetrics(monitor) if config.metrics.enabled else None
     metrics_server = None
@@ -92,6 +94,7 @@ def serve(config: config_module.Config, port_file: Path | None,
             if metrics_port_file is not None:
                 _write_port_file(metrics_port_file, metrics_server.port)
         background.start()
+        atna.start()
         if archive.replication is not None:
             archive.replication.start()
         if port_file is not None:
@@ -102,6 +105,7 @@ def serve(config: config_module.Config, port_file: Path | None,
         served.shutdown(config.server.shutdown_grace_s)
         background.stop()
     finally:
+        atna.stop()  # before the trail closes; what it had not sent goes at the next start
         monitor.stop()
         monitor.join()
         if metrics_server is not None:

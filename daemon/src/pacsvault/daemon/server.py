@@ -27,6 +27,7 @@ from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
+from pacsvault.daemon.service.request_decoding import RequestDecodingInterceptor
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.v1 import (
@@ -130,7 +131,8 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
             ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[*interceptors, *_access_interceptors(config, archive, credentials), calls],
+        interceptors=[RequestDecodingInterceptor(), *interceptors, *_access_interceptors(config, archive, credentials),
+                      calls],
     )
     archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)

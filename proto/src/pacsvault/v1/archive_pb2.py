@@ -25,57 +25,57 @@ _sym_db = _symbol_database.Default()
 from pacsvault.v1 import common_pb2 as pacsvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xcc\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\xf3\x05\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xfe\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x08 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\xf3\x05\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsvault.v1.archive_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STORESTATUS']._serialized_start=1873
-  _globals['_STORESTATUS']._serialized_end=1969
-  _globals['_QUERYLEVEL']._serialized_start=1972
-  _globals['_QUERYLEVEL']._serialized_end=2111
+  _globals['_STORESTATUS']._serialized_start=1923
+  _globals['_STORESTATUS']._serialized_end=2019
+  _globals['_QUERYLEVEL']._serialized_start=2022
+  _globals['_QUERYLEVEL']._serialized_end=2161
   _globals['_STOREINSTANCEREQUEST']._serialized_start=71
   _globals['_STOREINSTANCEREQUEST']._serialized_end=154
   _globals['_STOREINSTANCERESPONSE']._serialized_start=157
-  _globals['_STOREINSTANCERESPONSE']._serialized_end=361
-  _globals['_DATERANGE']._serialized_start=363
-  _globals['_DATERANGE']._serialized_end=402
-  _globals['_QUERYFILTER']._serialized_start=405
-  _globals['_QUERYFILTER']._serialized_end=636
-  _globals['_FINDREQUEST']._serialized_start=639
-  _globals['_FINDREQUEST']._serialized_end=775
-  _globals['_FINDRESPONSE']._serialized_start=777
-  _globals['_FINDRESPONSE']._serialized_end=854
-  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_start=856
-  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_end=972
-  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_start=974
-  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_end=1065
-  _globals['_GETINSTANCEREQUEST']._serialized_start=1067
-  _globals['_GETINSTANCEREQUEST']._serialized_end=1113
-  _globals['_GETINSTANCERESPONSE']._serialized_start=1115
-  _globals['_GETINSTANCERESPONSE']._serialized_end=1202
-  _globals['_GETSERIESREQUEST']._serialized_start=1204
-  _globals['_GETSERIESREQUEST']._serialized_end=1251
-  _globals['_GETSERIESRESPONSE']._serialized_start=1253
-  _globals['_GETSERIESRESPONSE']._serialized_end=1338
-  _globals['_GETSTUDYREQUEST']._serialized_start=1340
-  _globals['_GETSTUDYREQUEST']._serialized_end=1385
-  _globals['_GETSTUDYRESPONSE']._serialized_start=1387
-  _globals['_GETSTUDYRESPONSE']._serialized_end=1471
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1473
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1526
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1528
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1614
-  _globals['_PREFETCHREQUEST']._serialized_start=1616
-  _globals['_PREFETCHREQUEST']._serialized_end=1683
-  _globals['_PREFETCHRESPONSE']._serialized_start=1685
-  _globals['_PREFETCHRESPONSE']._serialized_end=1749
-  _globals['_PINREQUEST']._serialized_start=1751
-  _globals['_PINREQUEST']._serialized_end=1806
-  _globals['_PINRESPONSE']._serialized_start=1808
-  _globals['_PINRESPONSE']._serialized_end=1871
-  _globals['_ARCHIVESERVICE']._serialized_start=2114
-  _globals['_ARCHIVESERVICE']._serialized_end=2869
+  _globals['_STOREINSTANCERESPONSE']._serialized_end=411
+  _globals['_DATERANGE']._serialized_start=413
+  _globals['_DATERANGE']._serialized_end=452
+  _globals['_QUERYFILTER']._serialized_start=455
+  _globals['_QUERYFILTER']._serialized_end=686
+  _globals['_FINDREQUEST']._serialized_start=689
+  _globals['_FINDREQUEST']._serialized_end=825
+  _globals['_FINDRESPONSE']._serialized_start=827
+  _globals['_FINDRESPONSE']._serialized_end=904
+  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_start=906
+  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_end=1022
+  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_start=1024
+  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_end=1115
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1117
+  _globals['_GETINSTANCEREQUEST']._serialized_end=1163
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1165
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1252
+  _globals['_GETSERIESREQUEST']._serialized_start=1254
+  _globals['_GETSERIESREQUEST']._serialized_end=1301
+  _globals['_GETSERIESRESPONSE']._serialized_start=1303
+  _globals['_GETSERIESRESPONSE']._serialized_end=1388
+  _globals['_GETSTUDYREQUEST']._serialized_start=1390
+  _globals['_GETSTUDYREQUEST']._serialized_end=1435
+  _globals['_GETSTUDYRESPONSE']._serialized_start=1437
+  _globals['_GETSTUDYRESPONSE']._serialized_end=1521
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1523
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1576
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1578
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1664
+  _globals['_PREFETCHREQUEST']._serialized_start=1666
+  _globals['_PREFETCHREQUEST']._serialized_end=1733
+  _globals['_PREFETCHRESPONSE']._serialized_start=1735
+  _globals['_PREFETCHRESPONSE']._serialized_end=1799
+  _globals['_PINREQUEST']._serialized_start=1801
+  _globals['_PINREQUEST']._serialized_end=1856
+  _globals['_PINRESPONSE']._serialized_start=1858
+  _globals['_PINRESPONSE']._serialized_end=1921
+  _globals['_ARCHIVESERVICE']._serialized_start=2164
+  _globals['_ARCHIVESERVICE']._serialized_end=2919
 # @@protoc_insertion_point(module_scope)

@@ -108,12 +108,17 @@ class StoreInstanceResponse(_message.Message):
     STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    ISSUER_OF_PATIENT_ID_FIELD_NUMBER: _builtins.int
     status: Global___StoreStatus.ValueType
     sop_instance_uid: _builtins.str
     series_instance_uid: _builtins.str
     study_instance_uid: _builtins.str
     message: _builtins.str
     """Words for people, e.g. why an instance was a duplicate."""
+    patient_id: _builtins.str
+    """Whose instance it is, as read from the file (the audit trail records it too)."""
+    issuer_of_patient_id: _builtins.str
     @_builtins.property
     def digest(self) -> _common_pb2.Digest:
         """Digest of the exact bytes received."""
@@ -127,10 +132,12 @@ class StoreInstanceResponse(_message.Message):
         study_instance_uid: _builtins.str = ...,
         digest: _common_pb2.Digest | None = ...,
         message: _builtins.str = ...,
+        patient_id: _builtins.str = ...,
+        issuer_of_patient_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "message", b"message", "series_instance_uid", b"series_instance_uid", "sop_instance_uid", b"sop_instance_uid", "status", b"status", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "issuer_of_patient_id", b"issuer_of_patient_id", "message", b"message", "patient_id", b"patient_id", "series_instance_uid", b"series_instance_uid", "sop_instance_uid", b"sop_instance_uid", "status", b"status", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,11 +49,8 @@ class AuditInterceptor(grpc.ServerInterceptor):
 
     def record_refusal(self, method: str, principal: str, outcome: str, peer: str) -> None:
         """Authentication failures and denials, from the authorization interceptor."""
-        try:
-            self._trail.append({"action": _name(method), "principal": principal, "peer": peer,
-                                "outcome": outcome, "phase": "refused"})
-        except Unavailable:
-            log.error("audit trail unavailable: a refusal of %s went unrecorded", _name(method))
+        self._trail.append_later({"action": _name(method), "principal": principal, "peer": peer,
+                                  "outcome": outcome, "phase": "refused"})
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -87,10 +84,8 @@ class AuditInterceptor(grpc.ServerInterceptor):
         code = getattr(context, "code", lambda: None)()
         if code is not None and code != grpc.StatusCode.OK:
             outcome = code.name
-        try:
-            self._trail.append(base | extra | {"phase": "end", "outcome": outcome})
-        except Unavailable:
-            log.error("audit trail unavailable: the outcome of record %s went unrecorded", base.get("begin"))
+        # The begin record guarded the call; the outcome need not hold the caller up.
+        self._trail.append_later(base | extra | {"phase": "end", "outcome": outcome})
 
     def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any], action: str,
                request_known: bool = True) -> Callable[[Any, grpc.ServicerContext], Any]:

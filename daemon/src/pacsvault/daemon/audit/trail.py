@@ -84,7 +84,7 @@ class AuditTrail:
         self.witness = witness
         self._seq, self._prev = self._tail()
         self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
-        self._queue: queue.Queue[tuple[dict[str, object], Future[int]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[dict[str, object], Future[int] | None] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -92,11 +92,25 @@ class AuditTrail:
     def public_key(self) -> Ed25519PublicKey:
         return self._signer.public_key()
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest durable record (0 when empty)."""
+        return self._seq
+
     def append(self, event: dict[str, object]) -> int:
         """Appends ``event`` durably; returns its sequence number. Unavailable when it cannot."""
         future: Future[int] = Future()
         self._queue.put((dict(event), future))
         return future.result()
+
+    def append_later(self, event: dict[str, object]) -> None:
+        """Queues ``event`` without waiting for it to be durable.
+
+        For records that guard nothing (a call's outcome, written after the
+        record that let it run was made durable): the caller does not pay a
+        flush for them, and a crash can cost at most the newest ones.
+        """
+        self._queue.put((dict(event), None))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -123,7 +137,7 @@ class AuditTrail:
                 batch.append(more)
             self._write(batch)
 
-    def _write(self, batch: list[tuple[dict[str, object], Future[int]]]) -> None:
+    def _write(self, batch: list[tuple[dict[str, object], Future[int] | None]]) -> None:
         lines, seqs, seq, prev = [], [], self._seq, self._prev
         for event, _ in batch:
             seq += 1
@@ -141,11 +155,15 @@ class AuditTrail:
             _cut_back(self.path, size)  # a half-written line would break the chain for good
             error = Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing")
             for _, future in batch:
-                future.set_exception(error)
+                if future is None:
+                    log.error("audit record lost: %s", error)
+                else:
+                    future.set_exception(error)
             return
         self._seq, self._prev = seq, prev
         for (_, future), number in zip(batch, seqs, strict=True):
-            future.set_result(number)
+            if future is not None:
+                future.set_result(number)
         if seq - self._last_checkpoint_seq >= self._every or \
                 self._clock() - self._last_checkpoint_at >= self._interval:
             self._checkpoint()

@@ -37,6 +37,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             series_instance_uid=result.instance.series_instance_uid,
             study_instance_uid=result.instance.study_instance_uid,
             digest=convert.digest_to_proto(result.digest), message=result.message,
+            patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
         )
 
     def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytearray, Digest | None]:
