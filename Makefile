@@ -26,13 +26,21 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Every benchmark; each prints its table and writes bench/results/*.json.
+# side_by_side.py installs the Debian package orthanc if it is missing (root or sudo).
 bench: venv
 	$(PY) bench/ingest_retrieve.py
 	$(PY) bench/tier_mover.py
+	$(PY) bench/replication.py
+	$(PY) bench/side_by_side.py
+	$(PY) bench/index_scale.py
 
 bench-quick: venv
-	$(PY) bench/ingest_retrieve.py --quick
-	$(PY) bench/tier_mover.py --quick
+	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
+	$(PY) bench/tier_mover.py --quick --json-out bench/results/tier_mover_quick.json
+	$(PY) bench/replication.py --quick --json-out bench/results/replication_quick.json
+	$(PY) bench/side_by_side.py --quick
+	$(PY) bench/index_scale.py --quick
 
 # The offline install set the Ansible role copies to appliances.
 wheelhouse: venv

@@ -36,13 +36,17 @@ STUDIES, SERIES, INSTANCES = 2, 4, 5
 class Shape:
     patients: int
     seed: int
+    # Patient ID prefix, also an entropy source of every UID: the same seed with
+    # another prefix gives the same mix of sources (same sizes) under new identities.
+    prefix: str = "PV"
 
     @property
     def count(self) -> int:
         return self.patients * STUDIES * SERIES * INSTANCES
 
     def key(self) -> str:
-        return f"p{self.patients}-st{STUDIES}-se{SERIES}-i{INSTANCES}-seed{self.seed}-g{_generator_hash()}"
+        named = "" if self.prefix == "PV" else f"-{self.prefix}"
+        return f"p{self.patients}-st{STUDIES}-se{SERIES}-i{INSTANCES}-seed{self.seed}{named}-g{_generator_hash()}"
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,10 @@ def size_class(size: int) -> str:
     return SIZE_CLASSES[1] if size < MIB else SIZE_CLASSES[2]
 
 
-def shape_for(instances: int, seed: int) -> Shape:
+def shape_for(instances: int, seed: int, prefix: str = "PV") -> Shape:
     """The smallest whole number of patients giving at least ``instances``."""
     per_patient = STUDIES * SERIES * INSTANCES
-    return Shape(patients=max(1, math.ceil(instances / per_patient)), seed=seed)
+    return Shape(patients=max(1, math.ceil(instances / per_patient)), seed=seed, prefix=prefix)
 
 
 def load_or_generate(shape: Shape) -> tuple[list[Item], bool]:
@@ -87,7 +91,7 @@ def load_or_generate(shape: Shape) -> tuple[list[Item], bool]:
         shutil.rmtree(directory)  # an interrupted generation
     made = corpus.generate(
         directory / "files", patients=shape.patients, studies_per_patient=STUDIES,
-        series_per_study=SERIES, instances_per_series=INSTANCES, seed=shape.seed,
+        series_per_study=SERIES, instances_per_series=INSTANCES, seed=shape.seed, prefix=shape.prefix,
     )
     items = [_describe(m) for m in made]
     tmp = manifest.with_suffix(".tmp")

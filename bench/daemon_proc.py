@@ -53,6 +53,8 @@ def running_daemon(work_dir: Path, config: Path | None = None) -> Iterator[Daemo
     if config is not None:
         argv += ["--config", str(config)]
     work_dir.mkdir(parents=True, exist_ok=True)
+    # A daemon restarted on the same work dir (index_scale.py) must not read its predecessor's port.
+    port_file.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log)
     daemon = Daemon(proc, "", log_path)

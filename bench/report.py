@@ -104,3 +104,54 @@ def write_json(path: Path, record: dict[str, object], figures: list[Figure]) -> 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure measured on both systems in the same run; ratio is always pacsvault / Orthanc."""
+
+    section: str
+    name: str
+    pacsvault: float | None
+    orthanc: float | None
+    unit: str
+    higher_is_better: bool = True
+    # The issue's target for the ratio, e.g. ">= 2" or "<= 1"; empty when there is none.
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.pacsvault or not self.orthanc:
+            return None
+        return self.pacsvault / self.orthanc
+
+    @property
+    def verdict(self) -> str:
+        """'met' / 'MISSED' against the target, else 'pv ahead' / 'Orthanc ahead'."""
+        ratio = self.ratio
+        if ratio is None:
+            return ""
+        if self.target:
+            op, bound = self.target.split()
+            ok = {">=": ratio >= float(bound), ">": ratio > float(bound), "<=": ratio <= float(bound),
+                  "<": ratio < float(bound)}[op]
+            return "met" if ok else "MISSED"
+        ahead = ratio > 1 if self.higher_is_better else ratio < 1
+        return "pv ahead" if ahead else "Orthanc ahead"
+
+
+def render_comparison(rows: list[Comparison]) -> str:
+    header = (f"{'figure':<50} {'pacsvault':>10} {'Orthanc':>10} {'unit':<6} {'pv/Orth':>8} "
+              f"{'target':>7}  verdict")
+    lines, section = [header, "-" * len(header)], None
+    for r in rows:
+        if r.section != section:
+            section = r.section
+            lines.append(f"[{section}]")
+        pv = "" if r.pacsvault is None else _num(r.pacsvault)
+        orth = "" if r.orthanc is None else _num(r.orthanc)
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        arrow = "(higher better)" if r.higher_is_better else "(lower better)"
+        lines.append(f"  {r.name:<48} {pv:>10} {orth:>10} {r.unit:<6} {ratio:>8} {r.target:>7}  "
+                     f"{r.verdict} {arrow if not r.target else ''}".rstrip())
+    return "\n".join(lines)

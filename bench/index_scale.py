@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""Index scale: find latency and ingest rate as the index grows to 10k, 100k and 1M instances.
+
+    .venv/bin/python bench/index_scale.py [--quick] [--scales 10000,100000,1000000] [--json-out FILE]
+
+Bulk path (says which, as the issue asks): the index is filled by opening the
+daemon's own Archive on the data dir (pacsvault.daemon.archive.Archive, the
+same IndexEnvironment and Catalog pacsvaultd opens) and running
+Catalog._add -- the exact function Catalog.add_instance runs for every real
+store -- on synthetic ParsedInstance records, a few thousand per LMDB write
+transaction through IndexEnvironment.write (one durable commit per batch
+instead of one per group of concurrent stores). Every synthetic instance has
+its own blob record (distinct digest, 4 KiB), pointing at the hot volume, but
+no blob file is written: only the index is under test, and nothing reads
+those blobs. The shape is the corpus's: 2 studies x 4 series x 5 instances
+per patient, with names, dates, accession numbers and modalities, so every
+secondary index (by name, date, accession, modality) grows as in real use.
+
+At each scale, with nothing else changed: pacsvaultd is started on the data
+dir (start-up time reported), then
+  - find: ListPatientStudies by PatientID and Find by StudyInstanceUID, p50/p99,
+    for patients spread over the whole index, answers checked;
+  - ingest: a real corpus slice (same sources and sizes at every scale, new
+    identities) stored through gRPC with --parallel clients, inst/s, reported
+    against the rate at the first scale (target >= 0.90 at 1M).
+  - the same finds again on a daemon restarted with the audit trail off
+    ([audit] enabled = false): the index and gRPC alone, so a change in the
+    audit path (two durable trail appends per read) is not read as index growth.
+The fills are incremental (10k, then +90k, then +900k) in one data dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import blake3
+
+import corpus_cache
+import measure
+from corpus_cache import INSTANCES, SERIES, STUDIES
+from daemon_proc import running_daemon
+from ingest_retrieve import log
+from pacsvault.client import PacsvaultClient
+from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.dicom.parse import ParsedInstance
+from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.index.catalog import NewBlob
+from report import Figure, machine_info, render_table, write_json
+
+BENCH_DIR = Path(__file__).resolve().parent
+PER_PATIENT = STUDIES * SERIES * INSTANCES
+BATCH = 4000  # instances per LMDB write transaction during the fill
+SYNTHETIC_BLOB_BYTES = 4096
+MODALITIES = ("CT", "MR", "CT", "MR", "US", "CR", "DX", "NM")
+NAMES = ("Doe^Jane", "Smith^John", "Müller^Jürgen", "Dupont^Hélène", "García^José", "Nguyen^Van")
+FIND_TARGET_MS = 2.0
+
+
+def synthetic_patient(p: int) -> list[ParsedInstance]:
+    pid = f"IX-{p:07d}"
+    out = []
+    for s in range(STUDIES):
+        study = f"2.25.1{p:09d}{s:02d}"
+        date = f"20{10 + p % 15:02d}{1 + p % 12:02d}{1 + p % 28:02d}"
+        for se in range(SERIES):
+            series = f"{study}.{se + 1}"
+            modality = MODALITIES[(p + s + se) % len(MODALITIES)]
+            for i in range(INSTANCES):
+                out.append(ParsedInstance(
+                    sop_instance_uid=f"{series}.{i + 1}", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                    series_instance_uid=series, study_instance_uid=study,
+                    transfer_syntax_uid="1.2.840.10008.1.2.1", patient_id=pid, issuer_of_patient_id="",
+                    patient_name=NAMES[p % len(NAMES)] + f"{p}", patient_birth_date="19700101",
+                    patient_sex="FM"[p % 2], study_date=date, study_time="120000",
+                    accession_number=f"IXA{p:07d}{s}", study_description="synthetic", study_id=str(s + 1),
+                    referring_physician_name="", modality=modality, series_number=str(se + 1),
+                    series_description="", instance_number=str(i + 1), number_of_frames=1,
+                ))
+    return out
+
+
+def fill(data_dir: Path, first_patient: int, patients: int, seed_file: bytes) -> float:
+    """Adds ``patients`` synthetic patients to the index in data_dir; returns wall seconds."""
+    config = Config().with_overrides(data_dir=str(data_dir))
+    archive = Archive(config)
+    try:
+        # One real store, so the synthetic blob records point at a real volume the
+        # daemon knows (duplicate on later fills: nothing changes).
+        archive.store(seed_file)
+        seed_sop = _sop_of(seed_file)
+        location = archive.catalog.instance(seed_sop)[1].location
+        catalog, now = archive.catalog, time.time()
+        started = time.perf_counter()
+        pending: list[tuple[ParsedInstance, NewBlob]] = []
+        for p in range(first_patient, first_patient + patients):
+            for parsed in synthetic_patient(p):
+                digest = Digest(DigestFunction.BLAKE3, blake3.blake3(parsed.sop_instance_uid.encode()).digest(),
+                                SYNTHETIC_BLOB_BYTES)
+                pending.append((parsed, NewBlob(digest, location, SYNTHETIC_BLOB_BYTES)))
+            if len(pending) >= BATCH:
+                _write(archive, catalog, pending, now)
+                pending = []
+        if pending:
+            _write(archive, catalog, pending, now)
+        return time.perf_counter() - started
+    finally:
+        archive.close()
+
+
+def _write(archive: Archive, catalog, batch: list, now: float) -> None:
+    # Catalog._add is what Catalog.add_instance runs inside the writer's transaction.
+    outcomes = archive.index.write(lambda txn: [catalog._add(txn, p, b, now) for p, b in batch])
+    if any(o.value != "stored" for o in outcomes):
+        raise SystemExit("bulk fill: an instance was not stored (duplicate synthetic UID?)")
+
+
+def _sop_of(data: bytes) -> str:
+    from pacsvault.daemon.dicom.parse import parse
+
+    return parse(data).sop_instance_uid
+
+
+def measure_scale(work: Path, scale: int, patients: int, slice_datas: list[bytes], params, raw: dict) -> list[str]:
+    entry: dict = {"indexed_instances": scale}
+    os.sync()  # the fill's writeback is not charged to the measurement
+    time.sleep(1.0)
+    started = time.perf_counter()
+    with running_daemon(work) as daemon, PacsvaultClient(daemon.target) as client:
+        entry["daemon_start_s"] = time.perf_counter() - started
+        entry["index_stats"] = _stats(client)
+        rng = random.Random(params.seed + scale)
+        pids = [f"IX-{rng.randrange(patients):07d}" for _ in range(params.samples)]
+        study_uids = [f"2.25.1{rng.randrange(patients):09d}{rng.randrange(STUDIES):02d}" for _ in range(params.samples)]
+        by_patient = measure.timed_calls(measure.find_by_patient(client), pids)
+        by_study = measure.timed_calls(measure.find_by_study(client), study_uids)
+        floor = measure.timed_calls(lambda _: client.serving_status(), range(params.samples))
+        problems = [pid for pid in set(pids) if len(list(client.patient_studies(pid))) != STUDIES]
+        problems += [u for u in set(study_uids) if
+                     [m.study.study_instance_uid for m in client.find("study", study_instance_uid=u)] != [u]]
+        run = measure.ingest(client, slice_datas, params.parallel)
+        if run.failures:
+            problems += run.failures[:10]
+        entry["find_patient_studies"] = measure.summary_ms(by_patient)
+        entry["find_study_uid"] = measure.summary_ms(by_study)
+        entry["rpc_floor_health_check"] = measure.summary_ms(floor)
+        entry["ingest"] = {"n": len(slice_datas), "wall_s": run.wall_s, "inst_s": len(slice_datas) / run.wall_s,
+                           "latency": measure.summary_ms(run.latencies_s)}
+    if params.audit_off_find:
+        # The same finds with the audit trail off: what the index and gRPC cost alone,
+        # so a change in the audit path is not mistaken for index growth.
+        config = work / "audit-off.toml"
+        config.write_text("[audit]\nenabled = false\n")
+        with running_daemon(work, config) as daemon, PacsvaultClient(daemon.target) as client:
+            entry["audit_off"] = {
+                "find_patient_studies": measure.summary_ms(measure.timed_calls(measure.find_by_patient(client), pids)),
+                "find_study_uid": measure.summary_ms(measure.timed_calls(measure.find_by_study(client), study_uids)),
+            }
+    entry["problems"] = problems
+    raw.setdefault("scales", []).append(entry)
+    return problems
+
+
+def _stats(client: PacsvaultClient) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(client.health().index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="scales 2,000 and 10,000, small ingest slice")
+    parser.add_argument("--scales", help="comma-separated instance counts (default 10000,100000,1000000)")
+    parser.add_argument("--ingest", type=int, help="instances stored at each scale (default 600, quick 120)")
+    parser.add_argument("--samples", type=int, help="find queries of each kind (default 300, quick 100)")
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--no-audit-off-find", dest="audit_off_find", action="store_false",
+                        help="skip the second find measurement with the audit trail disabled")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--work-dir")
+    parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--keep", action="store_true")
+    params = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    scales = [int(s) for s in (params.scales or ("2000,10000" if params.quick else "10000,100000,1000000")).split(",")]
+    params.samples = params.samples or (100 if params.quick else 300)
+    ingest_n = params.ingest or (120 if params.quick else 600)
+    json_out = params.json_out or BENCH_DIR / "results" / ("index_scale_quick.json" if params.quick else "index_scale.json")
+
+    # One corpus slice per scale: same seed (same sources, same sizes), new identities.
+    slices = []
+    for k in range(len(scales)):
+        items, _ = corpus_cache.load_or_generate(corpus_cache.shape_for(ingest_n, params.seed, prefix=f"SC{k}"))
+        slices.append([Path(i.path).read_bytes() for i in items])
+    seed_items, _ = corpus_cache.load_or_generate(corpus_cache.shape_for(1, params.seed, prefix="SEED"))
+    seed_file = Path(seed_items[0].path).read_bytes()
+
+    work = Path(tempfile.mkdtemp(prefix="pacsvault-index-scale-", dir=params.work_dir))
+    data_dir = work / "daemon-data"
+    raw: dict = {"fill_path": "Archive(config) + Catalog._add on synthetic ParsedInstance, "
+                 f"{BATCH} per IndexEnvironment.write transaction; no blob files",
+                 "fills": []}
+    problems: list[str] = []
+    patients = 0
+    indexed_extra = 1  # the seed instance
+    try:
+        for k, scale in enumerate(scales):
+            target_patients = max(0, (scale - indexed_extra) // PER_PATIENT)
+            add = target_patients - patients
+            log(f"fill: +{add * PER_PATIENT:,} synthetic instances -> {scale:,}")
+            wall = fill(data_dir, patients, add, seed_file)
+            raw["fills"].append({"added": add * PER_PATIENT, "wall_s": wall,
+                                 "inst_s": add * PER_PATIENT / wall if wall else None})
+            patients = target_patients
+            indexed = patients * PER_PATIENT + indexed_extra
+            log(f"measure at {indexed:,} indexed instances")
+            found = measure_scale(work, indexed, patients, slices[k], params, raw)
+            problems += [f"scale {scale}: {p}" for p in found]
+            indexed_extra += len(slices[k])
+        raw["index_bytes"] = sum(p.stat().st_size for p in (data_dir / "index").rglob("*") if p.is_file())
+        machine = machine_info(work)
+    finally:
+        if not params.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    figures = build_figures(raw)
+    print(render_table(figures))
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    write_json(json_out, {"params": {**vars(params), "json_out": str(json_out), "work_dir": params.work_dir},
+                          "machine": machine, "raw": raw, "problems": problems}, figures)
+    log(f"wrote {json_out}")
+    return 1 if problems else 0
+
+
+def build_figures(raw: dict) -> list[Figure]:
+    figures: list[Figure] = []
+    base = raw["scales"][0]
+    for fill_run in raw["fills"]:
+        if fill_run["added"]:
+            figures.append(Figure("fill", f"bulk fill +{fill_run['added']:,}", fill_run["inst_s"], "inst/s",
+                                  note=f"{fill_run['wall_s']:.0f} s, Catalog._add, no blob files"))
+    for s in raw["scales"]:
+        label = f"{s['indexed_instances']:,} indexed"
+        section = f"at {label}"
+        fp, fs, fl = s["find_patient_studies"], s["find_study_uid"], s["rpc_floor_health_check"]
+        figures += [
+            Figure(section, "pacsvaultd start to SERVING", s["daemon_start_s"], "s"),
+            Figure(section, f"ListPatientStudies by PatientID p50", fp["p50_ms"], "ms", fl["p50_ms"],
+                   higher_is_better=False, note="baseline: health-check RPC"),
+            Figure(section, f"ListPatientStudies by PatientID p99", fp["p99_ms"], "ms", FIND_TARGET_MS,
+                   higher_is_better=False, note=f"baseline: the {FIND_TARGET_MS:g} ms target (>= 1 met)"),
+            Figure(section, f"Find by StudyInstanceUID p50", fs["p50_ms"], "ms", fl["p50_ms"],
+                   higher_is_better=False, note="baseline: health-check RPC"),
+            Figure(section, f"Find by StudyInstanceUID p99", fs["p99_ms"], "ms", FIND_TARGET_MS,
+                   higher_is_better=False, note=f"baseline: the {FIND_TARGET_MS:g} ms target"),
+            *([Figure(section, f"  same, audit trail off: {name} {q}", s["audit_off"][key][f"{q}_ms"], "ms",
+                      FIND_TARGET_MS if q == "p99" else None, higher_is_better=False,
+                      note="index + gRPC alone" if q == "p50" else f"baseline: the {FIND_TARGET_MS:g} ms target")
+               for key, name in (("find_patient_studies", "by PatientID"), ("find_study_uid", "by StudyUID"))
+               for q in ("p50", "p99")] if "audit_off" in s else []),
+            Figure(section, f"ingest {s['ingest']['n']} real instances", s["ingest"]["inst_s"], "inst/s",
+                   base["ingest"]["inst_s"], note=f"baseline: at {base['indexed_instances']:,}; target >= 0.90"),
+            Figure(section, "store latency under load p99", s["ingest"]["latency"]["p99_ms"], "ms"),
+        ]
+    if "index_bytes" in raw:
+        figures.append(Figure("index", "LMDB index size at the end", raw["index_bytes"] / 1e6, "MB"))
+    return figures
+
+
+if __name__ == "__main__":
+    sys.exit(main())
