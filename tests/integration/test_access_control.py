@@ -258,3 +258,27 @@ def test_certificates_reload_without_a_restart(daemon_factory, tmp_path: Path) -
     assert outcome(lambda: health_pb2_grpc.HealthStub(channel(daemon, old_ca, old_client)).Check(
         health_pb2.HealthCheckRequest(), timeout=10)) == grpc.StatusCode.UNAVAILABLE
     assert daemon.alive
+
+
+def test_an_expired_client_certificate_is_refused(tls_daemon) -> None:  # type: ignore[no-untyped-def]
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    daemon, ca, clients, _ = tls_daemon
+    valid = clients[Role.READER]
+    # The reader's own key and identity, in a certificate whose validity ended yesterday.
+    now = datetime.datetime.now(datetime.UTC)
+    expired_cert = (
+        x509.CertificateBuilder().subject_name(valid.cert.subject).issuer_name(ca.cert.subject)
+        .public_key(valid.key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(valid.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value,
+                       critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    expired = certs.Issued(expired_cert, valid.key)
+    for method, call in calls(channel(daemon, ca, expired)).items():
+        assert outcome(call) == grpc.StatusCode.UNAVAILABLE, method
+    assert outcome(calls(channel(daemon, ca, valid))["/pacsvault.v1.ArchiveService/Find"]) == grpc.StatusCode.OK
