@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pacsvault.v1 import common_pb2 as pacsvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pacsvault/v1/peer.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"J\n\x08ShardRef\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x13\n\x0bshard_index\x18\x02 \x01(\x05\"t\n\x11WriteShardRequest\x12%\n\x05shard\x18\x01 \x01(\x0b\x32\x16.pacsvault.v1.ShardRef\x12\x14\n\x0cwrite_offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x04 \x01(\x08\">\n\x12WriteShardResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"@\n\x17QueryWriteStatusRequest\x12%\n\x05shard\x18\x01 \x01(\x0b\x32\x16.pacsvault.v1.ShardRef\"D\n\x18QueryWriteStatusResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"\xe6\x01\n\rReplicaRecord\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x05 \x01(\t\x12$\n\x06\x64igest\x18\x06 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x11\n\tstored_at\x18\x07 \x01(\x01\x12\x17\n\x0finstance_record\x18\x08 \x01(\x0c\"\x98\x01\n\x11\x43ommitBlobRequest\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x13\n\x0b\x64\x61ta_shards\x18\x02 \x01(\x05\x12\x15\n\rparity_shards\x18\x03 \x01(\x05\x12,\n\x07records\x18\x04 \x03(\x0b\x32\x1b.pacsvault.v1.ReplicaRecord\"-\n\x12\x43ommitBlobResponse\x12\x17\n\x0fverified_shards\x18\x01 \x03(\x05\"<\n\x0fReadBlobRequest\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\" \n\x10ReadBlobResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"B\n\x19ListReplicaRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1aListReplicaRecordsResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.pacsvault.v1.ReplicaRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x19PutAuditCheckpointRequest\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x01(\t\"\x1c\n\x1aPutAuditCheckpointResponse\"\x1d\n\x1bListAuditCheckpointsRequest\"7\n\x1cListAuditCheckpointsResponse\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x03(\t2\xa2\x05\n\x0bPeerService\x12Q\n\nWriteShard\x12\x1f.pacsvault.v1.WriteShardRequest\x1a .pacsvault.v1.WriteShardResponse(\x01\x12\x61\n\x10QueryWriteStatus\x12%.pacsvault.v1.QueryWriteStatusRequest\x1a&.pacsvault.v1.QueryWriteStatusResponse\x12O\n\nCommitBlob\x12\x1f.pacsvault.v1.CommitBlobRequest\x1a .pacsvault.v1.CommitBlobResponse\x12K\n\x08ReadBlob\x12\x1d.pacsvault.v1.ReadBlobRequest\x1a\x1e.pacsvault.v1.ReadBlobResponse0\x01\x12g\n\x12ListReplicaRecords\x12\'.pacsvault.v1.ListReplicaRecordsRequest\x1a(.pacsvault.v1.ListReplicaRecordsResponse\x12g\n\x12PutAuditCheckpoint\x12\'.pacsvault.v1.PutAuditCheckpointRequest\x1a(.pacsvault.v1.PutAuditCheckpointResponse\x12m\n\x14ListAuditCheckpoints\x12).pacsvault.v1.ListAuditCheckpointsRequest\x1a*.pacsvault.v1.ListAuditCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pacsvault/v1/peer.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"J\n\x08ShardRef\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x13\n\x0bshard_index\x18\x02 \x01(\x05\"t\n\x11WriteShardRequest\x12%\n\x05shard\x18\x01 \x01(\x0b\x32\x16.pacsvault.v1.ShardRef\x12\x14\n\x0cwrite_offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x04 \x01(\x08\">\n\x12WriteShardResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"@\n\x17QueryWriteStatusRequest\x12%\n\x05shard\x18\x01 \x01(\x0b\x32\x16.pacsvault.v1.ShardRef\"D\n\x18QueryWriteStatusResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"\xe6\x01\n\rReplicaRecord\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x05 \x01(\t\x12$\n\x06\x64igest\x18\x06 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x11\n\tstored_at\x18\x07 \x01(\x01\x12\x17\n\x0finstance_record\x18\x08 \x01(\x0c\"\xaf\x01\n\x11\x43ommitBlobRequest\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x13\n\x0b\x64\x61ta_shards\x18\x02 \x01(\x05\x12\x15\n\rparity_shards\x18\x03 \x01(\x05\x12,\n\x07records\x18\x04 \x03(\x0b\x32\x1b.pacsvault.v1.ReplicaRecord\x12\x15\n\rinline_shards\x18\x05 \x03(\x0c\"-\n\x12\x43ommitBlobResponse\x12\x17\n\x0fverified_shards\x18\x01 \x03(\x05\"<\n\x0fReadBlobRequest\x12)\n\x0b\x62lob_digest\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Digest\" \n\x10ReadBlobResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"B\n\x19ListReplicaRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1aListReplicaRecordsResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.pacsvault.v1.ReplicaRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x19PutAuditCheckpointRequest\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x01(\t\"\x1c\n\x1aPutAuditCheckpointResponse\"\x1d\n\x1bListAuditCheckpointsRequest\"7\n\x1cListAuditCheckpointsResponse\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x03(\t2\xa2\x05\n\x0bPeerService\x12Q\n\nWriteShard\x12\x1f.pacsvault.v1.WriteShardRequest\x1a .pacsvault.v1.WriteShardResponse(\x01\x12\x61\n\x10QueryWriteStatus\x12%.pacsvault.v1.QueryWriteStatusRequest\x1a&.pacsvault.v1.QueryWriteStatusResponse\x12O\n\nCommitBlob\x12\x1f.pacsvault.v1.CommitBlobRequest\x1a .pacsvault.v1.CommitBlobResponse\x12K\n\x08ReadBlob\x12\x1d.pacsvault.v1.ReadBlobRequest\x1a\x1e.pacsvault.v1.ReadBlobResponse0\x01\x12g\n\x12ListReplicaRecords\x12\'.pacsvault.v1.ListReplicaRecordsRequest\x1a(.pacsvault.v1.ListReplicaRecordsResponse\x12g\n\x12PutAuditCheckpoint\x12\'.pacsvault.v1.PutAuditCheckpointRequest\x1a(.pacsvault.v1.PutAuditCheckpointResponse\x12m\n\x14ListAuditCheckpoints\x12).pacsvault.v1.ListAuditCheckpointsRequest\x1a*.pacsvault.v1.ListAuditCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,25 +45,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICARECORD']._serialized_start=463
   _globals['_REPLICARECORD']._serialized_end=693
   _globals['_COMMITBLOBREQUEST']._serialized_start=696
-  _globals['_COMMITBLOBREQUEST']._serialized_end=848
-  _globals['_COMMITBLOBRESPONSE']._serialized_start=850
-  _globals['_COMMITBLOBRESPONSE']._serialized_end=895
-  _globals['_READBLOBREQUEST']._serialized_start=897
-  _globals['_READBLOBREQUEST']._serialized_end=957
-  _globals['_READBLOBRESPONSE']._serialized_start=959
-  _globals['_READBLOBRESPONSE']._serialized_end=991
-  _globals['_LISTREPLICARECORDSREQUEST']._serialized_start=993
-  _globals['_LISTREPLICARECORDSREQUEST']._serialized_end=1059
-  _globals['_LISTREPLICARECORDSRESPONSE']._serialized_start=1061
-  _globals['_LISTREPLICARECORDSRESPONSE']._serialized_end=1160
-  _globals['_PUTAUDITCHECKPOINTREQUEST']._serialized_start=1162
-  _globals['_PUTAUDITCHECKPOINTREQUEST']._serialized_end=1214
-  _globals['_PUTAUDITCHECKPOINTRESPONSE']._serialized_start=1216
-  _globals['_PUTAUDITCHECKPOINTRESPONSE']._serialized_end=1244
-  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_start=1246
-  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_end=1275
-  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_start=1277
-  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_end=1332
-  _globals['_PEERSERVICE']._serialized_start=1335
-  _globals['_PEERSERVICE']._serialized_end=2009
+  _globals['_COMMITBLOBREQUEST']._serialized_end=871
+  _globals['_COMMITBLOBRESPONSE']._serialized_start=873
+  _globals['_COMMITBLOBRESPONSE']._serialized_end=918
+  _globals['_READBLOBREQUEST']._serialized_start=920
+  _globals['_READBLOBREQUEST']._serialized_end=980
+  _globals['_READBLOBRESPONSE']._serialized_start=982
+  _globals['_READBLOBRESPONSE']._serialized_end=1014
+  _globals['_LISTREPLICARECORDSREQUEST']._serialized_start=1016
+  _globals['_LISTREPLICARECORDSREQUEST']._serialized_end=1082
+  _globals['_LISTREPLICARECORDSRESPONSE']._serialized_start=1084
+  _globals['_LISTREPLICARECORDSRESPONSE']._serialized_end=1183
+  _globals['_PUTAUDITCHECKPOINTREQUEST']._serialized_start=1185
+  _globals['_PUTAUDITCHECKPOINTREQUEST']._serialized_end=1237
+  _globals['_PUTAUDITCHECKPOINTRESPONSE']._serialized_start=1239
+  _globals['_PUTAUDITCHECKPOINTRESPONSE']._serialized_end=1267
+  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_start=1269
+  _globals['_LISTAUDITCHECKPOINTSREQUEST']._serialized_end=1298
+  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_start=1300
+  _globals['_LISTAUDITCHECKPOINTSRESPONSE']._serialized_end=1355
+  _globals['_PEERSERVICE']._serialized_start=1358
+  _globals['_PEERSERVICE']._serialized_end=2032
 # @@protoc_insertion_point(module_scope)

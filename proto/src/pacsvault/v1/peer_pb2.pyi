@@ -193,12 +193,19 @@ class CommitBlobRequest(_message.Message):
     DATA_SHARDS_FIELD_NUMBER: _builtins.int
     PARITY_SHARDS_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    INLINE_SHARDS_FIELD_NUMBER: _builtins.int
     data_shards: _builtins.int
     parity_shards: _builtins.int
     @_builtins.property
     def blob_digest(self) -> _common_pb2.Digest: ...
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaRecord]: ...
+    @_builtins.property
+    def inline_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Small blobs: every shard (each carries its own header and index) in this
+        one call, instead of one WriteShard call each.
+        """
+
     def __init__(
         self,
         *,
@@ -206,10 +213,11 @@ class CommitBlobRequest(_message.Message):
         data_shards: _builtins.int = ...,
         parity_shards: _builtins.int = ...,
         records: _abc.Iterable[Global___ReplicaRecord] | None = ...,
+        inline_shards: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blob_digest", b"blob_digest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_digest", b"blob_digest", "data_shards", b"data_shards", "parity_shards", b"parity_shards", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_digest", b"blob_digest", "data_shards", b"data_shards", "inline_shards", b"inline_shards", "parity_shards", b"parity_shards", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,10 +62,11 @@ class PeerClient:
 
         return self._stub.WriteShard(requests(), timeout=self.timeout_s).committed_size
 
-    def commit_blob(self, digest: Digest, k: int, m: int,
-                    records: list[peer_pb2.ReplicaRecord]) -> list[int]:
+    def commit_blob(self, digest: Digest, k: int, m: int, records: list[peer_pb2.ReplicaRecord],
+                    inline_shards: list[bytes] | None = None) -> list[int]:
         response = self._stub.CommitBlob(peer_pb2.CommitBlobRequest(
             blob_digest=digest_message(digest), data_shards=k, parity_shards=m, records=records,
+            inline_shards=inline_shards or [],
         ), timeout=self.timeout_s)
         return list(response.verified_shards)
 

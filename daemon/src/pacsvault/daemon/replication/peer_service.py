@@ -19,7 +19,7 @@ from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import decode, encode
 from pacsvault.daemon.replication.certs import identity_uri
-from pacsvault.daemon.replication.codec import ErasureCodec
+from pacsvault.daemon.replication.codec import ErasureCodec, verify_shard
 from pacsvault.daemon.replication.shard_store import ShardStore
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
@@ -53,9 +53,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                     raise InvalidInput("the first WriteShard message must name the shard")
                 digest, index = _shard(request.shard)
                 if request.write_offset == 0 and request.finish_write:
-                    # A whole shard in one message: one durable write (verified
-                    # before it is named) instead of an upload and a commit.
-                    self._store.put(digest, index, request.data)
+                    # A whole shard in one message: verified and named now,
+                    # flushed with its blob's other shards at CommitBlob, which
+                    # is what the sender waits for before it counts anything.
+                    self._store.put(digest, index, request.data, sync=False)
                     return peer_pb2.WriteShardResponse(committed_size=len(request.data), complete=True)
             committed = self._store.write_at(digest, index, request.write_offset, request.data)
             if request.finish_write:
@@ -80,10 +81,17 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         origin = self._caller(context)
         digest = convert.digest_from_proto(request.blob_digest)
         codec = ErasureCodec(request.data_shards, request.parity_shards)
+        for raw in request.inline_shards:
+            self._store.put(digest, verify_shard(raw).index, raw, sync=False)
         verified = sorted(codec.good_shards(digest, self._shards(digest)))
+        for index in set(self._store.indexes(digest)) - set(verified):
+            # A shard that does not verify (e.g. cut short by a crash before its
+            # flush) is set aside, so the sender sees it missing and sends it again.
+            self._store.quarantine(digest, index, "failed verification at commit")
         missing = sorted(set(range(codec.total)) - set(verified))
         if missing:
             raise InvalidInput(f"blob {digest.hex[:16]} is missing verified shards {missing}; upload them first")
+        self._store.sync_blob(digest, verified)
         records = list(request.records)
 
         def op(txn: lmdb.Transaction) -> None:

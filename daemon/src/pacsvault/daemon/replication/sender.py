@@ -31,6 +31,8 @@ from pacsvault.daemon.tiering.mover import RateLimiter
 from pacsvault.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
+# Shards of a blob up to this size go inline in its commit (under the 4 MiB message limit).
+INLINE_BYTES = 2 * 1024 * 1024
 
 
 @dataclass
@@ -50,7 +52,7 @@ class SenderStats:
 
 class ReplicationSender:
     def __init__(self, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader], codec: ErasureCodec,
-                 peer: PeerClient, limiter: RateLimiter, batch: int = 32, parallel: int = 8) -> None:
+                 peer: PeerClient, limiter: RateLimiter, batch: int = 64, parallel: int = 8) -> None:
         self._env, self._open_blob, self._codec, self._peer = env, open_blob, codec, peer
         self._catalog = Catalog(env)
         self._limiter = limiter
@@ -130,9 +132,15 @@ class ReplicationSender:
         # attempt sends small shards whole, one message each.
         fresh = entry.enqueued_at >= self._started_at and entry.sop_instance_uid not in self._attempted
         self._attempted.add(entry.sop_instance_uid)
-        for shard in shards:
-            self._upload(digest, shard.index, shard.raw, fresh)
-        verified = self._peer.commit_blob(digest, self._codec.k, self._codec.m, [_record(instance, digest)])
+        inline: list[bytes] = []
+        if sum(len(s.raw) for s in shards) <= INLINE_BYTES:
+            # Small blobs (most of them): all shards ride in the commit, one call.
+            inline = [s.raw for s in shards]
+            self._limiter.take(sum(map(len, inline)))
+        else:
+            for shard in shards:
+                self._upload(digest, shard.index, shard.raw, fresh)
+        verified = self._peer.commit_blob(digest, self._codec.k, self._codec.m, [_record(instance, digest)], inline)
         if sorted(verified) != list(range(self._codec.total)):
             raise Unavailable(f"peer verified only shards {verified} of blob {digest.hex[:16]}; retrying")
         with self._stats_lock:

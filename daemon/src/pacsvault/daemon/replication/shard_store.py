@@ -103,8 +103,12 @@ class ShardStore:
 
     # -- whole shards ----------------------------------------------------------
 
-    def put(self, digest: Digest, index: int, raw: bytes) -> bool:
+    def put(self, digest: Digest, index: int, raw: bytes, sync: bool = True) -> bool:
         """Verifies one whole shard and writes it durably.
+
+        With ``sync=False`` the shard is named but not yet flushed: the caller
+        makes it durable with :meth:`sync_blob` before reporting it stored
+        (so a blob's shards share one flush of their directory).
 
         Returns:
             True when written, False when the shard was already stored.
@@ -121,12 +125,36 @@ class ShardStore:
             final = self.path_of(digest, index)
             tmp = _volume_of(final) / "tmp" / f"{final.name}.{uuid.uuid4().hex}.tmp"
             try:
-                files.write_new(tmp, raw)
-                self._publish(tmp, final)
+                if sync:
+                    files.write_new(tmp, raw)
+                    self._publish(tmp, final)
+                else:
+                    tmp.write_bytes(raw)
+                    files.make_dirs(final.parent)
+                    os.replace(tmp, final)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
                 raise files.volume_error(final, exc) from exc
         return True
+
+    def sync_blob(self, name: BlobName, indexes: Sequence[int]) -> None:
+        """Flushes the named shards of one blob and their directories (each directory once)."""
+        directories: set[Path] = set()
+        for index in indexes:
+            path = self._find(name, index)
+            if path is None:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise files.volume_error(path, exc) from exc
+            directories.add(path.parent)
+        for directory in directories:
+            files.fsync_dir(directory)
 
     def get(self, name: BlobName, index: int) -> bytes | None:
         """The stored bytes of one shard, unverified; None when absent."""
