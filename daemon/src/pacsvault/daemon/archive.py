@@ -23,7 +23,6 @@ from pacsvault.daemon.dicom import json_model, uid
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.digest import Digest, DigestFunction, compute
 from pacsvault.daemon.errors import (
-    Conflict,
     DataLoss,
     InvalidInput,
     NotFound,
@@ -33,7 +32,7 @@ from pacsvault.daemon.errors import (
 )
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index import query as query_module
-from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob
+from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob, repeat_outcome
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.query import Level, Match, Query
 from pacsvault.daemon.index.records import BlobLocation, BlobRecord, InstanceRecord, StudyRecord, decode
@@ -137,7 +136,8 @@ class Archive:
         parsed = parse(data)
         known = self._known_instance(parsed.sop_instance_uid)
         if known is not None:
-            return self._repeat(parsed, known, digest)
+            outcome = repeat_outcome(known, parsed.sop_instance_uid, digest)
+            return StoreResult(outcome, parsed, digest, "identical instance already stored")
         blob = self.catalog.blob(digest)
         if blob is None:
             location, stored = self.blobs.place(digest, data)
@@ -157,15 +157,6 @@ class Archive:
         with self.index.read() as txn:
             value = txn.get(sop_uid.encode(), db=self.index.db("instances"))
         return None if value is None else decode(InstanceRecord, value)
-
-    def _repeat(self, parsed: ParsedInstance, known: InstanceRecord, digest: Digest) -> StoreResult:
-        if known.digest == digest.hash:
-            return StoreResult(AddOutcome.DUPLICATE, parsed, digest, "identical instance already stored")
-        raise Conflict(
-            f"SOP Instance UID {parsed.sop_instance_uid} is already stored with different content "
-            f"(stored blake3 {known.digest.hex()}, received {digest.hex}); the stored version is "
-            "kept. Send a corrected object under a new SOP Instance UID."
-        )
 
     # -- find -------------------------------------------------------------
 

@@ -406,16 +406,10 @@ def _check_replication(config: Config) -> None:
 
 
 def _check_address(key: str, value: str, allow_names: bool = False) -> None:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
-    if not allow_names:
-        bare = host.strip("[]")
-        try:
-            ipaddress.ip_address(bare)
-        except ValueError:
-            if bare != "localhost":
-                raise ConfigError(f"{key}: {host!r} is not an IP address or localhost") from None
+    if allow_names:
+        _host_port(key, value)
+    else:
+        _check_listen(value, key)
 
 
 def _check_tiering(tiering: TieringConfig) -> None:
@@ -457,10 +451,15 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
             raise ConfigError(f"tiers[{i}].reserve_bytes must not be negative")
 
 
-def _check_listen(listen: str, key: str = "server.listen") -> None:
-    host, sep, port = listen.rpartition(":")
+def _host_port(key: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {listen!r} is not HOST:PORT")
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+    return host
+
+
+def _check_listen(listen: str, key: str = "server.listen") -> None:
+    host = _host_port(key, listen)
     bare = host.strip("[]")
     if bare != "localhost":
         try:

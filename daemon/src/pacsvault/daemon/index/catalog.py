@@ -12,7 +12,7 @@ from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import Conflict, InvalidInput, NotFound
 from pacsvault.daemon.index import keys, placement
-from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment, prefix_keys
 from pacsvault.daemon.replication import outbox
 from pacsvault.daemon.index.records import (
     BlobLocation,
@@ -67,7 +67,7 @@ class Catalog:
         db = self._db
         existing = txn.get(p.sop_instance_uid.encode(), db=db["instances"])
         if existing is not None:
-            return self._duplicate_or_conflict(decode(InstanceRecord, existing), p, blob.digest)
+            return repeat_outcome(decode(InstanceRecord, existing), p.sop_instance_uid, blob.digest)
         pkey = keys.patient_key(p.patient_id, p.issuer_of_patient_id)
         study = self._get(txn, "studies", p.study_instance_uid.encode(), StudyRecord)
         series = self._get(txn, "series", p.series_instance_uid.encode(), SeriesRecord)
@@ -121,16 +121,6 @@ class Catalog:
                 sop_instance_uid=p.sop_instance_uid, digest_function=blob.digest.function,
                 digest=blob.digest.hash, size_bytes=blob.digest.size_bytes, enqueued_at=now))
         return AddOutcome.STORED
-
-    @staticmethod
-    def _duplicate_or_conflict(stored: InstanceRecord, p: ParsedInstance, digest: Digest) -> AddOutcome:
-        if stored.digest == digest.hash:
-            return AddOutcome.DUPLICATE
-        raise Conflict(
-            f"SOP Instance UID {p.sop_instance_uid} is already stored with different content "
-            f"(stored blake3 {stored.digest.hex()}, received {digest.hex}); the stored version "
-            "is kept. Send a corrected object under a new SOP Instance UID."
-        )
 
     def _index_study(self, txn: lmdb.Transaction, study: StudyRecord) -> None:
         uid = study.study_instance_uid
@@ -207,14 +197,15 @@ def _add_counter(txn: lmdb.Transaction, db: object, key: bytes, delta: int) -> N
     txn.put(key, (value + delta).to_bytes(8, "little"), db=db)
 
 
-def prefix_keys(txn: lmdb.Transaction, db: object, prefix: bytes) -> Iterator[bytes]:
-    cursor = txn.cursor(db=db)
-    if not cursor.set_range(prefix):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if not key.startswith(prefix):
-            return
-        yield key
+def repeat_outcome(stored: InstanceRecord, sop_uid: str, digest: Digest) -> AddOutcome:
+    """An instance sent again: DUPLICATE with identical bytes; Conflict (the stored one is kept) otherwise."""
+    if stored.digest == digest.hash:
+        return AddOutcome.DUPLICATE
+    raise Conflict(
+        f"SOP Instance UID {sop_uid} is already stored with different content "
+        f"(stored blake3 {stored.digest.hex()}, received {digest.hex}); the stored version "
+        "is kept. Send a corrected object under a new SOP Instance UID."
+    )
 
 
 def is_dicom_date(value: str) -> bool:

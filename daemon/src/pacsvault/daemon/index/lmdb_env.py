@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,3 +129,14 @@ class IndexEnvironment:
         counts["map_size"] = info["map_size"]
         counts["map_used"] = (info["last_pgno"] + 1) * stat["psize"]
         return counts
+
+
+def prefix_keys(txn: lmdb.Transaction, db: object, prefix: bytes) -> Iterator[bytes]:
+    """Keys of ``db`` that start with ``prefix``, in order."""
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(prefix):
+        return
+    for key in cursor.iternext(keys=True, values=False):
+        if not key.startswith(prefix):
+            return
+        yield key

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import lmdb
 
 from pacsvault.daemon.index import keys
-from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment, prefix_keys
 from pacsvault.daemon.index.records import (
     BlobLocation,
     BlobRecord,
@@ -70,13 +70,7 @@ def touch_study(txn: lmdb.Transaction, env: IndexEnvironment, study: StudyRecord
 
 def coldest_studies(txn: lmdb.Transaction, env: IndexEnvironment, tier: str) -> Iterator[StudyRecord]:
     """Studies with instances on ``tier``, least recently accessed first."""
-    cursor = txn.cursor(db=env.dbs["tier_lru"])
-    prefix = tier.encode() + keys.SEP
-    if not cursor.set_range(prefix):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if not key.startswith(prefix):
-            return
+    for key in prefix_keys(txn, env.dbs["tier_lru"], tier.encode() + keys.SEP):
         _, study_uid = keys.split_tier_lru_key(key)
         value = txn.get(study_uid.encode(), db=env.dbs["studies"])
         if value is not None:
@@ -85,13 +79,8 @@ def coldest_studies(txn: lmdb.Transaction, env: IndexEnvironment, tier: str) -> 
 
 def volume_blob_keys(txn: lmdb.Transaction, env: IndexEnvironment, volume_id: str) -> Iterator[bytes]:
     """Blob keys (function byte + digest) of every blob on one volume."""
-    cursor = txn.cursor(db=env.dbs["volume_blobs"])
     prefix = volume_id.encode() + keys.SEP
-    if not cursor.set_range(prefix):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if not key.startswith(prefix):
-            return
+    for key in prefix_keys(txn, env.dbs["volume_blobs"], prefix):
         yield key[len(prefix) :]
 
 

@@ -8,14 +8,11 @@ from pathlib import Path
 import grpc
 
 from pacsvault.daemon.digest import Digest
-from pacsvault.v1 import common_pb2, peer_pb2, peer_pb2_grpc
+from pacsvault.daemon.service.convert import digest_to_proto
+from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-def digest_message(digest: Digest) -> common_pb2.Digest:
-    return common_pb2.Digest(function=int(digest.function), hash=digest.hex, size_bytes=digest.size_bytes)  # type: ignore[arg-type]
 
 
 def mtls_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:
@@ -65,13 +62,13 @@ class PeerClient:
     def commit_blob(self, digest: Digest, k: int, m: int, records: list[peer_pb2.ReplicaRecord],
                     inline_shards: list[bytes] | None = None) -> list[int]:
         response = self._stub.CommitBlob(peer_pb2.CommitBlobRequest(
-            blob_digest=digest_message(digest), data_shards=k, parity_shards=m, records=records,
+            blob_digest=digest_to_proto(digest), data_shards=k, parity_shards=m, records=records,
             inline_shards=inline_shards or [],
         ), timeout=self.timeout_s)
         return list(response.verified_shards)
 
     def read_blob(self, digest: Digest) -> bytes:
-        stream = self._stub.ReadBlob(peer_pb2.ReadBlobRequest(blob_digest=digest_message(digest)),
+        stream = self._stub.ReadBlob(peer_pb2.ReadBlobRequest(blob_digest=digest_to_proto(digest)),
                                      timeout=self.timeout_s)
         return b"".join(message.data for message in stream)
 
@@ -91,4 +88,4 @@ class PeerClient:
 
 
 def _shard(digest: Digest, index: int) -> peer_pb2.ShardRef:
-    return peer_pb2.ShardRef(blob_digest=digest_message(digest), shard_index=index)
+    return peer_pb2.ShardRef(blob_digest=digest_to_proto(digest), shard_index=index)

@@ -25,7 +25,8 @@ from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry
 from pacsvault.daemon.replication import outbox
 from pacsvault.daemon.replication.codec import ErasureCodec
-from pacsvault.daemon.replication.peer_client import PeerClient, digest_message
+from pacsvault.daemon.replication.peer_client import PeerClient
+from pacsvault.daemon.service.convert import digest_to_proto
 from pacsvault.daemon.storage.blob_access import BlobReader, read_all
 from pacsvault.daemon.tiering.mover import RateLimiter
 from pacsvault.v1 import peer_pb2
@@ -162,6 +163,6 @@ class ReplicationSender:
 def _record(instance: InstanceRecord, digest: Digest) -> peer_pb2.ReplicaRecord:
     return peer_pb2.ReplicaRecord(
         sop_instance_uid=instance.sop_instance_uid, series_instance_uid=instance.series_instance_uid,
-        study_instance_uid=instance.study_instance_uid, digest=digest_message(digest),
+        study_instance_uid=instance.study_instance_uid, digest=digest_to_proto(digest),
         stored_at=instance.stored_at, instance_record=instance.SerializeToString(),
     )
