@@ -8,17 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
+from pacsvault.daemon.crypto.keyring import Keyring, KeyringHolder
 from pacsvault.daemon.digest import compute
 from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
 from pacsvault.daemon.storage import blob_format
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobFile, iter_chunks, read_all
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import MARKER_NAME, LocalBlobAccess
 from pacsvault.daemon.storage.memory import MemoryBlobAccess
 from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Usage, Volume, Watermarks
 
+SEALER = BlobSealer(ApplianceKeys.from_holder(KeyringHolder(Keyring.generate("test"), None)))
+
 STACKS: dict[str, Callable[[Path], BlobAccess]] = {
     "memory": lambda _: MemoryBlobAccess(),
+    "sealed(memory)": lambda _: CompressingBlobAccess(MemoryBlobAccess(), frame_size=4096, sealer=SEALER),
+    "sealed(local)": lambda root: CompressingBlobAccess(LocalBlobAccess.open_or_create(root), frame_size=4096,
+                                                        sealer=SEALER),
     "local": lambda root: LocalBlobAccess.open_or_create(root),
     "compressing(memory)": lambda _: CompressingBlobAccess(MemoryBlobAccess(), frame_size=4096),
     "compressing(local)": lambda root: CompressingBlobAccess(LocalBlobAccess.open_or_create(root), frame_size=4096),
@@ -84,8 +92,8 @@ def test_compressed_blob_is_self_describing(tmp_path: Path) -> None:
     CompressingBlobAccess(local, frame_size=8192).put(digest, data)
     raw = local.path_of(digest).read_bytes()
     assert raw[:4] == b"PVBL" and raw[4] == blob_format.FORMAT_VERSION
-    header = blob_format.decode(raw, "test")
-    assert header.digest == digest
+    header, slots = blob_format.decode(raw, "test")
+    assert header.digest == digest and not header.sealed and slots == ()
     assert header.codec is blob_format.Codec.ZSTD_FRAMES
     assert len(header.frame_lengths) == 13
     assert len(raw) < len(data) / 10

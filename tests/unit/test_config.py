@@ -16,10 +16,18 @@ def test_example_file_lists_every_option_with_its_default() -> None:
     assert config.from_dict(raw) == config.Config()
     # Every section and key of the schema appears in the example.
     for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication", "security",
-                    "audit"):
+                    "audit", "encryption"):
         fields = set(getattr(config.Config(), section).__dataclass_fields__)
         assert set(raw[section]) == fields, section
     assert set(config.TierConfig.__dataclass_fields__) == set(raw["tiers"][0])
+
+
+def test_the_keyring_defaults_to_beside_the_data_dir_and_never_inside_it(tmp_path: Path) -> None:
+    beside = config.Config(data_dir=str(tmp_path / "data"))
+    assert beside.key_file_path() == tmp_path / "data-keys" / "keyring.json"
+    with pytest.raises(ConfigError, match="encryption.key_file .* is inside data_dir"):
+        config.from_dict({"data_dir": str(tmp_path / "data"),
+                          "encryption": {"key_file": str(tmp_path / "data" / "keys" / "ring.json")}})
 
 
 def test_no_file_is_the_embedded_default() -> None:

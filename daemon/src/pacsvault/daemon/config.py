@@ -166,6 +166,25 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    # Encrypt blobs, the index values that carry PHI and the audit store (AES-256-GCM).
+    # Fixed when the data dir is first used: the daemon refuses a later change.
+    enabled: bool = True
+    # The keyring: key-encryption keys and the root of the derived keys. Keep it
+    # off the data disks (the daemon refuses a path inside data_dir). Empty means
+    # "<data_dir>-keys/keyring.json", beside the data dir. Mode 0600, daemon's user.
+    key_file: str = ""
+    # Make the keyring at first start when it does not exist.
+    create_key_file: bool = True
+    # KMS / HSM hook: a shell command printing the keyring JSON (see
+    # pacsvault.daemon.crypto.keyring); used instead of key_file when set.
+    key_command: str = ""
+    # Zero a blob's wrapped data key before deleting its last copy, so the
+    # ciphertext cannot be read again even with the keyring (crypto-shredding).
+    shred_on_delete: bool = True
+
+
+@dataclass(frozen=True)
 class PrincipalConfig:
     # The certificate's SAN URI: spiffe://pacsvault/client/<name> (or appliance/<name>).
     identity: str
@@ -213,11 +232,19 @@ class Config:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
         """A configured path; relative ones live under the data dir."""
         return (Path(self.data_dir) / path).resolve()
+
+    def key_file_path(self) -> Path:
+        """The keyring file: configured, or beside the data dir (never inside it)."""
+        if self.encryption.key_file:
+            return Path(self.encryption.key_file).resolve()
+        data = Path(self.data_dir).resolve()
+        return data.parent / f"{data.name}-keys" / "keyring.json"
 
     def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
                        metrics_listen: str | None = None) -> Config:
@@ -318,8 +345,19 @@ def validate(config: Config) -> None:
     if config.audit.checkpoint_interval_s <= 0:
         raise ConfigError("audit.checkpoint_interval_s must be positive")
     _check_audit_repositories(config)
+    _check_encryption(config)
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
+
+
+def _check_encryption(config: Config) -> None:
+    if not config.encryption.enabled or config.encryption.key_command:
+        return
+    key_file = config.key_file_path()
+    data = Path(config.data_dir).resolve()
+    if key_file == data or data in key_file.parents:
+        raise ConfigError(f"encryption.key_file {key_file} is inside data_dir {data}: whoever takes the "
+                          "data disks would take the key with them; keep it elsewhere")
 
 
 def _check_audit_repositories(config: Config) -> None:

@@ -22,7 +22,12 @@ DIGEST_LENGTH = 32
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """A hash of the exact bytes received, with their length."""
+    """A hash of the exact bytes received, with their length.
+
+    As a blob's address on an encrypting appliance the BLAKE3 is keyed with
+    the appliance's address key (see ``address_of``): someone holding the
+    disks but not the keyring cannot hash a known file and look for it.
+    """
 
     function: DigestFunction
     hash: bytes
@@ -39,6 +44,15 @@ class Digest:
 def compute(data: bytes | bytearray | memoryview) -> Digest:
     """BLAKE3-256 of ``data``; large inputs hash on several threads, GIL released."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if len(data) > (1 << 22) else 1)
+    hasher.update(data)
+    return Digest(DigestFunction.BLAKE3, hasher.digest(), len(data))
+
+
+def address_of(data: bytes | bytearray | memoryview, key: bytes | None) -> Digest:
+    """A blob's address: BLAKE3, keyed with ``key`` when the appliance encrypts."""
+    if key is None:
+        return compute(data)
+    hasher = blake3.blake3(key=key, max_threads=blake3.blake3.AUTO if len(data) > (1 << 22) else 1)
     hasher.update(data)
     return Digest(DigestFunction.BLAKE3, hasher.digest(), len(data))
 

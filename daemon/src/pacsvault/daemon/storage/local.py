@@ -131,6 +131,22 @@ class LocalBlobAccess:
             return
         _fsync_dir(path.parent)
 
+    def overwrite(self, digest: Digest, offset: int, data: bytes) -> None:
+        """Rewrites bytes of a stored blob in place, durably (key slots: rotation and shredding only)."""
+        path = self.path_of(digest)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} is not on volume {self.root}") from exc
+        try:
+            if os.pwrite(fd, data, offset) != len(data):
+                raise Unavailable(f"volume {self.root}: short write rewriting blob {digest.hex[:16]}")
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise Unavailable(f"volume {self.root} failed a write: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
     def quarantine(self, digest: Digest, reason: str) -> Path | None:
         """Moves a bad blob aside with the reason beside it; corrupt data is never silently deleted."""
         path = self.path_of(digest)

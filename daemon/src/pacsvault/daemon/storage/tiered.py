@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.digest import Digest, address_of
 from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.local import LocalBlobAccess, read_marker
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,12 @@ class Tier:
 class TieredBlobStore:
     """Places blobs across tiers and finds them wherever they are."""
 
-    def __init__(self, tiers: list[Tier], refused: list[RefusedVolume] | None = None) -> None:
+    def __init__(self, tiers: list[Tier], refused: list[RefusedVolume] | None = None,
+                 sealer: BlobSealer | None = None) -> None:
         self.tiers = tiers
         self.refused = refused or []
+        # Seals every blob written (None: encryption at rest is off).
+        self.sealer = sealer
         self._lock = threading.Lock()
 
     @property
@@ -198,14 +202,19 @@ class TieredBlobStore:
             log.error("volume %s stops taking writes: %s", volume.path, exc)
         return None
 
-    def open(self, digest: Digest, hint: Location | None = None) -> BlobReader:
-        """Opens the blob; UNAVAILABLE when the only volume that could hold it is gone."""
+    def address(self, data: bytes | bytearray | memoryview) -> Digest:
+        """The address ``data`` is stored under (keyed BLAKE3 when sealing)."""
+        return address_of(data, self.sealer.address_key if self.sealer else None)
+
+    def open(self, digest: Digest, hint: Location | None = None, *, stored: bool = False) -> BlobReader:
+        """Opens the blob's original bytes, or with ``stored`` its form at rest (still sealed);
+        UNAVAILABLE when the only volume that could hold it is gone."""
         first = self.volume(hint.volume_id) if hint else None
         candidates = ([first] if first else []) + [v for v in self.volumes if v is not first]
         failures: list[Unavailable] = []
         for volume in candidates:
             try:
-                return volume.access.open(digest)
+                return volume.local.open(digest) if stored else volume.access.open(digest)
             except NotFound:
                 continue
             except Unavailable as exc:

@@ -17,6 +17,7 @@ from pacsvault.daemon.errors import InvalidInput, NotFound, shown
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, StudyRecord, VolumeRecord, decode, encode
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.tiered import TieredBlobStore, Usage, Volume
 from pacsvault.daemon.tiering import volumes as volume_ops
 from pacsvault.daemon.tiering.mover import PlannedMove, TierMover
@@ -42,9 +43,10 @@ class VolumeStatus:
 
 
 class TieringManager:
-    def __init__(self, config: Config, env: IndexEnvironment, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, env: IndexEnvironment, clock: Callable[[], float] = time.time,
+                 sealer: BlobSealer | None = None) -> None:
         self.config, self.env, self.clock = config, env, clock
-        self.store: TieredBlobStore = volume_ops.open_store(config, env, clock)
+        self.store: TieredBlobStore = volume_ops.open_store(config, env, clock, sealer)
         self.mover = TierMover(env, self.store, config, clock)
         self._accesses: dict[str, float] = {}
         self._lock = threading.Lock()

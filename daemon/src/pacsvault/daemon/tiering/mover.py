@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import blake3
 import lmdb
 
 from pacsvault.daemon.config import Config
@@ -32,7 +31,7 @@ from pacsvault.daemon.index import keys, placement
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord, decode, encode
-from pacsvault.daemon.storage.blob_access import iter_chunks, read_all
+from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Volume
 from pacsvault.daemon.tiering import policy
 
@@ -325,7 +324,8 @@ class TierMover:
         flags = self.env.write(lambda txn: [self._switch(txn, m.blob, m.source, m.target) for m in moves])
         self._each_step("switch", moves)
         for move, switched in zip(moves, flags, strict=True):
-            (move.source if switched else move.target).local.delete(move.digest)
+            # Through the sealing layer: the copy left behind has its key slots zeroed first.
+            (move.source if switched else move.target).access.delete(move.digest)
         self._each_step("delete", moves)
         self.env.write(lambda txn: [txn.delete(k, db=self.env.dbs["moves"]) for k, _ in intents])
         self._each_step("done", moves)
@@ -337,16 +337,11 @@ class TierMover:
 
     @staticmethod
     def _verify(target: Volume, digest: Digest) -> None:
-        hasher = blake3.blake3()
-        reader = target.access.open(digest)
         try:
-            for chunk in iter_chunks(reader, 1 << 20):
-                hasher.update(chunk)
-        finally:
-            reader.close()
-        if hasher.digest() != digest.hash:
+            target.access.verify(digest)
+        except DataLoss as exc:
             target.local.delete(digest)
-            raise DataLoss(f"copy on {target.path} failed verification; removed, the source is kept")
+            raise DataLoss(f"copy on {target.path} failed verification ({exc}); removed, the source is kept") from exc
 
     def _switch(self, txn: lmdb.Transaction, blob: BlobRecord, source: Volume, target: Volume) -> bool:
         value = txn.get(_key(blob), db=self.env.dbs["blobs"])

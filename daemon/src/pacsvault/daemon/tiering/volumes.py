@@ -20,6 +20,7 @@ from pacsvault.daemon.errors import InvalidInput, Unavailable, shown
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import VolumeRecord
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import LocalBlobAccess, has_blobs, read_marker, write_marker
 from pacsvault.daemon.storage.tiered import (
@@ -34,7 +35,8 @@ from pacsvault.daemon.storage.tiered import (
 log = logging.getLogger(__name__)
 
 
-def open_store(config: Config, env: IndexEnvironment, clock: Callable[[], float] = time.time) -> TieredBlobStore:
+def open_store(config: Config, env: IndexEnvironment, clock: Callable[[], float] = time.time,
+               sealer: BlobSealer | None = None) -> TieredBlobStore:
     """Every configured tier with the volumes that pass their identity check."""
     known = {r.volume_id: r for r in placement.volumes(env)}
     by_path = {r.path: r for r in known.values()}
@@ -53,9 +55,9 @@ def open_store(config: Config, env: IndexEnvironment, clock: Callable[[], float]
             if record.path != str(root) or record.tier != tier_config.name:
                 record.path, record.tier = str(root), tier_config.name
                 placement.save_volume(env, record)
-            tier.volumes.append(build_volume(config, tier_config, root, volume_id, record.state))
+            tier.volumes.append(build_volume(config, tier_config, root, volume_id, record.state, sealer))
         tiers.append(tier)
-    return TieredBlobStore(tiers, refused)
+    return TieredBlobStore(tiers, refused, sealer)
 
 
 def _identify(root: Path, registered: VolumeRecord | None, known: dict[str, VolumeRecord]) -> str:
@@ -79,13 +81,15 @@ def _identify(root: Path, registered: VolumeRecord | None, known: dict[str, Volu
     return write_marker(root)
 
 
-def build_volume(config: Config, tier: TierConfig, root: Path, volume_id: str, state: str = "active") -> Volume:
+def build_volume(config: Config, tier: TierConfig, root: Path, volume_id: str, state: str = "active",
+                 sealer: BlobSealer | None = None) -> Volume:
     local = LocalBlobAccess(root, volume_id)
     removed = local.clean_tmp()
     if removed:
         log.info("volume %s: removed %d unfinished writes left by a crash", root, removed)
     access = CompressingBlobAccess(
-        local, level=config.storage.compression_level, frame_size=config.storage.frame_size_bytes
+        local, level=config.storage.compression_level, frame_size=config.storage.frame_size_bytes,
+        sealer=sealer, shred_on_delete=config.encryption.shred_on_delete,
     )
     return Volume(
         tier=tier.name, volume_id=volume_id, path=str(root), local=local, access=access,
@@ -118,7 +122,7 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     record = known.get(volume_id) or VolumeRecord(volume_id=volume_id, state="active", added_at=clock())
     record.path, record.tier = str(root), tier_name
     placement.save_volume(env, record)
-    volume = build_volume(config, tier, root, volume_id, record.state)
+    volume = build_volume(config, tier, root, volume_id, record.state, store.sealer)
     store.add_volume(volume)
     log.info("volume %s added to tier %s", root, tier_name)
     return volume
