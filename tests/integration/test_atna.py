@@ -9,7 +9,6 @@ of the repository and a restart of the daemon, nothing may go missing.
 
 from __future__ import annotations
 
-import json
 import shutil
 import ssl
 from collections.abc import Iterator
@@ -17,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from pacsvault.daemon.audit.codec import PLAIN, SealedCodec
 from pacsvault.daemon.audit.syslog_tls import SyslogTlsSender, format_message, tls_context
+from pacsvault.daemon.audit.trail import read_records
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.replication.certs import make_ca
 from tests.atna_support import RsyslogRepository, validate
 from tests.conftest import Daemon, dicom_bytes, identity
@@ -55,9 +58,11 @@ key_file = "{repo.client_key}"
 
 
 def trail_events(daemon: Daemon) -> list[dict]:
-    """The trail's event records (end and refused), in order."""
-    lines = (daemon.data_dir / "audit" / "trail.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("phase") in ("end", "refused")]
+    """The trail's event records (end and refused), in order, opened with the appliance's keyring."""
+    keys = open_keys(Config(data_dir=str(daemon.data_dir)))
+    codec = SealedCodec(keys.audit_store) if keys is not None else PLAIN
+    records = read_records(daemon.data_dir / "audit" / "trail.jsonl", codec)
+    return [r for r in records if r.get("phase") in ("end", "refused")]
 
 
 def received(repo: RsyslogRepository) -> list[tuple[int, str, str]]:

@@ -43,9 +43,11 @@ def test_accesses_are_recorded_verified_and_queryable(daemon: Daemon) -> None:
                                                  "QueryAudit"]
     verified = run_cli(daemon.target, "audit", "verify", "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["intact"]
-    # Names never reach the trail or the operational log; the trail keeps identifiers only.
+    # Names never reach the trail or the operational log; the trail keeps identifiers only,
+    # and sealed (encryption is on by default), so not even those are on the disk in the clear.
     trail = (daemon.data_dir / "audit" / "trail.jsonl").read_text()
     assert "Canary" not in trail and "Canary" not in daemon.log()
+    assert "AUD-1" not in trail and identity(1)["SOPInstanceUID"] not in trail
 
 
 def test_a_changed_record_is_named_by_the_cli(daemon: Daemon) -> None:
@@ -55,7 +57,11 @@ def test_a_changed_record_is_named_by_the_cli(daemon: Daemon) -> None:
     daemon.stop()
     path = daemon.data_dir / "audit" / "trail.jsonl"
     data = path.read_bytes().splitlines(keepends=True)
-    data[2] = data[2].replace(b'"begin"', b'"BEGIN"')
+    line = json.loads(data[2])
+    sealed = line["sealed"]
+    middle = len(sealed) // 2
+    line["sealed"] = sealed[:middle] + ("A" if sealed[middle] != "A" else "B") + sealed[middle + 1 :]
+    data[2] = json.dumps(line, separators=(",", ":")).encode() + b"\n"
     path.write_bytes(b"".join(data))
     daemon.start()
     result = run_cli(daemon.target, "audit", "verify")

@@ -125,3 +125,20 @@ def test_rfc5424_header_and_octet_counting() -> None:
     msg = format_message(b"<AuditMessage/>", timestamp=T, hostname="host a", procid="42")
     assert msg.startswith(b"<85>1 2025-06-15T15:06:40.250000Z hosta pacsvault 42 IHE+RFC-3881 - \xef\xbb\xbf<")
     assert frame(msg) == str(len(msg)).encode() + b" " + msg
+
+
+def test_a_security_alert_of_stored_data_names_the_instance_and_the_reporter() -> None:
+    rec = {"seq": 9, "time": T, "action": "SecurityAlert", "alert": "BlobAuthenticationFailed", "phase": "alert",
+           "outcome": "DATA_LOSS",
+           "reason": "frame 0 fails authentication", "study_instance_uid": "1.2.3", "sop_instance_uid": "1.2.3.4.5"}
+    root = message(rec)
+    ident = root.find("EventIdentification")
+    assert (ident.find("EventID").get("csd-code"), ident.get("EventActionCode")) == ("110113", "E")
+    assert ident.find("EventTypeCode").get("originalText") == "Stored Data Failed Authentication"
+    assert ident.get("EventOutcomeIndicator") == "8"
+    assert [(p.get("UserID"), p.get("UserIsRequestor")) for p in root.findall("ActiveParticipant")] == \
+        [("site-a", "true")]
+    # An alert of a kind this version does not know is still exported, as a plain Security Alert.
+    unknown = message({**rec, "alert": "SomethingNew"})
+    assert unknown.find("EventIdentification/EventID").get("csd-code") == "110113"
+    assert unknown.find("EventIdentification/EventTypeCode") is None

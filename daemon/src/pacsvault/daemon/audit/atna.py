@@ -1,7 +1,8 @@
 """Audit records as DICOM audit messages (PS3.15 Annex A.5), the IHE ATNA payload.
 
-One trail record of an outcome (phase ``end``) or a refusal (phase
-``refused``) becomes one ``AuditMessage``; ``begin`` records are the
+One trail record of an outcome (phase ``end``), a refusal (phase
+``refused``) or an alert the archive raised itself (phase ``alert``) becomes
+one ``AuditMessage``; ``begin`` records are the
 fail-closed guard, not events, and become nothing. The event codes come from
 the DCM coding scheme (PS3.16 CID 400 "Audit Event ID", CID 403 "Security
 Alert Type Code"):
@@ -11,7 +12,8 @@ Alert Type Code"):
     110105 DICOM Study Deleted         study deletion (D), once the API has it
     110101 Audit Log Used              the audit trail read or verified (R)
     110112 Query                       Find, ListPatientStudies and other listings (E)
-    110113 Security Alert              tokens, certificates, break-glass, shares, volumes (E)
+    110113 Security Alert              tokens, certificates, break-glass, shares, volumes (E);
+                                       stored data that failed authentication at rest (E)
     110114 User Authentication         a call refused: no credentials or not allowed (E)
 
 Only identifiers from the record travel: patient ID, study / series /
@@ -27,6 +29,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree
+
+from pacsvault.daemon.audit.trail import BLOB_AUTHENTICATION_FAILED
 
 __all__ = ["EVENTS", "Event", "event_for", "outcome_indicator", "to_audit_message"]
 
@@ -57,9 +61,19 @@ USER_AUTHENTICATION = Code("110114", "User Authentication")
 
 LOGIN = Code("110122", "Login")
 EMERGENCY_OVERRIDE = Code("110127", "Emergency Override Started")
+SECURITY_CONFIGURATION = Code("110129", "Security Configuration")
 HARDWARE_CONFIGURATION = Code("110130", "Hardware Configuration")
 OBJECT_SECURITY_CHANGED = Code("110135", "Object Security Attributes Changed")
 USER_SECURITY_CHANGED = Code("110137", "User Security Attributes Changed")
+# PS3.15 A.5.3.11 makes EventTypeCode mandatory in a Security Alert, from CID 403.
+# None of CID 403's codes (110126-110147: node authentication, emergency override,
+# configuration, restricted function, audit recording, security attributes and roles,
+# service operations, authentication / authorization / access decisions, sessions)
+# says that stored data failed its integrity check: borrowing one (110126 "Node
+# Authentication" is the nearest) would mislead a SIEM rule, and leaving the code out
+# breaks the "M". CID 403 is extensible, so a code of our own private scheme (a "99"
+# designator, PS3.16 section 8) extends it, and names exactly what happened.
+STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authentication", "99PACSVAULT")
 
 # Every audited RPC by name; a test keeps this in step with the access table.
 EVENTS: dict[str, Event] = {
@@ -87,11 +101,17 @@ EVENTS: dict[str, Event] = {
     "CreateToken": Event(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
     "RevokeToken": Event(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
     "RevokeCertificate": Event(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
+    "RotateKeys": Event(SECURITY_ALERT, "E", SECURITY_CONFIGURATION),
+    "GetEncryptionStatus": Event(QUERY, "E"),
     "BreakGlass": Event(SECURITY_ALERT, "E", EMERGENCY_OVERRIDE),
     "CreateShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
     "RevokeShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
 }
 REFUSAL = Event(USER_AUTHENTICATION, "E", LOGIN)
+# Alerts the archive raises on its own (phase "alert"), by kind.
+ALERTS: dict[str, Event] = {
+    BLOB_AUTHENTICATION_FAILED: Event(SECURITY_ALERT, "E", STORED_DATA_AUTHENTICATION),
+}
 # An RPC added later without an entry is still exported, conservatively as an access.
 FALLBACK = Event(INSTANCES_ACCESSED, "R")
 
@@ -113,6 +133,8 @@ _APPLICATION_SERVER = "4"
 def event_for(record: Mapping[str, object]) -> Event:
     if record.get("phase") == "refused":
         return REFUSAL
+    if record.get("phase") == "alert":
+        return ALERTS.get(str(record.get("alert", "")), Event(SECURITY_ALERT, "E"))
     return EVENTS.get(str(record.get("action", "")), FALLBACK)
 
 
@@ -126,14 +148,17 @@ def outcome_indicator(outcome: str) -> str:
 
 def to_audit_message(record: Mapping[str, object], source_id: str) -> bytes | None:
     """The AuditMessage XML (UTF-8, with declaration) of ``record``; None for a record that is no event."""
-    if record.get("phase") not in ("end", "refused"):
+    if record.get("phase") not in ("end", "refused", "alert"):
         return None
     event = event_for(record)
     outcome = str(record.get("outcome", "OK"))
     root = ElementTree.Element("AuditMessage")
     _event_identification(root, record, event, outcome)
-    _requestor(root, record, event)
-    _archive(root, source_id, event, record)
+    if record.get("phase") == "alert":
+        _reporter(root, source_id)
+    else:
+        _requestor(root, record, event)
+        _archive(root, source_id, event, record)
     source = ElementTree.SubElement(root, "AuditSourceIdentification", AuditSourceID=source_id)
     ElementTree.SubElement(source, "AuditSourceTypeCode", {"csd-code": _APPLICATION_SERVER})
     _participant_objects(root, record, event)
@@ -155,6 +180,8 @@ def _event_identification(root: ElementTree.Element, record: Mapping[str, object
     description = f"{record.get('action', '?')}: {outcome} (audit record {record.get('seq', '?')})"
     if record.get("break_glass"):
         description += f"; break-glass: {str(record['break_glass'])[:200]}"
+    if record.get("phase") == "alert" and record.get("reason"):
+        description += f"; {str(record['reason'])[:200]}"
     ElementTree.SubElement(ident, "EventOutcomeDescription").text = description
 
 
@@ -169,6 +196,11 @@ def _requestor(root: ElementTree.Element, record: Mapping[str, object], event: E
     participant = ElementTree.SubElement(root, "ActiveParticipant", attributes)
     if event.event_id == INSTANCES_TRANSFERRED and event.action == "C":
         _coded(participant, "RoleIDCode", _SOURCE_ROLE)
+
+
+def _reporter(root: ElementTree.Element, source_id: str) -> None:
+    """An alert's one active participant: the appliance, which detected it (PS3.15 A.5.3.11 "Reporting Person")."""
+    ElementTree.SubElement(root, "ActiveParticipant", UserID=source_id, UserIsRequestor="true")
 
 
 def _archive(root: ElementTree.Element, source_id: str, event: Event, record: Mapping[str, object]) -> None:

@@ -9,6 +9,10 @@ repository's TCP stack acknowledged the bytes. A crash, an outage or a restart
 in between means the same records are sent again: duplicates are possible,
 gaps are not.
 
+With encryption on the trail's lines are sealed; the exporter opens them with
+the trail's codec, and what leaves is the audit message of each record, over
+TLS only.
+
 Records are exported only once they are durable in the trail (their
 sequence number is at most the trail's committed one), so a write the trail
 cut back after a failed fsync is never sent.
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pacsvault.daemon.audit.atna import to_audit_message
+from pacsvault.daemon.audit.codec import PLAIN, RecordCodec, UnreadableRecord
 from pacsvault.daemon.audit.syslog_tls import SyslogTlsSender, format_message, tls_context
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config
@@ -56,8 +61,9 @@ class AtnaExporter:
 
     def __init__(self, name: str, trail_path: Path, sender: SyslogTlsSender, source_id: str, *,
                  committed: Callable[[], int] | None = None, hostname: str | None = None,
-                 max_records: int = 512) -> None:
+                 max_records: int = 512, codec: RecordCodec = PLAIN) -> None:
         self.name, self.trail_path, self._sender, self._source_id = name, trail_path, sender, source_id
+        self._codec = codec
         self.cursor_path = trail_path.with_name(f"{trail_path.name}.atna-{name}.cursor")
         self._committed = committed
         self._hostname = hostname or socket.gethostname()
@@ -107,12 +113,12 @@ class AtnaExporter:
                 if not line.endswith(b"\n"):
                     return  # the writer is mid-append; the rest comes next pass
                 try:
-                    record = json.loads(line)
-                except ValueError:
-                    log.error("audit export %s: an unreadable trail line at byte %d; stopped there "
-                              "(run `pacsvault audit verify`)", self.name, position - len(line))
+                    record = self._codec.decode(line[:-1])
+                    seq = int(record.get("seq", 0))  # type: ignore[call-overload]
+                except (UnreadableRecord, TypeError, ValueError) as exc:
+                    log.error("audit export %s: the trail line at byte %d %s; stopped there "
+                              "(run `pacsvault audit verify`)", self.name, position - len(line), exc)
                     return
-                seq = int(record.get("seq", 0))
                 if seq < expected:
                     continue  # scanning from the start after a lost offset
                 if seq != expected:
@@ -124,7 +130,11 @@ class AtnaExporter:
 
     @staticmethod
     def _offset_is_valid(source: BinaryIO, cursor: Cursor) -> bool:
-        """The cursor's offset ends the line holding its record (the trail was not replaced or cut)."""
+        """The cursor's offset ends the line holding its record (the trail was not replaced or cut).
+
+        Reads the line's ``seq``, which is in the clear in sealed lines too:
+        a guess at where to resume, not trusted further (what follows is opened).
+        """
         if cursor.offset == 0:
             return True
         try:
@@ -233,5 +243,5 @@ def build_scheduler(config: Config, trail: AuditTrail | None) -> AtnaScheduler:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(f"audit.repositories {repo.name!r}: unusable TLS files: {exc}") from exc
         exporters.append(AtnaExporter(repo.name, trail.path, SyslogTlsSender(repo.address, context), source_id,
-                                      committed=lambda: trail.last_seq))
+                                      committed=lambda: trail.last_seq, codec=trail.codec))
     return AtnaScheduler(exporters, interval_s=audit.export_interval_s, max_backoff_s=audit.export_max_backoff_s)

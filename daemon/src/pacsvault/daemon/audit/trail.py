@@ -1,12 +1,17 @@
 """A tamper-evident, append-only audit trail.
 
-Each record is one JSON line carrying ``prev`` (the previous record's tag)
-and ``tag`` = HMAC-SHA256(audit key, prev tag + the record's canonical JSON).
+Each record is one line carrying ``prev`` (the previous record's tag) and
+``tag`` = HMAC-SHA256(chain key, prev tag + the record's canonical JSON).
 Changing a byte, deleting, reordering or forging a record breaks the chain at
 that record; only the holder of the key can extend it. Every N records or T
 seconds a checkpoint (sequence number and tag) is signed with the
 appliance's Ed25519 key and handed to a witness (the peer appliance), so a
 truncated tail is caught against the newest checkpoint the witness holds.
+
+With encryption on (see ``codec``), every line is sealed under the keyring,
+and the chain key and the signing key are derived from the keyring too: the
+data disks hold no audit key and no record in the clear. Checkpoints carry
+only numbers, tags and signatures, so they stay readable (the peer keeps them).
 
 Appends are durable before they return (group-committed by one writer
 thread, like the index); a trail that cannot be appended to refuses, and the
@@ -18,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import os
 import queue
@@ -29,14 +33,32 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pacsvault.daemon.errors import Unavailable
+from pacsvault.daemon.audit.codec import PLAIN, RecordCodec, SealedCodec, UnreadableRecord, canonical
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
+from pacsvault.daemon.errors import ConfigError, Unavailable
 from pacsvault.daemon.storage.durable import fsync_dir
+
+__all__ = ["GENESIS", "AuditTrail", "Problem", "canonical", "checkpoint_signer", "load_or_create_keys",
+           "open_trail", "read_checkpoints", "read_records", "tag_of", "verify"]
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
+# Outcome records written without a flush reach stable storage at the latest
+# this long after the trail falls idle (or with the next durable append).
+_IDLE_SYNC_S = 0.2
 Witness = Callable[[dict[str, object]], None]
+# HKDF info of the checkpoint signing key; distinct from every keyring label.
+CHECKPOINT_SIGNING = b"pacsvault/v1/audit-checkpoint-signing"
+# The marker read_records yields for a line that holds no readable record.
+UNREADABLE = "_unreadable_line"
+# Records the archive writes on its own (phase "alert"), and the kinds of alert.
+SECURITY_ALERT = "SecurityAlert"
+BLOB_AUTHENTICATION_FAILED = "BlobAuthenticationFailed"
 
 
 @dataclass(frozen=True)
@@ -45,8 +67,31 @@ class Problem:
     reason: str
 
 
+def open_trail(config: Config, keys: ApplianceKeys | None, *, clock: Callable[[], float] = time.time,
+               witness: Witness | None = None) -> AuditTrail:
+    """The appliance's trail: sealed, with keys from the keyring, when encryption is on."""
+    path = config.resolve(config.audit.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec: RecordCodec
+    if keys is None:
+        key, signer = load_or_create_keys(config.resolve(config.audit.keys_dir))
+        codec = PLAIN
+    else:
+        key, signer = keys.audit_chain_key, checkpoint_signer(keys.audit_chain_key)
+        codec = SealedCodec(keys.audit_store)
+    return AuditTrail(path, key, signer, clock=clock, witness=witness, codec=codec,
+                      checkpoint_every=config.audit.checkpoint_every,
+                      checkpoint_interval_s=config.audit.checkpoint_interval_s)
+
+
+def checkpoint_signer(chain_key: bytes) -> Ed25519PrivateKey:
+    """The checkpoint signing key, derived from the chain key so no key file sits on the data disks."""
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CHECKPOINT_SIGNING).derive(chain_key)
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
 def load_or_create_keys(directory: Path) -> tuple[bytes, Ed25519PrivateKey]:
-    """The trail's HMAC key and checkpoint signing key, made on first start (0600)."""
+    """The trail's HMAC key and checkpoint signing key, made on first start (0600); encryption off only."""
     directory.mkdir(parents=True, exist_ok=True)
     hmac_path, sign_path = directory / "audit-hmac.key", directory / "audit-signing.key"
     if not hmac_path.exists():
@@ -66,10 +111,6 @@ def _write_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def canonical(record: dict[str, object]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
     return hmac.new(key, prev.encode() + canonical(body), hashlib.sha256).hexdigest()
 
@@ -77,14 +118,18 @@ def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
 class AuditTrail:
     def __init__(self, path: Path, key: bytes, signer: Ed25519PrivateKey, *, clock: Callable[[], float] = time.time,
                  checkpoint_every: int = 1000, checkpoint_interval_s: float = 60.0,
-                 witness: Witness | None = None) -> None:
+                 witness: Witness | None = None, codec: RecordCodec = PLAIN) -> None:
         self.path, self._key, self._signer, self._clock = path, key, signer, clock
+        # How lines are written and read back; whatever reads this trail uses it.
+        self.codec = codec
         self.checkpoints_path = path.with_name(path.name + ".checkpoints")
         self._every, self._interval = checkpoint_every, checkpoint_interval_s
         self.witness = witness
         self._seq, self._prev = self._tail()
         self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
         self._queue: queue.Queue[tuple[dict[str, object], Future[int] | None] | None] = queue.Queue()
+        self._size = path.stat().st_size if path.exists() else 0
+        self._unsynced = False
         self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -99,9 +144,13 @@ class AuditTrail:
 
     def append(self, event: dict[str, object]) -> int:
         """Appends ``event`` durably; returns its sequence number. Unavailable when it cannot."""
+        return self.append_async(event).result()
+
+    def append_async(self, event: dict[str, object]) -> Future[int]:
+        """Queues ``event``; the future gives its sequence number once it is durable (or Unavailable)."""
         future: Future[int] = Future()
         self._queue.put((dict(event), future))
-        return future.result()
+        return future
 
     def append_later(self, event: dict[str, object]) -> None:
         """Queues ``event`` without waiting for it to be durable.
@@ -111,6 +160,32 @@ class AuditTrail:
         flush for them, and a crash can cost at most the newest ones.
         """
         self._queue.put((dict(event), None))
+
+    def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
+        """Records, durably, that stored data of an instance failed authentication at rest.
+
+        Exported over ATNA as a Security Alert (110113). Unavailable when the
+        trail cannot take it, like any durable append.
+        """
+        # Outcome DATA_LOSS exports as EventOutcomeIndicator 8, a serious failure: the copy was
+        # caught and not served (mitigation held), which is what 8 means in an alert, not 12.
+        return self.append({"action": SECURITY_ALERT, "alert": BLOB_AUTHENTICATION_FAILED, "phase": "alert",
+                            "outcome": "DATA_LOSS", "reason": reason[:512], "study_instance_uid": study_instance_uid,
+                            "sop_instance_uid": sop_instance_uid})
+
+    def read_records(self) -> Iterator[dict[str, object]]:
+        return read_records(self.path, self.codec)
+
+    def line_count(self) -> int:
+        """How many records the file holds, readable or not, without opening any."""
+        if not self.path.exists():
+            return 0
+        with open(self.path, "rb") as source:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(1 << 20), b""))
+
+    def verify(self, checkpoints: list[dict[str, object]]) -> Problem | None:
+        """The first bad record of this trail, against ``checkpoints`` (local and the witness's)."""
+        return verify(self.path, self._key, self.public_key, checkpoints, self.codec)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -122,8 +197,15 @@ class AuditTrail:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                # Outcome records written without a flush are flushed when the
+                # trail falls idle, if no durable append has carried them first.
+                item = self._queue.get(timeout=_IDLE_SYNC_S if self._unsynced else None)
+            except queue.Empty:
+                self._sync_quietly()
+                continue
             if item is None:
+                self._sync_quietly()
                 return
             batch = [item]
             while len(batch) < 256:
@@ -143,16 +225,24 @@ class AuditTrail:
             seq += 1
             body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": prev}
             prev = tag_of(self._key, prev, body)
-            lines.append(canonical({**body, "tag": prev}) + b"\n")
+            lines.append(self.codec.encode({**body, "tag": prev}) + b"\n")
             seqs.append(seq)
-        size = self.path.stat().st_size if self.path.exists() else 0
+        # A batch of outcome records only (nobody waits on them) is written but
+        # not flushed: the next durable append's flush carries it, so a reader
+        # calling one method after another pays one flush per call, not two.
+        durable = any(future is not None for _, future in batch)
+        data = b"".join(lines)
         try:
+            # Opened per batch, not kept: a trail disk must be free to go read-only (or be
+            # remounted so) under the daemon, and then every append fails, as it should.
             with open(self.path, "ab") as out:
-                out.write(b"".join(lines))
+                self._size = out.tell()
+                out.write(data)
                 out.flush()
-                os.fsync(out.fileno())  # durable before any caller is told it is recorded
+                if durable:
+                    os.fdatasync(out.fileno())  # durable before any caller is told it is recorded
         except OSError as exc:
-            _cut_back(self.path, size)  # a half-written line would break the chain for good
+            _cut_back(self.path, self._size)  # a half-written line would break the chain for good
             error = Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing")
             for _, future in batch:
                 if future is None:
@@ -160,13 +250,29 @@ class AuditTrail:
                 else:
                     future.set_exception(error)
             return
+        self._size += len(data)
+        self._unsynced = not durable
         self._seq, self._prev = seq, prev
         for (_, future), number in zip(batch, seqs, strict=True):
             if future is not None:
                 future.set_result(number)
         if seq - self._last_checkpoint_seq >= self._every or \
                 self._clock() - self._last_checkpoint_at >= self._interval:
+            self._sync_quietly()  # a checkpoint vouches only for records on stable storage
             self._checkpoint()
+
+    def _sync_quietly(self) -> None:
+        if not self._unsynced:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._unsynced = False
+        except OSError:
+            log.exception("audit trail %s: outcome records not flushed", self.path)
 
     def _checkpoint(self) -> None:
         body = {"seq": self._seq, "tag": self._prev, "time": self._clock()}
@@ -186,13 +292,83 @@ class AuditTrail:
             except Exception:  # noqa: BLE001 - the witness is retried at the next checkpoint
                 log.warning("audit checkpoint %d not delivered to the witness", self._seq, exc_info=True)
 
+    # -- where the trail ends ------------------------------------------------------
+
     def _tail(self) -> tuple[int, str]:
-        last = None
-        for last in read_records(self.path):
-            pass
-        if last is None:
+        """The newest record's number and tag, read from the last line only (the trail can be long)."""
+        _drop_partial_line(self.path)
+        line = _last_line(self.path)
+        if line is None:
             return 0, GENESIS
-        return int(last.get("seq", 0)), str(last.get("tag", GENESIS))
+        try:
+            record = self.codec.decode(line)
+            return int(record["seq"]), str(record["tag"])  # type: ignore[call-overload]
+        except (UnreadableRecord, KeyError, TypeError, ValueError) as exc:
+            return self._after_damaged_tail(str(exc))
+
+    def _after_damaged_tail(self, reason: str) -> tuple[int, str]:
+        """Refuses a trail none of whose records open (another keyring); continues after a damaged one."""
+        lines, readable, first_problem = 0, False, ""
+        for record in read_records(self.path, self.codec):
+            lines += 1
+            if UNREADABLE not in record:
+                readable = True
+            elif not first_problem:
+                first_problem = str(record["problem"])
+        if not readable:
+            raise ConfigError(f"audit trail {self.path}: none of its {lines} records can be read with this "
+                              f"appliance's keys (the first {first_problem}); start it with the keyring and "
+                              f"[encryption] setting it was written under")
+        # The chain is broken at the damaged record whatever follows; `audit verify` names it.
+        log.error("audit trail %s: the newest record %s; new records follow it, and `pacsvault audit verify` "
+                  "names it", self.path, reason)
+        return lines, GENESIS
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cuts a line a crash left half-written: no caller was told it was recorded (no fsync returned)."""
+    end = _complete_end(path)
+    if end is not None and end != path.stat().st_size:
+        log.warning("audit trail %s: dropping a half-written last line (bytes %d..%d)",
+                    path, end, path.stat().st_size)
+        _cut_back(path, end)
+
+
+def _complete_end(path: Path) -> int | None:
+    """The offset just past the last newline (0 when there is none); None when there is no trail."""
+    try:
+        source = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with source:
+        position = source.seek(0, os.SEEK_END)
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            source.seek(position)
+            found = source.read(step).rfind(b"\n")
+            if found >= 0:
+                return position + found + 1
+        return 0
+
+
+def _last_line(path: Path) -> bytes | None:
+    """The last complete line without its newline; None when the trail is empty or missing."""
+    end = _complete_end(path)
+    if not end:
+        return None
+    with open(path, "rb") as source:
+        data, position = b"", end - 1  # the final newline left out
+        while True:
+            found = data.rfind(b"\n")
+            if found >= 0:
+                return data[found + 1:]
+            if position == 0:
+                return data
+            step = min(65536, position)
+            position -= step
+            source.seek(position)
+            data = source.read(step) + data
 
 
 def _cut_back(path: Path, size: int) -> None:
@@ -202,26 +378,34 @@ def _cut_back(path: Path, size: int) -> None:
         log.exception("audit trail %s could not be cut back to %d bytes", path, size)
 
 
-def read_records(path: Path) -> Iterator[dict[str, object]]:
-    """Every record, in file order; a line that is not JSON yields a marker record."""
+# -- reading the trail -------------------------------------------------------------
+
+
+def read_records(path: Path, codec: RecordCodec = PLAIN) -> Iterator[dict[str, object]]:
+    """Every record, in file order; a line without a readable record yields an UNREADABLE marker.
+
+    The marker holds the line number and a ``problem`` completing "line N ...".
+    """
     if not path.exists():
         return
     with open(path, "rb") as source:
         for number, line in enumerate(source, start=1):
             try:
-                yield json.loads(line)
-            except ValueError:
-                yield {"_unparseable_line": number}
+                yield codec.decode(line.rstrip(b"\n"))
+            except UnreadableRecord as exc:
+                yield {UNREADABLE: number, "problem": exc.reason}
 
 
-def verify(path: Path, key: bytes, public_key: Ed25519PublicKey,
-           checkpoints: list[dict[str, object]]) -> Problem | None:
+def verify(path: Path, key: bytes, public_key: Ed25519PublicKey, checkpoints: list[dict[str, object]],
+           codec: RecordCodec = PLAIN) -> Problem | None:
     """The first bad record, or None when the chain is whole and reaches every checkpoint."""
+    vouched = {seq for seq in map(_seq_of, checkpoints) if seq is not None}
     prev, seq = GENESIS, 0
-    for record in read_records(path):
+    tags: dict[int, str] = {}
+    for record in read_records(path, codec):
         seq += 1
-        if "_unparseable_line" in record:
-            return Problem(seq, f"line {record['_unparseable_line']} is not a record (damaged)")
+        if UNREADABLE in record:
+            return Problem(seq, f"line {record[UNREADABLE]} {record['problem']}")
         if record.get("seq") != seq:
             return Problem(seq, f"expected record {seq}, found {record.get('seq')} (deleted or reordered)")
         body = {k: v for k, v in record.items() if k != "tag"}
@@ -231,19 +415,21 @@ def verify(path: Path, key: bytes, public_key: Ed25519PublicKey,
         if not hmac.compare_digest(expected, str(record.get("tag"))):
             return Problem(seq, "its tag does not match its content (altered or forged)")
         prev = expected
-    return _check_checkpoints(seq, prev, path, key, public_key, checkpoints)
+        if seq in vouched:  # only these are compared below; the trail may be long
+            tags[seq] = expected
+    return _check_checkpoints(seq, tags, public_key, checkpoints)
 
 
-def _check_checkpoints(last_seq: int, last_tag: str, path: Path, key: bytes, public_key: Ed25519PublicKey,
+def _check_checkpoints(last_seq: int, tags: dict[int, str], public_key: Ed25519PublicKey,
                        checkpoints: list[dict[str, object]]) -> Problem | None:
-    tags = {int(r["seq"]): str(r["tag"]) for r in read_records(path) if "seq" in r}  # type: ignore[arg-type]
-    for checkpoint in sorted(checkpoints, key=lambda c: int(c["seq"])):  # type: ignore[arg-type]
-        body = {k: checkpoint[k] for k in ("seq", "tag", "time")}
+    for checkpoint in sorted(checkpoints, key=lambda c: _seq_of(c) or 0):
+        cp_seq = _seq_of(checkpoint)
         try:
+            body = {k: checkpoint[k] for k in ("seq", "tag", "time")}
             public_key.verify(base64.b64decode(str(checkpoint["signature"])), canonical(body))
         except Exception:  # noqa: BLE001 - any verification failure means a forged checkpoint
-            return Problem(int(checkpoint["seq"]), "a checkpoint's signature is invalid")  # type: ignore[arg-type]
-        cp_seq = int(checkpoint["seq"])  # type: ignore[arg-type]
+            return Problem(cp_seq or 0, "a checkpoint's signature is invalid")
+        assert cp_seq is not None  # a signed checkpoint has a number
         if cp_seq > last_seq:
             return Problem(last_seq + 1, f"the trail ends at record {last_seq} but a checkpoint vouches "
                                          f"for {cp_seq}: records {last_seq + 1}..{cp_seq} were cut off")
@@ -252,5 +438,11 @@ def _check_checkpoints(last_seq: int, last_tag: str, path: Path, key: bytes, pub
     return None
 
 
+def _seq_of(checkpoint: dict[str, object]) -> int | None:
+    seq = checkpoint.get("seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
 def read_checkpoints(path: Path) -> list[dict[str, object]]:
+    """The signed checkpoints (numbers, tags and signatures only: kept in the clear)."""
     return [c for c in read_records(path) if "seq" in c]
