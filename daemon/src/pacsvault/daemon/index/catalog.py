@@ -1,10 +1,15 @@
-"""The write and point-read operations of the index: what ingest and retrieve call."""
+"""The write and point-read operations of the index: what ingest and retrieve call.
+
+New patients, studies and series are sealed once, when made (with encryption
+on); later stores of the same study only change counts and tiers, which stay
+readable, so ingest opens nothing and seals nothing for them.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import lmdb
 
@@ -21,6 +26,7 @@ from pacsvault.daemon.index.records import (
     OutboxEntry,
     PatientRecord,
     SeriesRecord,
+    StudyMonths,
     StudyRecord,
     decode,
     encode,
@@ -41,6 +47,15 @@ class NewBlob:
     stored_bytes: int
     # Restored from the peer: the peer holds it already, nothing to send back.
     from_peer: bool = False
+    # Its name at the peer, when it came from there.
+    replica: Digest | None = None
+
+
+@dataclass
+class DeletedStudy:
+    study_instance_uid: str
+    sop_instance_uids: list[str] = field(default_factory=list)
+    blobs_released: int = 0
 
 
 class Catalog:
@@ -68,11 +83,13 @@ class Catalog:
         existing = txn.get(p.sop_instance_uid.encode(), db=db["instances"])
         if existing is not None:
             return repeat_outcome(decode(InstanceRecord, existing), p.sop_instance_uid, blob.digest)
-        pkey = keys.patient_key(p.patient_id, p.issuer_of_patient_id)
+        tags, sealer = self.env.tags, self.env.sealer
+        pkey = tags.patient_key(p.patient_id, p.issuer_of_patient_id)
+        # As stored: counts and tiers readable, PHI still sealed (none of it is needed here).
         study = self._get(txn, "studies", p.study_instance_uid.encode(), StudyRecord)
         series = self._get(txn, "series", p.series_instance_uid.encode(), SeriesRecord)
         # Check everything before writing anything: other stores share this transaction.
-        _check_hierarchy(p, pkey, study, series)
+        self._check_hierarchy(txn, p, pkey, study, series)
         patient = self._get(txn, "patients", pkey, PatientRecord)
         bkey = keys.blob_key(blob.digest.function, blob.digest.hash)
         blob_record = self._get(txn, "blobs", bkey, BlobRecord)
@@ -87,19 +104,22 @@ class Catalog:
             placement.count_blob_on_volume(txn, self.env, blob_record, +1)
         blob_record.refcount += 1
         blob_record.replicated |= blob.from_peer
+        if blob.replica is not None and not blob_record.replica_digest:
+            blob_record.replica_digest, blob_record.replica_size = blob.replica.hash, blob.replica.size_bytes
         txn.put(bkey, encode(blob_record), db=db["blobs"])
 
         if patient is None:
-            patient = _new_patient(p)
+            patient = sealer.seal(_new_patient(p), "patients", pkey)
             if p.patient_name:
-                txn.put(keys.join(keys.name_key(p.patient_name), pkey), b"", db=db["by_patient_name"])
+                for name_key in keys.patient_name_keys(tags, p.patient_name, pkey):
+                    txn.put(name_key, b"", db=db["by_patient_name"])
         if study is None:
-            study = _new_study(p, pkey, now)
+            study = sealer.seal(_new_study(p, pkey, now), "studies", p.study_instance_uid.encode())
             patient.study_count += 1
-            txn.put(keys.join(pkey, p.study_instance_uid), b"", db=db["patient_studies"])
+            txn.put(pkey + p.study_instance_uid.encode(), b"", db=db["patient_studies"])
             self._index_study(txn, study)
         if series is None:
-            series = _new_series(p)
+            series = sealer.seal(_new_series(p), "series", p.series_instance_uid.encode())
             study.series_count += 1
             txn.put(keys.join(p.study_instance_uid, p.series_instance_uid), b"", db=db["study_series"])
             if p.modality and p.modality not in study.modalities:
@@ -123,15 +143,157 @@ class Catalog:
         return AddOutcome.STORED
 
     def _index_study(self, txn: lmdb.Transaction, study: StudyRecord) -> None:
-        uid = study.study_instance_uid
+        """The secondary index entries of a new study (its PHI is still in memory)."""
+        uid = study.study_instance_uid.encode()
+        tags = self.env.tags
         if study.accession_number:
-            txn.put(keys.join(study.accession_number, uid), b"", db=self._db["by_accession"])
+            txn.put(tags.accession(study.accession_number) + uid, b"", db=self._db["by_accession"])
         if is_dicom_date(study.study_date):
-            txn.put(keys.join(study.study_date, uid), b"", db=self._db["by_study_date"])
+            month = keys.study_month(study.study_date)
+            txn.put(tags.study_month(month) + uid, b"", db=self._db["by_study_date"])
+            self._note_study_month(txn, month)
+
+    def _note_study_month(self, txn: lmdb.Transaction, month: str) -> None:
+        months = study_months(txn, self.env)
+        if month not in months:
+            fresh = StudyMonths(months=sorted([*months, month]))
+            value = self.env.sealer.encode(fresh, "meta", keys.STUDY_MONTHS)
+            txn.put(keys.STUDY_MONTHS, value, db=self._db["meta"])
 
     def _get(self, txn: lmdb.Transaction, db: str, key: bytes, cls: type) -> object | None:
         value = txn.get(key, db=self._db[db])
         return None if value is None else decode(cls, value)
+
+    def _check_hierarchy(
+        self, txn: lmdb.Transaction, p: ParsedInstance, pkey: bytes, study: StudyRecord | None,
+        series: SeriesRecord | None,
+    ) -> None:
+        if study is not None and study.patient_key != pkey:
+            owner = self._patient_at(txn, study.patient_key)
+            raise InvalidInput(
+                f"study {p.study_instance_uid} is stored for PatientID {owner.patient_id!r} (issuer "
+                f"{owner.issuer_of_patient_id!r}) but this instance names PatientID {p.patient_id!r} (issuer "
+                f"{p.issuer_of_patient_id!r}); reconcile the patient identity before storing"
+            )
+        if series is not None and series.study_instance_uid != p.study_instance_uid:
+            raise InvalidInput(
+                f"series {p.series_instance_uid} belongs to study {series.study_instance_uid}, "
+                f"not to {p.study_instance_uid}"
+            )
+
+    def _patient_at(self, txn: lmdb.Transaction, pkey: bytes) -> PatientRecord:
+        """The patient with this key, PHI opened; an empty record when it is missing."""
+        value = txn.get(pkey, db=self._db["patients"])
+        return PatientRecord() if value is None else self.env.sealer.decode(PatientRecord, value, "patients", pkey)
+
+    def delete_study(self, study_uid: str, now: float) -> DeletedStudy:
+        """Removes a study, its series and instances, and every index entry that
+        names them, in one transaction; blobs whose last instance went are moved
+        to doomed_blobs, where ``destroy_doomed`` finds them (crash-safe: the
+        files go only after this commit, and a crash between is redone)."""
+        return self.env.write(lambda txn: self._delete_study(txn, study_uid, now))
+
+    def _delete_study(self, txn: lmdb.Transaction, study_uid: str, now: float) -> DeletedStudy:
+        db, tags = self._db, self.env.tags
+        skey = study_uid.encode()
+        value = txn.get(skey, db=db["studies"])
+        if value is None:
+            raise NotFound(f"no study with Study Instance UID {study_uid}")
+        # Opened: its accession number and date name the secondary entries to remove.
+        study = self.env.sealer.decode(StudyRecord, value, "studies", skey)
+        deleted = DeletedStudy(study_uid)
+        for series_key in list(prefix_keys(txn, db["study_series"], keys.join(study_uid, b""))):
+            series_uid = keys.last_part(series_key)
+            for member_key in list(prefix_keys(txn, db["series_instances"], keys.join(series_uid, b""))):
+                self._delete_instance(txn, keys.last_part(member_key), now, deleted)
+                txn.delete(member_key, db=db["series_instances"])
+            txn.delete(series_uid.encode(), db=db["series"])
+            txn.delete(series_key, db=db["study_series"])
+        txn.delete(study.patient_key + skey, db=db["patient_studies"])
+        if study.accession_number:
+            txn.delete(tags.accession(study.accession_number) + skey, db=db["by_accession"])
+        if is_dicom_date(study.study_date):
+            # The month stays in StudyMonths: it only says which buckets to look in.
+            txn.delete(tags.study_month(keys.study_month(study.study_date)) + skey, db=db["by_study_date"])
+        for modality in study.modalities:
+            txn.delete(keys.join(modality, study_uid), db=db["by_modality"])
+        for tier in study.tier_instances:
+            txn.delete(keys.tier_lru_key(tier, study.last_access, study_uid), db=db["tier_lru"])
+        txn.delete(skey, db=db["studies"])
+        self._release_patient(txn, study)
+        return deleted
+
+    def _delete_instance(self, txn: lmdb.Transaction, sop_uid: str, now: float, deleted: DeletedStudy) -> None:
+        db = self._db
+        value = txn.get(sop_uid.encode(), db=db["instances"])
+        if value is None:
+            return
+        instance = decode(InstanceRecord, value)
+        txn.delete(sop_uid.encode(), db=db["instances"])
+        deleted.sop_instance_uids.append(sop_uid)
+        bkey = keys.blob_key(DigestFunction.BLAKE3, instance.digest)
+        blob_value = txn.get(bkey, db=db["blobs"])
+        release = False
+        if blob_value is not None:
+            blob = decode(BlobRecord, blob_value)
+            blob.refcount -= 1
+            if blob.refcount > 0:
+                txn.put(bkey, encode(blob), db=db["blobs"])
+            else:
+                release = True
+                txn.delete(bkey, db=db["blobs"])
+                placement.count_blob_on_volume(txn, self.env, blob, -1)
+                _add_counter(txn, db["meta"], STORED_BYTES, -blob.size_bytes)
+                txn.put(bkey, encode(blob), db=db["doomed_blobs"])
+                deleted.blobs_released += 1
+        if self.replicate:
+            outbox.append(txn, self.env, OutboxEntry(
+                sop_instance_uid=sop_uid, digest_function=DigestFunction.BLAKE3, digest=instance.digest,
+                enqueued_at=now, delete=True, release_blob=release))
+
+    def _release_patient(self, txn: lmdb.Transaction, study: StudyRecord) -> None:
+        """One study fewer for its patient; a patient with none left goes, with its name entries."""
+        db, pkey = self._db, study.patient_key
+        value = txn.get(pkey, db=db["patients"])
+        if value is None:
+            return
+        patient = decode(PatientRecord, value)  # counts are readable without opening the PHI
+        patient.study_count -= 1
+        patient.instance_count = max(0, patient.instance_count - study.instance_count)
+        if patient.study_count > 0:
+            txn.put(pkey, encode(patient), db=db["patients"])
+            return
+        opened = self.env.sealer.open(patient, "patients", pkey)
+        if opened.patient_name:
+            for name_key in keys.patient_name_keys(self.env.tags, opened.patient_name, pkey):
+                txn.delete(name_key, db=db["by_patient_name"])
+        txn.delete(pkey, db=db["patients"])
+
+    def doomed_blobs(self) -> list[BlobRecord]:
+        """Blobs whose last instance was deleted and whose files may still exist."""
+        with self.env.read() as txn:
+            return [decode(BlobRecord, v) for _, v in txn.cursor(db=self._db["doomed_blobs"])]
+
+    def destroy_doomed(self, blob: BlobRecord, destroy: Callable[[BlobRecord], None]) -> bool:
+        """Runs ``destroy`` (which removes the copy on the doomed record's volume)
+        and forgets the record, in one write; False when the copy is in use again.
+
+        The caller holds the blob's ingest lock (see Archive), so no store of the
+        same bytes can be between finding that copy and indexing it.
+        """
+        bkey = keys.blob_key(blob.digest_function, blob.digest)
+
+        def op(txn: lmdb.Transaction) -> bool:
+            if txn.get(bkey, db=self._db["doomed_blobs"]) is None:
+                return False
+            txn.delete(bkey, db=self._db["doomed_blobs"])
+            live = txn.get(bkey, db=self._db["blobs"])
+            if live is not None and decode(BlobRecord, live).location.volume_id == blob.location.volume_id:
+                return False  # stored again since, into this very copy
+            destroy(blob)
+            return True
+
+        return self.env.write(op)
 
     def relocate(self, digest: Digest, location: BlobLocation, stored_bytes: int) -> None:
         """Points the blob at a fresh copy (after a repair), in one transaction."""
@@ -212,21 +374,12 @@ def is_dicom_date(value: str) -> bool:
     return len(value) == 8 and value.isdigit()
 
 
-def _check_hierarchy(
-    p: ParsedInstance, pkey: bytes, study: StudyRecord | None, series: SeriesRecord | None
-) -> None:
-    if study is not None and study.patient_key != pkey:
-        owner_id, owner_issuer = keys.split_patient_key(study.patient_key)
-        raise InvalidInput(
-            f"study {p.study_instance_uid} is stored for PatientID {owner_id!r} (issuer "
-            f"{owner_issuer!r}) but this instance names PatientID {p.patient_id!r} (issuer "
-            f"{p.issuer_of_patient_id!r}); reconcile the patient identity before storing"
-        )
-    if series is not None and series.study_instance_uid != p.study_instance_uid:
-        raise InvalidInput(
-            f"series {p.series_instance_uid} belongs to study {series.study_instance_uid}, "
-            f"not to {p.study_instance_uid}"
-        )
+def study_months(txn: lmdb.Transaction, env: IndexEnvironment) -> list[str]:
+    """The months (YYYYMM) that have studies with a date, in order."""
+    value = txn.get(keys.STUDY_MONTHS, db=env.dbs["meta"])
+    if value is None:
+        return []
+    return list(env.sealer.decode(StudyMonths, value, "meta", keys.STUDY_MONTHS).months)
 
 
 def _new_patient(p: ParsedInstance) -> PatientRecord:

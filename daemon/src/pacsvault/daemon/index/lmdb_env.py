@@ -4,6 +4,13 @@ LMDB allows one write transaction at a time. Rather than have every store
 thread queue on LMDB's lock and pay two fsyncs each, one writer thread takes
 all pending writes, applies them in one transaction and commits once: under
 load many stores share one commit, and readers never wait for it.
+
+The environment also carries how PHI is kept out of the index's bytes: the
+tags that stand in for it in keys (``tags``) and the sealing of the records
+that carry it (``sealer``), under the appliance's keys -- or, with
+encryption off, public tags and no sealing: one key layout for both. (That
+a data dir keeps the mode and keyring it was made with is the Archive's
+check, for the blobs and the index together.)
 """
 
 from __future__ import annotations
@@ -14,32 +21,48 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from pacsvault.daemon.errors import IndexFull, PacsvaultError, Unavailable
-from pacsvault.daemon.index import keys
+from pacsvault.daemon.errors import ConfigError, IndexFull, PacsvaultError, Unavailable
+from pacsvault.daemon.index import keys as key_layout
+from pacsvault.daemon.index.records import RecordSealer
+
+if TYPE_CHECKING:
+    from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteOp = Callable[[lmdb.Transaction], Any]
 _STOP = object()
+# meta: the key layout. 2: tags instead of PHI in keys. Unmarked: PHI in keys (before sealing).
+LAYOUT = b"index_layout"
+_LAYOUT_VERSION = b"2"
 
 
 class IndexEnvironment:
     """Opens the environment with every named database, and runs the writer."""
 
-    def __init__(self, path: Path, *, map_size: int, max_batch: int = 256) -> None:
+    def __init__(self, path: Path, *, map_size: int, max_batch: int = 256,
+                 keys: ApplianceKeys | None = None) -> None:
+        """``keys``: the appliance's keys, or None when encryption is off."""
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         # sync/metasync on: a commit returns only once it is on disk, so an
         # acknowledged store survives kill -9 and power loss.
         self.env = lmdb.open(
-            str(path), map_size=map_size, max_dbs=len(keys.DATABASES) + 2,
+            str(path), map_size=map_size, max_dbs=len(key_layout.DATABASES) + 2,
             max_readers=1024, sync=True, metasync=True, readahead=False,
         )
-        self.dbs = {name: self.env.open_db(name.encode()) for name in keys.DATABASES}
+        self.dbs = {name: self.env.open_db(name.encode()) for name in key_layout.DATABASES}
+        self.tags = key_layout.IndexTags(keys.index_tag if keys is not None else key_layout.plain_tag)
+        self.sealer = RecordSealer(keys.index_values if keys is not None else None)
+        try:
+            self._check_layout()
+        except ConfigError:
+            self.env.close()
+            raise
         self._max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
@@ -48,6 +71,21 @@ class IndexEnvironment:
 
     def db(self, name: str) -> Any:
         return self.dbs[name]
+
+    def _check_layout(self) -> None:
+        """Marks a new index with its key layout; refuses one whose keys this version cannot find."""
+        with self.env.begin(write=True) as txn:
+            found = txn.get(LAYOUT, db=self.dbs["meta"])
+            if found is None and txn.stat(self.dbs["patients"])["entries"]:
+                found = b"1"
+            if found is None:
+                txn.put(LAYOUT, _LAYOUT_VERSION, db=self.dbs["meta"])
+            elif found != _LAYOUT_VERSION:
+                # Every lookup would silently find nothing: refuse rather than answer wrong.
+                raise ConfigError(
+                    f"the index at {self.path} has key layout {found.decode(errors='replace')}; this pacsvaultd "
+                    f"reads layout {_LAYOUT_VERSION.decode()} only (tags, not PHI, in keys): restore from the peer "
+                    "into an empty data dir")
 
     def read(self) -> lmdb.Transaction:
         """A read-only snapshot; use as a context manager."""

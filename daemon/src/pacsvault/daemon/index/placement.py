@@ -69,12 +69,13 @@ def touch_study(txn: lmdb.Transaction, env: IndexEnvironment, study: StudyRecord
 
 
 def coldest_studies(txn: lmdb.Transaction, env: IndexEnvironment, tier: str) -> Iterator[StudyRecord]:
-    """Studies with instances on ``tier``, least recently accessed first."""
+    """Studies with instances on ``tier``, least recently accessed first, opened (an age rule may
+    count from the study date)."""
     for key in prefix_keys(txn, env.dbs["tier_lru"], tier.encode() + keys.SEP):
         _, study_uid = keys.split_tier_lru_key(key)
         value = txn.get(study_uid.encode(), db=env.dbs["studies"])
         if value is not None:
-            yield decode(StudyRecord, value)
+            yield env.sealer.decode(StudyRecord, value, "studies", study_uid.encode())
 
 
 def volume_blob_keys(txn: lmdb.Transaction, env: IndexEnvironment, volume_id: str) -> Iterator[bytes]:

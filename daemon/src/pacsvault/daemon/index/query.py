@@ -5,6 +5,19 @@ order and checks the remaining filters on each candidate. A page ends at a
 position (a tuple of index keys); the page token carries that position and a
 fingerprint of the query, so the next page resumes exactly after it, with no
 result cap and no offset scans.
+
+Keys hold tags, not PHI (see ``keys``), so lookups go by the tag of what is
+asked and every candidate is checked against its opened record:
+
+* PatientID: a prefix scan of the tag of the PatientID (every issuer), or
+  the whole patient key when the issuer is given.
+* Patient name: without wildcards, the tag of the normalised name; with a
+  literal start of NAME_PREFIX_CHARS or more, the bucket of names that start
+  the same way; otherwise every patient.
+* Study date: the by_study_date buckets of the months that have studies and
+  fall within the range, each study's opened date checked.
+
+Positions are tags and UIDs, so page tokens carry no PHI either.
 """
 
 from __future__ import annotations
@@ -17,14 +30,16 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import lmdb
+from google.protobuf.message import Message
 
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.dicom.parse import has_control_characters
 from pacsvault.daemon.errors import InvalidInput, shown
 from pacsvault.daemon.index import keys
-from pacsvault.daemon.index.catalog import is_dicom_date
+from pacsvault.daemon.index.catalog import is_dicom_date, study_months
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.digest import DigestFunction
 from pacsvault.daemon.index.records import (
@@ -35,6 +50,8 @@ from pacsvault.daemon.index.records import (
     StudyRecord,
     decode,
 )
+
+M = TypeVar("M", bound=Message)
 
 Position = tuple[bytes, ...]
 
@@ -148,8 +165,12 @@ def find(env: IndexEnvironment, query: Query, page_size: int, page_token: str) -
 
 class _Scan:
     def __init__(self, env: IndexEnvironment, txn: lmdb.Transaction, query: Query) -> None:
-        self.db, self.txn, self.q = env.dbs, txn, query
+        self.env, self.db, self.txn, self.q = env, env.dbs, txn, query
+        self.tags = env.tags
         self.name_re = _wildcard_regex(query.patient_name) if query.patient_name else None
+
+    def opened(self, cls: type[M], db: str, key: bytes, value: bytes) -> M:
+        return self.env.sealer.decode(cls, value, db, key)
 
     def level_items(self, after: Position | None) -> Iterator[tuple[Position, Match]]:
         if self.q.level == Level.PATIENT:
@@ -191,26 +212,44 @@ class _Scan:
     # -- patients ---------------------------------------------------------
 
     def patients(self, after: Position | None, inclusive: bool) -> Iterator[tuple[Position, Match]]:
+        """Matching patients, from the most selective index; positions are that index's keys."""
         q, last = self.q, after[0] if after else None
         if q.patient_id:
-            prefix = keys.patient_key(q.patient_id, q.issuer_of_patient_id) if q.issuer_of_patient_id \
-                else keys.join(q.patient_id, b"")
-            entries = self.range("patients", prefix, last, inclusive)
+            prefix = self.tags.patient_key(q.patient_id, q.issuer_of_patient_id) if q.issuer_of_patient_id \
+                else self.tags.patient_id(q.patient_id)
+            entries = self.every_patient(prefix, last, inclusive)
         elif self.name_re is not None:
             entries = self.patients_by_name(last, inclusive)
         else:
-            entries = self.range("patients", b"", last, inclusive)
-        for key, value in entries:
-            patient = decode(PatientRecord, value)
+            entries = self.every_patient(b"", last, inclusive)
+        for position, pkey, value in entries:
+            patient = self.opened(PatientRecord, "patients", pkey, value)
             if self.patient_matches(patient):
-                yield (key,), Match(patient)
+                yield (position,), Match(patient)
 
-    def patients_by_name(self, after: bytes | None, inclusive: bool) -> Iterator[tuple[bytes, bytes]]:
-        prefix = _literal_prefix(self.q.patient_name).encode()
+    def every_patient(self, prefix: bytes, after: bytes | None,
+                      inclusive: bool) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(position, patient key, stored value) of the patients whose key starts with ``prefix``."""
+        for key, value in self.range("patients", prefix, after, inclusive):
+            yield key, key, value
+
+    def patients_by_name(self, after: bytes | None, inclusive: bool) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(position, patient key, stored value) of the candidates for the name pattern."""
+        pattern = self.q.patient_name
+        if not _has_wildcards(pattern):
+            prefix = self.tags.patient_name(pattern)
+        else:
+            start = _literal_prefix(pattern)
+            if len(start) < keys.NAME_PREFIX_CHARS:
+                # Too short a start to pick a bucket: every patient, each name checked.
+                yield from self.every_patient(b"", after, inclusive)
+                return
+            prefix = self.tags.patient_name_prefix(start)
         for key, _ in self.range("by_patient_name", prefix, after, inclusive):
-            value = self.txn.get(key.split(keys.SEP, 1)[1], db=self.db["patients"])
+            pkey = key[keys.TAG_BYTES :]
+            value = self.txn.get(pkey, db=self.db["patients"])
             if value is not None:
-                yield key, value
+                yield key, pkey, value
 
     def patient_matches(self, patient: PatientRecord) -> bool:
         q = self.q
@@ -227,13 +266,13 @@ class _Scan:
         if q.study_instance_uid:
             candidates = self.one("studies", q.study_instance_uid.encode(), after, inclusive)
         elif q.accession_number:
-            candidates = self.by_secondary("by_accession", q.accession_number, after, inclusive)
+            candidates = self.by_secondary("by_accession", self.tags.accession(q.accession_number), after, inclusive)
         elif q.patient_id or self.name_re is not None:
             candidates = self.nested(self.patients, 1, after, inclusive, self.studies_of_patient)
         elif q.study_date_from or q.study_date_to:
             candidates = self.by_date(after, inclusive)
         elif q.modality:
-            candidates = self.by_secondary("by_modality", q.modality, after, inclusive)
+            candidates = self.by_secondary("by_modality", keys.join(q.modality, b""), after, inclusive)
         else:
             candidates = self.all_studies(after, inclusive)
         for position, match in candidates:
@@ -245,48 +284,52 @@ class _Scan:
             return
         value = self.txn.get(key, db=self.db[db])
         if value is not None:
-            yield (key,), self.study_match(decode(StudyRecord, value))
+            yield (key,), self.study_match(self.opened(StudyRecord, db, key, value))
 
-    def by_secondary(self, db: str, value: str, after: Position | None, inclusive: bool) -> Iterator[tuple[Position, Match]]:
-        for key, _ in self.range(db, keys.join(value, b""), after[0] if after else None, inclusive):
-            match = self.study_by_uid(keys.last_part(key))
+    def by_secondary(self, db: str, prefix: bytes, after: Position | None,
+                     inclusive: bool) -> Iterator[tuple[Position, Match]]:
+        """Studies under ``prefix`` of an index whose keys are prefix + StudyInstanceUID."""
+        for key, _ in self.range(db, prefix, after[0] if after else None, inclusive):
+            match = self.study_by_uid(key[len(prefix) :].decode())
             if match is not None:
                 yield (key,), match
 
     def by_date(self, after: Position | None, inclusive: bool) -> Iterator[tuple[Position, Match]]:
-        # Keys are "YYYYMMDD NUL uid": anything below "end-date \x01" is on or before the end date.
-        end = (self.q.study_date_to or "99991231").encode() + b"\x01"
-        start = self.q.study_date_from.encode()
+        # A month bucket holds every study of that month; study_matches checks the days.
+        low, high = self.q.study_date_from[:6], (self.q.study_date_to or "999999")[:6]
+        buckets = [self.tags.study_month(m) for m in study_months(self.txn, self.env) if low <= m <= high]
         last = after[0] if after else None
-        if last is not None and last >= start:
-            entries = self.range("by_study_date", b"", last, inclusive)
-        else:
-            entries = self.range("by_study_date", b"", start, True)
-        for key, _ in entries:
-            if key >= end:
-                return
-            match = self.study_by_uid(keys.last_part(key))
-            if match is not None:
-                yield (key,), match
+        if last is not None:
+            resumed = [i for i, bucket in enumerate(buckets) if last.startswith(bucket)]
+            buckets = buckets[resumed[0] :] if resumed else []
+        for bucket in buckets:
+            start = last if last is not None and last.startswith(bucket) else None
+            for key, _ in self.range("by_study_date", bucket, start, inclusive):
+                match = self.study_by_uid(keys.after_tag(key))
+                if match is not None:
+                    yield (key,), match
 
     def all_studies(self, after: Position | None, inclusive: bool) -> Iterator[tuple[Position, Match]]:
         for key, value in self.range("studies", b"", after[0] if after else None, inclusive):
-            yield (key,), self.study_match(decode(StudyRecord, value))
+            yield (key,), self.study_match(self.opened(StudyRecord, "studies", key, value))
 
     def studies_of_patient(self, patient: Match, after: bytes | None, inclusive: bool) -> Iterator[tuple[bytes, Match]]:
-        pkey = keys.patient_key(patient.patient.patient_id, patient.patient.issuer_of_patient_id)
-        for key, _ in self.range("patient_studies", keys.join(pkey, b""), after, inclusive):
-            value = self.txn.get(keys.last_part(key).encode(), db=self.db["studies"])
+        pkey = self.tags.patient_key(patient.patient.patient_id, patient.patient.issuer_of_patient_id)
+        for key, _ in self.range("patient_studies", pkey, after, inclusive):
+            uid_ = key[keys.PATIENT_KEY_BYTES :]
+            value = self.txn.get(uid_, db=self.db["studies"])
             if value is not None:
-                yield key, Match(patient.patient, decode(StudyRecord, value))
+                yield key, Match(patient.patient, self.opened(StudyRecord, "studies", uid_, value))
 
     def study_by_uid(self, study_uid: str) -> Match | None:
-        value = self.txn.get(study_uid.encode(), db=self.db["studies"])
-        return None if value is None else self.study_match(decode(StudyRecord, value))
+        key = study_uid.encode()
+        value = self.txn.get(key, db=self.db["studies"])
+        return None if value is None else self.study_match(self.opened(StudyRecord, "studies", key, value))
 
     def study_match(self, study: StudyRecord) -> Match:
         value = self.txn.get(study.patient_key, db=self.db["patients"])
-        patient = decode(PatientRecord, value) if value is not None else PatientRecord()
+        patient = PatientRecord() if value is None else \
+            self.opened(PatientRecord, "patients", study.patient_key, value)
         return Match(patient, study)
 
     def study_matches(self, match: Match) -> bool:
@@ -308,10 +351,11 @@ class _Scan:
 
     def series(self, after: Position | None, inclusive: bool) -> Iterator[tuple[Position, Match]]:
         if self.q.series_instance_uid:
-            value = self.txn.get(self.q.series_instance_uid.encode(), db=self.db["series"])
+            key = self.q.series_instance_uid.encode()
+            value = self.txn.get(key, db=self.db["series"])
             if value is None:
                 return
-            series = decode(SeriesRecord, value)
+            series = self.opened(SeriesRecord, "series", key, value)
             study = self.study_by_uid(series.study_instance_uid)
             key = series.series_instance_uid.encode()
             if study is None or not self.study_matches(study) or not self.series_matches(series):
@@ -333,10 +377,11 @@ class _Scan:
         assert study.study is not None
         uid_ = study.study.study_instance_uid
         for key, _ in self.range("study_series", keys.join(uid_, b""), after, inclusive):
-            value = self.txn.get(keys.last_part(key).encode(), db=self.db["series"])
+            series_key = keys.last_part(key).encode()
+            value = self.txn.get(series_key, db=self.db["series"])
             if value is None:
                 continue
-            series = decode(SeriesRecord, value)
+            series = self.opened(SeriesRecord, "series", series_key, value)
             if self.series_matches(series):
                 yield key, Match(study.patient, study.study, series)
 
@@ -364,6 +409,10 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     for char in keys.normalise_name(pattern):
         parts.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
     return re.compile("".join(parts), re.DOTALL)
+
+
+def _has_wildcards(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
 
 
 def _literal_prefix(pattern: str) -> str:

@@ -2,7 +2,8 @@
 
 Tokens are 256 random bits shown once; only their SHA-256 is stored, so a
 copy of the index gives no usable token. Every check reads the index, so a
-revocation is effective on the very next call.
+revocation is effective on the very next call. A share's patient is PHI: it
+is sealed with the record (encryption on), and only ever opened here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import lmdb
 from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
+
+_CREDENTIALS = "credentials"
 
 TOKEN_PREFIX = "pv_"
 MAX_PIN_FAILURES = 5
@@ -58,6 +61,7 @@ class CredentialStore:
 
     def create_share(self, study_uid: str, patient_key: bytes, ttl_s: float, max_uses: int, pin: str,
                      created_by: str) -> Issued:
+        """``patient_key``: the share's patient as keys.share_scope(PatientID, issuer)."""
         if bool(study_uid) == bool(patient_key):
             raise InvalidInput("a share names exactly one study or one patient")
         if ttl_s <= 0 or ttl_s > 90 * 86400:
@@ -79,8 +83,13 @@ class CredentialStore:
         record.credential_id = token_hash(token).hex()[:16]
         record.created_by, record.created_at, record.expires_at = created_by, now, now + ttl_s
         key = token_hash(token)
-        self._env.write(lambda txn: txn.put(key, encode(record), db=self._db["credentials"]))
+        value = self._env.sealer.encode(record, _CREDENTIALS, key)
+        self._env.write(lambda txn: txn.put(key, value, db=self._db[_CREDENTIALS]))
         return Issued(token, record)
+
+    def _opened(self, key: bytes, value: bytes) -> CredentialRecord:
+        # Written back with encode(), which keeps the seal and never writes the scope in plain.
+        return self._env.sealer.decode(CredentialRecord, value, _CREDENTIALS, key)
 
     # -- checking ----------------------------------------------------------
 
@@ -90,10 +99,10 @@ class CredentialStore:
         now = self._clock()
 
         def op(txn: lmdb.Transaction) -> CredentialRecord | str:
-            value = txn.get(key, db=self._db["credentials"])
+            value = txn.get(key, db=self._db[_CREDENTIALS])
             if value is None:
                 return "unknown token"
-            record = decode(CredentialRecord, value)
+            record = self._opened(key, value)
             problem = _problem(record, now, pin)
             if problem == "wrong PIN":
                 record.pin_failures += 1
@@ -102,7 +111,7 @@ class CredentialStore:
             elif problem is None:
                 record.uses += 1
                 record.last_used_at = now
-            txn.put(key, encode(record), db=self._db["credentials"])
+            txn.put(key, encode(record), db=self._db[_CREDENTIALS])
             return problem or record
 
         outcome = self._env.write(op)
@@ -114,7 +123,7 @@ class CredentialStore:
 
     def list(self, kind: str, created_by: str | None = None) -> list[CredentialRecord]:
         with self._env.read() as txn:
-            records = [decode(CredentialRecord, v) for _, v in txn.cursor(db=self._db["credentials"])]
+            records = [self._opened(k, v) for k, v in txn.cursor(db=self._db[_CREDENTIALS])]
         return sorted((r for r in records if r.kind == kind and created_by in (None, r.created_by)),
                       key=lambda r: r.created_at)
 
@@ -122,11 +131,11 @@ class CredentialStore:
         now = self._clock()
 
         def op(txn: lmdb.Transaction) -> bool:
-            for key, value in txn.cursor(db=self._db["credentials"]):
-                record = decode(CredentialRecord, value)
+            for key, value in txn.cursor(db=self._db[_CREDENTIALS]):
+                record = self._opened(key, value)
                 if record.credential_id == credential_id and record.kind == kind and allowed(record):
                     record.revoked_at = record.revoked_at or now
-                    txn.put(key, encode(record), db=self._db["credentials"])
+                    txn.put(key, encode(record), db=self._db[_CREDENTIALS])
                     return True
             return False
 

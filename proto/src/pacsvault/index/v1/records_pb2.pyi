@@ -4,6 +4,12 @@ isort:skip_file
 Records kept in the LMDB index. Not an API: each value on disk is one schema
 version byte followed by one of these messages, so the index can evolve
 while old records stay readable.
+
+Records that carry PHI have a `sealed` field (number 32). With encryption
+on, their PHI fields are empty on disk and `sealed` holds them, encrypted
+and bound to the record's database and key (schema version 2); with
+encryption off they are inline and `sealed` is empty (schema version 1).
+See pacsvault.daemon.index.records.
 """
 
 from collections import abc as _abc
@@ -32,6 +38,7 @@ class PatientRecord(_message.Message):
     PATIENT_SEX_FIELD_NUMBER: _builtins.int
     STUDY_COUNT_FIELD_NUMBER: _builtins.int
     INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     patient_id: _builtins.str
     issuer_of_patient_id: _builtins.str
     patient_name: _builtins.str
@@ -39,6 +46,8 @@ class PatientRecord(_message.Message):
     patient_sex: _builtins.str
     study_count: _builtins.int
     instance_count: _builtins.int
+    sealed: _builtins.bytes
+    """patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex."""
     def __init__(
         self,
         *,
@@ -49,10 +58,11 @@ class PatientRecord(_message.Message):
         patient_sex: _builtins.str = ...,
         study_count: _builtins.int = ...,
         instance_count: _builtins.int = ...,
+        sealed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_count", b"instance_count", "issuer_of_patient_id", b"issuer_of_patient_id", "patient_birth_date", b"patient_birth_date", "patient_id", b"patient_id", "patient_name", b"patient_name", "patient_sex", b"patient_sex", "study_count", b"study_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_count", b"instance_count", "issuer_of_patient_id", b"issuer_of_patient_id", "patient_birth_date", b"patient_birth_date", "patient_id", b"patient_id", "patient_name", b"patient_name", "patient_sex", b"patient_sex", "sealed", b"sealed", "study_count", b"study_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,9 +108,12 @@ class StudyRecord(_message.Message):
     LAST_ACCESS_FIELD_NUMBER: _builtins.int
     TIER_INSTANCES_FIELD_NUMBER: _builtins.int
     PINNED_UNTIL_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     study_instance_uid: _builtins.str
     patient_key: _builtins.bytes
-    """Key of the PatientRecord this study belongs to."""
+    """Key of the PatientRecord this study belongs to: keyed tags, never the
+    PatientID itself (pacsvault.daemon.index.keys.IndexTags.patient_key).
+    """
     study_date: _builtins.str
     study_time: _builtins.str
     accession_number: _builtins.str
@@ -115,6 +128,10 @@ class StudyRecord(_message.Message):
     last_access: _builtins.float
     pinned_until: _builtins.str
     """YYYYMMDD: kept on the first tier until the end of that day."""
+    sealed: _builtins.bytes
+    """study_date, study_time, accession_number, study_description, study_id,
+    referring_physician_name.
+    """
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -142,10 +159,11 @@ class StudyRecord(_message.Message):
         last_access: _builtins.float = ...,
         tier_instances: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         pinned_until: _builtins.str = ...,
+        sealed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "first_stored_at", b"first_stored_at", "instance_count", b"instance_count", "last_access", b"last_access", "modalities", b"modalities", "patient_key", b"patient_key", "pinned_until", b"pinned_until", "referring_physician_name", b"referring_physician_name", "series_count", b"series_count", "size_bytes", b"size_bytes", "study_date", b"study_date", "study_description", b"study_description", "study_id", b"study_id", "study_instance_uid", b"study_instance_uid", "study_time", b"study_time", "tier_instances", b"tier_instances"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "first_stored_at", b"first_stored_at", "instance_count", b"instance_count", "last_access", b"last_access", "modalities", b"modalities", "patient_key", b"patient_key", "pinned_until", b"pinned_until", "referring_physician_name", b"referring_physician_name", "sealed", b"sealed", "series_count", b"series_count", "size_bytes", b"size_bytes", "study_date", b"study_date", "study_description", b"study_description", "study_id", b"study_id", "study_instance_uid", b"study_instance_uid", "study_time", b"study_time", "tier_instances", b"tier_instances"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,12 +179,15 @@ class SeriesRecord(_message.Message):
     SERIES_NUMBER_FIELD_NUMBER: _builtins.int
     SERIES_DESCRIPTION_FIELD_NUMBER: _builtins.int
     INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     series_instance_uid: _builtins.str
     study_instance_uid: _builtins.str
     modality: _builtins.str
     series_number: _builtins.str
     series_description: _builtins.str
     instance_count: _builtins.int
+    sealed: _builtins.bytes
+    """series_number, series_description."""
     def __init__(
         self,
         *,
@@ -176,10 +197,11 @@ class SeriesRecord(_message.Message):
         series_number: _builtins.str = ...,
         series_description: _builtins.str = ...,
         instance_count: _builtins.int = ...,
+        sealed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_count", b"instance_count", "modality", b"modality", "series_description", b"series_description", "series_instance_uid", b"series_instance_uid", "series_number", b"series_number", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_count", b"instance_count", "modality", b"modality", "sealed", b"sealed", "series_description", b"series_description", "series_instance_uid", b"series_instance_uid", "series_number", b"series_number", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,6 +295,8 @@ class BlobRecord(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     REPLICATED_FIELD_NUMBER: _builtins.int
+    REPLICA_DIGEST_FIELD_NUMBER: _builtins.int
+    REPLICA_SIZE_FIELD_NUMBER: _builtins.int
     digest_function: _builtins.int
     digest: _builtins.bytes
     size_bytes: _builtins.int
@@ -285,6 +309,12 @@ class BlobRecord(_message.Message):
     """
     replicated: _builtins.bool
     """The peer acknowledged all k+m shards of this blob, each verified."""
+    replica_digest: _builtins.bytes
+    """The name the peer holds it under: BLAKE3 (plain) of the stored form that
+    was sent, still sealed, and that form's length. The peer can verify what
+    it holds without any key; repair asks for it by this name.
+    """
+    replica_size: _builtins.int
     @_builtins.property
     def location(self) -> Global___BlobLocation: ...
     def __init__(
@@ -299,10 +329,12 @@ class BlobRecord(_message.Message):
         created_at: _builtins.float = ...,
         study_instance_uid: _builtins.str = ...,
         replicated: _builtins.bool = ...,
+        replica_digest: _builtins.bytes = ...,
+        replica_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "digest", b"digest", "digest_function", b"digest_function", "location", b"location", "refcount", b"refcount", "replicated", b"replicated", "size_bytes", b"size_bytes", "stored_bytes", b"stored_bytes", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "digest", b"digest", "digest_function", b"digest_function", "location", b"location", "refcount", b"refcount", "replica_digest", b"replica_digest", "replica_size", b"replica_size", "replicated", b"replicated", "size_bytes", b"size_bytes", "stored_bytes", b"stored_bytes", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -401,11 +433,18 @@ class OutboxEntry(_message.Message):
     DIGEST_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     ENQUEUED_AT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    RELEASE_BLOB_FIELD_NUMBER: _builtins.int
     sop_instance_uid: _builtins.str
     digest_function: _builtins.int
     digest: _builtins.bytes
     size_bytes: _builtins.int
     enqueued_at: _builtins.float
+    delete: _builtins.bool
+    """The instance was deleted: the peer forgets it, and with release_blob
+    also removes the shards of its blob (no instance refers to it any more).
+    """
+    release_blob: _builtins.bool
     def __init__(
         self,
         *,
@@ -414,10 +453,12 @@ class OutboxEntry(_message.Message):
         digest: _builtins.bytes = ...,
         size_bytes: _builtins.int = ...,
         enqueued_at: _builtins.float = ...,
+        delete: _builtins.bool = ...,
+        release_blob: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "digest_function", b"digest_function", "enqueued_at", b"enqueued_at", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "digest", b"digest", "digest_function", b"digest_function", "enqueued_at", b"enqueued_at", "release_blob", b"release_blob", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -447,6 +488,7 @@ class CredentialRecord(_message.Message):
     PIN_SALT_FIELD_NUMBER: _builtins.int
     PIN_HASH_FIELD_NUMBER: _builtins.int
     PIN_FAILURES_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     credential_id: _builtins.str
     kind: _builtins.str
     """"access" or "share"."""
@@ -459,13 +501,17 @@ class CredentialRecord(_message.Message):
     last_used_at: _builtins.float
     revoked_at: _builtins.float
     study_instance_uid: _builtins.str
-    """share scope: one study, or one patient key (PatientID NUL issuer)."""
+    """share scope: one study, or one patient as PatientID NUL issuer (the
+    patient's identity, not its index key; sealed at rest).
+    """
     patient_key: _builtins.bytes
     max_uses: _builtins.int
     uses: _builtins.int
     pin_salt: _builtins.bytes
     pin_hash: _builtins.bytes
     pin_failures: _builtins.int
+    sealed: _builtins.bytes
+    """patient_key."""
     def __init__(
         self,
         *,
@@ -485,14 +531,43 @@ class CredentialRecord(_message.Message):
         pin_salt: _builtins.bytes = ...,
         pin_hash: _builtins.bytes = ...,
         pin_failures: _builtins.int = ...,
+        sealed: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "credential_id", b"credential_id", "expires_at", b"expires_at", "idle_timeout_s", b"idle_timeout_s", "kind", b"kind", "last_used_at", b"last_used_at", "max_uses", b"max_uses", "patient_key", b"patient_key", "pin_failures", b"pin_failures", "pin_hash", b"pin_hash", "pin_salt", b"pin_salt", "principal", b"principal", "revoked_at", b"revoked_at", "study_instance_uid", b"study_instance_uid", "uses", b"uses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "credential_id", b"credential_id", "expires_at", b"expires_at", "idle_timeout_s", b"idle_timeout_s", "kind", b"kind", "last_used_at", b"last_used_at", "max_uses", b"max_uses", "patient_key", b"patient_key", "pin_failures", b"pin_failures", "pin_hash", b"pin_hash", "pin_salt", b"pin_salt", "principal", b"principal", "revoked_at", b"revoked_at", "sealed", b"sealed", "study_instance_uid", b"study_instance_uid", "uses", b"uses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CredentialRecord: _TypeAlias = CredentialRecord  # noqa: Y015
+
+@_typing.final
+class StudyMonths(_message.Message):
+    """The months (YYYYMM) that have studies, in order, kept in meta: a study-date
+    range is answered by scanning the by_study_date buckets of these months.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTHS_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    sealed: _builtins.bytes
+    """months."""
+    @_builtins.property
+    def months(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        months: _abc.Iterable[_builtins.str] | None = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["months", b"months", "sealed", b"sealed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudyMonths: _TypeAlias = StudyMonths  # noqa: Y015
 
 @_typing.final
 class RevocationRecord(_message.Message):

@@ -4,6 +4,12 @@ isort:skip_file
 Records kept in the LMDB index. Not an API: each value on disk is one schema
 version byte followed by one of these messages, so the index can evolve
 while old records stay readable.
+
+Records that carry PHI have a `sealed` field (number 32). With encryption
+on, their PHI fields are empty on disk and `sealed` holds them, encrypted
+and bound to the record's database and key (schema version 2); with
+encryption off they are inline and `sealed` is empty (schema version 1).
+See pacsvault.daemon.index.records.
 """
 
 from collections import abc as _abc
