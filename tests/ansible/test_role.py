@@ -13,9 +13,12 @@ and replicate: a DICOM file stored on site A reaches site B, erasure-coded,
 over mutual TLS with the certificates the role made with pacsvault's helper.
 The chroots share the host's network, so the inventory gives each site its
 own loopback replication port and 127.0.0.1 as its replication address.
+Each daemon makes its own encryption keyring in the role's keyring folder at
+first start; site B is then rebuilt with its keyring given back, vault-encrypted,
+through pacsvault_appliance_keyring_src (and refuses another appliance's).
 
 Needs root, debootstrap and network access to the Debian mirror; a cold run
-(debootstrap) takes a few minutes, a warm one about two. Missing
+(debootstrap) takes a few minutes more, a warm one about four. Missing
 prerequisites fail the test; ``PACSVAULT_SKIP_SLOW=1`` skips it instead.
 """
 
@@ -48,6 +51,9 @@ BIN = Path(sys.executable).parent
 SITES = ("site-a", "site-b")
 # A real DICOM file (pydicom's own test data) to store on site A.
 DICOM_FILE = Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm"
+# Where the role keeps each appliance's keyring: off the data disks, the daemon user's.
+KEY_DIR = "/var/lib/pacsvault-keys"
+KEYRING = f"{KEY_DIR}/keyring.json"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -61,6 +67,8 @@ class Pair:
         self.dirty_disk = ""
         # Each site's peer listener on its own loopback port (one network for both roots).
         self.replication_ports = {site: _free_port() for site in SITES}
+        # For keyrings given to the role vault-encrypted, as a field engineer would.
+        self.vault_password_file = work / "vault-password"
 
     def inventory(self, name: str, extra: dict[str, dict[str, object]] | None = None) -> Path:
         hosts: dict[str, dict[str, object]] = {}
@@ -100,13 +108,15 @@ class Pair:
         path.write_text(json.dumps({"pacsvault_pair": {"hosts": hosts, "vars": group}}, indent=1))
         return path
 
-    def play(self, inventory: Path, label: str) -> subprocess.CompletedProcess[str]:
+    def play(self, inventory: Path, label: str, *args: str) -> subprocess.CompletedProcess[str]:
         # JSON results keep messages on one line for the assertions below.
         env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
                    PATH=f"{BIN}:{os.environ['PATH']}")
+        if self.vault_password_file.exists():
+            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(self.vault_password_file)
         argv = self.ns.command(str(BIN / "ansible-playbook"), "-i", str(inventory),
-                               str(ANSIBLE_DIR / "pacsvault-pair.yml"))
+                               str(ANSIBLE_DIR / "pacsvault-pair.yml"), *args)
         started = time.monotonic()
         result = subprocess.run(argv, cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=600)
         log = self.work / f"{label}.log"
@@ -239,13 +249,117 @@ def test_provisioned_pair_replicates(pair: Pair) -> None:
                 _stop_daemon(target)
 
 
+def test_daemons_made_their_keyrings_off_the_data_disks(pair: Pair) -> None:
+    _ensure_keyrings(pair)
+    rings: dict[str, dict[str, object]] = {}
+    for site, target in pair.targets.items():
+        uid, gid = _ids(target)
+        config = target.path("/etc/pacsvault/pacsvault.toml").read_text()
+        assert f'key_file = "{KEYRING}"' in config.splitlines(), f"{site}: key_file missing:\n{config}"
+        # Made at first start by the daemon itself: its user's, readable by nobody else.
+        info = target.path(KEYRING).stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (uid, gid, 0o600), f"{site}: {info}"
+        rings[site] = json.loads(target.path(KEYRING).read_text())
+        # Nothing keyring-like on the data disks (the namespace sees the mounted volume).
+        for data in ("/var/lib/pacsvault", "/srv/pacsvault/hot", "/srv/pacsvault/capacity"):
+            found = subprocess.run(pair.ns.command("find", str(target.path(data)), "-name", "keyring*"),
+                                   capture_output=True, text=True, check=True).stdout.split()
+            assert found == [], f"{site}: keyring files under {data}: {found}"
+            assert not KEYRING.startswith(data + "/"), KEYRING
+    # Each appliance made its own: no shared root secret, no shared key-encryption key.
+    a, b = rings["site-a"], rings["site-b"]
+    assert a["root"] != b["root"], "both appliances have the same keyring root"
+    assert not {k["key"] for k in a["keks"].values()} & {k["key"] for k in b["keks"].values()}  # type: ignore[union-attr]
+
+
+def test_keyring_folder_on_a_data_disk_stops_the_play(pair: Pair) -> None:
+    inventory = pair.inventory("inventory-keydir", extra={
+        "site-b": {"pacsvault_appliance_key_dir": "/srv/pacsvault/capacity/keys"}})
+    result = pair.play(inventory, "converge-keydir", "--limit", "site-b")
+    assert result.returncode != 0 and recap(result.stdout)["site-b"]["failed"] == 1, tail(result)
+    assert "overlaps /srv/pacsvault/capacity" in result.stdout + result.stderr, tail(result)
+    assert not pair.targets["site-b"].path("/srv/pacsvault/capacity/keys").exists()
+
+
+def test_supplied_keyring_is_placed_and_never_silently_replaced(pair: Pair) -> None:
+    """A rebuilt site gets its old keyring back from the controller; a different one stops the play."""
+    _ensure_keyrings(pair)
+    b = pair.targets["site-b"]
+    uid, gid = _ids(b)
+    ring_a = pair.targets["site-a"].path(KEYRING).read_bytes()
+    ring_b = b.path(KEYRING).read_bytes()
+    assert ring_a != ring_b
+    keyrings = pair.work / "keyrings"
+    keyrings.mkdir(mode=0o700, exist_ok=True)
+    pair.vault_password_file.write_text("field-engineer-secret\n")
+    pair.vault_password_file.chmod(0o600)
+    # Site B's backup, vault-encrypted as the README says; site A's in clear.
+    backup_b = keyrings / "site-b.json"
+    encrypted = subprocess.run([str(BIN / "ansible-vault"), "encrypt", "--vault-password-file",
+                                str(pair.vault_password_file), "--output", str(backup_b)],
+                               input=ring_b, capture_output=True, check=True)
+    assert backup_b.read_bytes().startswith(b"$ANSIBLE_VAULT;"), encrypted.stderr
+    copy_a = keyrings / "site-a.json"
+    copy_a.write_bytes(ring_a)
+    copy_a.chmod(0o600)
+    try:
+        # Site B lost its keyring (rebuilt system disk): the role puts the backup back.
+        b.path(KEYRING).unlink()
+        supplied = pair.inventory("inventory-keyring", extra={
+            "site-b": {"pacsvault_appliance_keyring_src": str(backup_b)}})
+        placed = pair.play(supplied, "converge-keyring", "--limit", "site-b")
+        assert placed.returncode == 0, tail(placed)
+        assert recap(placed.stdout)["site-b"]["changed"] >= 1
+        info = b.path(KEYRING).stat()
+        assert b.path(KEYRING).read_bytes() == ring_b
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (uid, gid, 0o600), info
+        assert "create_key_file = false" in b.path("/etc/pacsvault/pacsvault.toml").read_text().splitlines()
+        # The keyring's text is never printed, whatever the verbosity of the log.
+        assert json.loads(ring_b)["root"] not in placed.stdout + placed.stderr
+        # The daemon opens its sealed data with the restored keyring.
+        _start_daemon(pair, b)
+        _stop_daemon(b)
+
+        again = pair.play(supplied, "converge-keyring-2", "--limit", "site-b")
+        assert again.returncode == 0, tail(again)
+        assert recap(again.stdout)["site-b"]["changed"] == 0, f"not idempotent:\n{tail(again, 120)}"
+
+        # Another appliance's keyring: refused, the appliance's own left as it is.
+        other = pair.inventory("inventory-keyring-other", extra={
+            "site-b": {"pacsvault_appliance_keyring_src": str(copy_a)}})
+        refused = pair.play(other, "converge-keyring-other", "--limit", "site-b")
+        assert refused.returncode != 0 and recap(refused.stdout)["site-b"]["failed"] == 1, tail(refused)
+        assert f"{KEYRING} on this appliance is not the keyring in pacsvault_appliance_keyring_src" \
+            in refused.stdout + refused.stderr, tail(refused)
+        assert b.path(KEYRING).read_bytes() == ring_b
+
+        # Forced: replaced, and the old keyring kept beside it.
+        forced = pair.play(other, "converge-keyring-force", "--limit", "site-b",
+                           "-e", "pacsvault_appliance_keyring_force=true")
+        assert forced.returncode == 0, tail(forced)
+        assert b.path(KEYRING).read_bytes() == ring_a
+        kept = list(b.path(KEY_DIR).glob("keyring.json.*~"))
+        assert [p.read_bytes() for p in kept] == [ring_b], kept
+        assert all(p.stat().st_mode & 0o077 == 0 for p in kept)
+    finally:
+        # Site B's own keyring back, as the daemon keeps it; no stray copies.
+        for stray in b.path(KEY_DIR).glob("keyring.json.*~"):
+            stray.unlink()
+        b.path(KEYRING).write_bytes(ring_b)
+        os.chown(b.path(KEYRING), uid, gid)
+        b.path(KEYRING).chmod(0o600)
+
+
 def test_unit_passes_systemd_analyze_verify(pair: Pair) -> None:
     for site, target in pair.targets.items():
         unit = target.path("/etc/systemd/system/pacsvaultd.service")
         text = unit.read_text()
         for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "User=pacsvault",
                         "Restart=on-failure", "LimitNOFILE=65536",
-                        "ReadWritePaths=/var/lib/pacsvault /srv/pacsvault/hot /srv/pacsvault/capacity"):
+                        "ReadWritePaths=/var/lib/pacsvault /srv/pacsvault/hot /srv/pacsvault/capacity"
+                        f" {KEY_DIR}",
+                        "RequiresMountsFor=/var/lib/pacsvault /srv/pacsvault/hot /srv/pacsvault/capacity"
+                        f" {KEY_DIR}"):
             assert setting in text.splitlines(), f"{site}: {setting} missing from the unit"
         result = subprocess.run(
             ["systemd-analyze", "verify", f"--root={target.root}", "/etc/systemd/system/pacsvaultd.service"],
@@ -267,6 +381,8 @@ def test_files_have_their_owners_and_modes(pair: Pair) -> None:
             "/var/lib/pacsvault": (uid, gid, 0o750),
             "/srv/pacsvault/hot": (uid, gid, 0o750),
             "/srv/pacsvault/capacity": (uid, gid, 0o750),
+            # The daemon makes and replaces its keyring in here; nobody else may look in.
+            KEY_DIR: (uid, gid, 0o700),
         }
         for inside, (owner, group, mode) in expected.items():
             # stat in the namespace, which sees the mounted volumes.
@@ -337,6 +453,14 @@ def _ids(target: Target) -> tuple[int, int]:
         if name == "pacsvault":
             return int(uid), int(gid)
     raise AssertionError(f"{target.name}: no pacsvault user")
+
+
+def _ensure_keyrings(pair: Pair) -> None:
+    """Each daemon has started once (and so made its keyring), also when this test runs alone."""
+    for target in pair.targets.values():
+        if not target.path(KEYRING).exists():
+            _start_daemon(pair, target)
+            _stop_daemon(target)
 
 
 _daemons: dict[str, subprocess.Popen[bytes]] = {}
