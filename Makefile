@@ -34,6 +34,7 @@ bench: venv
 	$(PY) bench/replication.py
 	$(PY) bench/side_by_side.py
 	$(PY) bench/index_scale.py
+	$(PY) bench/security_cost.py
 
 bench-quick: venv
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
@@ -41,6 +42,7 @@ bench-quick: venv
 	$(PY) bench/replication.py --quick --json-out bench/results/replication_quick.json
 	$(PY) bench/side_by_side.py --quick
 	$(PY) bench/index_scale.py --quick
+	$(PY) bench/security_cost.py --quick
 
 # The offline install set the Ansible role copies to appliances.
 wheelhouse: venv
