@@ -52,7 +52,9 @@ def test_every_method_of_every_service_has_an_entry_and_no_entry_is_stale() -> N
 
 def test_roles_that_must_not_read_patient_data_reach_no_such_method() -> None:
     # PlanMoves (admin) names studies by UID and size only: no name, ID or date.
-    phi = {m for m in METHOD_ROLES if m.startswith("/pacsvault.v1.ArchiveService/")}
+    # DeleteStudy (admin) returns counts only: it removes patient data without showing any.
+    phi = {m for m in METHOD_ROLES if m.startswith("/pacsvault.v1.ArchiveService/")} - {
+        "/pacsvault.v1.ArchiveService/DeleteStudy"}
     phi |= {"/pacsvault.v1.ShareService/CreateShare", "/pacsvault.v1.ShareService/ListShares"}
     for method in phi:
         assert not METHOD_ROLES[method] & {Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.MONITOR,
@@ -122,6 +124,8 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
             lambda: a.Prefetch(archive_pb2.PrefetchRequest(patient_id="X"), timeout=t),
         "/pacsvault.v1.ArchiveService/Pin":
             lambda: a.Pin(archive_pb2.PinRequest(study_instance_uid=uid, until="20991231"), timeout=t),
+        "/pacsvault.v1.ArchiveService/DeleteStudy": lambda: a.DeleteStudy(
+            archive_pb2.DeleteStudyRequest(study_instance_uid=uid, reason="access test"), timeout=t),
         "/pacsvault.v1.ApplianceService/GetApplianceHealth":
             lambda: ap.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=t),
         "/pacsvault.v1.ApplianceService/WatchHealth":
@@ -145,6 +149,9 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
         "/pacsvault.v1.SecurityService/RevokeCertificate":
             lambda: sec.RevokeCertificate(security_pb2.RevokeCertificateRequest(), timeout=t),
         "/pacsvault.v1.SecurityService/BreakGlass": lambda: sec.BreakGlass(security_pb2.BreakGlassRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/RotateKeys": lambda: sec.RotateKeys(security_pb2.RotateKeysRequest(), timeout=t),
+        "/pacsvault.v1.SecurityService/GetEncryptionStatus":
+            lambda: sec.GetEncryptionStatus(security_pb2.GetEncryptionStatusRequest(), timeout=t),
         "/pacsvault.v1.ShareService/CreateShare": lambda: sh.CreateShare(security_pb2.CreateShareRequest(), timeout=t),
         "/pacsvault.v1.ShareService/ListShares": lambda: sh.ListShares(security_pb2.ListSharesRequest(), timeout=t),
         "/pacsvault.v1.ShareService/RevokeShare":

@@ -309,10 +309,12 @@ def invoke(call: Callable[[], Any]) -> Outcome:
 
 class Rpc:
     def __init__(self, service: str, name: str, kind: str, request: type[Message], response: type[Message],
-                 timeout: float = 30.0, may_time_out: bool = False, examples: int | None = None) -> None:
+                 timeout: float = 30.0, may_time_out: bool = False, examples: int | None = None,
+                 overrides: dict[str, st.SearchStrategy[Any]] | None = None) -> None:
         self.path = f"/pacsvault.v1.{service}/{name}"
         self.name, self.kind, self.request, self.response = name, kind, request, response
         self.timeout, self.may_time_out, self.examples = timeout, may_time_out, examples
+        self.overrides = overrides
 
     def __call__(self, ch: grpc.Channel, payload: bytes | list[bytes]) -> Outcome:
         method = _method(ch, self.path, self.kind, self.response)
@@ -334,6 +336,10 @@ UNARY_AND_SERVER_STREAMING = [
     Rpc(A, "GetStudyMetadata", "us", archive_pb2.GetStudyMetadataRequest, archive_pb2.GetStudyMetadataResponse),
     Rpc(A, "Prefetch", "uu", archive_pb2.PrefetchRequest, archive_pb2.PrefetchResponse),
     Rpc(A, "Pin", "uu", archive_pb2.PinRequest, archive_pb2.PinResponse),
+    # Never a stored study (a valid request for one would rightly delete it): whatever else arrives,
+    # hostile or merely unknown, must be refused without harm.
+    Rpc(A, "DeleteStudy", "uu", archive_pb2.DeleteStudyRequest, archive_pb2.DeleteStudyResponse,
+        overrides={"study_instance_uid": st.one_of(st.none(), uid_text.filter(lambda u: u not in REAL_UIDS))}),
     Rpc(AP, "GetApplianceHealth", "uu", appliance_pb2.GetApplianceHealthRequest,
         appliance_pb2.GetApplianceHealthResponse),
     Rpc(AP, "WatchHealth", "us", appliance_pb2.WatchHealthRequest, appliance_pb2.WatchHealthResponse,
@@ -353,6 +359,10 @@ UNARY_AND_SERVER_STREAMING = [
     Rpc(SE, "RevokeCertificate", "uu", security_pb2.RevokeCertificateRequest,
         security_pb2.RevokeCertificateResponse),
     Rpc(SE, "BreakGlass", "uu", security_pb2.BreakGlassRequest, security_pb2.BreakGlassResponse),
+    # Takes no input: a few examples cover it, and each rotation is real (keyring rewritten, blobs re-wrapped).
+    Rpc(SE, "RotateKeys", "uu", security_pb2.RotateKeysRequest, security_pb2.RotateKeysResponse, examples=3),
+    Rpc(SE, "GetEncryptionStatus", "uu", security_pb2.GetEncryptionStatusRequest,
+        security_pb2.GetEncryptionStatusResponse),
     Rpc(SH, "CreateShare", "uu", security_pb2.CreateShareRequest, security_pb2.CreateShareResponse),
     Rpc(SH, "ListShares", "uu", security_pb2.ListSharesRequest, security_pb2.ListSharesResponse),
     Rpc(SH, "RevokeShare", "uu", security_pb2.RevokeShareRequest, security_pb2.RevokeShareResponse),
@@ -447,7 +457,7 @@ def _echo(details: str, inputs: list[str]) -> str:
 
 @pytest.mark.parametrize("rpc", UNARY_AND_SERVER_STREAMING, ids=lambda r: r.name)
 def test_generated_requests(fuzz_daemon: Daemon, channel: grpc.Channel, rpc: Rpc) -> None:
-    strategy = st.tuples(message_strategy(rpc.request.DESCRIPTOR), unknown_fields())
+    strategy = st.tuples(message_strategy(rpc.request.DESCRIPTOR, overrides=rpc.overrides), unknown_fields())
 
     @settings(FUZZ, max_examples=rpc.examples or FUZZ.max_examples)
     @given(generated=strategy)

@@ -245,6 +245,11 @@ class PacsvaultClient:
         return self._archive.Pin(archive_pb2.PinRequest(study_instance_uid=study_instance_uid, until=until),
                                  timeout=self.timeout)
 
+    def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
+        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail."""
+        return self._archive.DeleteStudy(archive_pb2.DeleteStudyRequest(
+            study_instance_uid=study_instance_uid, reason=reason), timeout=self.timeout)
+
     def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return self._storage.ListVolumes(storage_pb2.ListVolumesRequest(), timeout=self.timeout)
 
@@ -271,6 +276,13 @@ class PacsvaultClient:
         return self._replication.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=self.timeout).entries_queued
 
     # -- security and shares ----------------------------------------------
+
+    def rotate_keys(self) -> int:
+        """Makes a new key-encryption key active; the daemon re-wraps every data key in the background."""
+        return self._security.RotateKeys(security_pb2.RotateKeysRequest(), timeout=self.timeout).active_version
+
+    def encryption_status(self) -> security_pb2.GetEncryptionStatusResponse:
+        return self._security.GetEncryptionStatus(security_pb2.GetEncryptionStatusRequest(), timeout=self.timeout)
 
     def create_share(self, *, study_instance_uid: str = "", patient_id: str = "", issuer_of_patient_id: str = "",
                      ttl_seconds: float = 7 * 86400, max_uses: int = 0,

@@ -10,19 +10,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import blake3
+import lmdb
 
 from pacsvault.daemon import __version__
-from pacsvault.daemon.audit.trail import AuditTrail, load_or_create_keys
+from pacsvault.daemon.audit.trail import AuditTrail, open_trail
 from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.dicom import json_model, uid
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.digest import Digest, DigestFunction, compute
 from pacsvault.daemon.errors import (
+    ConfigError,
     DataLoss,
     InvalidInput,
     NotFound,
@@ -41,6 +44,10 @@ from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.restore import RestoreProgress
 from pacsvault.daemon.storage.blob_access import BlobReader, read_all
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.key_rotation import KeyRotation
+from pacsvault.daemon.storage.compressing import FramedReader
+from pacsvault.daemon.storage.memory import BytesReader
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
 from pacsvault.daemon.tiering.manager import TieringManager, VolumeStatus
 
@@ -51,8 +58,11 @@ log = logging.getLogger(__name__)
 class StoreResult:
     outcome: AddOutcome
     instance: ParsedInstance
+    # The blob's address (keyed when encrypting), and the plain BLAKE3 of the
+    # bytes received, which is what the client can check.
     digest: Digest
     message: str
+    received: Digest
 
 
 @dataclass(frozen=True)
@@ -84,31 +94,36 @@ class Archive:
         self.config = config
         self._clock = clock
         self._started = time.monotonic()
+        self.keys = open_keys(config)
         self.index = IndexEnvironment(
             config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-            max_batch=config.index.max_batch,
+            max_batch=config.index.max_batch, keys=self.keys,
         )
+        _check_encryption_settings(self.index, self.keys)
         self.catalog = Catalog(self.index, replicate=config.replication.enabled)
         # After the index: volumes are checked against what the index remembers.
-        self.tiering = TieringManager(config, self.index, clock)
+        self.tiering = TieringManager(config, self.index, clock, BlobSealer(self.keys) if self.keys else None)
         self.blobs: TieredBlobStore = self.tiering.store
         self.replication: ReplicationManager | None = None
         if config.replication.enabled:
-            self.replication = ReplicationManager(config, self.index, self.open_blob, clock)
+            self.replication = ReplicationManager(config, self.index, self.open_stored, clock)
         self.audit: AuditTrail | None = None
         if config.audit.enabled:
-            key, signer = load_or_create_keys(config.resolve(config.audit.keys_dir))
-            trail_path = config.resolve(config.audit.path)
-            trail_path.parent.mkdir(parents=True, exist_ok=True)
             witness = None
             if self.replication is not None:
                 peer = self.replication.peer
                 witness = lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True))  # noqa: E731
-            self.audit = AuditTrail(trail_path, key, signer, clock=clock, witness=witness,
-                                    checkpoint_every=config.audit.checkpoint_every,
-                                    checkpoint_interval_s=config.audit.checkpoint_interval_s)
+            self.audit = open_trail(config, self.keys, clock=clock, witness=witness)
+        self._blob_locks = [threading.Lock() for _ in range(64)]
+        self.key_rotation: KeyRotation | None = None
+        if self.keys is not None:
+            self.key_rotation = KeyRotation(self.index, self.blobs, self.keys.holder)
+            self.key_rotation.resume_if_needed()
+        self.destroy_doomed_blobs()  # those a crash left between a delete's commit and its files
 
     def close(self) -> None:
+        if self.key_rotation is not None:
+            self.key_rotation.stop()
         if self.audit is not None:
             self.audit.close()
         if self.replication is not None:
@@ -119,7 +134,7 @@ class Archive:
 
     def store(
         self, data: bytes | bytearray, expected: Digest | None = None,
-        still_wanted: Callable[[], bool] = lambda: True, from_peer: bool = False,
+        still_wanted: Callable[[], bool] = lambda: True, from_peer: bool = False, replica: Digest | None = None,
     ) -> StoreResult:
         """Stores one Part 10 file; durable before it returns.
 
@@ -130,33 +145,80 @@ class Archive:
         limit = self.config.limits.max_instance_bytes
         if len(data) > limit:
             raise TooLarge(f"instance of {len(data)} bytes is over limits.max_instance_bytes ({limit})")
-        digest = compute(data)
-        if expected is not None and expected != digest:
-            raise InvalidInput(f"expected_digest {expected} does not match the bytes received ({digest}); nothing stored")
+        received = compute(data)
+        if expected is not None and expected != received:
+            raise InvalidInput(f"expected_digest {expected} does not match the bytes received ({received}); "
+                               "nothing stored")
+        digest = self.blobs.address(data) if self.blobs.sealer else received
         parsed = parse(data)
         known = self._known_instance(parsed.sop_instance_uid)
         if known is not None:
             outcome = repeat_outcome(known, parsed.sop_instance_uid, digest)
-            return StoreResult(outcome, parsed, digest, "identical instance already stored")
-        blob = self.catalog.blob(digest)
-        if blob is None:
-            location, stored = self.blobs.place(digest, data)
-            new_blob = NewBlob(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored,
-                               from_peer)
-        else:
-            new_blob = NewBlob(digest, blob.location, blob.stored_bytes, from_peer)
-        if not still_wanted():
-            raise Unavailable("the caller went away before the store was committed; nothing indexed")
-        outcome = self.catalog.add_instance(parsed, new_blob, self._clock())
+            return StoreResult(outcome, parsed, digest, "identical instance already stored", received)
+        # Held from finding (or writing) the blob's copy to indexing it: a deleted
+        # study's copy of the same bytes cannot be destroyed in between.
+        with self._blob_lock(digest):
+            blob = self.catalog.blob(digest)
+            if blob is None:
+                location, stored = self.blobs.place(digest, data)
+                new_blob = NewBlob(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored,
+                                   from_peer, replica)
+            else:
+                new_blob = NewBlob(digest, blob.location, blob.stored_bytes, from_peer, replica)
+            if not still_wanted():
+                raise Unavailable("the caller went away before the store was committed; nothing indexed")
+            outcome = self.catalog.add_instance(parsed, new_blob, self._clock())
         if self.replication is not None and outcome is AddOutcome.STORED:
             self.replication.wake()
         message = "stored" if outcome is AddOutcome.STORED else "identical instance already stored"
-        return StoreResult(outcome, parsed, digest, message)
+        return StoreResult(outcome, parsed, digest, message, received)
 
     def _known_instance(self, sop_uid: str) -> InstanceRecord | None:
         with self.index.read() as txn:
             value = txn.get(sop_uid.encode(), db=self.index.db("instances"))
         return None if value is None else decode(InstanceRecord, value)
+
+    def _blob_lock(self, digest: Digest) -> threading.Lock:
+        return self._blob_locks[digest.hash[0] % len(self._blob_locks)]
+
+    # -- delete -----------------------------------------------------------
+
+    def delete_study(self, study_uid: str, reason: str) -> tuple[int, int]:
+        """Deletes a study and destroys each blob it was the last user of; returns (instances, blobs destroyed).
+
+        The index forgets the study in one transaction (and queues the same for
+        the peer); only then are the blobs' copies destroyed, key slots first.
+        """
+        uid.check(study_uid, "study_instance_uid")
+        if not reason.strip():
+            raise InvalidInput("reason is required: say why the study is deleted (it is kept in the audit trail)")
+        if len(reason) > 500:
+            raise InvalidInput(f"reason is {len(reason)} characters; at most 500")
+        deleted = self.catalog.delete_study(study_uid, self._clock())
+        log.info("study deleted: %d instances, %d blobs released", len(deleted.sop_instance_uids),
+                 deleted.blobs_released)
+        if self.replication is not None:
+            self.replication.wake()
+        return len(deleted.sop_instance_uids), self.destroy_doomed_blobs()
+
+    def destroy_doomed_blobs(self) -> int:
+        """Destroys the copies of blobs whose last instance was deleted (also after a crash)."""
+        destroyed = 0
+        for blob in self.catalog.doomed_blobs():
+            digest = _address(blob)
+            with self._blob_lock(digest):
+                try:
+                    destroyed += self.catalog.destroy_doomed(blob, self._destroy_copy)
+                except PacsvaultError as exc:
+                    log.error("blob %s: its copy could not be destroyed yet (%s); retried at the next start",
+                              digest.hex[:16], exc)
+        return destroyed
+
+    def _destroy_copy(self, blob: BlobRecord) -> None:
+        volume = self.blobs.volume(blob.location.volume_id)
+        if volume is None or volume.failed:
+            raise Unavailable(f"volume {blob.location.volume_id} is not available")
+        volume.access.delete(_address(blob))  # zeroes the key slots, then unlinks
 
     # -- find -------------------------------------------------------------
 
@@ -209,9 +271,12 @@ class Archive:
             if study_uid != scope.study_instance_uid:
                 raise NotFound(not_found)
             return
+        # The share keeps its patient as an identity (sealed with the grant); the study links to
+        # its patient by keyed tags: compare tags, nothing needs opening.
+        patient_key = self.index.tags.patient_key(*keys.split_share_scope(scope.patient_key))
         with self.index.read() as txn:
             value = txn.get(study_uid.encode(), db=self.index.db("studies"))
-        if value is None or decode(StudyRecord, value).patient_key != scope.patient_key:
+        if value is None or decode(StudyRecord, value).patient_key != patient_key:
             raise NotFound(not_found)
 
     # -- tiering requests -------------------------------------------------
@@ -229,40 +294,69 @@ class Archive:
                 return self.tiering.prefetch(studies)
 
     def open_blob(self, blob: BlobRecord) -> BlobReader:
-        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
-        hint = Location(blob.location.tier, blob.location.volume_id)
-        return self.blobs.open(digest, hint)
+        """The blob's original bytes (opened, decrypted, decompressed frame by frame)."""
+        return self.blobs.open(_address(blob), Location(blob.location.tier, blob.location.volume_id))
+
+    def open_stored(self, blob: BlobRecord) -> BlobReader:
+        """The blob as it is at rest, still sealed: what the peer receives."""
+        return self.blobs.open(_address(blob), Location(blob.location.tier, blob.location.volume_id), stored=True)
 
     def read_blob(self, instance: InstanceRecord, blob: BlobRecord) -> bytes:
-        """The stored bytes, checked against their digest before any leaves.
+        """The stored bytes, checked against their address before any leaves.
 
         A missing, unreadable or corrupt local copy is repaired from the peer
-        when replication is on: the peer decodes from verified shards, the
-        bytes are checked again here, and rewritten locally.
+        when replication is on: the peer decodes its (still sealed) copy from
+        verified shards, and it is opened and checked again here, then
+        rewritten locally. Corruption at rest is also a security alert: a
+        sealed blob that fails authentication may have been tampered with.
         """
-        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+        digest = _address(blob)
         try:
             reader = self.open_blob(blob)
             try:
                 data = read_all(reader)
             finally:
                 reader.close()
-            if blake3.blake3(data).digest() == digest.hash:
+            if self.blobs.address(data).hash == digest.hash:
                 return data
             problem: PacsvaultError = DataLoss("the stored bytes fail their digest")
         except (NotFound, DataLoss, Unavailable) as exc:
             problem = exc
         where = f"instance {instance.sop_instance_uid} of study {instance.study_instance_uid}"
+        if isinstance(problem, DataLoss):
+            self._security_alert(f"{where}: failed its integrity check at rest ({problem})", instance)
         if self.replication is None:
             raise type(problem)(f"{where}: {problem}") from problem
+        if not blob.replica_digest:
+            raise type(problem)(f"{where}: {problem}; the peer does not hold it yet, so it cannot be repaired")
         log.warning("%s: local copy unusable (%s); repairing from the peer", where, problem)
         try:
-            data = self.replication.fetch_verified(digest)
+            stored = self.replication.fetch_verified(Digest(DigestFunction.BLAKE3, blob.replica_digest,
+                                                            blob.replica_size))
+            data = self.open_stored_form(stored, digest, where)
         except (DataLoss, Unavailable) as exc:
             raise type(exc)(f"{where}: local copy unusable ({problem}) and not repairable: {exc}") from exc
         self._rewrite_local(blob, digest, data)
         log.warning("%s: repaired from the peer", where)
         return data
+
+    def open_stored_form(self, stored: bytes, expected: Digest | None, where: str) -> bytes:
+        """The original bytes of a blob's stored form (as the peer keeps it), checked against its address."""
+        reader = FramedReader(BytesReader(stored), where, self.blobs.sealer)
+        address = reader.header.digest
+        data = read_all(reader)
+        if self.blobs.address(data) != address or (expected is not None and address != expected):
+            raise DataLoss(f"{where}: the copy does not match its address")
+        return data
+
+    def _security_alert(self, reason: str, instance: InstanceRecord) -> None:
+        log.error("SECURITY ALERT: %s", reason)
+        if self.audit is None:
+            return
+        try:
+            self.audit.record_security_alert(reason, instance.study_instance_uid, instance.sop_instance_uid)
+        except Unavailable:
+            log.exception("the security alert could not be recorded in the audit trail")
 
     def _rewrite_local(self, blob: BlobRecord, digest: Digest, data: bytes) -> None:
         volume = self.blobs.volume(blob.location.volume_id)
@@ -277,7 +371,14 @@ class Archive:
         assert self.replication is not None
         yield from restore.restore_from_peer(
             self.replication.peer, lambda sop: self._known_instance(sop) is not None,
-            lambda data, digest: self.store(data, digest, from_peer=True))  # type: ignore[arg-type]
+            self._store_from_peer)
+
+    def _store_from_peer(self, stored: bytes, name: Digest) -> StoreResult:
+        """Ingests a blob the peer held for us: its stored form, opened with the keyring."""
+        if compute(stored) != name:
+            raise DataLoss(f"the peer's copy {name.hex[:16]} fails its digest")
+        data = self.open_stored_form(stored, None, f"blob {name.hex[:16]} from the peer")
+        return self.store(data, from_peer=True, replica=name)
 
     def reseed_peer(self) -> int:
         queued = restore.reseed(self.index, self._clock())
@@ -322,6 +423,43 @@ class Archive:
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
 
 
+def _address(blob: BlobRecord) -> Digest:
+    return Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+
+
+def _check_encryption_settings(index: IndexEnvironment, keys: ApplianceKeys | None) -> None:
+    """Encryption is chosen when the data dir is first used (blob addresses depend on it), and
+    the keyring must be the one it was first used with: anything else could read nothing."""
+    wanted = b"1" if keys is not None else b"0"
+
+    def first_use(txn: lmdb.Transaction) -> tuple[bytes, bytes | None]:
+        meta = index.dbs["meta"]
+        recorded = txn.get(_ENCRYPTION_KEY, db=meta)
+        if recorded is None:
+            txn.put(_ENCRYPTION_KEY, wanted, db=meta)
+            if keys is not None:
+                txn.put(_KEYRING_CHECK_KEY, keys.index_values.seal(_KEYRING_CHECK, _KEYRING_CHECK_KEY), db=meta)
+            return wanted, None
+        return bytes(recorded), txn.get(_KEYRING_CHECK_KEY, db=meta)
+
+    recorded, check = index.write(first_use)
+    if recorded != wanted:
+        was, now = ("on" if recorded == b"1" else "off"), ("on" if keys is not None else "off")
+        raise ConfigError(f"encryption.enabled is {now} but this data dir was created with it {was}; set it "
+                          "back (changing it needs a new data dir and a restore from the peer)")
+    if keys is not None and check is not None:
+        try:
+            keys.index_values.open(bytes(check), _KEYRING_CHECK_KEY, "the keyring check")
+        except DataLoss as exc:
+            raise ConfigError(f"the keyring {keys.holder.current.source or 'from encryption.key_command'} is not "
+                              "the one this data dir was sealed with; nothing here could be read with it") from exc
+
+
+_ENCRYPTION_KEY = b"encryption_enabled"
+_KEYRING_CHECK_KEY = b"keyring_check"
+_KEYRING_CHECK = b"pacsvault: this data dir is sealed under this keyring"
+
+
 def _narrow_to_scope(query: Query) -> Query | None:
     """The query limited to the caller's share scope; None when it asks outside it."""
     principal = current_principal.get()
@@ -332,7 +470,7 @@ def _narrow_to_scope(query: Query) -> Query | None:
         if query.study_instance_uid not in ("", scope.study_instance_uid) or query.level == Level.PATIENT:
             return None
         return dataclasses.replace(query, study_instance_uid=scope.study_instance_uid)
-    patient_id, issuer = keys.split_patient_key(scope.patient_key)
+    patient_id, issuer = keys.split_share_scope(scope.patient_key)
     if query.patient_id not in ("", patient_id) or query.issuer_of_patient_id not in ("", issuer):
         return None
     return dataclasses.replace(query, patient_id=patient_id, issuer_of_patient_id=issuer)

@@ -151,7 +151,8 @@ class AuditRepositoryConfig:
 class AuditConfig:
     # Record every access to patient data; calls that cannot be recorded are refused.
     enabled: bool = True
-    # The trail and its keys, relative to data_dir.
+    # The trail, relative to data_dir; sealed when [encryption] is on. keys_dir holds
+    # its keys only with encryption off (otherwise they derive from the keyring).
     path: str = "audit/trail.jsonl"
     keys_dir: str = "audit/keys"
     # A signed checkpoint (also sent to the peer as a witness) every N records or T seconds.

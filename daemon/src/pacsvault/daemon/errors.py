@@ -12,6 +12,7 @@ status codes, each class to exactly one code::
     │   ├── StorageFull         RESOURCE_EXHAUSTED (no tier has room)
     │   ├── IndexFull           RESOURCE_EXHAUSTED (LMDB map is full)
     │   └── TooLarge            RESOURCE_EXHAUSTED (over a configured limit)
+    ├── FailedPrecondition      FAILED_PRECONDITION (not in the state this needs, e.g. encryption off)
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
     ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
@@ -55,6 +56,10 @@ class IndexFull(CapacityExhausted):
 
 class TooLarge(CapacityExhausted):
     """The upload is larger than a configured limit."""
+
+
+class FailedPrecondition(PacsvaultError):
+    """The appliance is not in a state where this can be done; retrying will not help."""
 
 
 class Unavailable(PacsvaultError):

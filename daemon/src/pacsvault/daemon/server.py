@@ -138,7 +138,7 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
     storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(archive), server)
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(archive), server)
-    security_pb2_grpc.add_SecurityServiceServicer_to_server(SecurityServicer(config, credentials), server)
+    security_pb2_grpc.add_SecurityServiceServicer_to_server(SecurityServicer(config, credentials, archive), server)
     security_pb2_grpc.add_ShareServiceServicer_to_server(ShareServicer(archive, credentials), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(archive), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -589,3 +589,49 @@ class PinResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PinResponse: _TypeAlias = PinResponse  # noqa: Y015
+
+@_typing.final
+class DeleteStudyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    """Why (retention expired, wrong patient, ...): required, at most 500 characters."""
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteStudyRequest: _TypeAlias = DeleteStudyRequest  # noqa: Y015
+
+@_typing.final
+class DeleteStudyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
+    BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    instances_deleted: _builtins.int
+    blobs_destroyed: _builtins.int
+    """Blobs whose last reference went: their data keys zeroed, then removed."""
+    def __init__(
+        self,
+        *,
+        instances_deleted: _builtins.int = ...,
+        blobs_destroyed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteStudyResponse: _TypeAlias = DeleteStudyResponse  # noqa: Y015

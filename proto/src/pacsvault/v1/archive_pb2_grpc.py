@@ -80,6 +80,11 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.PinRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.PinResponse.FromString,
                 _registered_method=True)
+        self.DeleteStudy = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/DeleteStudy',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -156,6 +161,15 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteStudy(self, request, context):
+        """Deletes a study: its instances leave the index at once, and each blob no
+        other instance refers to is destroyed, its data key first (crypto-
+        shredding), here and at the peer. The reason is kept in the audit trail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +217,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.Pin,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.PinRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.PinResponse.SerializeToString,
+            ),
+            'DeleteStudy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStudy,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -449,6 +468,33 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/Pin',
             pacsvault_dot_v1_dot_archive__pb2.PinRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.PinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/DeleteStudy',
+            pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
             options,
             channel_credentials,
             insecure,

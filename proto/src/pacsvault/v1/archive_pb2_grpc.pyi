@@ -64,6 +64,11 @@ class ArchiveServiceStub:
     """
     Pin: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]
     """Keeps a study on the first tier until a date (tumour boards, teaching)."""
+    DeleteStudy: _grpc.UnaryUnaryMultiCallable[_archive_pb2.DeleteStudyRequest, _archive_pb2.DeleteStudyResponse]
+    """Deletes a study: its instances leave the index at once, and each blob no
+    other instance refers to is destroyed, its data key first (crypto-
+    shredding), here and at the peer. The reason is kept in the audit trail.
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -99,6 +104,11 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """
     Pin: _aio.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]  # type: ignore[assignment]
     """Keeps a study on the first tier until a date (tumour boards, teaching)."""
+    DeleteStudy: _aio.UnaryUnaryMultiCallable[_archive_pb2.DeleteStudyRequest, _archive_pb2.DeleteStudyResponse]  # type: ignore[assignment]
+    """Deletes a study: its instances leave the index at once, and each blob no
+    other instance refers to is destroyed, its data key first (crypto-
+    shredding), here and at the peer. The reason is kept in the audit trail.
+    """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores, finds and retrieves DICOM instances."""
@@ -185,5 +195,16 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archive_pb2.PinResponse, _abc.Awaitable[_archive_pb2.PinResponse]]:
         """Keeps a study on the first tier until a date (tumour boards, teaching)."""
+
+    @_abc_1.abstractmethod
+    def DeleteStudy(
+        self,
+        request: _archive_pb2.DeleteStudyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.DeleteStudyResponse, _abc.Awaitable[_archive_pb2.DeleteStudyResponse]]:
+        """Deletes a study: its instances leave the index at once, and each blob no
+        other instance refers to is destroyed, its data key first (crypto-
+        shredding), here and at the peer. The reason is kept in the audit trail.
+        """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -242,7 +242,12 @@ class InstanceAttributes(_message.Message):
     series_instance_uid: _builtins.str
     study_instance_uid: _builtins.str
     @_builtins.property
-    def digest(self) -> Global___Digest: ...
+    def digest(self) -> Global___Digest:
+        """BLAKE3 of the instance's bytes, set where they are sent (GetInstance,
+        GetSeries, GetStudy) so the receiver can check them. Not in find results:
+        the index keeps only keyed digests, which say nothing to a client.
+        """
+
     def __init__(
         self,
         *,

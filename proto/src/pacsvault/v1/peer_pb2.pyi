@@ -398,3 +398,70 @@ class ListAuditCheckpointsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditCheckpointsResponse: _TypeAlias = ListAuditCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class DeletedInstance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    RELEASE_BLOB_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    release_blob: _builtins.bool
+    """Also remove the shards of the blob its record names: the caller's last
+    instance of that blob went with it.
+    """
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+        release_blob: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release_blob", b"release_blob", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletedInstance: _TypeAlias = DeletedInstance  # noqa: Y015
+
+@_typing.final
+class DeleteReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletedInstance]: ...
+    def __init__(
+        self,
+        *,
+        instances: _abc.Iterable[Global___DeletedInstance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReplicasRequest: _TypeAlias = DeleteReplicasRequest  # noqa: Y015
+
+@_typing.final
+class DeleteReplicasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_DELETED_FIELD_NUMBER: _builtins.int
+    SHARD_FILES_DELETED_FIELD_NUMBER: _builtins.int
+    records_deleted: _builtins.int
+    shard_files_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        records_deleted: _builtins.int = ...,
+        shard_files_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_deleted", b"records_deleted", "shard_files_deleted", b"shard_files_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteReplicasResponse: _TypeAlias = DeleteReplicasResponse  # noqa: Y015

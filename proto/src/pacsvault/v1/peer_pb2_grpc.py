@@ -71,6 +71,11 @@ class PeerServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.FromString,
                 _registered_method=True)
+        self.DeleteReplicas = channel.unary_unary(
+                '/pacsvault.v1.PeerService/DeleteReplicas',
+                request_serializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -131,6 +136,14 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteReplicas(self, request, context):
+        """Forgets instances the caller deleted, and removes the shards of blobs
+        whose last instance went with them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +181,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.ListAuditCheckpoints,
                     request_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.SerializeToString,
+            ),
+            'DeleteReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReplicas,
+                    request_deserializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +379,33 @@ class PeerService:
             '/pacsvault.v1.PeerService/ListAuditCheckpoints',
             pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsRequest.SerializeToString,
             pacsvault_dot_v1_dot_peer__pb2.ListAuditCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.PeerService/DeleteReplicas',
+            pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.SerializeToString,
+            pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,10 @@ class PeerServiceStub:
     """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
     ListAuditCheckpoints: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]
     """The caller's newest checkpoints, so it can prove its trail was not cut."""
+    DeleteReplicas: _grpc.UnaryUnaryMultiCallable[_peer_pb2.DeleteReplicasRequest, _peer_pb2.DeleteReplicasResponse]
+    """Forgets instances the caller deleted, and removes the shards of blobs
+    whose last instance went with them.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -88,6 +92,10 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
     ListAuditCheckpoints: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]  # type: ignore[assignment]
     """The caller's newest checkpoints, so it can prove its trail was not cut."""
+    DeleteReplicas: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeleteReplicasRequest, _peer_pb2.DeleteReplicasResponse]  # type: ignore[assignment]
+    """Forgets instances the caller deleted, and removes the shards of blobs
+    whose last instance went with them.
+    """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Keeps erasure-coded replicas of the other appliance's blobs and index
@@ -156,5 +164,15 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.ListAuditCheckpointsResponse, _abc.Awaitable[_peer_pb2.ListAuditCheckpointsResponse]]:
         """The caller's newest checkpoints, so it can prove its trail was not cut."""
+
+    @_abc_1.abstractmethod
+    def DeleteReplicas(
+        self,
+        request: _peer_pb2.DeleteReplicasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.DeleteReplicasResponse, _abc.Awaitable[_peer_pb2.DeleteReplicasResponse]]:
+        """Forgets instances the caller deleted, and removes the shards of blobs
+        whose last instance went with them.
+        """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

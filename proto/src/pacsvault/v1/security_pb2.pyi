@@ -440,3 +440,105 @@ class RevokeShareResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeShareResponse: _TypeAlias = RevokeShareResponse  # noqa: Y015
+
+@_typing.final
+class RotateKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeysRequest: _TypeAlias = RotateKeysRequest  # noqa: Y015
+
+@_typing.final
+class RotateKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    active_version: _builtins.int
+    """The key-encryption key version now active."""
+    def __init__(
+        self,
+        *,
+        active_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeysResponse: _TypeAlias = RotateKeysResponse  # noqa: Y015
+
+@_typing.final
+class GetEncryptionStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEncryptionStatusRequest: _TypeAlias = GetEncryptionStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetEncryptionStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    KEYRING_SOURCE_FIELD_NUMBER: _builtins.int
+    ACTIVE_VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    REWRAP_STATE_FIELD_NUMBER: _builtins.int
+    BLOBS_CHECKED_FIELD_NUMBER: _builtins.int
+    BLOBS_REWRAPPED_FIELD_NUMBER: _builtins.int
+    BLOBS_FAILED_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    REWRAPPED_TO_VERSION_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    keyring_source: _builtins.str
+    """The keyring file's path, or "encryption.key_command"."""
+    active_version: _builtins.int
+    rewrap_state: _builtins.str
+    """The re-wrap pass: "idle", "running", "complete" or "failed"."""
+    blobs_checked: _builtins.int
+    blobs_rewrapped: _builtins.int
+    blobs_failed: _builtins.int
+    last_error: _builtins.str
+    rewrapped_to_version: _builtins.int
+    """The highest version every local blob's data key is wrapped under, as of
+    the last pass that finished with no failure.
+    """
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        keyring_source: _builtins.str = ...,
+        active_version: _builtins.int = ...,
+        versions: _abc.Iterable[_builtins.int] | None = ...,
+        rewrap_state: _builtins.str = ...,
+        blobs_checked: _builtins.int = ...,
+        blobs_rewrapped: _builtins.int = ...,
+        blobs_failed: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        rewrapped_to_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_version", b"active_version", "blobs_checked", b"blobs_checked", "blobs_failed", b"blobs_failed", "blobs_rewrapped", b"blobs_rewrapped", "enabled", b"enabled", "keyring_source", b"keyring_source", "last_error", b"last_error", "rewrap_state", b"rewrap_state", "rewrapped_to_version", b"rewrapped_to_version", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEncryptionStatusResponse: _TypeAlias = GetEncryptionStatusResponse  # noqa: Y015

@@ -60,6 +60,16 @@ class SecurityServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_security__pb2.BreakGlassRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_security__pb2.BreakGlassResponse.FromString,
                 _registered_method=True)
+        self.RotateKeys = channel.unary_unary(
+                '/pacsvault.v1.SecurityService/RotateKeys',
+                request_serializer=pacsvault_dot_v1_dot_security__pb2.RotateKeysRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_security__pb2.RotateKeysResponse.FromString,
+                _registered_method=True)
+        self.GetEncryptionStatus = channel.unary_unary(
+                '/pacsvault.v1.SecurityService/GetEncryptionStatus',
+                request_serializer=pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusResponse.FromString,
+                _registered_method=True)
 
 
 class SecurityServiceServicer:
@@ -102,6 +112,23 @@ class SecurityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateKeys(self, request, context):
+        """Adds a key-encryption key version, makes it the one new data keys are
+        wrapped with, and re-wraps every blob's data key under it in the
+        background (online; resumed after a restart). Older versions stay in the
+        keyring: the peer's copies made before the rotation still use them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEncryptionStatus(self, request, context):
+        """Whether and how data is encrypted at rest, and the re-wrap's progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecurityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +156,16 @@ def add_SecurityServiceServicer_to_server(servicer, server):
                     servicer.BreakGlass,
                     request_deserializer=pacsvault_dot_v1_dot_security__pb2.BreakGlassRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_security__pb2.BreakGlassResponse.SerializeToString,
+            ),
+            'RotateKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKeys,
+                    request_deserializer=pacsvault_dot_v1_dot_security__pb2.RotateKeysRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_security__pb2.RotateKeysResponse.SerializeToString,
+            ),
+            'GetEncryptionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEncryptionStatus,
+                    request_deserializer=pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +304,60 @@ class SecurityService:
             '/pacsvault.v1.SecurityService/BreakGlass',
             pacsvault_dot_v1_dot_security__pb2.BreakGlassRequest.SerializeToString,
             pacsvault_dot_v1_dot_security__pb2.BreakGlassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.SecurityService/RotateKeys',
+            pacsvault_dot_v1_dot_security__pb2.RotateKeysRequest.SerializeToString,
+            pacsvault_dot_v1_dot_security__pb2.RotateKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEncryptionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.SecurityService/GetEncryptionStatus',
+            pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusRequest.SerializeToString,
+            pacsvault_dot_v1_dot_security__pb2.GetEncryptionStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

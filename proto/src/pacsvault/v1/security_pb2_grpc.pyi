@@ -48,6 +48,14 @@ class SecurityServiceStub:
     """Emergency read access for the caller, time-boxed, with a typed reason
     that flags every record of what it did.
     """
+    RotateKeys: _grpc.UnaryUnaryMultiCallable[_security_pb2.RotateKeysRequest, _security_pb2.RotateKeysResponse]
+    """Adds a key-encryption key version, makes it the one new data keys are
+    wrapped with, and re-wraps every blob's data key under it in the
+    background (online; resumed after a restart). Older versions stay in the
+    keyring: the peer's copies made before the rotation still use them.
+    """
+    GetEncryptionStatus: _grpc.UnaryUnaryMultiCallable[_security_pb2.GetEncryptionStatusRequest, _security_pb2.GetEncryptionStatusResponse]
+    """Whether and how data is encrypted at rest, and the re-wrap's progress."""
 
 @_typing.type_check_only
 class SecurityServiceAsyncStub(SecurityServiceStub):
@@ -67,6 +75,14 @@ class SecurityServiceAsyncStub(SecurityServiceStub):
     """Emergency read access for the caller, time-boxed, with a typed reason
     that flags every record of what it did.
     """
+    RotateKeys: _aio.UnaryUnaryMultiCallable[_security_pb2.RotateKeysRequest, _security_pb2.RotateKeysResponse]  # type: ignore[assignment]
+    """Adds a key-encryption key version, makes it the one new data keys are
+    wrapped with, and re-wraps every blob's data key under it in the
+    background (online; resumed after a restart). Older versions stay in the
+    keyring: the peer's copies made before the rotation still use them.
+    """
+    GetEncryptionStatus: _aio.UnaryUnaryMultiCallable[_security_pb2.GetEncryptionStatusRequest, _security_pb2.GetEncryptionStatusResponse]  # type: ignore[assignment]
+    """Whether and how data is encrypted at rest, and the re-wrap's progress."""
 
 class SecurityServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tokens, revocation and emergency access; tokens are shown once, stored as hashes."""
@@ -113,6 +129,26 @@ class SecurityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Emergency read access for the caller, time-boxed, with a typed reason
         that flags every record of what it did.
         """
+
+    @_abc_1.abstractmethod
+    def RotateKeys(
+        self,
+        request: _security_pb2.RotateKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_security_pb2.RotateKeysResponse, _abc.Awaitable[_security_pb2.RotateKeysResponse]]:
+        """Adds a key-encryption key version, makes it the one new data keys are
+        wrapped with, and re-wraps every blob's data key under it in the
+        background (online; resumed after a restart). Older versions stay in the
+        keyring: the peer's copies made before the rotation still use them.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEncryptionStatus(
+        self,
+        request: _security_pb2.GetEncryptionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_security_pb2.GetEncryptionStatusResponse, _abc.Awaitable[_security_pb2.GetEncryptionStatusResponse]]:
+        """Whether and how data is encrypted at rest, and the re-wrap's progress."""
 
 def add_SecurityServiceServicer_to_server(servicer: SecurityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

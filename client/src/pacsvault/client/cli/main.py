@@ -10,10 +10,12 @@ import grpc
 from pacsvault.client import PacsvaultClient, default_server
 from pacsvault.client.cli import (
     audit_cmd,
+    delete_cmd,
     find_cmd,
     get_cmd,
     health_cmd,
     hw_cmd,
+    keys_cmd,
     metadata_cmd,
     pin_cmd,
     prefetch_cmd,
@@ -24,8 +26,8 @@ from pacsvault.client.cli import (
     tiers_cmd,
 )
 
-COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, tiers_cmd, replication_cmd,
-            restore_cmd, share_cmd, audit_cmd, health_cmd, hw_cmd)
+COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, delete_cmd, tiers_cmd,
+            replication_cmd, restore_cmd, share_cmd, audit_cmd, keys_cmd, health_cmd, hw_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

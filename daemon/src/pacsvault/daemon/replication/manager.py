@@ -51,14 +51,14 @@ class ReplicationStatus:
 
 
 class ReplicationManager:
-    def __init__(self, config: Config, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader],
+    def __init__(self, config: Config, env: IndexEnvironment, open_stored: Callable[[BlobRecord], BlobReader],
                  clock: Callable[[], float] = time.time) -> None:
         self.config, self.env, self.clock = config, env, clock
         r = config.replication
         credentials = mtls_credentials(*map(config.resolve, (r.ca_file, r.cert_file, r.key_file)))
         self.codec = ErasureCodec(r.data_shards, r.parity_shards)
         self.peer = PeerClient(r.peer_address, credentials)
-        self.sender = ReplicationSender(env, open_blob, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
+        self.sender = ReplicationSender(env, open_stored, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
         shard_volumes = [config.resolve(path) / "replica" for path in config.tiers[-1].volumes]
         self.shards = ShardStore(shard_volumes, clock)
         self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,

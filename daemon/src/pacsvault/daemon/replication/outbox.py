@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import lmdb
 
+from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, OutboxEntry, decode, encode
@@ -51,8 +52,14 @@ def pending(env: IndexEnvironment, limit: int) -> list[tuple[bytes, OutboxEntry]
         return out
 
 
-def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]]) -> None:
-    """Removes entries the peer acknowledged and marks their blobs protected, in one transaction."""
+def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]],
+                names: dict[bytes, Digest] | None = None) -> None:
+    """Removes entries the peer acknowledged and marks their blobs protected, in one transaction.
+
+    ``names`` (by outbox key) is what each blob is called at the peer, kept
+    so that a repair can ask for it.
+    """
+    names = names or {}
 
     def op(txn: lmdb.Transaction) -> None:
         for key, entry in done:
@@ -60,11 +67,16 @@ def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]]) ->
                 _add_pending(txn, env, -entry.size_bytes)
             blob_key = keys.blob_key(entry.digest_function, entry.digest)
             value = txn.get(blob_key, db=env.dbs["blobs"])
-            if value is not None:
-                blob = decode(BlobRecord, value)
-                if not blob.replicated:
-                    blob.replicated = True
-                    txn.put(blob_key, encode(blob), db=env.dbs["blobs"])
+            if value is None:
+                continue
+            blob = decode(BlobRecord, value)
+            name = names.get(key)
+            if blob.replicated and (name is None or name.hash == blob.replica_digest):
+                continue
+            blob.replicated = True
+            if name is not None:
+                blob.replica_digest, blob.replica_size = name.hash, name.size_bytes
+            txn.put(blob_key, encode(blob), db=env.dbs["blobs"])
 
     env.write(op)
 

@@ -78,6 +78,12 @@ class PeerClient:
         return list(response.records), response.next_page_token
 
 
+    def delete_replicas(self, instances: list[tuple[str, bool]]) -> None:
+        """Makes the peer forget (SOP Instance UID, release its blob too) for each instance."""
+        self._stub.DeleteReplicas(peer_pb2.DeleteReplicasRequest(instances=[
+            peer_pb2.DeletedInstance(sop_instance_uid=sop_uid, release_blob=release) for sop_uid, release in instances
+        ]), timeout=self.timeout_s)
+
     def put_audit_checkpoint(self, checkpoint_json: str) -> None:
         self._stub.PutAuditCheckpoint(peer_pb2.PutAuditCheckpointRequest(checkpoint_json=checkpoint_json),
                                       timeout=self.timeout_s)

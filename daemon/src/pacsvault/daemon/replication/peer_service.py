@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 import grpc
 import lmdb
 
+from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
 from pacsvault.daemon.index import keys
@@ -162,6 +163,32 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                         break
                     found.append(bytes(value).decode())
         return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found[-100:])
+
+    @mapped
+    def DeleteReplicas(self, request: peer_pb2.DeleteReplicasRequest,
+                       context: grpc.ServicerContext) -> peer_pb2.DeleteReplicasResponse:
+        origin = self._caller(context)
+        wanted = [(uid.check(i.sop_instance_uid, "instances.sop_instance_uid"), i.release_blob)
+                  for i in request.instances]
+
+        def op(txn: lmdb.Transaction) -> tuple[int, list[Digest]]:
+            deleted, released = 0, []
+            for sop_uid, release in wanted:
+                key = keys.join(origin, sop_uid)
+                value = txn.get(key, db=self._env.dbs["replica_records"])
+                if value is None:
+                    continue  # never arrived, or deleted by an earlier try
+                txn.delete(key, db=self._env.dbs["replica_records"])
+                deleted += 1
+                if release:
+                    released.append(convert.digest_from_proto(decode(peer_pb2.ReplicaRecord, value).digest))
+            return deleted, released
+
+        # Records first: a crash in between leaves shards nobody lists (scrub
+        # still checks them), never a record whose shards are gone.
+        deleted, released = self._env.write(op)
+        files = sum(self._store.delete(name) for name in released)
+        return peer_pb2.DeleteReplicasResponse(records_deleted=deleted, shard_files_deleted=files)
 
     def _shards(self, digest: Digest) -> list[bytes]:
         return [raw for i in self._store.indexes(digest) if (raw := self._store.get(digest, i)) is not None]

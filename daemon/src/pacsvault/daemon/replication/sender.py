@@ -1,5 +1,9 @@
 """The sender: drains the outbox to the peer, one resumable pass at a time.
 
+What travels is the blob's stored form, still sealed when the appliance
+encrypts: the peer holds ciphertext only, named by the plain BLAKE3 of that
+form, which it can verify without any key.
+
 For each entry, in order: encode the blob into k+m shards, upload each shard
 from what the peer already holds durably (so a dropped connection resumes,
 never restarts, and never duplicates), then commit the blob with its index
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.digest import Digest, compute
 from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavailable
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -52,9 +56,9 @@ class SenderStats:
 
 
 class ReplicationSender:
-    def __init__(self, env: IndexEnvironment, open_blob: Callable[[BlobRecord], BlobReader], codec: ErasureCodec,
+    def __init__(self, env: IndexEnvironment, open_stored: Callable[[BlobRecord], BlobReader], codec: ErasureCodec,
                  peer: PeerClient, limiter: RateLimiter, batch: int = 64, parallel: int = 8) -> None:
-        self._env, self._open_blob, self._codec, self._peer = env, open_blob, codec, peer
+        self._env, self._open_stored, self._codec, self._peer = env, open_stored, codec, peer
         self._catalog = Catalog(env)
         self._limiter = limiter
         self._batch = batch
@@ -77,9 +81,9 @@ class ReplicationSender:
                 entries = outbox.pending(self._env, min(self._batch, max_entries - done))
                 if not entries:
                     break
-                acknowledged, failure = self._replicate_batch(entries)
+                acknowledged, names, failure = self._replicate_batch(entries)
                 if acknowledged:
-                    outbox.acknowledge(self._env, acknowledged)
+                    outbox.acknowledge(self._env, acknowledged, names)
                 done += len(acknowledged)
                 if failure is not None:
                     raise failure
@@ -94,21 +98,25 @@ class ReplicationSender:
 
     def _replicate_batch(
         self, entries: list[tuple[bytes, OutboxEntry]]
-    ) -> tuple[list[tuple[bytes, OutboxEntry]], BaseException | None]:
+    ) -> tuple[list[tuple[bytes, OutboxEntry]], dict[bytes, Digest], BaseException | None]:
         """Sends a batch concurrently (the link is latency-bound, one blob at a
         time leaves it idle); acknowledges the longest prefix that succeeded,
-        so the outbox still drains in order."""
+        so the outbox still drains in order. Also returns the name each blob
+        has at the peer, by outbox key."""
         futures = [self._pool.submit(self._replicate, entry) for _, entry in entries]
         acknowledged: list[tuple[bytes, OutboxEntry]] = []
+        names: dict[bytes, Digest] = {}
         failure: BaseException | None = None
         for item, future in zip(entries, futures, strict=True):
             try:
-                future.result()
+                name = future.result()
             except (grpc.RpcError, PacsvaultError) as exc:
                 failure = failure or exc
             if failure is None:
                 acknowledged.append(item)
-        return acknowledged, failure
+                if name is not None:
+                    names[item[0]] = name
+        return acknowledged, names, failure
 
     def _failed(self, message: str) -> None:
         self.stats.state = "unreachable" if "UNAVAILABLE" in message or "DEADLINE" in message else "error"
@@ -116,17 +124,21 @@ class ReplicationSender:
         self.stats.consecutive_failures += 1
         log.warning("replication paused: %s", message)
 
-    def _replicate(self, entry: OutboxEntry) -> None:
+    def _replicate(self, entry: OutboxEntry) -> Digest | None:
+        """Sends one blob; returns its name at the peer (None when there is nothing to send)."""
+        if entry.delete:
+            self._peer.delete_replicas([(entry.sop_instance_uid, entry.release_blob)])
+            return None
         try:
             instance, blob = self._catalog.instance(entry.sop_instance_uid)
         except NotFound:
-            return  # deleted since; nothing left to replicate
-        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
-        reader = self._open_blob(blob)
+            return None  # deleted since; nothing left to replicate
+        reader = self._open_stored(blob)
         try:
             data = read_all(reader)
         finally:
             reader.close()
+        digest = compute(data)
         shards = self._codec.encode(digest, data)
         # Ask the peer what it holds only for blobs an earlier attempt (in
         # this process, or before a restart) may have half sent; a first
@@ -147,6 +159,7 @@ class ReplicationSender:
         with self._stats_lock:
             self.stats.blobs_replicated += 1
             self.stats.bytes_replicated += len(data)
+        return digest
 
     def _upload(self, digest: Digest, index: int, raw: bytes, fresh: bool) -> None:
         """Sends one shard; ``fresh`` skips asking the peer what it holds (a first attempt)."""

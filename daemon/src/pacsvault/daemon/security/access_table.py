@@ -44,6 +44,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "GetStudyMetadata": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "Prefetch": frozenset({R.READER}),
     _ARCHIVE + "Pin": frozenset({R.READER}),
+    _ARCHIVE + "DeleteStudy": frozenset({R.ADMIN}),
     _APPLIANCE + "GetApplianceHealth": frozenset({R.MONITOR, R.ADMIN}),
     _APPLIANCE + "WatchHealth": frozenset({R.MONITOR, R.ADMIN}),
     _STORAGE + "ListVolumes": frozenset({R.ADMIN, R.MONITOR}),
@@ -63,6 +64,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _SECURITY + "ListTokens": frozenset({R.SECURITY_ADMIN}),
     _SECURITY + "RevokeToken": frozenset({R.SECURITY_ADMIN}),
     _SECURITY + "RevokeCertificate": frozenset({R.SECURITY_ADMIN}),
+    _SECURITY + "RotateKeys": frozenset({R.SECURITY_ADMIN}),
+    # Versions and progress only, never key material.
+    _SECURITY + "GetEncryptionStatus": frozenset({R.SECURITY_ADMIN, R.AUDITOR, R.MONITOR}),
     # Whether a principal may break the glass is its own setting (security.break_glass).
     _SECURITY + "BreakGlass": frozenset({R.INGEST, R.READER, R.ADMIN, R.SECURITY_ADMIN, R.AUDITOR, R.MONITOR}),
     _SHARE + "CreateShare": frozenset({R.READER}),
@@ -72,6 +76,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _AUDIT + "QueryAudit": frozenset({R.AUDITOR}),
     _PEER + "PutAuditCheckpoint": frozenset({R.PEER}),
     _PEER + "ListAuditCheckpoints": frozenset({R.PEER}),
+    _PEER + "DeleteReplicas": frozenset({R.PEER}),
     # A load balancer's health check works with the monitor role (or from loopback).
     "/grpc.health.v1.Health/Check": frozenset(Role) - {R.SHARE},
     "/grpc.health.v1.Health/Watch": frozenset(Role) - {R.SHARE},

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from pacsvault.daemon.archive import Archive
-from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.digest import Digest, compute
 from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
@@ -36,7 +36,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
             series_instance_uid=result.instance.series_instance_uid,
             study_instance_uid=result.instance.study_instance_uid,
-            digest=convert.digest_to_proto(result.digest), message=result.message,
+            digest=convert.digest_to_proto(result.received), message=result.message,
             patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
         )
 
@@ -115,7 +115,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         """
         for instance, blob in members:
             data = self._archive.read_blob(instance, blob)
-            attributes = convert.instance_to_proto(instance, blob)
+            attributes = convert.instance_to_proto(instance, blob, compute(data))
             for at in range(0, max(len(data), 1), CHUNK_BYTES):
                 if not context.is_active():
                     raise Unavailable("the caller went away")
@@ -134,6 +134,12 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                  context: grpc.ServicerContext) -> archive_pb2.PrefetchResponse:
         studies, size = self._archive.prefetch(request.patient_id, request.issuer_of_patient_id)
         return archive_pb2.PrefetchResponse(studies_queued=studies, bytes_queued=size)
+
+    @mapped
+    def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
+                    context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
+        instances, destroyed = self._archive.delete_study(request.study_instance_uid, request.reason)
+        return archive_pb2.DeleteStudyResponse(instances_deleted=instances, blobs_destroyed=destroyed)
 
     @mapped
     def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:

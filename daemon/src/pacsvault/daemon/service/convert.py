@@ -41,17 +41,18 @@ def query_from_proto(level: int, f: archive_pb2.QueryFilter) -> query.Query:
     )
 
 
-def instance_to_proto(instance: InstanceRecord, blob: BlobRecord | None) -> common_pb2.InstanceAttributes:
+def instance_to_proto(instance: InstanceRecord, blob: BlobRecord | None,
+                      content: Digest | None = None) -> common_pb2.InstanceAttributes:
+    """``content`` is the BLAKE3 of the bytes being sent; without bytes at hand the
+    digest is left out, since the index keeps only keyed addresses when encrypting."""
     message = common_pb2.InstanceAttributes(
         sop_instance_uid=instance.sop_instance_uid, sop_class_uid=instance.sop_class_uid,
         instance_number=instance.instance_number, transfer_syntax_uid=instance.transfer_syntax_uid,
         number_of_frames=instance.number_of_frames,
         series_instance_uid=instance.series_instance_uid, study_instance_uid=instance.study_instance_uid,
-        digest=common_pb2.Digest(
-            function=common_pb2.DIGEST_FUNCTION_BLAKE3, hash=instance.digest.hex(),
-            size_bytes=instance.size_bytes,
-        ),
     )
+    if content is not None:
+        message.digest.CopyFrom(digest_to_proto(content))
     if blob is not None:
         message.tier = blob.location.tier
     return message

@@ -7,7 +7,7 @@ import grpc
 from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.dicom import uid
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
+from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.security.credentials import CredentialStore
@@ -31,7 +31,7 @@ def _token_info(r: CredentialRecord) -> security_pb2.TokenInfo:
 
 
 def _share_info(r: CredentialRecord) -> security_pb2.ShareInfo:
-    patient_id, issuer = keys.split_patient_key(r.patient_key) if r.patient_key else ("", "")
+    patient_id, issuer = keys.split_share_scope(r.patient_key) if r.patient_key else ("", "")
     return security_pb2.ShareInfo(
         share_id=r.credential_id, created_by=r.created_by, study_instance_uid=r.study_instance_uid,
         patient_id=patient_id, issuer_of_patient_id=issuer, created_at=r.created_at, expires_at=r.expires_at,
@@ -39,8 +39,8 @@ def _share_info(r: CredentialRecord) -> security_pb2.ShareInfo:
 
 
 class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
-    def __init__(self, config: Config, credentials: CredentialStore) -> None:
-        self._config, self._credentials = config, credentials
+    def __init__(self, config: Config, credentials: CredentialStore, archive: Archive) -> None:
+        self._config, self._credentials, self._archive = config, credentials, archive
         self._principals = {p.identity for p in config.security.principals}
 
     @mapped
@@ -83,6 +83,27 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
         grant = self._credentials.break_glass(caller, request.reason, request.minutes)
         return security_pb2.BreakGlassResponse(expires_at=grant.expires_at)
 
+    @mapped
+    def RotateKeys(self, request: security_pb2.RotateKeysRequest,
+                   context: grpc.ServicerContext) -> security_pb2.RotateKeysResponse:
+        rotation = self._archive.key_rotation
+        if rotation is None:
+            raise FailedPrecondition("encryption at rest is off ([encryption] enabled = false): there are no keys")
+        return security_pb2.RotateKeysResponse(active_version=rotation.rotate())
+
+    @mapped
+    def GetEncryptionStatus(self, request: security_pb2.GetEncryptionStatusRequest,
+                            context: grpc.ServicerContext) -> security_pb2.GetEncryptionStatusResponse:
+        keys, rotation = self._archive.keys, self._archive.key_rotation
+        if keys is None or rotation is None:
+            return security_pb2.GetEncryptionStatusResponse(enabled=False)
+        ring, progress = keys.holder.current, rotation.progress
+        return security_pb2.GetEncryptionStatusResponse(
+            enabled=True, keyring_source=ring.source or "encryption.key_command", active_version=ring.active,
+            versions=sorted(ring.keks), rewrap_state=progress.state, blobs_checked=progress.checked,
+            blobs_rewrapped=progress.rewrapped, blobs_failed=progress.failed, last_error=progress.last_error,
+            rewrapped_to_version=rotation.rewrapped_to)
+
 
 class ShareServicer(security_pb2_grpc.ShareServiceServicer):
     def __init__(self, archive: Archive, credentials: CredentialStore) -> None:
@@ -99,7 +120,7 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
             matches, _ = self._archive.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
             if not matches:
                 raise NotFound(f"no studies of PatientID {shown(request.patient_id)}")
-            patient_key = keys.patient_key(request.patient_id, request.issuer_of_patient_id)
+            patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())
         return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record))

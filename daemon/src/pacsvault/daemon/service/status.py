@@ -21,6 +21,7 @@ _CODES: tuple[tuple[type[errors.PacsvaultError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (errors.CapacityExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DataLoss, grpc.StatusCode.DATA_LOSS),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

@@ -1,0 +1,131 @@
+"""Key rotation: a new KEK version, then every blob's data key re-wrapped under it, online.
+
+Re-wrapping touches only a blob's spare key slot (see blob_format), never its
+frames, so a pass over a large archive writes a few hundred bytes per blob.
+The pass is idempotent and resumable: a blob already under the active
+version is skipped, and when the daemon starts with a pass unfinished (the
+index remembers the version the last clean pass reached) it runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from pacsvault.daemon.crypto.keyring import KeyringHolder
+from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.errors import DataLoss, NotFound, Unavailable
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import BlobRecord, decode
+from pacsvault.daemon.storage.tiered import TieredBlobStore
+
+log = logging.getLogger(__name__)
+_REWRAPPED_TO = b"keys_rewrapped_to_version"
+_PAGE = 1000
+
+
+@dataclass
+class RewrapProgress:
+    state: str = "idle"  # idle, running, complete, failed
+    checked: int = 0
+    rewrapped: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+
+class KeyRotation:
+    def __init__(self, env: IndexEnvironment, store: TieredBlobStore, holder: KeyringHolder) -> None:
+        self._env, self._store, self._holder = env, store, holder
+        self.progress = RewrapProgress()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def rewrapped_to(self) -> int:
+        with self._env.read() as txn:
+            raw = txn.get(_REWRAPPED_TO, db=self._env.dbs["meta"])
+        # An index without the mark has only ever wrapped under the first version.
+        return int(raw) if raw else 1
+
+    def rotate(self) -> int:
+        """Makes a new KEK version active (durably, in the keyring) and starts the re-wrap."""
+        ring = self._holder.rotate()
+        log.info("key-encryption key version %d is now active; re-wrapping data keys", ring.active)
+        self.start()
+        return ring.active
+
+    def resume_if_needed(self) -> None:
+        if self.rewrapped_to < self._holder.current.active:
+            log.info("a re-wrap to key version %d is unfinished; resuming it", self._holder.current.active)
+            self.start()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return  # the running pass re-reads the active version for every blob
+            self._thread = threading.Thread(target=self.run_pass, name="key-rewrap", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def run_pass(self) -> RewrapProgress:
+        """Re-wraps every local blob under the active version; returns what it did."""
+        target = self._holder.current.active
+        progress = self.progress = RewrapProgress(state="running")
+        after = b""
+        while not self._stop.is_set():
+            page = self._page(after)
+            if not page:
+                break
+            for _, blob in page:
+                self._rewrap_one(blob, progress)
+            after = page[-1][0]
+        if self._stop.is_set():
+            progress.state = "idle"
+            return progress
+        progress.state = "failed" if progress.failed else "complete"
+        if not progress.failed:
+            self._env.write(lambda txn: txn.put(_REWRAPPED_TO, str(target).encode(), db=self._env.dbs["meta"]))
+            log.info("every data key is wrapped under key version %d (%d re-wrapped)", target, progress.rewrapped)
+        else:
+            log.error("re-wrap to key version %d left %d blobs under older versions: %s", target,
+                      progress.failed, progress.last_error)
+        return progress
+
+    def _page(self, after: bytes) -> list[tuple[bytes, BlobRecord]]:
+        with self._env.read() as txn:
+            cursor = txn.cursor(db=self._env.dbs["blobs"])
+            if not cursor.set_range(after):
+                return []
+            out = []
+            for key, value in cursor:
+                if key == after:
+                    continue
+                out.append((bytes(key), decode(BlobRecord, value)))
+                if len(out) >= _PAGE:
+                    break
+            return out
+
+    def _rewrap_one(self, blob: BlobRecord, progress: RewrapProgress) -> None:
+        digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
+        progress.checked += 1
+        # Every copy: the indexed volume's, and any other a move left behind for now.
+        holders = [v for v in self._store.volumes if not v.failed and v.local.contains(digest)]
+        if not holders:
+            progress.failed += 1
+            progress.last_error = f"blob {digest.hex[:16]} is on no available volume"
+            return
+        for volume in holders:
+            try:
+                if volume.access.rewrap(digest):  # type: ignore[attr-defined]
+                    progress.rewrapped += 1
+            except NotFound:
+                continue  # moved or deleted meanwhile
+            except (DataLoss, Unavailable) as exc:
+                progress.failed += 1
+                progress.last_error = f"blob {digest.hex[:16]} on {volume.path}: {exc}"
