@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -109,6 +110,27 @@ def test_an_unwritable_trail_refuses(tmp_path: Path) -> None:
     (tmp_path / "gone").rmdir()
     with pytest.raises(Unavailable, match="audit trail cannot be written"):
         t.append({"action": "GetStudy"})
+    t.close()
+
+
+def test_written_records_reach_stable_storage_within_the_window(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # A spy, not a stand-in: every flush still happens, it is only counted.
+    flushed: list[float] = []
+    real = os.fdatasync
+    monkeypatch.setattr(audit.os, "fdatasync", lambda fd: (flushed.append(time.monotonic()), real(fd))[1])
+    key, signer = audit.load_or_create_keys(tmp_path / "keys")
+    t = audit.AuditTrail(tmp_path / "trail.jsonl", key, signer)
+    written_at = time.monotonic()
+    assert t.append_async({"action": "GetInstance", "phase": "begin"}, durable=False).result(timeout=5) == 1
+    assert len(t.path.read_bytes().splitlines()) == 1, "written to the file before the caller goes on"
+    deadline = time.monotonic() + 2
+    while not flushed and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert flushed and flushed[0] - written_at < audit._SYNC_WINDOW_S + 0.1
+    before = len(flushed)
+    assert t.append({"action": "StoreInstance", "phase": "begin"}) == 2  # durable: flushed before it returns
+    assert len(flushed) == before + 1
     t.close()
 
 

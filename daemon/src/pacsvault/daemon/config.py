@@ -155,6 +155,10 @@ class AuditConfig:
     # its keys only with encryption off (otherwise they derive from the keyring).
     path: str = "audit/trail.jsonl"
     keys_dir: str = "audit/keys"
+    # Reads wait until their record is on stable storage, not only written to the trail
+    # file (flushed within 50 ms): closes the window a power cut could cost, at the
+    # price of a disk flush on every read. Changes always wait for stable storage.
+    flush_before_read: bool = False
     # A signed checkpoint (also sent to the peer as a witness) every N records or T seconds.
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0

@@ -164,7 +164,7 @@ def _access_interceptors(config: Config, archive: Archive,
     resolver = principal_resolver(config, credentials)
     if archive.audit is None:
         return [AuthorizationInterceptor(resolver)]
-    audit = AuditInterceptor(archive.audit)
+    audit = AuditInterceptor(archive.audit, flush_before_read=config.audit.flush_before_read)
     return [AuthorizationInterceptor(resolver, audit.record_refusal), audit]
 
 

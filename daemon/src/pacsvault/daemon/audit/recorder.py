@@ -1,13 +1,15 @@
 """What gets recorded for each call, and the fail-closed rule.
 
 A call that reads or changes patient data (or security settings) gets a
-durable record before it has any effect; if the trail cannot take it, the
-call is refused with UNAVAILABLE and releases nothing. A call that changes
-something waits for its record before its handler runs. A call that only
-reads runs its handler while the record is being flushed, and waits for it
-before the first byte of its answer leaves: the same guarantee, without a
-disk flush added to every read's latency. A second record carries the
-outcome. Refused calls (no credentials, not allowed) are recorded too. The
+record before it has any effect; if the trail cannot take it, the call is
+refused with UNAVAILABLE and releases nothing. A call that changes something
+waits until its record is on stable storage before its handler runs. A call
+that only reads runs its handler meanwhile and waits before the first byte of
+its answer leaves, by default until its record is written to the trail file
+(it survives any crash of the daemon; the trail flushes it to stable storage
+within 50 ms, the most a power cut could cost), or with
+audit.flush_before_read until it is on stable storage, at the price of a
+disk flush on every read's latency. A second record carries the outcome. Refused calls (no credentials, not allowed) are recorded too. The
 identifiers recorded come from the request (UIDs, patient ID) and, for a
 store, from the answer; no names and no pixel data.
 """
@@ -56,8 +58,9 @@ def describe(message: Any) -> dict[str, object]:
 
 
 class AuditInterceptor(grpc.ServerInterceptor):
-    def __init__(self, trail: AuditTrail) -> None:
+    def __init__(self, trail: AuditTrail, *, flush_before_read: bool = False) -> None:
         self._trail = trail
+        self._flush_before_read = flush_before_read
 
     def record_refusal(self, method: str, principal: str, outcome: str, peer: str) -> None:
         """Authentication failures and denials, from the authorization interceptor."""
@@ -84,8 +87,10 @@ class AuditInterceptor(grpc.ServerInterceptor):
 
     def _begin(self, action: str, context: grpc.ServicerContext, what: dict[str, object]) -> _Begun:
         base = _who(current_principal.get(), context) | {"action": action} | what
-        begun = _Begun(base, self._trail.append_async(base | {"phase": "begin"}))
-        if action not in READ_ONLY:
+        read_only = action in READ_ONLY
+        durable = self._flush_before_read or not read_only
+        begun = _Begun(base, self._trail.append_async(base | {"phase": "begin"}, durable=durable))
+        if not read_only:
             self._recorded(begun, context)  # a change waits for its record before it happens
         return begun
 

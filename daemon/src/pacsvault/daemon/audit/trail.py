@@ -48,9 +48,10 @@ __all__ = ["GENESIS", "AuditTrail", "Problem", "canonical", "checkpoint_signer",
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
-# Outcome records written without a flush reach stable storage at the latest
-# this long after the trail falls idle (or with the next durable append).
-_IDLE_SYNC_S = 0.2
+# Records written without waiting for a flush (outcomes, and reads' begin
+# records unless audit.flush_before_read) reach stable storage at most this
+# long after they were written: the window a power cut could cost.
+_SYNC_WINDOW_S = 0.05
 Witness = Callable[[dict[str, object]], None]
 # HKDF info of the checkpoint signing key; distinct from every keyring label.
 CHECKPOINT_SIGNING = b"pacsvault/v1/audit-checkpoint-signing"
@@ -111,6 +112,14 @@ def _write_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+@dataclass(frozen=True)
+class _Item:
+    event: dict[str, object]
+    # Resolved once the record is written (durable: on stable storage); None: nobody waits.
+    future: Future[int] | None
+    durable: bool
+
+
 def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
     return hmac.new(key, prev.encode() + canonical(body), hashlib.sha256).hexdigest()
 
@@ -127,9 +136,12 @@ class AuditTrail:
         self.witness = witness
         self._seq, self._prev = self._tail()
         self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
-        self._queue: queue.Queue[tuple[dict[str, object], Future[int] | None] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._size = path.stat().st_size if path.exists() else 0
-        self._unsynced = False
+        # When the oldest record not yet on stable storage was written (None: all are).
+        self._unsynced_since: float | None = None
+        # A deferred flush failed: what was written may be lost, so nothing more is taken.
+        self._broken: Unavailable | None = None
         self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -146,10 +158,12 @@ class AuditTrail:
         """Appends ``event`` durably; returns its sequence number. Unavailable when it cannot."""
         return self.append_async(event).result()
 
-    def append_async(self, event: dict[str, object]) -> Future[int]:
-        """Queues ``event``; the future gives its sequence number once it is durable (or Unavailable)."""
+    def append_async(self, event: dict[str, object], *, durable: bool = True) -> Future[int]:
+        """Queues ``event``; the future gives its sequence number once it is on stable storage,
+        or with ``durable`` False once it is written to the trail file (flushed within
+        _SYNC_WINDOW_S), or raises Unavailable when it cannot be written."""
         future: Future[int] = Future()
-        self._queue.put((dict(event), future))
+        self._queue.put(_Item(dict(event), future, durable))
         return future
 
     def append_later(self, event: dict[str, object]) -> None:
@@ -159,7 +173,7 @@ class AuditTrail:
         record that let it run was made durable): the caller does not pay a
         flush for them, and a crash can cost at most the newest ones.
         """
-        self._queue.put((dict(event), None))
+        self._queue.put(_Item(dict(event), None, False))
 
     def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
         """Records, durably, that stored data of an instance failed authentication at rest.
@@ -198,9 +212,10 @@ class AuditTrail:
     def _run(self) -> None:
         while True:
             try:
-                # Outcome records written without a flush are flushed when the
-                # trail falls idle, if no durable append has carried them first.
-                item = self._queue.get(timeout=_IDLE_SYNC_S if self._unsynced else None)
+                wait = None
+                if self._unsynced_since is not None:
+                    wait = max(0.0, self._unsynced_since + _SYNC_WINDOW_S - time.monotonic())
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 self._sync_quietly()
                 continue
@@ -218,19 +233,24 @@ class AuditTrail:
                     break
                 batch.append(more)
             self._write(batch)
+            if self._unsynced_since is not None and time.monotonic() - self._unsynced_since >= _SYNC_WINDOW_S:
+                self._sync_quietly()  # a steady stream of unflushed records still gets flushed
 
-    def _write(self, batch: list[tuple[dict[str, object], Future[int] | None]]) -> None:
+    def _write(self, batch: list[_Item]) -> None:
+        if self._broken is not None:
+            self._fail(batch, self._broken)
+            return
         lines, seqs, seq, prev = [], [], self._seq, self._prev
-        for event, _ in batch:
+        for item in batch:
             seq += 1
-            body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": prev}
+            body = {**item.event, "seq": seq, "time": item.event.get("time") or self._clock(), "prev": prev}
             prev = tag_of(self._key, prev, body)
             lines.append(self.codec.encode({**body, "tag": prev}) + b"\n")
             seqs.append(seq)
-        # A batch of outcome records only (nobody waits on them) is written but
-        # not flushed: the next durable append's flush carries it, so a reader
-        # calling one method after another pays one flush per call, not two.
-        durable = any(future is not None for _, future in batch)
+        # Only a batch someone waits on as durable is flushed now; the rest is
+        # carried by the next such flush or by the window's, so a reader calling
+        # one method after another does not pay for its outcome records.
+        durable = any(item.durable for item in batch)
         data = b"".join(lines)
         try:
             # Opened per batch, not kept: a trail disk must be free to go read-only (or be
@@ -243,26 +263,32 @@ class AuditTrail:
                     os.fdatasync(out.fileno())  # durable before any caller is told it is recorded
         except OSError as exc:
             _cut_back(self.path, self._size)  # a half-written line would break the chain for good
-            error = Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing")
-            for _, future in batch:
-                if future is None:
-                    log.error("audit record lost: %s", error)
-                else:
-                    future.set_exception(error)
+            self._fail(batch, Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing"))
             return
         self._size += len(data)
-        self._unsynced = not durable
+        if durable:
+            self._unsynced_since = None
+        elif self._unsynced_since is None:
+            self._unsynced_since = time.monotonic()
         self._seq, self._prev = seq, prev
-        for (_, future), number in zip(batch, seqs, strict=True):
-            if future is not None:
-                future.set_result(number)
+        for item, number in zip(batch, seqs, strict=True):
+            if item.future is not None:
+                item.future.set_result(number)
         if seq - self._last_checkpoint_seq >= self._every or \
                 self._clock() - self._last_checkpoint_at >= self._interval:
             self._sync_quietly()  # a checkpoint vouches only for records on stable storage
             self._checkpoint()
 
+    @staticmethod
+    def _fail(batch: list[_Item], error: Unavailable) -> None:
+        for item in batch:
+            if item.future is None:
+                log.error("audit record lost: %s", error)
+            else:
+                item.future.set_exception(error)
+
     def _sync_quietly(self) -> None:
-        if not self._unsynced:
+        if self._unsynced_since is None:
             return
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -270,9 +296,12 @@ class AuditTrail:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-            self._unsynced = False
-        except OSError:
-            log.exception("audit trail %s: outcome records not flushed", self.path)
+            self._unsynced_since = None
+        except OSError as exc:
+            # Records already written may never reach the disk: refuse everything from now
+            # on rather than go on as if they had (a later flush could succeed regardless).
+            self._broken = Unavailable(f"the audit trail could not be flushed ({exc.strerror}); refusing")
+            log.error("audit trail %s: %s", self.path, self._broken)
 
     def _checkpoint(self) -> None:
         body = {"seq": self._seq, "tag": self._prev, "time": self._clock()}
