@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,14 +111,6 @@ def _write_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-@dataclass(frozen=True)
-class _Item:
-    event: dict[str, object]
-    # Resolved once the record is written (durable: on stable storage); None: nobody waits.
-    future: Future[int] | None
-    durable: bool
-
-
 def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
     return hmac.new(key, prev.encode() + canonical(body), hashlib.sha256).hexdigest()
 
@@ -134,16 +125,24 @@ class AuditTrail:
         self.checkpoints_path = path.with_name(path.name + ".checkpoints")
         self._every, self._interval = checkpoint_every, checkpoint_interval_s
         self.witness = witness
+        # The chain's end; callers append under _lock, one line each, in order.
+        self._lock = threading.Lock()
         self._seq, self._prev = self._tail()
-        self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._size = path.stat().st_size if path.exists() else 0
+        self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
+        # The flusher: records up to _synced_seq are on stable storage; callers
+        # waiting for a durable append are in _waiting, released by one flush.
+        self._flush = threading.Condition()
+        self._synced_seq, self._synced_prev = self._seq, self._prev
+        self._waiting: list[tuple[int, Future[int]]] = []
+        self._later: list[dict[str, object]] = []
         # When the oldest record not yet on stable storage was written (None: all are).
         self._unsynced_since: float | None = None
-        # A deferred flush failed: what was written may be lost, so nothing more is taken.
+        # A flush failed: what was written may be lost, so nothing more is taken.
         self._broken: Unavailable | None = None
-        self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._writer.start()
+        self._closing = False
+        self._flusher = threading.Thread(target=self._run, name="audit-flusher", daemon=True)
+        self._flusher.start()
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -151,29 +150,44 @@ class AuditTrail:
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest durable record (0 when empty)."""
-        return self._seq
+        """The sequence number of the newest record on stable storage (0 when empty)."""
+        return self._synced_seq
 
     def append(self, event: dict[str, object]) -> int:
         """Appends ``event`` durably; returns its sequence number. Unavailable when it cannot."""
         return self.append_async(event).result()
 
     def append_async(self, event: dict[str, object], *, durable: bool = True) -> Future[int]:
-        """Queues ``event``; the future gives its sequence number once it is on stable storage,
-        or with ``durable`` False once it is written to the trail file (flushed within
-        _SYNC_WINDOW_S), or raises Unavailable when it cannot be written."""
+        """Appends ``event`` to the trail file now; the future gives its sequence number once
+        it is on stable storage, or with ``durable`` False at once (the flusher flushes it
+        within _SYNC_WINDOW_S), or raises Unavailable when it could not be written."""
         future: Future[int] = Future()
-        self._queue.put(_Item(dict(event), future, durable))
+        try:
+            seq = self._write(event)
+        except Unavailable as exc:
+            future.set_exception(exc)
+            return future
+        if not durable:
+            future.set_result(seq)
+            return future
+        with self._flush:
+            if seq <= self._synced_seq:
+                future.set_result(seq)
+            else:
+                self._waiting.append((seq, future))
+                self._flush.notify()
         return future
 
     def append_later(self, event: dict[str, object]) -> None:
-        """Queues ``event`` without waiting for it to be durable.
+        """Queues ``event``; the flusher thread appends it, soon, without anyone waiting.
 
         For records that guard nothing (a call's outcome, written after the
-        record that let it run was made durable): the caller does not pay a
-        flush for them, and a crash can cost at most the newest ones.
+        record that let it run): the caller pays neither the write nor a
+        flush for them, and a power cut can cost at most the newest ones.
         """
-        self._queue.put(_Item(dict(event), None, False))
+        with self._flush:
+            self._later.append(dict(event))
+            self._flush.notify()
 
     def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
         """Records, durably, that stored data of an instance failed authentication at rest.
@@ -202,109 +216,113 @@ class AuditTrail:
         return verify(self.path, self._key, self.public_key, checkpoints, self.codec)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._writer.join(timeout=30)
-        if self._seq > self._last_checkpoint_seq:
-            self._checkpoint()
+        with self._flush:
+            self._closing = True
+            self._flush.notify()
+        self._flusher.join(timeout=30)
+        if self._synced_seq > self._last_checkpoint_seq:
+            self._checkpoint(self._synced_seq, self._synced_prev)
 
-    # -- the writer ------------------------------------------------------------
+    # -- appending: in the caller's thread, one line at a time, in chain order ----
+
+    def _write(self, event: dict[str, object]) -> int:
+        """Writes one record to the trail file; returns its sequence number."""
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            seq = self._seq + 1
+            body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": self._prev}
+            tag = tag_of(self._key, self._prev, body)
+            line = self.codec.encode({**body, "tag": tag}) + b"\n"
+            try:
+                # Opened per record, not kept: a trail disk must be free to go read-only (or be
+                # remounted so) under the daemon, and then every append fails, as it should.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    self._size = os.fstat(fd).st_size
+                    view = memoryview(line)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                _cut_back(self.path, self._size)  # a half-written line would break the chain for good
+                raise Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing") from exc
+            self._size += len(line)
+            self._seq, self._prev = seq, tag
+        with self._flush:
+            if self._unsynced_since is None:
+                self._unsynced_since = time.monotonic()
+                self._flush.notify()
+        return seq
+
+    # -- flushing: one thread, one flush for everything written so far ---------------
 
     def _run(self) -> None:
         while True:
-            try:
-                wait = None
-                if self._unsynced_since is not None:
-                    wait = max(0.0, self._unsynced_since + _SYNC_WINDOW_S - time.monotonic())
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                self._sync_quietly()
-                continue
-            if item is None:
-                self._sync_quietly()
-                return
-            batch = [item]
-            while len(batch) < 256:
+            with self._flush:
+                while not (self._waiting or self._later or self._closing or self._window_passed()):
+                    wait = None if self._unsynced_since is None else \
+                        max(0.0, self._unsynced_since + _SYNC_WINDOW_S - time.monotonic())
+                    self._flush.wait(timeout=wait)
+                closing, later, self._later = self._closing, self._later, []
+            for event in later:
                 try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
-            self._write(batch)
-            if self._unsynced_since is not None and time.monotonic() - self._unsynced_since >= _SYNC_WINDOW_S:
-                self._sync_quietly()  # a steady stream of unflushed records still gets flushed
+                    self._write(event)
+                except Unavailable as exc:
+                    log.error("audit record lost: %s", exc)
+            if self._waiting or closing or self._window_passed():
+                self._sync()
+            if closing:
+                return
 
-    def _write(self, batch: list[_Item]) -> None:
-        if self._broken is not None:
-            self._fail(batch, self._broken)
-            return
-        lines, seqs, seq, prev = [], [], self._seq, self._prev
-        for item in batch:
-            seq += 1
-            body = {**item.event, "seq": seq, "time": item.event.get("time") or self._clock(), "prev": prev}
-            prev = tag_of(self._key, prev, body)
-            lines.append(self.codec.encode({**body, "tag": prev}) + b"\n")
-            seqs.append(seq)
-        # Only a batch someone waits on as durable is flushed now; the rest is
-        # carried by the next such flush or by the window's, so a reader calling
-        # one method after another does not pay for its outcome records.
-        durable = any(item.durable for item in batch)
-        data = b"".join(lines)
-        try:
-            # Opened per batch, not kept: a trail disk must be free to go read-only (or be
-            # remounted so) under the daemon, and then every append fails, as it should.
-            with open(self.path, "ab") as out:
-                self._size = out.tell()
-                out.write(data)
-                out.flush()
-                if durable:
-                    os.fdatasync(out.fileno())  # durable before any caller is told it is recorded
-        except OSError as exc:
-            _cut_back(self.path, self._size)  # a half-written line would break the chain for good
-            self._fail(batch, Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing"))
-            return
-        self._size += len(data)
-        if durable:
-            self._unsynced_since = None
-        elif self._unsynced_since is None:
-            self._unsynced_since = time.monotonic()
-        self._seq, self._prev = seq, prev
-        for item, number in zip(batch, seqs, strict=True):
-            if item.future is not None:
-                item.future.set_result(number)
-        if seq - self._last_checkpoint_seq >= self._every or \
-                self._clock() - self._last_checkpoint_at >= self._interval:
-            self._sync_quietly()  # a checkpoint vouches only for records on stable storage
-            self._checkpoint()
+    def _window_passed(self) -> bool:
+        return self._unsynced_since is not None and time.monotonic() - self._unsynced_since >= _SYNC_WINDOW_S
 
-    @staticmethod
-    def _fail(batch: list[_Item], error: Unavailable) -> None:
-        for item in batch:
-            if item.future is None:
-                log.error("audit record lost: %s", error)
-            else:
-                item.future.set_exception(error)
-
-    def _sync_quietly(self) -> None:
-        if self._unsynced_since is None:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
+    def _sync(self) -> None:
+        """Flushes everything written so far, then releases whoever waited for it."""
+        with self._lock:
+            seq, prev = self._seq, self._prev
+        error: Unavailable | None = None
+        if seq > self._synced_seq:
             try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            self._unsynced_since = None
-        except OSError as exc:
-            # Records already written may never reach the disk: refuse everything from now
-            # on rather than go on as if they had (a later flush could succeed regardless).
-            self._broken = Unavailable(f"the audit trail could not be flushed ({exc.strerror}); refusing")
-            log.error("audit trail %s: %s", self.path, self._broken)
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                # What was written may never reach the disk: refuse everything from now on
+                # rather than go on as if it had (a later flush could succeed regardless).
+                error = Unavailable(f"the audit trail could not be flushed ({exc.strerror}); refusing")
+                log.error("audit trail %s: %s", self.path, error)
+                with self._lock:
+                    self._broken = error
+        with self._flush:
+            if error is None:
+                if seq > self._synced_seq:
+                    self._synced_seq, self._synced_prev = seq, prev
+                # Records written during the flush get a window of their own.
+                self._unsynced_since = None if self._seq_is_latest(seq) else time.monotonic()
+            done = [(s, f) for s, f in self._waiting if s <= seq or error is not None]
+            self._waiting = [(s, f) for s, f in self._waiting if s > seq and error is None]
+        for number, future in done:
+            if error is None:
+                future.set_result(number)
+            else:
+                future.set_exception(error)
+        if error is None and (seq - self._last_checkpoint_seq >= self._every or
+                              self._clock() - self._last_checkpoint_at >= self._interval):
+            self._checkpoint(seq, prev)  # vouches only for records on stable storage
 
-    def _checkpoint(self) -> None:
-        body = {"seq": self._seq, "tag": self._prev, "time": self._clock()}
+    def _seq_is_latest(self, seq: int) -> bool:
+        with self._lock:
+            return self._seq == seq
+
+    def _checkpoint(self, seq: int, tag: str) -> None:
+        if seq <= self._last_checkpoint_seq:
+            return
+        body = {"seq": seq, "tag": tag, "time": self._clock()}
         signed = {**body, "signature": base64.b64encode(self._signer.sign(canonical(body))).decode()}
         try:
             with open(self.checkpoints_path, "ab") as out:
@@ -314,12 +332,12 @@ class AuditTrail:
         except OSError:
             log.exception("audit checkpoint not written")
             return
-        self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, self._clock()
+        self._last_checkpoint_seq, self._last_checkpoint_at = seq, self._clock()
         if self.witness is not None:
             try:
                 self.witness(signed)
             except Exception:  # noqa: BLE001 - the witness is retried at the next checkpoint
-                log.warning("audit checkpoint %d not delivered to the witness", self._seq, exc_info=True)
+                log.warning("audit checkpoint %d not delivered to the witness", seq, exc_info=True)
 
     # -- where the trail ends ------------------------------------------------------
 
