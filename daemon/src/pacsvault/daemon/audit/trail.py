@@ -13,9 +13,12 @@ and the chain key and the signing key are derived from the keyring too: the
 data disks hold no audit key and no record in the clear. Checkpoints carry
 only numbers, tags and signatures, so they stay readable (the peer keeps them).
 
-Appends are durable before they return (group-committed by one writer
-thread, like the index); a trail that cannot be appended to refuses, and the
-calls that would release or change patient data refuse with it.
+Each caller appends its own line, in chain order under one lock; one flusher
+thread makes lines durable, a whole batch per flush. ``append`` returns once
+its record is on stable storage; ``append_async(durable=False)`` once it is
+written (flushed within _SYNC_WINDOW_S). A trail that cannot be appended to
+refuses, and the calls that would release or change patient data refuse
+with it; a flush that fails refuses everything after it.
 """
 
 from __future__ import annotations
