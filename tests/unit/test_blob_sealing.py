@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
-from pacsvault.daemon.crypto.keyring import Keyring, KeyringHolder, load_file
+from pacsvault.daemon.crypto.keyring import Keyring, KeyringHolder, load_command, load_file
 from pacsvault.daemon.digest import address_of, compute
-from pacsvault.daemon.errors import DataLoss
+from pacsvault.daemon.errors import ConfigError, DataLoss, FailedPrecondition
 from pacsvault.daemon.storage import blob_format
 from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
@@ -165,3 +165,14 @@ def test_version_one_blobs_stay_readable(tmp_path: Path) -> None:
     encoded[table_end : table_end + 4] = zlib.crc32(bytes(encoded[:table_end])).to_bytes(4, "little")
     plain._inner.put(digest, bytes(encoded))  # noqa: SLF001
     assert read_all(plain.open(digest)) == data
+
+
+def test_a_keyring_from_the_kms_hook_is_rotated_there_not_here(tmp_path: Path) -> None:
+    source = tmp_path / "kms-output.json"
+    source.write_text(Keyring.generate().to_json())
+    ring = load_command(f"cat {source}")
+    assert ring.source == "encryption.key_command" and ring.active == 1
+    with pytest.raises(FailedPrecondition, match="rotate it in the KMS"):
+        KeyringHolder(ring, None).rotate()
+    with pytest.raises(ConfigError, match="exited 1: KMS unreachable"):
+        load_command("echo 'KMS unreachable' >&2; exit 1")

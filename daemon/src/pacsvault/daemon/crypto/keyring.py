@@ -33,7 +33,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pacsvault.daemon.errors import ConfigError
+from pacsvault.daemon.errors import ConfigError, FailedPrecondition
 from pacsvault.daemon.storage.durable import fsync_dir
 
 KEY_BYTES = 32
@@ -166,8 +166,8 @@ class KeyringHolder:
         """Adds a KEK version and makes it active, durably, before anything is wrapped with it."""
         with self._lock:
             if self._path is None:
-                raise ConfigError("the keyring comes from encryption.key_command; rotate it in the KMS "
-                                  "and restart the daemon")
+                raise FailedPrecondition("the keyring comes from encryption.key_command; rotate it in the KMS "
+                                         "and restart the daemon")
             ring = self._ring.with_new_kek()
             write_file(self._path, ring)
             self._ring = ring
@@ -176,7 +176,7 @@ class KeyringHolder:
     def retire(self, version: int) -> Keyring:
         with self._lock:
             if self._path is None:
-                raise ConfigError("the keyring comes from encryption.key_command; retire keys in the KMS")
+                raise FailedPrecondition("the keyring comes from encryption.key_command; retire keys in the KMS")
             ring = self._ring.without_kek(version)
             write_file(self._path, ring)
             self._ring = ring
