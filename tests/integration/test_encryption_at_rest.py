@@ -191,3 +191,26 @@ def test_encryption_off_is_said_plainly(daemon_factory, tmp_path: Path) -> None:
     refused = run_cli(plain.target, "keys", "rotate")
     assert refused.returncode != 0 and "FAILED_PRECONDITION" in refused.stderr
     assert not (tmp_path / "plain-keys").exists()
+
+
+def test_a_keyring_from_the_kms_hook_never_touches_a_disk_of_ours(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kms = tmp_path / "kms"
+    kms.mkdir()
+    write_file(kms / "appliance.json", Keyring.generate())  # stands in for the hospital KMS
+    config = tmp_path / "kms.toml"
+    config.write_text(f'[encryption]\nkey_command = "cat {kms / "appliance.json"}"\n')
+    appliance = daemon_factory("kms-backed", config=config)
+    data, markers = canary(30)
+    uid = identity(30, "1.2.826.0.1.3680043.10.88")["SOPInstanceUID"]
+    with appliance.client() as client:
+        assert client.store(data).ok
+    appliance.stop()
+    appliance.start()
+    with appliance.client() as client:
+        assert client.get_instance(uid) == data
+    assert not (tmp_path / "kms-backed-keys").exists()
+    status = json.loads(run_cli(appliance.target, "keys", "status", "--json").stdout)
+    assert status["keyring_source"] == "encryption.key_command"
+    refused = run_cli(appliance.target, "keys", "rotate")
+    assert refused.returncode != 0 and "rotate it in the KMS" in refused.stderr
+    assert hits(files_under(appliance.data_dir), markers) == []
