@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pacsvault.daemon.errors import ConfigError, FailedPrecondition
-from pacsvault.daemon.storage.durable import fsync_dir
+from pacsvault.daemon.storage import durable
 
 KEY_BYTES = 32
 FORMAT = 1
@@ -119,14 +119,9 @@ def write_file(path: Path, ring: Keyring) -> None:
     """Replaces the keyring file atomically and durably; readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, ring.to_json().encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.write_new(tmp, ring.to_json().encode(), mode=0o600)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    durable.fsync_dir(path.parent)
 
 
 def load_command(command: str) -> Keyring:

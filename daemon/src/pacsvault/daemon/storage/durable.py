@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 
-def write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Creates ``path`` (it must not exist) holding ``data``, fsynced; the caller then renames it.
 
     The fsync comes before the file gets its final name: a crash must never
     leave a named file with missing contents.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
