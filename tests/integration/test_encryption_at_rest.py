@@ -71,7 +71,7 @@ def test_canary_no_marker_on_any_disk_of_either_appliance(pair: Pair, tmp_path: 
         assert client.get_instance(identity(1, "1.2.826.0.1.3680043.10.88")["SOPInstanceUID"]) == data
         assert len(list(client.patient_studies(markers[2].decode()))) == 1
     wait_drained(pair.a)
-    assert hits([], markers) == []  # the scanner itself finds what it looks for:
+    # The scanner itself finds what it looks for.
     probe = tmp_path / "probe.bin"
     probe.write_bytes(b"xx" + markers[-1] + b"yy")
     assert hits([probe], markers) == [f"{probe}: {markers[-1].decode()}"]
@@ -214,3 +214,14 @@ def test_a_keyring_from_the_kms_hook_never_touches_a_disk_of_ours(daemon_factory
     refused = run_cli(appliance.target, "keys", "rotate")
     assert refused.returncode != 0 and "rotate it in the KMS" in refused.stderr
     assert hits(files_under(appliance.data_dir), markers) == []
+
+
+def test_with_encryption_off_retrieved_bytes_still_carry_their_digest(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "off.toml"
+    config.write_text("[encryption]\nenabled = false\n")
+    plain = daemon_factory("plain-digest", config=config)
+    data, _ = canary(40)
+    with plain.client() as client:
+        assert client.store(data).ok
+        # The client checks the digest sent with the bytes; a wrong or missing one raises.
+        assert client.get_instance(identity(40, "1.2.826.0.1.3680043.10.88")["SOPInstanceUID"]) == data

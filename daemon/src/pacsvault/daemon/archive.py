@@ -340,6 +340,11 @@ class Archive:
         log.warning("%s: repaired from the peer", where)
         return data
 
+    def content_digest(self, blob: BlobRecord, data: bytes) -> Digest:
+        """The plain BLAKE3 of bytes read_blob returned, for the receiver to check: without
+        sealing it is the blob's address, which read_blob has just verified."""
+        return _address(blob) if self.blobs.sealer is None else compute(data)
+
     def open_stored_form(self, stored: bytes, expected: Digest | None, where: str) -> bytes:
         """The original bytes of a blob's stored form (as the peer keeps it), checked against its address."""
         reader = FramedReader(BytesReader(stored), where, self.blobs.sealer)

@@ -92,10 +92,6 @@ class SealingKey:
             raise DataLoss(f"{what} fails authentication: changed at rest, or not sealed by this keyring") from None
 
 
-def is_sealed(value: bytes) -> bool:
-    return len(value) >= SealingKey.OVERHEAD and value[0] == _SEALED_VERSION
-
-
 class KeyWrapper:
     """Wraps per-blob data keys under the keyring's active KEK; unwraps under any version it holds."""
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from pacsvault.daemon.archive import Archive
-from pacsvault.daemon.digest import Digest, compute
+from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
@@ -115,7 +115,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         """
         for instance, blob in members:
             data = self._archive.read_blob(instance, blob)
-            attributes = convert.instance_to_proto(instance, blob, compute(data))
+            attributes = convert.instance_to_proto(instance, blob, self._archive.content_digest(blob, data))
             for at in range(0, max(len(data), 1), CHUNK_BYTES):
                 if not context.is_active():
                     raise Unavailable("the caller went away")

@@ -40,9 +40,6 @@ class BlobSealer:
                 problems.append(str(exc))
         raise DataLoss("; ".join(problems))
 
-    def dek_of(self, slots: tuple[KeySlot | None, ...], address: bytes, where: str) -> bytes:
-        return self.open_cipher(slots, address, where).dek
-
     @staticmethod
     def version_of(slot: KeySlot) -> int:
         return KeyWrapper.version_of(slot.wrapped)
