@@ -1,7 +1,7 @@
 """The daemon's health monitor, driven directly: fake runner, clock, disks and volumes.
 
-No threads and no gRPC here: each test calls ``poll_disks()`` /
-``check_capacity()`` the way the monitor's threads do.
+No gRPC here, and threads in one test only (start-up): each other test
+calls ``poll_disks()`` / ``check_capacity()`` the way the monitor's threads do.
 """
 
 from __future__ import annotations
@@ -300,6 +300,31 @@ def test_poll_failure_is_reported_not_fatal(tmp_path: Path) -> None:
     snapshot = rig.monitor.snapshot()
     assert "No space left" in snapshot.poll_error and rig.monitor.poll_failures_total == 1
     assert snapshot.volumes and snapshot.writable
+
+
+def test_start_names_each_volumes_filesystem_before_the_first_disk_poll_ends(tmp_path: Path) -> None:
+    """A WatchHealth opened at start-up must not show volumes on no filesystem while smartctl runs."""
+    import threading
+
+    rig = Rig(tmp_path, [FakeVolume("hot", "/srv/hot")], {"/srv/hot": Beneath("ext4", "/srv/hot", ("sda",))},
+              [disk("sda", "SER-A")])
+    smartctl_done = threading.Event()
+    listed = rig.source.physical_disks
+
+    def slow() -> list[BlockDevice]:
+        smartctl_done.wait(10)
+        return listed()
+
+    rig.source.physical_disks = slow  # type: ignore[method-assign]
+    rig.monitor.start()
+    try:
+        [volume] = rig.monitor.snapshot().volumes
+        assert (volume.filesystem, volume.mountpoint, volume.devices) == ("ext4", "/srv/hot", ("sda",))
+        assert volume.accepts_writes and rig.monitor.snapshot().devices == ()  # unpolled disks block nothing
+    finally:
+        smartctl_done.set()
+        rig.monitor.stop()
+        rig.monitor.join()
 
 
 def test_program_timeouts_pick_the_timeout_by_tool() -> None:

@@ -190,6 +190,23 @@ class HealthMonitor:
             self.last_poll_duration_s = time.monotonic() - started
             return self._refresh(events)
 
+    def _map_volumes(self) -> None:
+        """Which filesystem and devices hold each volume, before the first disk poll.
+
+        Mapping reads the mount table and lists block devices; a disk poll runs
+        smartctl on every disk and can take seconds. Without this, the first
+        snapshots (a WatchHealth opened at start-up) would name no filesystem.
+        Disks not yet polled block nothing (see placement.decide).
+        """
+        try:
+            beneath = self._mapper.beneath([v.path for v in self._volumes()])
+        except Exception:  # noqa: BLE001 - the first disk poll maps again and reports the failure
+            log.exception("mapping the volumes to their disks failed")
+            return
+        with self._lock:
+            if self._polled_at is None:
+                self._beneath = beneath
+
     def check_capacity(self) -> list[Event]:
         """Measure every volume; return the events published."""
         return self._refresh([])
@@ -247,7 +264,8 @@ class HealthMonitor:
     # -- threads ----------------------------------------------------------
 
     def start(self) -> None:
-        """Measure once now (so health is right from the start), then poll in the background."""
+        """Map and measure once now (so health is right from the start), then poll in the background."""
+        self._map_volumes()
         self.check_capacity()
         for name, step, interval, wake in (
             ("health-disks", self.poll_disks, self.settings.poll_interval_s, self._wake),
