@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test test-fast bench bench-quick proto wheelhouse lint-ansible clean
+.PHONY: venv run test test-fast bench bench-quick profile proto wheelhouse lint-ansible clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-quick: venv
 	$(PY) bench/side_by_side.py --quick
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
+
+# Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
+profile: venv
+	$(PY) bench/profile.py $(ARGS)
 
 # The offline install set the Ansible role copies to appliances.
 wheelhouse: venv
