@@ -160,7 +160,7 @@ class BlobCipher:
         if index in self._sealed:
             raise RuntimeError(f"frame {index} is already sealed under this data key")
         self._sealed.add(index)
-        return self._aead.encrypt(index.to_bytes(NONCE_BYTES, "big"), bytes(data), aad)
+        return self._aead.encrypt(index.to_bytes(NONCE_BYTES, "big"), data, aad)
 
     def open_frame(self, index: int, data: bytes, aad: bytes, where: str) -> bytes:
         try:

@@ -40,19 +40,24 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
             patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
         )
 
-    def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytearray, Digest | None]:
+    def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytes, Digest | None]:
         limit = self._archive.config.limits.max_instance_bytes
-        data = bytearray()
+        # Chunks are kept and joined once: an upload of one message (most instances) is
+        # never copied, and the result is bytes, which the parser reads without a copy.
+        chunks: list[bytes] = []
+        received = 0
         expected: Digest | None = None
         for index, request in enumerate(requests):
             if request.HasField("expected_digest"):
                 if index:
                     raise InvalidInput("expected_digest may only be set in the first message")
                 expected = convert.digest_from_proto(request.expected_digest)
-            data += request.data
-            if len(data) > limit:
+            chunks.append(request.data)
+            received += len(request.data)
+            if received > limit:
                 # Stop reading at once: the rest of the upload is never buffered.
                 raise TooLarge(f"upload is over limits.max_instance_bytes ({limit} bytes); nothing stored")
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not data:
             raise InvalidInput("empty upload: no bytes received")
         if expected is not None and expected.size_bytes != len(data):

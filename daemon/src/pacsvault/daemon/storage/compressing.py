@@ -51,7 +51,8 @@ class CompressingBlobAccess:
         """The stored form of ``data``: header, then one frame per frame_size bytes."""
         view = memoryview(data)
         pieces = [view[at : at + self._frame_size] for at in range(0, len(data), self._frame_size)]
-        codec, frames = Codec.IDENTITY, [bytes(p) for p in pieces]
+        # Views, not copies: sealing and the final join read them directly.
+        codec, frames = Codec.IDENTITY, pieces
         if pieces:
             compressor = self._compressor()
             first = compressor.compress(pieces[0])
