@@ -99,6 +99,9 @@ class HealthConfig:
     state_file: str = "health/poller-state.json"
     smartctl_timeout_s: float = 60.0
     nvme_timeout_s: float = 30.0
+    # "": the daemon runs smartctl and nvme-cli itself (it needs the rights to).
+    # A folder: it reads their results there, left by `pacsvaultd --collect-hardware`.
+    collector_dir: str = ""
     capacity_warning_percent: float = 80.0
     max_watchers: int = 8
     watch_queue_size: int = 256

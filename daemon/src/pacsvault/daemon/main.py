@@ -16,6 +16,7 @@ from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.audit.exporter import build_scheduler
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.health import build_monitor
+from pacsvault.daemon.health.collector import collect
 from pacsvault.daemon.metrics import DaemonMetrics
 from pacsvault.daemon.server import create_server
 from pacsvault.daemon.tiering.scheduler import TieringScheduler
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write the bound metrics port here (before --port-file is written)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--collect-hardware", type=Path, metavar="DIR",
+                        help="run smartctl / nvme-cli on every disk once, leave the results in DIR for a daemon "
+                             "with health.collector_dir = DIR, and exit (needs root)")
     parser.add_argument("--version", action="version", version=f"pacsvaultd {__version__}")
     return parser.parse_args(argv)
 
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print("configuration is valid")
         return 0
+    if args.collect_hardware is not None:
+        return collect_hardware(config, args.collect_hardware)
     try:
         return serve(config, args.port_file, reload=lambda: config_module.load(args.config).with_overrides(
             listen=args.listen, data_dir=args.data_dir, metrics_listen=args.metrics_listen),
@@ -64,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     except PacsvaultError as exc:
         print(f"pacsvaultd: cannot start: {exc}", file=sys.stderr)
         return 1
+
+
+def collect_hardware(config: config_module.Config, folder: Path) -> int:
+    try:
+        done = collect(config, folder)
+    except ConfigError as exc:
+        print(f"pacsvaultd: {exc}", file=sys.stderr)
+        return 2
+    print(f"{done.disks} disks, {len(done.results)} tool results in {folder}"
+          + (f", {len(done.removed)} results of disks gone removed" if done.removed else ""))
+    return 0
 
 
 def serve(config: config_module.Config, port_file: Path | None,

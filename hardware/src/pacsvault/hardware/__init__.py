@@ -19,6 +19,7 @@ from pacsvault.hardware.nvme import assess_nvmecli_smart_log, decode_critical_wa
 from pacsvault.hardware.poller import HealthPoller, PollerConfig, PollResult
 from pacsvault.hardware.runner import CommandResult, CommandRunner, CommandStatus, SubprocessRunner
 from pacsvault.hardware.smart import assess_smartctl
+from pacsvault.hardware.spool import RecordingRunner, SpoolRunner
 from pacsvault.hardware.verdict import Assessment, Category, Reason, Verdict, worst
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "PollResult",
     "PollerConfig",
     "Reason",
+    "RecordingRunner",
+    "SpoolRunner",
     "SubprocessRunner",
     "Transport",
     "Verdict",
