@@ -369,6 +369,35 @@ def test_unit_passes_systemd_analyze_verify(pair: Pair) -> None:
         assert "pacsvaultd" not in result.stderr, f"{site}: {result.stderr}"
 
 
+def test_disk_health_collector_units_verify_and_its_pass_runs_as_provisioned(pair: Pair) -> None:
+    for site, target in pair.targets.items():
+        units = [f"/etc/systemd/system/pacsvault-hwcollect.{kind}" for kind in ("service", "timer")]
+        service = target.path(units[0]).read_text().splitlines()
+        for setting in ("User=root", "Group=pacsvault", "Type=oneshot", "NoNewPrivileges=yes",
+                        "CapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN", "PrivateNetwork=yes",
+                        "ReadWritePaths=/var/lib/pacsvault-hw",
+                        "ExecStart=/opt/pacsvault/venv/bin/pacsvaultd --config /etc/pacsvault/pacsvault.toml"
+                        " --log-level WARNING --collect-hardware /var/lib/pacsvault-hw"):
+            assert setting in service, f"{site}: {setting} missing from the collector's unit"
+        assert "OnUnitActiveSec=300s" in target.path(units[1]).read_text().splitlines(), site
+        result = subprocess.run(["systemd-analyze", "verify", f"--root={target.root}", *units],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{site}: {result.stdout}{result.stderr}"
+        assert "pacsvault-hwcollect" not in result.stderr, f"{site}: {result.stderr}"
+        # The daemon reads where the collector writes.
+        config = target.path("/etc/pacsvault/pacsvault.toml").read_text().splitlines()
+        assert 'collector_dir = "/var/lib/pacsvault-hw"' in config, site
+        # The unit's command, as root in the appliance root: one pass, results in the folder.
+        ran = subprocess.run(
+            pair.ns.command("chroot", str(target.root), "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                            "/opt/pacsvault/venv/bin/pacsvaultd", "--config", "/etc/pacsvault/pacsvault.toml",
+                            "--log-level", "WARNING", "--collect-hardware", "/var/lib/pacsvault-hw"),
+            capture_output=True, text=True, timeout=300,
+        )
+        assert ran.returncode == 0 and "tool results in /var/lib/pacsvault-hw" in ran.stdout, \
+            f"{site}: {ran.stdout}{ran.stderr}"
+
+
 def test_files_have_their_owners_and_modes(pair: Pair) -> None:
     for site, target in pair.targets.items():
         uid, gid = _ids(target)
@@ -383,6 +412,8 @@ def test_files_have_their_owners_and_modes(pair: Pair) -> None:
             "/srv/pacsvault/capacity": (uid, gid, 0o750),
             # The daemon makes and replaces its keyring in here; nobody else may look in.
             KEY_DIR: (uid, gid, 0o700),
+            # The disk health collector (root) writes here; the daemon's group reads.
+            "/var/lib/pacsvault-hw": (0, gid, 0o2750),
         }
         for inside, (owner, group, mode) in expected.items():
             # stat in the namespace, which sees the mounted volumes.
