@@ -327,6 +327,18 @@ def test_start_names_each_volumes_filesystem_before_the_first_disk_poll_ends(tmp
         rig.monitor.join()
 
 
+def test_a_volume_added_since_the_last_disk_poll_is_mapped_at_the_next_capacity_check(tmp_path: Path) -> None:
+    hot = FakeVolume("hot", "/srv/hot")
+    rig = Rig(tmp_path, [hot], {"/srv/hot": Beneath("ext4", "/srv/hot", ("sda",)),
+                                "/srv/more": Beneath("xfs", "/srv/more", ("sdb",))}, [disk("sda", "SER-A")])
+    rig.poll()
+    rig.volumes.append(FakeVolume("hot", "/srv/more", volume_id="w"))  # SIGHUP or AddVolume
+    rig.monitor.check_capacity()
+    by_path = {v.path: v for v in rig.monitor.snapshot().volumes}
+    assert (by_path["/srv/more"].filesystem, by_path["/srv/more"].devices) == ("xfs", ("sdb",))
+    assert by_path["/srv/hot"].filesystem == "ext4"
+
+
 def test_program_timeouts_pick_the_timeout_by_tool() -> None:
     inner = FakeRunner()
     runner = ProgramTimeouts(inner, {"smartctl": 7.0, "nvme": 3.0})

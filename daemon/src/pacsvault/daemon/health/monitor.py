@@ -153,6 +153,8 @@ class HealthMonitor:
         self._devices: tuple[DeviceState, ...] = ()
         self._arrays: tuple[ArrayState, ...] = ()
         self._beneath: dict[str, Beneath] = {}
+        # One thread at a time in discovery: libudev contexts are not thread-safe.
+        self._discovering = threading.Lock()
         self._polled_at: float | None = None
         self._poll_error = ""
         self._seen: dict[str, _Seen] = {}
@@ -172,8 +174,9 @@ class HealthMonitor:
         """Poll every disk and array, re-map the volumes; return the events published."""
         started = time.monotonic()
         try:
-            result = self._poller.run_once()
-            beneath = self._mapper.beneath([v.path for v in self._volumes()])
+            with self._discovering:
+                result = self._poller.run_once()
+                beneath = self._mapper.beneath([v.path for v in self._volumes()])
         except Exception as exc:  # noqa: BLE001 - reported in the snapshot and the log, never fatal
             log.exception("disk health poll failed")
             with self._lock:
@@ -190,25 +193,34 @@ class HealthMonitor:
             self.last_poll_duration_s = time.monotonic() - started
             return self._refresh(events)
 
-    def _map_volumes(self) -> None:
-        """Which filesystem and devices hold each volume, before the first disk poll.
+    def _map_new_volumes(self) -> None:
+        """Which filesystem and devices hold each volume not mapped yet (all of them at start).
 
         Mapping reads the mount table and lists block devices; a disk poll runs
-        smartctl on every disk and can take seconds. Without this, the first
-        snapshots (a WatchHealth opened at start-up) would name no filesystem.
-        Disks not yet polled block nothing (see placement.decide).
+        smartctl on every disk and can take seconds, and comes every
+        poll_interval_s. Without this, the first snapshots (a WatchHealth opened
+        at start-up), and a volume added since the last poll, would name no
+        filesystem. Disks not yet polled block nothing (see placement.decide).
         """
-        try:
-            beneath = self._mapper.beneath([v.path for v in self._volumes()])
-        except Exception:  # noqa: BLE001 - the first disk poll maps again and reports the failure
-            log.exception("mapping the volumes to their disks failed")
-            return
+        paths = [v.path for v in self._volumes()]
         with self._lock:
-            if self._polled_at is None:
-                self._beneath = beneath
+            unmapped = [p for p in paths if p not in self._beneath]
+        # A disk poll under way maps every volume itself; never wait for its smartctl runs.
+        if not unmapped or not self._discovering.acquire(blocking=False):
+            return
+        try:
+            beneath = self._mapper.beneath(unmapped)
+        except Exception:  # noqa: BLE001 - the next disk poll maps again and reports the failure
+            log.exception("mapping volumes to their disks failed")
+            return
+        finally:
+            self._discovering.release()
+        with self._lock:
+            self._beneath = {**beneath, **self._beneath}  # a disk poll meanwhile knows better
 
     def check_capacity(self) -> list[Event]:
-        """Measure every volume; return the events published."""
+        """Measure every volume (mapping any new one); return the events published."""
+        self._map_new_volumes()
         return self._refresh([])
 
     # -- reading ----------------------------------------------------------
@@ -265,7 +277,6 @@ class HealthMonitor:
 
     def start(self) -> None:
         """Map and measure once now (so health is right from the start), then poll in the background."""
-        self._map_volumes()
         self.check_capacity()
         for name, step, interval, wake in (
             ("health-disks", self.poll_disks, self.settings.poll_interval_s, self._wake),
