@@ -36,11 +36,15 @@ class Daemon:
 
 
 def daemon_command() -> str:
-    # The console script beside this interpreter, so the venv's daemon is the one measured.
-    beside = Path(sys.executable).parent / "pacsvaultd"
-    found = str(beside) if beside.exists() else shutil.which("pacsvaultd")
+    return program_beside_python("pacsvaultd", "run with the project's venv python (.venv/bin/python)")
+
+
+def program_beside_python(name: str, remedy: str) -> str:
+    """The console script beside this interpreter (so the venv's is the one used), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise SystemExit("pacsvaultd not found: run with the project's venv python (.venv/bin/python)")
+        raise SystemExit(f"{name} not found: {remedy}")
     return found
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import ceiling
 import corpus_cache
 import measure
-from daemon_proc import running_daemon
+from daemon_proc import program_beside_python, running_daemon
 from pacsvault.client import PacsvaultClient
 from report import machine_info, write_json
 
@@ -166,11 +166,7 @@ def rusage_self() -> tuple[float, float, int]:
 # -- py-spy -------------------------------------------------------------------
 
 def _py_spy() -> str:
-    beside = Path(sys.executable).parent / "py-spy"
-    found = str(beside) if beside.exists() else shutil.which("py-spy")
-    if not found:
-        raise SystemExit("py-spy not found: install the dev extras (.venv/bin/pip install -e '.[dev]')")
-    return found
+    return program_beside_python("py-spy", "install the dev extras (.venv/bin/pip install -e '.[dev]')")
 
 
 class Sampler:
@@ -234,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(render(n, ceiling_cpu, ingest, retrieve))
+    print(render(ceiling_cpu, ingest, retrieve))
     for problem in problems:
         print(f"PROBLEM: {problem}")
     record = {"params": {**params.__dict__, "json_out": str(params.json_out)}, "machine": machine,
@@ -298,7 +294,7 @@ def profile_retrieve(client: PacsvaultClient, pid: int, small: list[corpus_cache
             "stages_ms": {k: v / calls * 1000 for k, v in stage_seconds(out, RETRIEVE_STAGES, params.rate).items()}}
 
 
-def render(n: int, ceiling_cpu: dict[str, float], ingest: dict, retrieve: dict) -> str:
+def render(ceiling_cpu: dict[str, float], ingest: dict, retrieve: dict) -> str:
     lines = [f"[ingest] {ingest['inst_per_s']:.0f} inst/s through the daemon; ceiling loop "
              f"{ceiling_cpu['inst_per_s']:.0f} inst/s (same corpus, same threads)",
              f"  {'CPU and context switches per instance':52s} {'user ms':>8s} {'kernel ms':>9s} {'switches':>9s}"]

@@ -102,9 +102,10 @@ class SpoolRunner:
         command = " ".join(args)
         try:
             record = json.loads(path.read_text())
-            if not isinstance(record, dict) or record.get("argv") != list(args):
-                raise ValueError(f"it holds the result of another command: {record.get('argv')!r}"
-                                 if isinstance(record, dict) else "it is not a result record")
+            if not isinstance(record, dict):
+                raise ValueError("it is not a result record")
+            if record.get("argv") != list(args):
+                raise ValueError(f"it holds the result of another command: {record.get('argv')!r}")
             age = self._clock() - float(record["recorded_at"])
             status = CommandStatus(record["status"])
         except FileNotFoundError:
