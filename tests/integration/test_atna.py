@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +58,21 @@ key_file = "{repo.client_key}"
     return daemon_factory(config=config)
 
 
-def trail_events(daemon: Daemon) -> list[dict]:
-    """The trail's event records (end and refused), in order, opened with the appliance's keyring."""
+def trail_events(daemon: Daemon, at_least: int = 0) -> list[dict]:
+    """The trail's event records (end and refused), in order, opened with the appliance's keyring.
+
+    A call's end record is written by the trail's flusher after the answer
+    left, so a test that has just made ``at_least`` calls waits for their records.
+    """
     keys = open_keys(Config(data_dir=str(daemon.data_dir)))
     codec = SealedCodec(keys.audit_store) if keys is not None else PLAIN
-    records = read_records(daemon.data_dir / "audit" / "trail.jsonl", codec)
-    return [r for r in records if r.get("phase") in ("end", "refused")]
+    deadline = time.monotonic() + 10
+    while True:
+        records = read_records(daemon.data_dir / "audit" / "trail.jsonl", codec)
+        events = [r for r in records if r.get("phase") in ("end", "refused")]
+        if len(events) >= at_least or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
 
 
 def received(repo: RsyslogRepository) -> list[tuple[int, str, str]]:
@@ -87,7 +97,7 @@ def test_store_retrieve_query_arrive_in_order_with_their_event_ids(daemon_factor
         assert client.get_instance(uids["SOPInstanceUID"])
         assert list(client.patient_studies("ATNA-1"))
         client.study_metadata(uids["StudyInstanceUID"])
-    expected = [(r["seq"], r["action"]) for r in trail_events(daemon)]
+    expected = [(r["seq"], r["action"]) for r in trail_events(daemon, at_least=4)]
     repository.wait_for(lambda m: len(m) >= len(expected))
     got = received(repository)
     assert [(seq, action) for seq, action, _ in got] == expected
