@@ -5,7 +5,7 @@
                                           [--json-out FILE]
 
 Bulk path (says which, as the issue asks): the index is filled by opening the
-daemon's own Archive on the data dir (pacsvault.daemon.archive.Archive, the
+daemon's own parts on the data dir (pacsvault.daemon.processes.in_process, the
 same IndexEnvironment and Catalog pacsvaultd opens) and running
 Catalog._add -- the exact function Catalog.add_instance runs for every real
 store -- on synthetic ParsedInstance records, a few thousand per LMDB write
@@ -32,7 +32,7 @@ The fills are incremental (10k, then +90k, then +900k) in one data dir.
 Encryption at rest is on, as by default ([encryption] enabled = true; the
 keyring is made beside the data dir), unless --encryption off: the fill, the
 in-process finds and every daemon use the same setting. Right after each
-fill, in the fill's own Archive, find by PatientID runs in-process on its
+fill, in the fill's own parts, find by PatientID runs in-process on its
 IndexEnvironment (query.find, STUDIES answers checked): the index alone, no
 gRPC, no audit, with its PHI sealed or not as the report says ("index
 sealed"), so the cost of the tags and of opening sealed records is seen
@@ -59,12 +59,12 @@ from corpus_cache import INSTANCES, SERIES, STUDIES
 from daemon_proc import running_daemon
 from ingest_retrieve import log
 from pacsvault.client import PacsvaultClient
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.index import query
 from pacsvault.daemon.index.catalog import NewBlob
+from pacsvault.daemon.processes.in_process import InProcess
 from report import Figure, machine_info, render_table, write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def fill(data_dir: Path, config_file: Path, first_patient: int, patients: int, s
     """Adds ``patients`` synthetic patients to the index in data_dir; returns wall seconds and
     the in-process find figures measured on the filled index."""
     config = config_module.load(config_file).with_overrides(data_dir=str(data_dir))
-    archive = Archive(config)
+    archive = InProcess(config, data_dir.parent / "fill-run")
     try:
         # One real store, so the synthetic blob records point at a real volume the
         # daemon knows (duplicate on later fills: nothing changes).
@@ -130,8 +130,8 @@ def fill(data_dir: Path, config_file: Path, first_patient: int, patients: int, s
         archive.close()
 
 
-def measure_index(archive: Archive, patients: int, samples: int, seed: int) -> dict:
-    """Find by PatientID in-process on the Archive's own IndexEnvironment: the index alone."""
+def measure_index(archive: InProcess, patients: int, samples: int, seed: int) -> dict:
+    """Find by PatientID in-process on the filled IndexEnvironment: the index alone."""
     rng = random.Random(seed)
     pids = [f"IX-{rng.randrange(patients):07d}" for _ in range(samples)]
 
@@ -144,7 +144,7 @@ def measure_index(archive: Archive, patients: int, samples: int, seed: int) -> d
             "find_patient_studies": measure.summary_ms(measure.timed_calls(by_patient, pids))}
 
 
-def _write(archive: Archive, catalog, batch: list, now: float) -> None:
+def _write(archive: InProcess, catalog, batch: list, now: float) -> None:
     # Catalog._add is what Catalog.add_instance runs inside the writer's transaction.
     outcomes = archive.index.write(lambda txn: [catalog._add(txn, p, b, now) for p, b in batch])
     if any(o.value != "stored" for o in outcomes):
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = work / "daemon-data"
     params.config_file = work / "encryption.toml"
     params.config_file.write_text(f"[encryption]\nenabled = {'true' if params.encryption == 'on' else 'false'}\n")
-    raw: dict = {"fill_path": "Archive(config) + Catalog._add on synthetic ParsedInstance, "
+    raw: dict = {"fill_path": "InProcess(config) + Catalog._add on synthetic ParsedInstance, "
                  f"{BATCH} per IndexEnvironment.write transaction; no blob files",
                  "fills": []}
     problems: list[str] = []
@@ -291,7 +291,7 @@ def build_figures(raw: dict) -> list[Figure]:
         sealed = "index sealed" if inner["index_sealed"] else "index NOT sealed"
         figures += [
             Figure(section, "in-process find by PatientID p50 (index alone)", inner["find_patient_studies"]["p50_ms"],
-                   "ms", higher_is_better=False, note=f"query.find on the fill's Archive; {sealed}"),
+                   "ms", higher_is_better=False, note=f"query.find on the fill's index; {sealed}"),
             Figure(section, "in-process find by PatientID p99 (index alone)", inner["find_patient_studies"]["p99_ms"],
                    "ms", FIND_TARGET_MS, higher_is_better=False, note=f"baseline: the {FIND_TARGET_MS:g} ms target"),
             Figure(section, "pacsvaultd start to SERVING", s["daemon_start_s"], "s"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 import types
@@ -27,6 +28,9 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # Serving processes, all on the same port: 0 means one per core the daemon may run on.
+    workers: int = 0
+    # Threads of each serving process (calls in flight at once, per process).
     max_workers: int = 32
     shutdown_grace_s: float = 30.0
     # Chunks are at most 1 MiB; the margin covers the message envelope.
@@ -255,10 +259,12 @@ class Config:
         return data.parent / f"{data.name}-keys" / "keyring.json"
 
     def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
-                       metrics_listen: str | None = None) -> Config:
+                       metrics_listen: str | None = None, workers: int | None = None) -> Config:
         new = self
         if listen is not None:
             new = dataclasses.replace(new, server=dataclasses.replace(new.server, listen=listen))
+        if workers is not None:
+            new = dataclasses.replace(new, server=dataclasses.replace(new.server, workers=workers))
         if metrics_listen is not None:
             new = dataclasses.replace(new, metrics=dataclasses.replace(new.metrics, listen=metrics_listen))
         if data_dir is not None:
@@ -284,6 +290,24 @@ def from_dict(raw: dict[str, Any]) -> Config:
     config = _build(Config, raw, "")
     validate(config)
     return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as ``from_dict`` reads it (how the supervisor hands it to its children)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def serving_processes(config: Config) -> int:
+    """How many serving processes ``server.workers`` asks for."""
+    return config.server.workers or len(os.sched_getaffinity(0))
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -327,6 +351,8 @@ def _key(where: str, name: str) -> str:
 def validate(config: Config) -> None:
     """Checks values, not just types; each error names its key."""
     _check_listen(config.server.listen)
+    if not 0 <= config.server.workers <= 1024:
+        raise ConfigError("server.workers must be between 0 (one per core) and 1024")
     _positive("server.max_workers", config.server.max_workers)
     _positive("server.max_message_bytes", config.server.max_message_bytes)
     if config.server.max_message_bytes < 2 * 1024 * 1024:

@@ -16,6 +16,7 @@ status codes, each class to exactly one code::
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
     ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
+    ├── BlobGone                (ingest retries it: never reaches a client)
     └── ConfigError             (start-up only: never reaches a client)
 """
 
@@ -72,6 +73,10 @@ class DataLoss(PacsvaultError):
 
 class PermissionDenied(PacsvaultError):
     """The caller is known but may not do this."""
+
+
+class BlobGone(PacsvaultError):
+    """The blob record ingest meant to reuse was deleted or moved before its commit; write a copy."""
 
 
 class ConfigError(PacsvaultError):

@@ -1,11 +1,13 @@
-"""The Prometheus endpoint: disk verdicts, SMART counters, volumes, RPCs.
+"""The Prometheus endpoint: disk verdicts, SMART counters, volumes, RPCs, processes.
 
-Built on the official ``prometheus-client``. Health figures are read from
-the monitor's current snapshot at scrape time (a custom collector), so a
-scrape never runs smartctl. RPC counts and latencies come from
-:class:`~pacsvault.daemon.service.rpc_metrics.RpcMetricsInterceptor`.
-Everything lives in the daemon's own registry, never the library's global
-one, so two daemons in one test process cannot mix their figures.
+Built on the official ``prometheus-client``, served by the back office for
+every process of the daemon: serving processes count their RPCs
+(:class:`~pacsvault.daemon.service.rpc_metrics.RpcMetricsInterceptor`) in the
+library's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the
+supervisor sets for its children), and a scrape sums them. Health figures are
+read from the monitor's current snapshot at scrape time (a custom collector),
+so a scrape never runs smartctl. Everything lives in the daemon's own
+registry, never the library's global one.
 
 Families (``pacsvault_`` prefix):
 
@@ -28,19 +30,25 @@ Families (``pacsvault_`` prefix):
   ``health_last_poll_timestamp_seconds``, ``health_poll_duration_seconds``,
   ``health_events_total{kind}``, ``health_events_dropped_total``,
   ``health_watchers``.
-* ``rpc_requests_total{method,code}``, ``rpc_duration_seconds{method}``.
+* ``rpc_requests_total{method,code}``, ``rpc_duration_seconds{method}``: summed
+  over the serving processes.
+* ``process_cpu_seconds_total{role,pid}``, ``process_resident_memory_bytes{role,pid}``:
+  each process of the daemon (supervisor, back office, workers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
+from pathlib import Path
+
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -161,24 +169,60 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+def rpc_metrics_interceptor() -> RpcMetricsInterceptor:
+    """A serving process's RPC counters (written to the multiprocess files the back office sums)."""
+    registry = CollectorRegistry()
+    requests = Counter("pacsvault_rpc_requests", "gRPC calls by method and status code",
+                       ["method", "code"], registry=registry)
+    duration = Histogram("pacsvault_rpc_duration_seconds", "gRPC call duration by method (streams: whole stream)",
+                         ["method"], buckets=RPC_BUCKETS, registry=registry)
+    return RpcMetricsInterceptor(requests, duration)
+
+
+class ProcessesCollector(Collector):
+    """CPU and memory of every process of the daemon, read at scrape time.
+
+    Args:
+        processes: The daemon's processes now, as (role, pid).
+    """
+
+    def __init__(self, processes: Callable[[], list[tuple[str, int]]]) -> None:
+        self._processes = processes
+
+    def collect(self) -> Iterator[Metric]:
+        cpu = CounterMetricFamily("pacsvault_process_cpu_seconds", "CPU time of each process of the daemon",
+                                  labels=["role", "pid"])
+        memory = GaugeMetricFamily("pacsvault_process_resident_memory_bytes", "Resident memory of each process",
+                                   labels=["role", "pid"])
+        for role, pid in self._processes():
+            try:
+                process = psutil.Process(pid)
+                times, rss = process.cpu_times(), process.memory_info().rss
+            except psutil.Error:
+                continue  # exited since it was listed
+            cpu.add_metric([role, str(pid)], times.user + times.system)
+            memory.add_metric([role, str(pid)], rss)
+        yield cpu
+        yield memory
+
+
 class DaemonMetrics:
-    """The daemon's registry: health collector, RPC metrics, process metrics.
+    """The daemon's registry, served by the back office: every process's RPC metrics, health, processes.
 
     Args:
         monitor: Source of the health figures.
+        multiprocess_dir: Where the serving processes keep their counters.
+        processes: The daemon's processes now, as (role, pid).
     """
 
-    def __init__(self, monitor: HealthMonitor) -> None:
+    def __init__(self, monitor: HealthMonitor, multiprocess_dir: Path,
+                 processes: Callable[[], list[tuple[str, int]]]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HealthCollector(monitor))
-        ProcessCollector(registry=self.registry)
+        MultiProcessCollector(self.registry, str(multiprocess_dir))
+        self.registry.register(ProcessesCollector(processes))
+        ProcessCollector(registry=self.registry)  # the back office's own, as process_* (the exporter convention)
         PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        requests = Counter("pacsvault_rpc_requests", "gRPC calls by method and status code",
-                           ["method", "code"], registry=self.registry)
-        duration = Histogram("pacsvault_rpc_duration_seconds", "gRPC call duration by method (streams: whole stream)",
-                             ["method"], buckets=RPC_BUCKETS, registry=self.registry)
-        self.interceptor = RpcMetricsInterceptor(requests, duration)
 
     def serve(self, config: MetricsConfig) -> MetricsServer:
         """Start the HTTP listener in a daemon thread.

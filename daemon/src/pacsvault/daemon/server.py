@@ -1,49 +1,46 @@
-"""Builds the gRPC server: the API services, standard health and reflection."""
+"""Builds a serving process's gRPC server: the API services, standard health and reflection.
+
+Every serving process binds the same port (SO_REUSEPORT: the kernel spreads
+connections over them); the supervisor reserved the port beforehand, so no
+other program can join it. The back office's internal listener is built here
+too, on a unix socket, for the methods serving processes forward to it.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.audit.recorder import AuditInterceptor
+from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
-from pacsvault.daemon.service.appliance_service import ApplianceServicer
-from pacsvault.daemon.service.archive_service import ArchiveServicer
-from pacsvault.daemon.health import HealthMonitor
 from pacsvault.daemon.security.access_table import parse_roles
 from pacsvault.daemon.security.authorization import AuthorizationInterceptor
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
-from pacsvault.daemon.service.audit_service import AuditServicer
-from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.request_decoding import RequestDecodingInterceptor
-from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
-from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.v1 import (
     appliance_pb2,
     audit_pb2,
-    audit_pb2_grpc,
-    appliance_pb2_grpc,
     archive_pb2,
-    archive_pb2_grpc,
     replication_pb2,
-    replication_pb2_grpc,
     security_pb2,
-    security_pb2_grpc,
     storage_pb2,
-    storage_pb2_grpc,
 )
+
+# (the generated add_<Service>Servicer_to_server function, the servicer)
+Registration = tuple[Callable[[Any, grpc.Server], None], Any]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +80,9 @@ class Served:
     def set_writable(self, writable: bool) -> None:
         """NOT_SERVING for "" and the archive while no volume can take new data."""
         with self._lock:
-            self.writable = writable
-            self._publish()
+            if writable != self.writable:  # Watch streams hear of changes only
+                self.writable = writable
+                self._publish()
 
     def _publish(self) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -101,11 +99,14 @@ class Served:
         self.server.stop(1.0).wait()
 
 
-def create_server(config: Config, archive: Archive, monitor: HealthMonitor | None = None,
-                  interceptors: Sequence[grpc.ServerInterceptor] = ()) -> Served:
+def create_server(config: Config, services: Sequence[Registration], credentials: CredentialStore,
+                  audit: AuditTrail | None, interceptors: Sequence[grpc.ServerInterceptor] = (),
+                  share_port: bool = False) -> Served:
     """A server bound to ``config.server.listen`` (port 0 picks one); not started.
 
-    Health answers NOT_SERVING until the caller starts the server and calls
+    ``share_port``: bind with SO_REUSEPORT, beside the daemon's other serving
+    processes (the supervisor holds the port reserved). Health answers
+    NOT_SERVING until the caller starts the server and calls
     ``set_serving(True)``. ``interceptors`` (e.g. RPC metrics) run outside
     the draining one, so they also see the calls refused at shutdown.
     """
@@ -117,30 +118,25 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
         )
     limit = config.server.max_message_bytes
     calls = DrainingInterceptor()
-    credentials = CredentialStore(archive.index)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            # Without this a second daemon could bind the same port and silently share it.
-            ("grpc.so_reuseport", 0),
+            # Shared with the daemon's other serving processes only: the supervisor reserved the
+            # port (without SO_REUSEPORT nobody else can bind it, and another pacsvaultd checks first).
+            ("grpc.so_reuseport", 1 if share_port else 0),
             # Bounded connection age: clients re-handshake, so renewed or
             # revoked certificates take effect on every connection in time.
             ("grpc.max_connection_age_ms", int(config.security.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=config.server.max_workers * 4,
-        interceptors=[RequestDecodingInterceptor(), *interceptors, *_access_interceptors(config, archive, credentials),
+        interceptors=[RequestDecodingInterceptor(), *interceptors, *_access_interceptors(config, audit, credentials),
                       calls],
     )
-    archive_pb2_grpc.add_ArchiveServiceServicer_to_server(ArchiveServicer(archive), server)
-    appliance_pb2_grpc.add_ApplianceServiceServicer_to_server(ApplianceServicer(archive, monitor), server)
-    storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(archive), server)
-    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(archive), server)
-    security_pb2_grpc.add_SecurityServiceServicer_to_server(SecurityServicer(config, credentials, archive), server)
-    security_pb2_grpc.add_ShareServiceServicer_to_server(ShareServicer(archive, credentials), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(archive), server)
+    for add, servicer in services:
+        add(servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -158,14 +154,33 @@ def create_server(config: Config, archive: Archive, monitor: HealthMonitor | Non
     return Served(server, port, health_servicer, calls)
 
 
-def _access_interceptors(config: Config, archive: Archive,
+def _access_interceptors(config: Config, trail: AuditTrail | None,
                          credentials: CredentialStore) -> list[grpc.ServerInterceptor]:
     """Authorization first (it names the caller), then the audit record of what it does."""
     resolver = principal_resolver(config, credentials)
-    if archive.audit is None:
+    if trail is None:
         return [AuthorizationInterceptor(resolver)]
-    audit = AuditInterceptor(archive.audit, flush_before_read=config.audit.flush_before_read)
+    audit = AuditInterceptor(trail, flush_before_read=config.audit.flush_before_read)
     return [AuthorizationInterceptor(resolver, audit.record_refusal), audit]
+
+
+def create_internal_server(socket_path: Path, services: Sequence[Registration], threads: int = 16) -> grpc.Server:
+    """The back office's listener for what serving processes forward (not started).
+
+    A unix socket in the daemon's run folder (mode 0700): only the daemon's
+    own user can connect, so callers were authenticated, authorised and
+    audited by the serving process that forwards.
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="internal"), options=[
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ])
+    for add, servicer in services:
+        add(servicer, server)
+    socket_path.unlink(missing_ok=True)
+    if server.add_insecure_port(f"unix:{socket_path}") == 0:
+        raise ConfigError(f"cannot listen on {socket_path}")
+    return server
 
 
 def principal_resolver(config: Config, credentials: CredentialStore) -> PrincipalResolver:

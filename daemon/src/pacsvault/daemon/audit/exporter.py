@@ -243,5 +243,5 @@ def build_scheduler(config: Config, trail: AuditTrail | None) -> AtnaScheduler:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(f"audit.repositories {repo.name!r}: unusable TLS files: {exc}") from exc
         exporters.append(AtnaExporter(repo.name, trail.path, SyslogTlsSender(repo.address, context), source_id,
-                                      committed=lambda: trail.last_seq, codec=trail.codec))
+                                      committed=lambda: trail.durable_tail()[0], codec=trail.codec))
     return AtnaScheduler(exporters, interval_s=audit.export_interval_s, max_backoff_s=audit.export_max_backoff_s)

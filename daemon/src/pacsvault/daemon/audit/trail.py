@@ -13,21 +13,27 @@ and the chain key and the signing key are derived from the keyring too: the
 data disks hold no audit key and no record in the clear. Checkpoints carry
 only numbers, tags and signatures, so they stay readable (the peer keeps them).
 
-Each caller appends its own line, in chain order under one lock; one flusher
-thread makes lines durable, a whole batch per flush. ``append`` returns once
-its record is on stable storage; ``append_async(durable=False)`` once it is
-written (flushed within _SYNC_WINDOW_S). A trail that cannot be appended to
-refuses, and the calls that would release or change patient data refuse
-with it; a flush that fails refuses everything after it.
+Every process of the daemon appends to the one chain: each caller appends
+its own line, in chain order under a lock that holds across processes (see
+``AuditTrail``); one flusher thread per process makes lines durable, a whole
+batch per flush. ``append`` returns once its record is on stable storage;
+``append_async(durable=False)`` once it is written (flushed within
+_SYNC_WINDOW_S). A trail that cannot be appended to refuses, and the calls
+that would release or change patient data refuse with it; a flush that fails
+refuses everything after it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
+import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,7 +77,7 @@ class Problem:
 
 
 def open_trail(config: Config, keys: ApplianceKeys | None, *, clock: Callable[[], float] = time.time,
-               witness: Witness | None = None) -> AuditTrail:
+               witness: Witness | None = None, checkpointing: bool = True) -> AuditTrail:
     """The appliance's trail: sealed, with keys from the keyring, when encryption is on."""
     path = config.resolve(config.audit.path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,7 @@ def open_trail(config: Config, keys: ApplianceKeys | None, *, clock: Callable[[]
         codec = SealedCodec(keys.audit_store)
     return AuditTrail(path, key, signer, clock=clock, witness=witness, codec=codec,
                       checkpoint_every=config.audit.checkpoint_every,
-                      checkpoint_interval_s=config.audit.checkpoint_interval_s)
+                      checkpoint_interval_s=config.audit.checkpoint_interval_s, checkpointing=checkpointing)
 
 
 def checkpoint_signer(chain_key: bytes) -> Ed25519PrivateKey:
@@ -119,20 +125,39 @@ def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
 
 
 class AuditTrail:
+    """One process's handle on the trail; every process of the daemon appends to the same chain.
+
+    Appends from all processes are ordered by an ``flock`` on the trail file
+    itself: under it, a process checks whether the file grew since
+    its own last append and, if so, reads the chain's end (the last line)
+    before it writes its record. A line another process left half-written
+    (killed mid-append: nobody was told it was recorded) is cut off first.
+    Each process flushes for its own callers; a flush covers every line
+    written before it, whoever wrote it.
+
+    ``checkpointing``: whether this handle makes the signed checkpoints and
+    hands them to the witness (the back office's does; serving processes'
+    do not). The witness is called from a thread of its own, so a slow or
+    frozen peer never holds up an append or a flush.
+    """
+
     def __init__(self, path: Path, key: bytes, signer: Ed25519PrivateKey, *, clock: Callable[[], float] = time.time,
                  checkpoint_every: int = 1000, checkpoint_interval_s: float = 60.0,
-                 witness: Witness | None = None, codec: RecordCodec = PLAIN) -> None:
+                 witness: Witness | None = None, codec: RecordCodec = PLAIN, checkpointing: bool = True) -> None:
         self.path, self._key, self._signer, self._clock = path, key, signer, clock
         # How lines are written and read back; whatever reads this trail uses it.
         self.codec = codec
         self.checkpoints_path = path.with_name(path.name + ".checkpoints")
         self._every, self._interval = checkpoint_every, checkpoint_interval_s
+        self._checkpointing = checkpointing
         self.witness = witness
-        # The chain's end; callers append under _lock, one line each, in order.
+        # Orders appends across threads (_lock) and processes (flock on the trail, see _appending).
         self._lock = threading.Lock()
-        self._seq, self._prev = self._tail()
-        self._size = path.stat().st_size if path.exists() else 0
-        self._last_checkpoint_seq, self._last_checkpoint_at = self._seq, clock()
+        self._seq, self._prev, self._size = 0, GENESIS, 0
+        if path.exists():
+            with self._appending():
+                self._current_tail()
+        self._last_checkpoint_seq, self._last_checkpoint_at = _last_checkpoint(self.checkpoints_path), clock()
         # The flusher: records up to _synced_seq are on stable storage; callers
         # waiting for a durable append are in _waiting, released by one flush.
         self._flush = threading.Condition()
@@ -146,6 +171,11 @@ class AuditTrail:
         self._closing = False
         self._flusher = threading.Thread(target=self._run, name="audit-flusher", daemon=True)
         self._flusher.start()
+        self._witness_queue: queue.Queue[dict[str, object] | None] = queue.Queue(maxsize=64)
+        self._witness_thread: threading.Thread | None = None
+        if witness is not None and checkpointing:
+            self._witness_thread = threading.Thread(target=self._send_to_witness, name="audit-witness", daemon=True)
+            self._witness_thread.start()
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -153,7 +183,7 @@ class AuditTrail:
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest record on stable storage (0 when empty)."""
+        """The sequence number of the newest record this handle knows is on stable storage (0 when empty)."""
         return self._synced_seq
 
     def append(self, event: dict[str, object]) -> int:
@@ -218,36 +248,81 @@ class AuditTrail:
         """The first bad record of this trail, against ``checkpoints`` (local and the witness's)."""
         return verify(self.path, self._key, self.public_key, checkpoints, self.codec)
 
+    def durable_tail(self) -> tuple[int, str]:
+        """The chain's end as every process has written it, made durable: (sequence number, tag)."""
+        with self._appending():
+            seq, prev = self._current_tail()
+        _fdatasync(self.path)
+        return seq, prev
+
+    def checkpoint_if_due(self) -> None:
+        """Signs a checkpoint of the whole trail (every process's records) when one is due."""
+        if not self._checkpointing:
+            return
+        seq, tag = self.durable_tail()
+        if seq > self._last_checkpoint_seq and (seq - self._last_checkpoint_seq >= self._every
+                                                or self._clock() - self._last_checkpoint_at >= self._interval):
+            self._checkpoint(seq, tag)
+
     def close(self) -> None:
         with self._flush:
             self._closing = True
             self._flush.notify()
         self._flusher.join(timeout=30)
-        if self._synced_seq > self._last_checkpoint_seq:
-            self._checkpoint(self._synced_seq, self._synced_prev)
+        if self._checkpointing and self._broken is None:
+            try:
+                seq, tag = self.durable_tail()
+            except (Unavailable, OSError) as exc:
+                log.error("audit trail %s: no closing checkpoint (%s)", self.path, exc)
+            else:
+                if seq > self._last_checkpoint_seq:
+                    self._checkpoint(seq, tag)
+        if self._witness_thread is not None:
+            self._witness_queue.put(None)
+            self._witness_thread.join(timeout=30)
 
     # -- appending: in the caller's thread, one line at a time, in chain order ----
 
+    @contextlib.contextmanager
+    def _appending(self) -> Iterator[int]:
+        """The trail open for appending, locked against every other appender, in any process.
+
+        Opened per record, not kept: a trail disk must be free to go read-only
+        (or be remounted so) under the daemon, and then every append fails, as
+        it should. Closing the file releases the lock.
+        """
+        with self._lock:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield fd
+            finally:
+                os.close(fd)
+
+    def _current_tail(self) -> tuple[int, str]:
+        """Under the append lock: the chain's end, re-read when another process wrote since our last append."""
+        if _size_of(self.path) != self._size or not self._size:
+            self._seq, self._prev = self._tail()
+            self._size = _size_of(self.path)
+        return self._seq, self._prev
+
     def _write(self, event: dict[str, object]) -> int:
         """Writes one record to the trail file; returns its sequence number."""
-        with self._lock:
+        with self._appending() as fd:
             if self._broken is not None:
                 raise self._broken
-            seq = self._seq + 1
-            body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": self._prev}
-            tag = tag_of(self._key, self._prev, body)
+            seq, prev = self._current_tail()
+            seq += 1
+            body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": prev}
+            tag = tag_of(self._key, prev, body)
             line = self.codec.encode({**body, "tag": tag}) + b"\n"
             try:
-                # Opened per record, not kept: a trail disk must be free to go read-only (or be
-                # remounted so) under the daemon, and then every append fails, as it should.
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    self._size = os.fstat(fd).st_size
-                    view = memoryview(line)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
             except OSError as exc:
                 _cut_back(self.path, self._size)  # a half-written line would break the chain for good
                 raise Unavailable(f"the audit trail cannot be written ({exc.strerror}); refusing") from exc
@@ -289,11 +364,7 @@ class AuditTrail:
         error: Unavailable | None = None
         if seq > self._synced_seq:
             try:
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
+                _fdatasync(self.path)
             except OSError as exc:
                 # What was written may never reach the disk: refuse everything from now on
                 # rather than go on as if it had (a later flush could succeed regardless).
@@ -314,8 +385,9 @@ class AuditTrail:
                 future.set_result(number)
             else:
                 future.set_exception(error)
-        if error is None and (seq - self._last_checkpoint_seq >= self._every or
-                              self._clock() - self._last_checkpoint_at >= self._interval):
+        if error is None and self._checkpointing and (
+                seq - self._last_checkpoint_seq >= self._every
+                or self._clock() - self._last_checkpoint_at >= self._interval):
             self._checkpoint(seq, prev)  # vouches only for records on stable storage
 
     def _seq_is_latest(self, seq: int) -> bool:
@@ -329,6 +401,7 @@ class AuditTrail:
         signed = {**body, "signature": base64.b64encode(self._signer.sign(canonical(body))).decode()}
         try:
             with open(self.checkpoints_path, "ab") as out:
+                os.fchmod(out.fileno(), 0o600)
                 out.write(canonical(signed) + b"\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -336,11 +409,20 @@ class AuditTrail:
             log.exception("audit checkpoint not written")
             return
         self._last_checkpoint_seq, self._last_checkpoint_at = seq, self._clock()
-        if self.witness is not None:
+        if self._witness_thread is not None:
             try:
-                self.witness(signed)
-            except Exception:  # noqa: BLE001 - the witness is retried at the next checkpoint
-                log.warning("audit checkpoint %d not delivered to the witness", seq, exc_info=True)
+                self._witness_queue.put_nowait(signed)
+            except queue.Full:
+                log.warning("audit checkpoint %d not queued for the witness: it has not taken the last 64", seq)
+
+    def _send_to_witness(self) -> None:
+        """Delivers checkpoints to the witness, never holding up an append or a flush."""
+        assert self.witness is not None
+        while (checkpoint := self._witness_queue.get()) is not None:
+            try:
+                self.witness(checkpoint)
+            except Exception:  # noqa: BLE001 - the witness gets the next checkpoint, which vouches for this one's records
+                log.warning("audit checkpoint %s not delivered to the witness", checkpoint.get("seq"), exc_info=True)
 
     # -- where the trail ends ------------------------------------------------------
 
@@ -373,6 +455,32 @@ class AuditTrail:
         log.error("audit trail %s: the newest record %s; new records follow it, and `pacsvault audit verify` "
                   "names it", self.path, reason)
         return lines, GENESIS
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fdatasync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_checkpoint(path: Path) -> int:
+    """The sequence number the newest local checkpoint vouches for (0 when none)."""
+    line = _last_line(path)
+    if not line:
+        return 0
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _drop_partial_line(path: Path) -> None:

@@ -157,6 +157,15 @@ class KeyringHolder:
     def current(self) -> Keyring:
         return self._ring
 
+    def reload(self) -> Keyring:
+        """Reads the keyring file again: another process of the daemon rotated it."""
+        with self._lock:
+            if self._path is not None:
+                ring = load_file(self._path, create=False)
+                if ring.active >= self._ring.active:
+                    self._ring = ring
+            return self._ring
+
     def rotate(self) -> Keyring:
         """Adds a KEK version and makes it active, durably, before anything is wrapped with it."""
         with self._lock:

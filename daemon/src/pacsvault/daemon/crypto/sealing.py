@@ -124,6 +124,8 @@ class KeyWrapper:
             raise DataLoss(f"{what}: wrapped data key has {len(wrapped)} bytes, expected {self.WRAPPED_BYTES}")
         (version,) = _U32.unpack_from(wrapped)
         ring: Keyring = self._source.current  # type: ignore[attr-defined]
+        if version not in ring.keks and version > ring.active and hasattr(self._source, "reload"):
+            ring = self._source.reload()  # another process rotated: its keyring file has this version
         try:
             key = self._sealing(ring, version)
         except KeyError as exc:

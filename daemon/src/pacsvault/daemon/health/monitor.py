@@ -16,9 +16,10 @@ publishes the events, and tells the server whether the appliance can take
 writes at all (``grpc.health.v1``). Threads only schedule these passes.
 
 Placement is applied through the storage layer's own ``Volume.failed``
-field, which ``place`` already honours. The monitor remembers the exact
-text it set and clears only that, so a real I/O failure recorded by the
-storage layer is never overwritten or cleared by a health decision.
+field, which ``place`` already honours, with ``fail`` and ``recover``, so
+that every process of the daemon learns of it. The monitor remembers the
+exact text it set and clears only that, so a real I/O failure recorded by
+the storage layer is never overwritten or cleared by a health decision.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ class TierVolume(Protocol):
 
     def accepts(self, size: int) -> bool:
         """Whether placement would put ``size`` more bytes here."""
+        ...
+
+    def fail(self, reason: str) -> None:
+        """Stops new data landing here (every process of the daemon)."""
+        ...
+
+    def recover(self, reason: str | None = None) -> None:
+        """Takes new data again if ``reason`` is still why it stopped."""
         ...
 
 
@@ -404,11 +413,11 @@ class HealthMonitor:
                 return  # the storage layer stopped it for its own reason; leave that alone
             if volume.failed != text:
                 log.error("volume %s: %s", volume.path, text)
-                volume.failed = text
+                volume.fail(text)
             self._blocked[volume.path] = text
         elif ours is not None:
             if volume.failed == ours:
-                volume.failed = ""
+                volume.recover(ours)
                 log.warning("volume %s takes new data again: the disks beneath it are no longer failing",
                             volume.path)
             del self._blocked[volume.path]

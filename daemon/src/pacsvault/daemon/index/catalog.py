@@ -15,10 +15,10 @@ import lmdb
 
 from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
-from pacsvault.daemon.errors import Conflict, InvalidInput, NotFound
-from pacsvault.daemon.index import keys, placement
+from pacsvault.daemon.errors import BlobGone, Conflict, InvalidInput, NotFound
+from pacsvault.daemon.index import keys, placement, rotation
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment, prefix_keys
-from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.records import (
     BlobLocation,
     BlobRecord,
@@ -49,6 +49,11 @@ class NewBlob:
     from_peer: bool = False
     # Its name at the peer, when it came from there.
     replica: Digest | None = None
+    # The key version its data key was wrapped under (0: not sealed); see index.rotation.
+    sealed_under: int = 0
+    # Ingest found this copy through the blob's record rather than writing it: should the
+    # record be gone by the commit, the copy may be gone too (BlobGone).
+    reused: bool = False
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Catalog:
         patient = self._get(txn, "patients", pkey, PatientRecord)
         bkey = keys.blob_key(blob.digest.function, blob.digest.hash)
         blob_record = self._get(txn, "blobs", bkey, BlobRecord)
+        if blob_record is None and blob.reused:
+            raise BlobGone(f"blob {blob.digest.hex[:16]} went before its commit")
 
         if blob_record is None:
             _add_counter(txn, db["meta"], STORED_BYTES, blob.digest.size_bytes)
@@ -102,6 +109,7 @@ class Catalog:
                 location=blob.location, created_at=now, study_instance_uid=p.study_instance_uid,
             )
             placement.count_blob_on_volume(txn, self.env, blob_record, +1)
+            rotation.note_sealed_under(txn, self.env, bkey, blob.sealed_under)
         blob_record.refcount += 1
         blob_record.replicated |= blob.from_peer
         if blob.replica is not None and not blob_record.replica_digest:
@@ -306,7 +314,27 @@ class Catalog:
 
         self.env.write(op)
 
+    def count_repair(self) -> None:
+        """One more blob repaired from the peer (shown in the replication status)."""
+        self.env.write(lambda txn: _add_counter(txn, self._db["meta"], REPAIRS, 1))
+
+    def repairs(self) -> int:
+        with self.env.read() as txn:
+            raw = txn.get(REPAIRS, db=self._db["meta"])
+        return int.from_bytes(raw, "little") if raw else 0
+
     # -- point reads ----------------------------------------------------
+
+    def known_instance(self, sop_uid: str) -> InstanceRecord | None:
+        with self.env.read() as txn:
+            value = txn.get(sop_uid.encode(), db=self._db["instances"])
+        return None if value is None else decode(InstanceRecord, value)
+
+    def study(self, study_uid: str) -> StudyRecord | None:
+        """The study as stored (PHI still sealed)."""
+        with self.env.read() as txn:
+            value = txn.get(study_uid.encode(), db=self._db["studies"])
+        return None if value is None else decode(StudyRecord, value)
 
     def instance(self, sop_uid: str) -> tuple[InstanceRecord, BlobRecord]:
         with self.env.read() as txn:
@@ -351,6 +379,7 @@ class Catalog:
 
 
 STORED_BYTES = b"stored_bytes"
+REPAIRS = b"blobs_repaired_from_peer"
 
 
 def _add_counter(txn: lmdb.Transaction, db: object, key: bytes, delta: int) -> None:

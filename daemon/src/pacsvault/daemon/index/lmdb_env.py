@@ -56,6 +56,8 @@ class IndexEnvironment:
             max_readers=1024, sync=True, metasync=True, readahead=False,
         )
         self.dbs = {name: self.env.open_db(name.encode()) for name in key_layout.DATABASES}
+        # The appliance's keys the tags and seals below come from (None: encryption off).
+        self.keys = keys
         self.tags = key_layout.IndexTags(keys.index_tag if keys is not None else key_layout.plain_tag)
         self.sealer = RecordSealer(keys.index_values if keys is not None else None)
         try:

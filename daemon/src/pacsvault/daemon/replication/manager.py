@@ -1,5 +1,9 @@
-"""Site replication as the daemon runs it: the peer listener, the sender and
-its backoff, repair of local blobs from the peer, scrub, and status."""
+"""Site replication as the back office runs it: the peer listener, the sender and
+its backoff, the scrub of the shards kept for the peer, and status.
+
+Serving processes queue work in the outbox (in the same transaction as the
+change) and ring a doorbell; repair of a local blob from the peer happens in
+the serving process that found it bad (``PeerClient.fetch_verified``)."""
 
 from __future__ import annotations
 
@@ -10,17 +14,16 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 
-import blake3
 import grpc
 
 from pacsvault.daemon.config import Config
-from pacsvault.daemon.digest import Digest
-from pacsvault.daemon.errors import ConfigError, DataLoss, Unavailable
+from pacsvault.daemon.errors import ConfigError
+from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord
-from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.index import outbox
 from pacsvault.daemon.replication.codec import ErasureCodec
-from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
+from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.replication.peer_service import PeerServicer
 from pacsvault.daemon.replication.scrub import ShardScrubber
 from pacsvault.daemon.replication.sender import ReplicationSender
@@ -52,20 +55,20 @@ class ReplicationStatus:
 
 class ReplicationManager:
     def __init__(self, config: Config, env: IndexEnvironment, open_stored: Callable[[BlobRecord], BlobReader],
+                 peer: PeerClient, wait_for_work: Callable[[float], object],
                  clock: Callable[[], float] = time.time) -> None:
+        """``wait_for_work(timeout)`` returns early when a serving process rang the doorbell."""
         self.config, self.env, self.clock = config, env, clock
         r = config.replication
-        credentials = mtls_credentials(*map(config.resolve, (r.ca_file, r.cert_file, r.key_file)))
         self.codec = ErasureCodec(r.data_shards, r.parity_shards)
-        self.peer = PeerClient(r.peer_address, credentials)
+        self.peer = peer
+        self._wait_for_work = wait_for_work
         self.sender = ReplicationSender(env, open_stored, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
         shard_volumes = [config.resolve(path) / "replica" for path in config.tiers[-1].volumes]
         self.shards = ShardStore(shard_volumes, clock)
         self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,
                                       cursor_path=config.resolve(config.index.path) / "scrub-cursor.json")
-        self.repairs = 0
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replication", daemon=True)
         self.server: grpc.Server | None = None
         self.port = 0
@@ -80,17 +83,12 @@ class ReplicationManager:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops the sender (its wait ends within one sender interval) and the peer listener."""
         self._stop.set()
-        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
         if self.server is not None:
             self.server.stop(5).wait()
-        self.peer.close()
-
-    def wake(self) -> None:
-        """New work in the outbox: run the sender now rather than at the next interval."""
-        self._wake.set()
 
     def _peer_server(self) -> tuple[grpc.Server, int]:
         r = self.config.replication
@@ -122,8 +120,10 @@ class ReplicationManager:
             if time.monotonic() >= next_scrub:
                 self._scrub()
                 next_scrub = time.monotonic() + r.scrub_interval_s
-            self._wake.wait(delay)
-            self._wake.clear()
+            if failures:
+                self._stop.wait(delay)  # the peer is away: stores ringing the doorbell do not shorten this
+            elif not self._stop.is_set():
+                self._wait_for_work(delay)
 
     def _scrub(self) -> None:
         try:
@@ -132,21 +132,6 @@ class ReplicationManager:
                 log.warning("scrub: %s", report)
         except Exception:  # noqa: BLE001 - logged; the next interval tries again
             log.exception("scrub pass failed")
-
-    # -- repair ----------------------------------------------------------------
-
-    def fetch_verified(self, digest: Digest) -> bytes:
-        """The blob from the peer, decoded from verified shards and checked again here."""
-        try:
-            data = self.peer.read_blob(digest)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DATA_LOSS:
-                raise DataLoss(f"the peer cannot rebuild it either: {exc.details()}") from exc
-            raise Unavailable(f"the peer could not be asked ({exc.code().name}: {exc.details()})") from exc
-        if blake3.blake3(data).digest() != digest.hash or len(data) != digest.size_bytes:
-            raise DataLoss("the peer returned bytes that fail the digest")
-        self.repairs += 1
-        return data
 
     # -- status ----------------------------------------------------------------
 
@@ -160,6 +145,6 @@ class ReplicationManager:
         return ReplicationStatus(
             True, r.appliance_name, r.peer_name, r.peer_address, state, backlog.entries, backlog.bytes,
             max(0.0, age), stats.rate, stats.blobs_replicated, stats.bytes_replicated, stats.last_error,
-            r.rpo_warning_s, self.repairs,
+            r.rpo_warning_s, Catalog(self.env).repairs(),
         )
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import grpc
 
 from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.errors import DataLoss, Unavailable
 from pacsvault.daemon.service.convert import digest_to_proto
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 
@@ -72,11 +74,22 @@ class PeerClient:
                                      timeout=self.timeout_s)
         return b"".join(message.data for message in stream)
 
+    def fetch_verified(self, digest: Digest) -> bytes:
+        """The blob named ``digest`` at the peer, decoded there from verified shards and checked again here."""
+        try:
+            data = self.read_blob(digest)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                raise DataLoss(f"the peer cannot rebuild it either: {exc.details()}") from exc
+            raise Unavailable(f"the peer could not be asked ({exc.code().name}: {exc.details()})") from exc
+        if blake3.blake3(data).digest() != digest.hash or len(data) != digest.size_bytes:
+            raise DataLoss("the peer returned bytes that fail the digest")
+        return data
+
     def list_records(self, page_token: str = "", page_size: int = 500) -> tuple[list[peer_pb2.ReplicaRecord], str]:
         response = self._stub.ListReplicaRecords(
             peer_pb2.ListReplicaRecordsRequest(page_size=page_size, page_token=page_token), timeout=self.timeout_s)
         return list(response.records), response.next_page_token
-
 
     def delete_replicas(self, instances: list[tuple[str, bool]]) -> None:
         """Makes the peer forget (SOP Instance UID, release its blob too) for each instance."""

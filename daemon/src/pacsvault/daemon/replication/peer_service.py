@@ -11,14 +11,12 @@ import json
 from collections.abc import Iterable, Iterator
 
 import grpc
-import lmdb
 
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
-from pacsvault.daemon.index import keys
+from pacsvault.daemon.index import replicas
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import decode, encode
 from pacsvault.daemon.replication.certs import identity_uri
 from pacsvault.daemon.replication.codec import ErasureCodec, verify_shard
 from pacsvault.daemon.replication.shard_store import ShardStore
@@ -93,14 +91,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         if missing:
             raise InvalidInput(f"blob {digest.hex[:16]} is missing verified shards {missing}; upload them first")
         self._store.sync_blob(digest, verified)
-        records = list(request.records)
-
-        def op(txn: lmdb.Transaction) -> None:
-            for record in records:
-                key = keys.join(origin, record.sop_instance_uid)
-                txn.put(key, encode(record), db=self._env.dbs["replica_records"])
-
-        self._env.write(op)
+        replicas.put_records(self._env, origin, list(request.records))
         return peer_pb2.CommitBlobResponse(verified_shards=verified)
 
     @mapped
@@ -120,16 +111,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                            context: grpc.ServicerContext) -> peer_pb2.ListReplicaRecordsResponse:
         origin = self._caller(context)
         size = min(request.page_size or 500, 5000)
-        prefix = keys.join(origin, b"")
-        start = prefix + request.page_token.encode() + b"\x00" if request.page_token else prefix
-        records: list[peer_pb2.ReplicaRecord] = []
-        with self._env.read() as txn:
-            cursor = txn.cursor(db=self._env.dbs["replica_records"])
-            if cursor.set_range(start):
-                for key, value in cursor:
-                    if not key.startswith(prefix) or len(records) > size:
-                        break
-                    records.append(decode(peer_pb2.ReplicaRecord, value))
+        records = replicas.list_records(self._env, origin, request.page_token, size + 1)
         more = len(records) > size
         records = records[:size]
         return peer_pb2.ListReplicaRecordsResponse(
@@ -144,24 +126,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             seq = int(checkpoint["seq"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput("checkpoint_json is not a checkpoint") from exc
-        key = keys.join(origin, b"") + seq.to_bytes(8, "big")
-        value = request.checkpoint_json.encode()[:4096]
-        self._env.write(lambda txn: txn.put(key, value, db=self._env.dbs["audit_checkpoints"]))
+        replicas.put_checkpoint(self._env, origin, seq, request.checkpoint_json.encode()[:4096])
         return peer_pb2.PutAuditCheckpointResponse()
 
     @mapped
     def ListAuditCheckpoints(self, request: peer_pb2.ListAuditCheckpointsRequest,
                              context: grpc.ServicerContext) -> peer_pb2.ListAuditCheckpointsResponse:
         origin = self._caller(context)
-        prefix = keys.join(origin, b"")
-        with self._env.read() as txn:
-            cursor = txn.cursor(db=self._env.dbs["audit_checkpoints"])
-            found = []
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    found.append(bytes(value).decode())
+        found = replicas.list_checkpoints(self._env, origin)
         return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found[-100:])
 
     @mapped
@@ -171,22 +143,11 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         wanted = [(uid.check(i.sop_instance_uid, "instances.sop_instance_uid"), i.release_blob)
                   for i in request.instances]
 
-        def op(txn: lmdb.Transaction) -> tuple[int, list[Digest]]:
-            deleted, released = 0, []
-            for sop_uid, release in wanted:
-                key = keys.join(origin, sop_uid)
-                value = txn.get(key, db=self._env.dbs["replica_records"])
-                if value is None:
-                    continue  # never arrived, or deleted by an earlier try
-                txn.delete(key, db=self._env.dbs["replica_records"])
-                deleted += 1
-                if release:
-                    released.append(convert.digest_from_proto(decode(peer_pb2.ReplicaRecord, value).digest))
-            return deleted, released
-
+        released: list[Digest] = []
         # Records first: a crash in between leaves shards nobody lists (scrub
         # still checks them), never a record whose shards are gone.
-        deleted, released = self._env.write(op)
+        deleted = replicas.delete_records(self._env, origin, wanted,
+                                          lambda record: released.append(convert.digest_from_proto(record.digest)))
         files = sum(self._store.delete(name) for name in released)
         return peer_pb2.DeleteReplicasResponse(records_deleted=deleted, shard_files_deleted=files)
 

@@ -1,4 +1,4 @@
-"""Disaster recovery: rebuild this appliance from its peer, and re-seed a new peer."""
+"""Disaster recovery: rebuild this appliance from its peer (re-seeding a new peer is index.outbox.reseed)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import lmdb
-
 from pacsvault.daemon.digest import DigestFunction, parse_hex
 from pacsvault.daemon.errors import PacsvaultError
-from pacsvault.daemon.index import keys
-from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry, decode
-from pacsvault.daemon.replication import outbox
 from pacsvault.daemon.replication.peer_client import PeerClient
 
 log = logging.getLogger(__name__)
@@ -68,33 +62,3 @@ def _restore_one(peer: PeerClient, record: object, known: Callable[[str], bool],
         return
     progress.done += 1
     progress.bytes_restored += len(data)
-
-
-def reseed(env: IndexEnvironment, now: float, batch: int = 1000) -> int:
-    """Queues every instance for replication again (a new, empty peer); returns how many."""
-    queued, after = 0, b""
-    while True:
-        def op(txn: lmdb.Transaction, start: bytes = after) -> tuple[int, bytes]:
-            cursor = txn.cursor(db=env.dbs["instances"])
-            count, last = 0, start
-            if not cursor.set_range(start):
-                return 0, start
-            for key, value in cursor:
-                if key == start:
-                    continue
-                instance = decode(InstanceRecord, value)
-                blob_value = txn.get(keys.blob_key(DigestFunction.BLAKE3, instance.digest), db=env.dbs["blobs"])
-                blob = decode(BlobRecord, blob_value) if blob_value else None
-                outbox.append(txn, env, OutboxEntry(
-                    sop_instance_uid=instance.sop_instance_uid, digest_function=int(DigestFunction.BLAKE3),
-                    digest=instance.digest, size_bytes=blob.size_bytes if blob else instance.size_bytes,
-                    enqueued_at=now))
-                count, last = count + 1, bytes(key)
-                if count >= batch:
-                    break
-            return count, last
-
-        count, after = env.write(op)
-        queued += count
-        if count < batch:
-            return queued

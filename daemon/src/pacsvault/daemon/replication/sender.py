@@ -27,7 +27,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavaila
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry
-from pacsvault.daemon.replication import outbox
+from pacsvault.daemon.index import outbox
 from pacsvault.daemon.replication.codec import ErasureCodec
 from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.service.convert import digest_to_proto

@@ -1,4 +1,4 @@
-"""pacsvault.v1.ApplianceService: the operators' view."""
+"""pacsvault.v1.ApplianceService: the operators' view (served by the back office; serving processes forward)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.appliance_health import ApplianceHealthReport
 from pacsvault.daemon.errors import Unavailable
 from pacsvault.daemon.health import HealthMonitor, HealthSnapshot
 from pacsvault.daemon.health.report import combine
@@ -18,7 +18,7 @@ __all__ = ["STATES", "ApplianceServicer"]
 
 
 class ApplianceServicer(appliance_pb2_grpc.ApplianceServiceServicer):
-    def __init__(self, archive: Archive, monitor: HealthMonitor | None = None) -> None:
+    def __init__(self, archive: ApplianceHealthReport, monitor: HealthMonitor | None = None) -> None:
         self._archive = archive
         self._monitor = monitor
 

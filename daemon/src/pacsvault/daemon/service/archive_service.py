@@ -6,13 +6,18 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
+from pacsvault.daemon.config import LimitsConfig
+from pacsvault.daemon.deletion import Deletion
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
+from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.retrieval import Retrieval
+from pacsvault.daemon.search import Search
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
+from pacsvault.daemon.tiering.reads import ClinicalRequests
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
@@ -23,15 +28,17 @@ _STATUS = {
 
 
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
-    def __init__(self, archive: Archive) -> None:
-        self._archive = archive
+    def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
+                 deletion: Deletion, requests: ClinicalRequests) -> None:
+        self._limits, self._ingest, self._search, self._retrieval = limits, ingest, search, retrieval
+        self._deletion, self._requests = deletion, requests
 
     @mapped
     def StoreInstance(
         self, request_iterator: Iterable[archive_pb2.StoreInstanceRequest], context: grpc.ServicerContext
     ) -> archive_pb2.StoreInstanceResponse:
         data, expected = self._receive(request_iterator)
-        result = self._archive.store(data, expected, still_wanted=context.is_active)
+        result = self._ingest.store(data, expected, still_wanted=context.is_active)
         return archive_pb2.StoreInstanceResponse(
             status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
             series_instance_uid=result.instance.series_instance_uid,
@@ -41,7 +48,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         )
 
     def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytes, Digest | None]:
-        limit = self._archive.config.limits.max_instance_bytes
+        limit = self._limits.max_instance_bytes
         # Chunks are kept and joined once: an upload of one message (most instances) is
         # never copied, and the result is bytes, which the parser reads without a copy.
         chunks: list[bytes] = []
@@ -70,7 +77,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     @mapped
     def Find(self, request: archive_pb2.FindRequest, context: grpc.ServicerContext) -> archive_pb2.FindResponse:
         query = convert.query_from_proto(request.level, request.filter)
-        matches, token = self._archive.find(query, request.page_size, request.page_token)
+        matches, token = self._search.find(query, request.page_size, request.page_token)
         return archive_pb2.FindResponse(
             matches=[convert.match_to_proto(m) for m in matches], next_page_token=token
         )
@@ -79,7 +86,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def ListPatientStudies(
         self, request: archive_pb2.ListPatientStudiesRequest, context: grpc.ServicerContext
     ) -> archive_pb2.ListPatientStudiesResponse:
-        matches, token = self._archive.patient_studies(
+        matches, token = self._search.patient_studies(
             request.patient_id, request.issuer_of_patient_id, request.page_size, request.page_token
         )
         return archive_pb2.ListPatientStudiesResponse(
@@ -90,7 +97,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetInstance(
         self, request: archive_pb2.GetInstanceRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetInstanceResponse]:
-        instance, blob = self._archive.instance(request.sop_instance_uid)
+        instance, blob = self._retrieval.instance(request.sop_instance_uid)
         for attributes, chunk in self._stream([(instance, blob)], context):
             yield archive_pb2.GetInstanceResponse(instance=attributes, data=chunk)
 
@@ -98,7 +105,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetSeries(
         self, request: archive_pb2.GetSeriesRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetSeriesResponse]:
-        members = self._archive.series_instances(request.series_instance_uid)
+        members = self._retrieval.series_instances(request.series_instance_uid)
         for attributes, chunk in self._stream(members, context):
             yield archive_pb2.GetSeriesResponse(instance=attributes, data=chunk)
 
@@ -106,7 +113,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetStudy(
         self, request: archive_pb2.GetStudyRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetStudyResponse]:
-        members = self._archive.study_instances(request.study_instance_uid)
+        members = self._retrieval.study_instances(request.study_instance_uid)
         for attributes, chunk in self._stream(members, context):
             yield archive_pb2.GetStudyResponse(instance=attributes, data=chunk)
 
@@ -119,8 +126,8 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         repaired from the peer if need be), so no byte of a bad copy leaves.
         """
         for instance, blob in members:
-            data = self._archive.read_blob(instance, blob)
-            attributes = convert.instance_to_proto(instance, blob, self._archive.content_digest(blob, data))
+            data = self._retrieval.read(instance, blob)
+            attributes = convert.instance_to_proto(instance, blob, self._retrieval.content_digest(blob, data))
             for at in range(0, max(len(data), 1), CHUNK_BYTES):
                 if not context.is_active():
                     raise Unavailable("the caller went away")
@@ -131,22 +138,22 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetStudyMetadata(
         self, request: archive_pb2.GetStudyMetadataRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetStudyMetadataResponse]:
-        for sop_uid, dicom_json, tier in self._archive.study_metadata(request.study_instance_uid):
+        for sop_uid, dicom_json, tier in self._retrieval.study_metadata(request.study_instance_uid):
             yield archive_pb2.GetStudyMetadataResponse(sop_instance_uid=sop_uid, dicom_json=dicom_json, tier=tier)
 
     @mapped
     def Prefetch(self, request: archive_pb2.PrefetchRequest,
                  context: grpc.ServicerContext) -> archive_pb2.PrefetchResponse:
-        studies, size = self._archive.prefetch(request.patient_id, request.issuer_of_patient_id)
+        studies, size = self._requests.prefetch(request.patient_id, request.issuer_of_patient_id)
         return archive_pb2.PrefetchResponse(studies_queued=studies, bytes_queued=size)
 
     @mapped
     def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
                     context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
-        instances, destroyed = self._archive.delete_study(request.study_instance_uid, request.reason)
+        instances, destroyed = self._deletion.delete_study(request.study_instance_uid, request.reason)
         return archive_pb2.DeleteStudyResponse(instances_deleted=instances, blobs_destroyed=destroyed)
 
     @mapped
     def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:
-        study = self._archive.pin(request.study_instance_uid, request.until)
+        study = self._requests.pin(request.study_instance_uid, request.until)
         return archive_pb2.PinResponse(study_instance_uid=study.study_instance_uid, pinned_until=study.pinned_until)

@@ -7,21 +7,21 @@ from collections.abc import Iterator
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.audit import trail as audit_trail
 from pacsvault.daemon.errors import Unavailable
+from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import audit_pb2, audit_pb2_grpc
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, archive: Archive) -> None:
-        self._archive = archive
+    def __init__(self, trail: audit_trail.AuditTrail | None, witness: PeerClient | None) -> None:
+        self._audit, self._witness = trail, witness
 
     def _trail(self) -> audit_trail.AuditTrail:
-        if self._archive.audit is None:
+        if self._audit is None:
             raise Unavailable("auditing is off on this appliance ([audit] enabled = false)")
-        return self._archive.audit
+        return self._audit
 
     @mapped
     def VerifyAudit(self, request: audit_pb2.VerifyAuditRequest,
@@ -29,9 +29,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         trail = self._trail()
         local = audit_trail.read_checkpoints(trail.checkpoints_path)
         witness, witness_error = [], ""
-        if self._archive.replication is not None:
+        if self._witness is not None:
             try:
-                witness = [json.loads(c) for c in self._archive.replication.peer.list_audit_checkpoints()]
+                witness = [json.loads(c) for c in self._witness.list_audit_checkpoints()]
             except grpc.RpcError as exc:
                 witness_error = f"{exc.code().name}: {exc.details()}"
         problem = trail.verify(local + witness)

@@ -1,32 +1,60 @@
-"""pacsvault.v1.ReplicationService: recovery point, restore and re-seed, for operators."""
+"""pacsvault.v1.ReplicationService: recovery point, restore and re-seed, for operators.
+
+The status and re-seed are the back office's (it runs the sender); restore
+runs in the serving process that took the call, through its ingest.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
-from pacsvault.daemon.errors import Unavailable
+from pacsvault.daemon.errors import FailedPrecondition
+from pacsvault.daemon.replication.manager import ReplicationManager
+from pacsvault.daemon.replication.restore import RestoreProgress
+from pacsvault.daemon.service.forwarding import BackOffice, forwarded
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import replication_pb2, replication_pb2_grpc
 
+_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
+NOT_CONFIGURED = "replication is not configured on this appliance ([replication] enabled = false)"
+
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
-    def __init__(self, archive: Archive) -> None:
-        self._archive = archive
+    """The serving process's: restore here, the rest forwarded to the back office."""
 
-    def _manager(self):  # type: ignore[no-untyped-def]
-        if self._archive.replication is None:
-            raise Unavailable("replication is not configured on this appliance ([replication] enabled = false)")
-        return self._archive.replication
+    def __init__(self, restore: Callable[[], Iterator[RestoreProgress]] | None, back_office: BackOffice) -> None:
+        self._restore, self._back_office = restore, back_office
+
+    GetReplicationStatus = forwarded(_SERVICE.methods_by_name["GetReplicationStatus"])
+    ReseedPeer = forwarded(_SERVICE.methods_by_name["ReseedPeer"])
+
+    @mapped
+    def RestoreFromPeer(self, request: replication_pb2.RestoreFromPeerRequest,
+                        context: grpc.ServicerContext) -> Iterator[replication_pb2.RestoreFromPeerResponse]:
+        if self._restore is None:
+            raise FailedPrecondition(NOT_CONFIGURED)
+        for p in self._restore():
+            if not context.is_active():
+                return
+            yield replication_pb2.RestoreFromPeerResponse(
+                instances_total=p.total, instances_done=p.done, instances_already_present=p.already_present,
+                bytes_restored=p.bytes_restored, instances_failed=p.failed)
+
+
+class ReplicationStatusServicer(replication_pb2_grpc.ReplicationServiceServicer):
+    """The back office's: the sender's status, and re-seeding a new peer."""
+
+    def __init__(self, manager: ReplicationManager | None, reseed: Callable[[], int]) -> None:
+        self._manager, self._reseed = manager, reseed
 
     @mapped
     def GetReplicationStatus(self, request: replication_pb2.GetReplicationStatusRequest,
                              context: grpc.ServicerContext) -> replication_pb2.GetReplicationStatusResponse:
-        if self._archive.replication is None:
+        if self._manager is None:
             return replication_pb2.GetReplicationStatusResponse(enabled=False, state="disabled")
-        s = self._archive.replication.status()
+        s = self._manager.status()
         return replication_pb2.GetReplicationStatusResponse(
             enabled=True, appliance=s.appliance, peer=s.peer, peer_address=s.peer_address, state=s.state,
             pending_entries=s.pending_entries, pending_bytes=s.pending_bytes,
@@ -36,18 +64,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         )
 
     @mapped
-    def RestoreFromPeer(self, request: replication_pb2.RestoreFromPeerRequest,
-                        context: grpc.ServicerContext) -> Iterator[replication_pb2.RestoreFromPeerResponse]:
-        self._manager()
-        for p in self._archive.restore_from_peer():
-            if not context.is_active():
-                return
-            yield replication_pb2.RestoreFromPeerResponse(
-                instances_total=p.total, instances_done=p.done, instances_already_present=p.already_present,
-                bytes_restored=p.bytes_restored, instances_failed=p.failed)
-
-    @mapped
     def ReseedPeer(self, request: replication_pb2.ReseedPeerRequest,
                    context: grpc.ServicerContext) -> replication_pb2.ReseedPeerResponse:
-        self._manager()
-        return replication_pb2.ReseedPeerResponse(entries_queued=self._archive.reseed_peer())
+        if self._manager is None:
+            raise FailedPrecondition(NOT_CONFIGURED)
+        return replication_pb2.ReseedPeerResponse(entries_queued=self._reseed())

@@ -1,19 +1,28 @@
-"""pacsvault.v1.SecurityService and ShareService: tokens, revocation, break-glass, shares."""
+"""pacsvault.v1.SecurityService and ShareService: tokens, revocation, break-glass, shares.
+
+Key rotation runs in the back office (``KeyServicer``); serving processes forward those two methods.
+"""
 
 from __future__ import annotations
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.records import CredentialRecord
+from pacsvault.daemon.key_rotation import KeyRotation
+from pacsvault.daemon.retrieval import Retrieval
+from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.service.forwarding import BackOffice, forwarded
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import security_pb2, security_pb2_grpc
+
+_SECURITY = security_pb2.DESCRIPTOR.services_by_name["SecurityService"]
 
 
 def _caller() -> str:
@@ -39,9 +48,12 @@ def _share_info(r: CredentialRecord) -> security_pb2.ShareInfo:
 
 
 class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
-    def __init__(self, config: Config, credentials: CredentialStore, archive: Archive) -> None:
-        self._config, self._credentials, self._archive = config, credentials, archive
+    def __init__(self, config: Config, credentials: CredentialStore, back_office: BackOffice) -> None:
+        self._config, self._credentials, self._back_office = config, credentials, back_office
         self._principals = {p.identity for p in config.security.principals}
+
+    RotateKeys = forwarded(_SECURITY.methods_by_name["RotateKeys"])
+    GetEncryptionStatus = forwarded(_SECURITY.methods_by_name["GetEncryptionStatus"])
 
     @mapped
     def CreateToken(self, request: security_pb2.CreateTokenRequest,
@@ -83,10 +95,18 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
         grant = self._credentials.break_glass(caller, request.reason, request.minutes)
         return security_pb2.BreakGlassResponse(expires_at=grant.expires_at)
 
+
+
+class KeyServicer(security_pb2_grpc.SecurityServiceServicer):
+    """The back office's half of SecurityService: rotation and its progress."""
+
+    def __init__(self, keys: ApplianceKeys | None, rotation: KeyRotation | None) -> None:
+        self._keys, self._rotation = keys, rotation
+
     @mapped
     def RotateKeys(self, request: security_pb2.RotateKeysRequest,
                    context: grpc.ServicerContext) -> security_pb2.RotateKeysResponse:
-        rotation = self._archive.key_rotation
+        rotation = self._rotation
         if rotation is None:
             raise FailedPrecondition("encryption at rest is off ([encryption] enabled = false): there are no keys")
         return security_pb2.RotateKeysResponse(active_version=rotation.rotate())
@@ -94,7 +114,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
     @mapped
     def GetEncryptionStatus(self, request: security_pb2.GetEncryptionStatusRequest,
                             context: grpc.ServicerContext) -> security_pb2.GetEncryptionStatusResponse:
-        keys, rotation = self._archive.keys, self._archive.key_rotation
+        keys, rotation = self._keys, self._rotation
         if keys is None or rotation is None:
             return security_pb2.GetEncryptionStatusResponse(enabled=False)
         ring, progress = keys.holder.current, rotation.progress
@@ -106,8 +126,8 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
 
 
 class ShareServicer(security_pb2_grpc.ShareServiceServicer):
-    def __init__(self, archive: Archive, credentials: CredentialStore) -> None:
-        self._archive, self._credentials = archive, credentials
+    def __init__(self, search: Search, retrieval: Retrieval, credentials: CredentialStore) -> None:
+        self._search, self._retrieval, self._credentials = search, retrieval, credentials
 
     @mapped
     def CreateShare(self, request: security_pb2.CreateShareRequest,
@@ -115,9 +135,9 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
         study_uid, patient_key = "", b""
         if request.study_instance_uid:
             study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
-            self._archive.study_instances(study_uid)  # NOT_FOUND for an unknown study
+            self._retrieval.study_instances(study_uid)  # NOT_FOUND for an unknown study
         elif request.patient_id:
-            matches, _ = self._archive.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
+            matches, _ = self._search.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
             if not matches:
                 raise NotFound(f"no studies of PatientID {shown(request.patient_id)}")
             patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)

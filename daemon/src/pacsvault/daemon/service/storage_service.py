@@ -1,13 +1,12 @@
-"""pacsvault.v1.StorageService: tiers, volumes and the mover, for operators."""
+"""pacsvault.v1.StorageService: tiers, volumes and the mover, for operators (served by the back office)."""
 
 from __future__ import annotations
 
 import grpc
 
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.errors import InvalidInput
 from pacsvault.daemon.service.status import mapped
-from pacsvault.daemon.tiering.manager import VolumeStatus
+from pacsvault.daemon.tiering.manager import TieringManager, VolumeStatus
 from pacsvault.v1 import storage_pb2, storage_pb2_grpc
 
 
@@ -20,8 +19,8 @@ def volume_to_proto(v: VolumeStatus) -> storage_pb2.Volume:
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
-    def __init__(self, archive: Archive) -> None:
-        self._tiering = archive.tiering
+    def __init__(self, tiering: TieringManager) -> None:
+        self._tiering = tiering
 
     @mapped
     def ListVolumes(self, request: storage_pb2.ListVolumesRequest,

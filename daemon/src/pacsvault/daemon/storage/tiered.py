@@ -4,6 +4,13 @@ New blobs go to the first tier with a volume below its high watermark, and
 within a tier to the volume with the most free space. Reads go to the volume
 the index names and fall back to a search of every volume, so a blob that
 moved is still found. Volumes can be added and drained while the daemon runs.
+
+Every serving process has its own store over the same volumes. What one of
+them learns about a volume (it failed, it is draining, a new one was added)
+the others must learn too: a volume reports a change of its ``failed`` state
+to ``on_failure_change`` (which the tiering layer records in the index), and
+``refresh`` (called at the start of each placement and read) brings this
+store's view up to date when the index says the volumes changed.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +60,11 @@ def disk_usage(path: Path) -> Usage:
     return Usage(usage.total, usage.used, usage.free)
 
 
+MARKER_GONE = "its .pacsvault-volume marker is gone (unmounted or replaced?)"
+# How old a volume's measured usage may be when placement decides (see Volume.recent_usage).
+USAGE_TTL_S = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class Watermarks:
     high: float = 0.85
@@ -74,8 +87,26 @@ class Volume:
     # st_dev of the filesystem: moving between volumes on one filesystem frees nothing.
     device: int = 0
     # Why the volume takes no writes: I/O errors, disappearance, failing disk.
+    # Change it with fail() / recover(), so every process hears of it.
     failed: str = ""
     draining: bool = False
+    # Told when fail() or recover() changed ``failed`` (the tiering layer records it in the index).
+    on_failure_change: Callable[[Volume], None] = field(default=lambda volume: None, repr=False)
+    # statvfs at most every USAGE_TTL_S; bytes placed since are added (see room_for).
+    _measured: tuple[float, Usage] | None = field(default=None, repr=False)
+    _placed_since: int = field(default=0, repr=False)
+
+    def fail(self, reason: str) -> None:
+        """Stops new data landing here, in this process and (through the index) every other."""
+        if self.failed != reason:
+            self.failed = reason
+            self.on_failure_change(self)
+
+    def recover(self, reason: str | None = None) -> None:
+        """Takes writes again; with ``reason``, only if that is still why it stopped."""
+        if self.failed and (reason is None or self.failed == reason):
+            self.failed = ""
+            self.on_failure_change(self)
 
     def accepts(self, size: int) -> bool:
         """Writable, with room for ``size`` more bytes below the high watermark and the reserve."""
@@ -86,12 +117,28 @@ class Volume:
 
     def room_for(self, size: int) -> bool:
         try:
-            usage = self.usage()
+            usage = self.recent_usage()
         except OSError:
             return False
         if usage.free - size < self.watermarks.reserve_bytes:
             return False
         return (usage.used + size) <= self.watermarks.high * usage.usable
+
+    def recent_usage(self) -> Usage:
+        """Usage measured at most USAGE_TTL_S ago, plus what this process placed since.
+
+        A statvfs per blob placed cost more than the rest of placement; the
+        reserve covers what other processes wrote within the window.
+        """
+        now = time.monotonic()
+        if self._measured is None or now - self._measured[0] > USAGE_TTL_S:
+            self._measured, self._placed_since = (now, self.usage()), 0
+        measured = self._measured[1]
+        placed = min(self._placed_since, measured.free)
+        return Usage(measured.total, measured.used + placed, measured.free - placed)
+
+    def placed(self, size: int) -> None:
+        self._placed_since += size
 
     def still_mounted(self) -> bool:
         """One stat: the directory is still on the filesystem it was opened on.
@@ -116,7 +163,7 @@ class Volume:
         except (Unavailable, OSError):
             present = False
         if not present and not self.failed:
-            self.failed = "its .pacsvault-volume marker is gone (unmounted or replaced?)"
+            self.fail(MARKER_GONE)
             log.error("volume %s: %s; no more writes to it", self.path, self.failed)
         return present
 
@@ -134,9 +181,6 @@ class RefusedVolume:
 class Tier:
     name: str
     volumes: list[Volume] = field(default_factory=list)
-    # Set when a blob went past this tier for lack of room: the tier is at
-    # its high watermark and the mover should free it down to the low one.
-    overflowed: bool = False
 
 
 class TieredBlobStore:
@@ -149,6 +193,8 @@ class TieredBlobStore:
         # Seals every blob written (None: encryption at rest is off).
         self.sealer = sealer
         self._lock = threading.Lock()
+        # Brings the volumes up to date with what other processes changed (set by the tiering layer).
+        self.refresh: Callable[[], None] = lambda: None
 
     @property
     def volumes(self) -> list[Volume]:
@@ -172,19 +218,18 @@ class TieredBlobStore:
         ``tiers`` limits the choice (the mover uses it); by default every tier
         is tried in order.
         """
+        self.refresh()
         tried = []
         for tier in self.tiers:
             if tiers is not None and tier.name not in tiers:
                 continue
             for volume in sorted(tier.volumes, key=_free_bytes, reverse=True):
-                if not volume.writable():
-                    continue
-                if not volume.room_for(len(data)):
-                    tier.overflowed = True
+                if not volume.writable() or not volume.room_for(len(data)):
                     continue
                 tried.append(volume.path)
                 stored = self._put(volume, digest, data)
                 if stored is not None:
+                    volume.placed(stored)
                     return Location(tier.name, volume.volume_id), stored
         raise StorageFull(
             f"no tier has room for a blob of {len(data)} bytes"
@@ -198,7 +243,7 @@ class TieredBlobStore:
         except StorageFull:
             log.warning("volume %s filled up during a write; trying the next", volume.path)
         except Unavailable as exc:
-            volume.failed = str(exc)
+            volume.fail(str(exc))
             log.error("volume %s stops taking writes: %s", volume.path, exc)
         return None
 
@@ -209,6 +254,7 @@ class TieredBlobStore:
     def open(self, digest: Digest, hint: Location | None = None, *, stored: bool = False) -> BlobReader:
         """Opens the blob's original bytes, or with ``stored`` its form at rest (still sealed);
         UNAVAILABLE when the only volume that could hold it is gone."""
+        self.refresh()
         first = self.volume(hint.volume_id) if hint else None
         candidates = ([first] if first else []) + [v for v in self.volumes if v is not first]
         failures: list[Unavailable] = []
@@ -219,7 +265,7 @@ class TieredBlobStore:
                 continue
             except Unavailable as exc:
                 if not volume.failed:
-                    volume.failed = str(exc)
+                    volume.fail(str(exc))
                     log.error("volume %s stops taking writes: %s", volume.path, exc)
                 failures.append(exc)
         if failures:
@@ -243,6 +289,6 @@ class TieredBlobStore:
 
 def _free_bytes(volume: Volume) -> int:
     try:
-        return volume.usage().free
+        return volume.recent_usage().free
     except OSError:
         return -1

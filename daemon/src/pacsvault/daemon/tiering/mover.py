@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import lmdb
 
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.digest import Digest, DigestFunction
@@ -30,7 +27,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError
 from pacsvault.daemon.index import keys, placement
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord, decode, encode
+from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord
 from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Volume
 from pacsvault.daemon.tiering import policy
@@ -128,23 +125,16 @@ class TierMover:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.env)
         self.limiter = self.limiter or RateLimiter(self.config.tiering.mover_max_bytes_per_s)
-        self._promotions: set[str] = set()
         self._demoting: set[str] = set()
-        self._lock = threading.Lock()
         self._rule = policy.AgeRule(self.config.tiering.demote_after_days, self.config.tiering.age_basis)
 
-    # -- what callers ask for ------------------------------------------------
-
-    def request_promotion(self, study_uid: str) -> None:
-        with self._lock:
-            self._promotions.add(study_uid)
+    # -- what callers ask for (through the index: any serving process may) -----
 
     def interrupted_count(self) -> int:
         return len(placement.move_intents(self.env))
 
     def pending_promotions(self) -> int:
-        with self._lock:
-            return len(self._promotions)
+        return placement.promotions_pending(self.env)
 
     def run_once(self, max_bytes: int | None = None) -> MoverStats:
         """One pass: finish interrupted moves, promote, drain, demote; bounded by bytes."""
@@ -165,10 +155,8 @@ class TierMover:
         """What the next passes would move, in order, without moving anything."""
         planned: list[PlannedMove] = []
         first = self.store.tiers[0].name
-        with self._lock:
-            promotions = sorted(self._promotions)
-        for study_uid in promotions:
-            study = self._study(study_uid)
+        for study_uid in placement.promotions(self.env):
+            study = placement.study(self.env, study_uid)
             if study is not None:
                 for tier in study.tier_instances:
                     if tier != first:
@@ -192,14 +180,11 @@ class TierMover:
         first = self.store.tiers[0]
         if first.name in self._demoting:
             return  # the first tier is itself being freed: do not refill it
-        with self._lock:
-            queue = sorted(self._promotions)
-        for study_uid in queue:
+        for study_uid in placement.promotions(self.env):
             if budget.left <= 0:
                 return
             if self._move_study(study_uid, None, [first.name], budget, same_device_ok=True):
-                with self._lock:
-                    self._promotions.discard(study_uid)
+                placement.promotion_done(self.env, study_uid)
 
     def _drain(self, budget: _Budget) -> None:
         for volume in self.store.volumes:
@@ -210,7 +195,7 @@ class TierMover:
                 # A bounded slice per pass: a volume of millions of blobs drains over many passes.
                 blob_keys = list(itertools.islice(placement.volume_blob_keys(txn, self.env, volume.volume_id),
                                                   DRAIN_BATCH))
-            blobs = [b for b in map(self._blob, blob_keys) if b is not None]
+            blobs = [b for b in (placement.blob(self.env, k) for k in blob_keys) if b is not None]
             for batch in _batches(blobs):
                 if budget.left <= 0:
                     return
@@ -226,14 +211,14 @@ class TierMover:
                 self._move_study(heat.study_uid, tier.name, targets, budget, same_device_ok=False)
 
     def _refresh_demoting(self) -> None:
-        """Hysteresis: a tier starts demoting past its high watermark and stops below its low one."""
+        """Hysteresis: a tier starts demoting past its high watermark (or once no volume of it takes
+        new data: its reserve reached first) and stops below its low one."""
         for tier in self.store.tiers:
             fill = tier_fill(tier)
             if fill is None:
                 continue
-            if fill.over_high or tier.overflowed:
+            if fill.over_high or not any(v.accepts(0) for v in tier.volumes):
                 self._demoting.add(tier.name)
-                tier.overflowed = False
             elif fill.used < fill.low * fill.capacity:
                 self._demoting.discard(tier.name)
 
@@ -310,10 +295,10 @@ class TierMover:
     def _copy_verify_switch(self, moves: list[_Move]) -> list[_Move]:
         """The fixed step sequence of the module docstring, for a batch."""
         now = self.clock()
-        intents = [(_key(m.blob), encode(MoveIntent(
+        intents = [MoveIntent(
             digest_function=m.blob.digest_function, digest=m.blob.digest, from_volume_id=m.source.volume_id,
-            to_volume_id=m.target.volume_id, to_tier=m.target.tier, started_at=now))) for m in moves]
-        self.env.write(lambda txn: [txn.put(k, v, db=self.env.dbs["moves"]) for k, v in intents])
+            to_volume_id=m.target.volume_id, to_tier=m.target.tier, started_at=now) for m in moves]
+        placement.put_move_intents(self.env, intents)
         self._each_step("intent", moves)
         for move in moves:
             move.target.local.put(move.digest, move.raw)
@@ -321,13 +306,15 @@ class TierMover:
         for move in moves:
             self._verify(move.target, move.digest)
         self._each_step("verify", moves)
-        flags = self.env.write(lambda txn: [self._switch(txn, m.blob, m.source, m.target) for m in moves])
+        flags = self.env.write(lambda txn: [
+            placement.switch_blob(txn, self.env, _key(m.blob), m.source.volume_id, m.target.tier, m.target.volume_id)
+            for m in moves])
         self._each_step("switch", moves)
         for move, switched in zip(moves, flags, strict=True):
             # Through the sealing layer: the copy left behind has its key slots zeroed first.
             (move.source if switched else move.target).access.delete(move.digest)
         self._each_step("delete", moves)
-        self.env.write(lambda txn: [txn.delete(k, db=self.env.dbs["moves"]) for k, _ in intents])
+        placement.drop_move_intents(self.env, intents)
         self._each_step("done", moves)
         return [m for m, switched in zip(moves, flags, strict=True) if switched]
 
@@ -343,21 +330,11 @@ class TierMover:
             target.local.delete(digest)
             raise DataLoss(f"copy on {target.path} failed verification ({exc}); removed, the source is kept") from exc
 
-    def _switch(self, txn: lmdb.Transaction, blob: BlobRecord, source: Volume, target: Volume) -> bool:
-        value = txn.get(_key(blob), db=self.env.dbs["blobs"])
-        if value is None:
-            return False
-        current = decode(BlobRecord, value)
-        if current.location.volume_id != source.volume_id:
-            return False  # moved meanwhile by someone else: keep theirs
-        placement.relocate(txn, self.env, current, target.tier, target.volume_id, current.stored_bytes)
-        return True
-
     def resume_interrupted(self) -> int:
         """Finishes or undoes every move a crash left half done; returns how many."""
         intents = placement.move_intents(self.env)
         for intent in intents:
-            blob = self._blob(keys.blob_key(intent.digest_function, intent.digest))
+            blob = placement.blob(self.env, keys.blob_key(intent.digest_function, intent.digest))
             digest = Digest(DigestFunction(intent.digest_function), intent.digest, blob.size_bytes if blob else 0)
             if blob is not None and blob.location.volume_id == intent.to_volume_id:
                 leftover = self.store.volume(intent.from_volume_id)  # switched: the source is the leftover
@@ -366,8 +343,7 @@ class TierMover:
             if leftover is None or leftover.failed:
                 continue  # cannot reach it now; keep the intent for a later pass
             leftover.local.delete(digest)
-            intent_key = keys.blob_key(intent.digest_function, intent.digest)
-            self.env.write(lambda txn, key=intent_key: txn.delete(key, db=self.env.dbs["moves"]))
+            placement.drop_move_intents(self.env, [intent])
         if intents:
             log.info("finished %d blob moves interrupted by a restart", len(intents))
         return len(intents)
@@ -398,15 +374,6 @@ class TierMover:
             placement.save_volume(self.env, record)
             log.info("volume %s is drained: it holds no blobs and can be removed", volume.path)
 
-    def _blob(self, blob_key: bytes) -> BlobRecord | None:
-        with self.env.read() as txn:
-            value = txn.get(blob_key, db=self.env.dbs["blobs"])
-        return None if value is None else decode(BlobRecord, value)
-
-    def _study(self, study_uid: str) -> StudyRecord | None:
-        with self.env.read() as txn:
-            value = txn.get(study_uid.encode(), db=self.env.dbs["studies"])
-        return None if value is None else decode(StudyRecord, value)
 
 
 def tier_fill(tier: Tier) -> policy.TierFill | None:

@@ -1,10 +1,9 @@
-"""Runs the background passes on their intervals; nothing else lives here."""
+"""Runs the mover's passes on their interval (back office); nothing else lives here."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from pacsvault.daemon.tiering.manager import TieringManager
 
@@ -12,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 class TieringScheduler:
-    """One thread: flush accesses, check volumes, run a mover pass, repeat."""
+    """One thread: check volumes, run a mover pass, wait, repeat."""
 
     def __init__(self, tiering: TieringManager) -> None:
         self._tiering = tiering
@@ -20,23 +19,19 @@ class TieringScheduler:
         self._thread = threading.Thread(target=self._run, name="tiering", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._tiering.config.tiering.mover_enabled:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        config = self._tiering.config.tiering
-        tick = min(config.access_flush_interval_s, config.mover_interval_s)
-        next_move = time.monotonic()
-        while not self._stop.wait(tick):
-            self._safely(self._tiering.flush_accesses)
-            if config.mover_enabled and time.monotonic() >= next_move:
-                self._safely(self._tiering.check_volumes)
-                self._safely(self._tiering.mover.run_once)
-                next_move = time.monotonic() + config.mover_interval_s
-        self._safely(self._tiering.flush_accesses)
+        interval = self._tiering.config.tiering.mover_interval_s
+        while not self._stop.wait(interval):
+            self._safely(self._tiering.check_volumes)
+            self._safely(self._tiering.mover.run_once)
 
     @staticmethod
     def _safely(job: object) -> None:

@@ -1,16 +1,24 @@
-"""Opening the configured volumes against what the index remembers of them.
+"""Opening the volumes against what the index remembers of them, in every process.
 
 Each volume carries a marker with its identity. The index records which
 identity was seen at which path, so a disk that is not mounted (the mount
 point is now an empty directory on the root filesystem) or the wrong disk is
 refused and reported instead of being written into. A new, empty path is
 taken into use and remembered.
+
+The index's volume records are the one list every process works from: the
+back office registers the configured volumes at start (``register_configured``)
+and those added or drained while running; every serving process builds its
+store from the records (``VolumeSync``) and follows their changes. A volume
+that one process finds failing is recorded there too, so the others stop
+writing to it on their next call.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,14 +43,17 @@ from pacsvault.daemon.storage.tiered import (
 log = logging.getLogger(__name__)
 
 
-def open_store(config: Config, env: IndexEnvironment, clock: Callable[[], float] = time.time,
-               sealer: BlobSealer | None = None) -> TieredBlobStore:
-    """Every configured tier with the volumes that pass their identity check."""
+def register_configured(config: Config, env: IndexEnvironment,
+                        clock: Callable[[], float] = time.time) -> list[RefusedVolume]:
+    """Identifies every configured volume and records it in the index (back office, at start).
+
+    Returns the volumes refused, with why. Unfinished writes a crash left are
+    removed here, before any serving process starts writing.
+    """
     known = {r.volume_id: r for r in placement.volumes(env)}
     by_path = {r.path: r for r in known.values()}
-    tiers, refused = [], []
+    refused = []
     for tier_config in config.tiers:
-        tier = Tier(tier_config.name)
         for configured in tier_config.volumes:
             root = config.resolve(configured)
             try:
@@ -52,12 +63,76 @@ def open_store(config: Config, env: IndexEnvironment, clock: Callable[[], float]
                 refused.append(RefusedVolume(tier_config.name, str(root), str(exc)))
                 continue
             record = known.get(volume_id) or VolumeRecord(volume_id=volume_id, state="active", added_at=clock())
-            if record.path != str(root) or record.tier != tier_config.name:
+            if record.path != str(root) or record.tier != tier_config.name or volume_id not in known:
                 record.path, record.tier = str(root), tier_config.name
                 placement.save_volume(env, record)
-            tier.volumes.append(build_volume(config, tier_config, root, volume_id, record.state, sealer))
-        tiers.append(tier)
-    return TieredBlobStore(tiers, refused, sealer)
+                known[volume_id] = record
+    for record in known.values():
+        _clean_tmp(Path(record.path), record.volume_id)
+    return refused
+
+
+def open_store(config: Config, env: IndexEnvironment, sealer: BlobSealer | None = None,
+               refused: list[RefusedVolume] | None = None) -> TieredBlobStore:
+    """The store of one process over the recorded volumes, following their changes from then on."""
+    store = TieredBlobStore([Tier(t.name) for t in config.tiers], refused, sealer)
+    sync = VolumeSync(config, env, store)
+    sync.sync(force=True)
+    store.refresh = sync.sync
+    return store
+
+
+class VolumeSync:
+    """Keeps one process's store in step with the index's volume records."""
+
+    def __init__(self, config: Config, env: IndexEnvironment, store: TieredBlobStore) -> None:
+        self._config, self._env, self._store = config, env, store
+        self._generation = -1
+        self._lock = threading.Lock()
+
+    def sync(self, force: bool = False) -> None:
+        """One index read when nothing changed; otherwise applies the changes to the store."""
+        if not force and placement.volumes_generation(self._env) == self._generation:
+            return
+        with self._lock:
+            generation, records = placement.volumes_with_generation(self._env)
+            if generation == self._generation and not force:
+                return
+            for record in records:
+                self._apply(record)
+            self._generation = generation
+
+    def _apply(self, record: VolumeRecord) -> None:
+        volume = self._store.volume(record.volume_id)
+        if volume is not None and volume.path == record.path:
+            volume.failed, volume.draining = record.failed, record.state in ("draining", "drained")
+            return
+        tier = next((t for t in self._config.tiers if t.name == record.tier), None)
+        if tier is None or record.state == "drained":
+            return
+        root = Path(record.path)
+        try:
+            present = read_marker(root) == record.volume_id
+        except Unavailable:
+            present = False
+        if not present:
+            return  # not mounted, or another disk: its blobs read as unavailable, nothing lands there
+        self._store.add_volume(build_volume(self._config, tier, root, record, self._store.sealer,
+                                            on_failure_change=self._record_failure))
+
+    def _record_failure(self, volume: Volume) -> None:
+        reason = volume.failed
+
+        def change(record: VolumeRecord) -> bool:
+            if record.failed == reason:
+                return False
+            record.failed = reason
+            return True
+
+        try:
+            placement.update_volume(self._env, volume.volume_id, change)
+        except Exception:  # noqa: BLE001 - this process has stopped using it; the others learn at their next error
+            log.exception("volume %s: could not record its state in the index", volume.path)
 
 
 def _identify(root: Path, registered: VolumeRecord | None, known: dict[str, VolumeRecord]) -> str:
@@ -81,27 +156,37 @@ def _identify(root: Path, registered: VolumeRecord | None, known: dict[str, Volu
     return write_marker(root)
 
 
-def build_volume(config: Config, tier: TierConfig, root: Path, volume_id: str, state: str = "active",
-                 sealer: BlobSealer | None = None) -> Volume:
-    local = LocalBlobAccess(root, volume_id)
-    removed = local.clean_tmp()
+def _clean_tmp(root: Path, volume_id: str) -> None:
+    try:
+        if read_marker(root) != volume_id:
+            return
+        removed = LocalBlobAccess(root, volume_id).clean_tmp()
+    except (Unavailable, OSError):
+        return
     if removed:
         log.info("volume %s: removed %d unfinished writes left by a crash", root, removed)
+
+
+def build_volume(config: Config, tier: TierConfig, root: Path, record: VolumeRecord,
+                 sealer: BlobSealer | None = None,
+                 on_failure_change: Callable[[Volume], None] = lambda volume: None) -> Volume:
+    local = LocalBlobAccess(root, record.volume_id)
     access = CompressingBlobAccess(
         local, level=config.storage.compression_level, frame_size=config.storage.frame_size_bytes,
         sealer=sealer, shred_on_delete=config.encryption.shred_on_delete,
     )
     return Volume(
-        tier=tier.name, volume_id=volume_id, path=str(root), local=local, access=access,
+        tier=tier.name, volume_id=record.volume_id, path=str(root), local=local, access=access,
         watermarks=Watermarks(tier.high_watermark, tier.low_watermark, tier.reserve_bytes),
-        usage=lambda: disk_usage(root), volume_class=tier.volume_class, draining=state == "draining",
-        device=os.stat(root).st_dev,
+        usage=lambda: disk_usage(root), volume_class=tier.volume_class,
+        draining=record.state in ("draining", "drained"), device=os.stat(root).st_dev, failed=record.failed,
+        on_failure_change=on_failure_change,
     )
 
 
 def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, tier_name: str, path: str,
                clock: Callable[[], float] = time.time) -> Volume:
-    """Takes a new volume into use while the daemon runs; it takes data at once."""
+    """Takes a new volume into use while the daemon runs; every process writes to it from its next call."""
     tier = next((t for t in config.tiers if t.name == tier_name), None)
     if tier is None:
         raise InvalidInput(f"tier {shown(tier_name)} is not configured "
@@ -109,6 +194,7 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     root = Path(path)
     if not root.is_absolute():
         raise InvalidInput(f"volume path {shown(path)} must be absolute")
+    store.refresh()
     if any(v.path == str(root) for v in store.volumes):
         raise InvalidInput(f"{shown(path)} is already a volume")
     try:
@@ -121,23 +207,31 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     volume_id = _identify(root, None, known)
     record = known.get(volume_id) or VolumeRecord(volume_id=volume_id, state="active", added_at=clock())
     record.path, record.tier = str(root), tier_name
+    if record.state == "drained":
+        record.state = "active"
     placement.save_volume(env, record)
-    volume = build_volume(config, tier, root, volume_id, record.state, store.sealer)
-    store.add_volume(volume)
+    store.refresh()
+    volume = store.volume(volume_id)
+    if volume is None:
+        raise Unavailable(f"volume {root} was recorded but could not be opened")
     log.info("volume %s added to tier %s", root, tier_name)
     return volume
 
 
 def set_draining(env: IndexEnvironment, store: TieredBlobStore, volume_ref: str) -> Volume:
-    """Stops new data landing on a volume; the mover then empties it."""
+    """Stops new data landing on a volume, in every process; the mover then empties it."""
+    store.refresh()
     volume = next((v for v in store.volumes if volume_ref in (v.volume_id, v.path)), None)
     if volume is None:
         raise InvalidInput(f"no volume {shown(volume_ref)} (give its path or id; `pacsvault tiers` lists them)")
     others = [v for v in store.volumes if v is not volume and not v.draining and not v.failed]
     if not others:
         raise InvalidInput(f"cannot drain {volume.path}: no other volume could take its data")
-    record = next(r for r in placement.volumes(env) if r.volume_id == volume.volume_id)
-    record.state = "draining"
-    placement.save_volume(env, record)
-    volume.draining = True
+
+    def change(record: VolumeRecord) -> bool:
+        record.state = "draining"
+        return True
+
+    placement.update_volume(env, volume.volume_id, change)
+    store.refresh()
     return volume

@@ -355,6 +355,7 @@ class VolumeRecord(_message.Message):
     BLOB_COUNT_FIELD_NUMBER: _builtins.int
     STORED_BYTES_FIELD_NUMBER: _builtins.int
     ADDED_AT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     tier: _builtins.str
     path: _builtins.str
@@ -363,6 +364,11 @@ class VolumeRecord(_message.Message):
     blob_count: _builtins.int
     stored_bytes: _builtins.int
     added_at: _builtins.float
+    failed: _builtins.str
+    """Why the volume takes no new data now (I/O errors, its marker gone, or the
+    disk health rules: a failing disk beneath); empty while it works. Set by
+    whichever process saw it, so that every process stops writing there.
+    """
     def __init__(
         self,
         *,
@@ -373,10 +379,11 @@ class VolumeRecord(_message.Message):
         blob_count: _builtins.int = ...,
         stored_bytes: _builtins.int = ...,
         added_at: _builtins.float = ...,
+        failed: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "blob_count", b"blob_count", "path", b"path", "state", b"state", "stored_bytes", b"stored_bytes", "tier", b"tier", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "blob_count", b"blob_count", "failed", b"failed", "path", b"path", "state", b"state", "stored_bytes", b"stored_bytes", "tier", b"tier", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import lmdb
 
-from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import BlobRecord, OutboxEntry, decode, encode
+from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry, decode, encode
 
 _SEQ = struct.Struct(">Q")
 _NEXT_SEQ = b"outbox_next_seq"
@@ -94,3 +94,36 @@ def _add_pending(txn: lmdb.Transaction, env: IndexEnvironment, delta: int) -> No
     raw = txn.get(_PENDING_BYTES, db=env.dbs["meta"])
     value = max(0, (_SEQ.unpack(raw)[0] if raw else 0) + delta)
     txn.put(_PENDING_BYTES, _SEQ.pack(value), db=env.dbs["meta"])
+
+
+def reseed(env: IndexEnvironment, now: float, batch: int = 1000) -> int:
+    """Queues every instance for replication again (a new, empty peer); returns how many.
+
+    One transaction per ``batch`` instances, so a large archive never holds the writer long.
+    """
+    queued, after = 0, b""
+    while True:
+        def op(txn: lmdb.Transaction, start: bytes = after) -> tuple[int, bytes]:
+            cursor = txn.cursor(db=env.dbs["instances"])
+            count, last = 0, start
+            if not cursor.set_range(start):
+                return 0, start
+            for key, value in cursor:
+                if key == start:
+                    continue
+                instance = decode(InstanceRecord, value)
+                blob_value = txn.get(keys.blob_key(DigestFunction.BLAKE3, instance.digest), db=env.dbs["blobs"])
+                blob = decode(BlobRecord, blob_value) if blob_value else None
+                append(txn, env, OutboxEntry(
+                    sop_instance_uid=instance.sop_instance_uid, digest_function=int(DigestFunction.BLAKE3),
+                    digest=instance.digest, size_bytes=blob.size_bytes if blob else instance.size_bytes,
+                    enqueued_at=now))
+                count, last = count + 1, bytes(key)
+                if count >= batch:
+                    break
+            return count, last
+
+        count, after = env.write(op)
+        queued += count
+        if count < batch:
+            return queued

@@ -5,6 +5,12 @@ frames, so a pass over a large archive writes a few hundred bytes per blob.
 The pass is idempotent and resumable: a blob already under the active
 version is skipped, and when the daemon starts with a pass unfinished (the
 index remembers the version the last clean pass reached) it runs again.
+
+Rotation runs in the back office. The serving processes read the new keyring
+when the index says the active version changed (``index.rotation``); a blob
+one of them sealed under the old version in the meantime is listed by its
+own index commit, and the pass re-wraps those too before it calls itself
+complete.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from dataclasses import dataclass
 from pacsvault.daemon.crypto.keyring import KeyringHolder
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import DataLoss, NotFound, Unavailable
+from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import BlobRecord, decode
+from pacsvault.daemon.index.records import BlobRecord
 from pacsvault.daemon.storage.tiered import TieredBlobStore
 
 log = logging.getLogger(__name__)
-_REWRAPPED_TO = b"keys_rewrapped_to_version"
 _PAGE = 1000
 
 
@@ -44,19 +50,18 @@ class KeyRotation:
 
     @property
     def rewrapped_to(self) -> int:
-        with self._env.read() as txn:
-            raw = txn.get(_REWRAPPED_TO, db=self._env.dbs["meta"])
-        # An index without the mark has only ever wrapped under the first version.
-        return int(raw) if raw else 1
+        return rotation.rewrapped_to(self._env)
 
     def rotate(self) -> int:
-        """Makes a new KEK version active (durably, in the keyring) and starts the re-wrap."""
+        """Makes a new KEK version active (durably, in the keyring), tells every process, starts the re-wrap."""
         ring = self._holder.rotate()
+        rotation.set_active_version(self._env, ring.active)
         log.info("key-encryption key version %d is now active; re-wrapping data keys", ring.active)
         self.start()
         return ring.active
 
     def resume_if_needed(self) -> None:
+        rotation.set_active_version(self._env, self._holder.current.active)
         if self.rewrapped_to < self._holder.current.active:
             log.info("a re-wrap to key version %d is unfinished; resuming it", self._holder.current.active)
             self.start()
@@ -79,37 +84,31 @@ class KeyRotation:
         progress = self.progress = RewrapProgress(state="running")
         after = b""
         while not self._stop.is_set():
-            page = self._page(after)
+            page = rotation.blob_page(self._env, after, _PAGE)
             if not page:
                 break
             for _, blob in page:
                 self._rewrap_one(blob, progress)
             after = page[-1][0]
+        while not self._stop.is_set():
+            listed = rotation.pending(self._env, _PAGE)
+            if not listed:
+                break
+            for _, blob in listed:
+                if blob is not None:
+                    self._rewrap_one(blob, progress)
+            rotation.pending_done(self._env, [key for key, _ in listed])
         if self._stop.is_set():
             progress.state = "idle"
             return progress
         progress.state = "failed" if progress.failed else "complete"
         if not progress.failed:
-            self._env.write(lambda txn: txn.put(_REWRAPPED_TO, str(target).encode(), db=self._env.dbs["meta"]))
+            rotation.set_rewrapped_to(self._env, target)
             log.info("every data key is wrapped under key version %d (%d re-wrapped)", target, progress.rewrapped)
         else:
             log.error("re-wrap to key version %d left %d blobs under older versions: %s", target,
                       progress.failed, progress.last_error)
         return progress
-
-    def _page(self, after: bytes) -> list[tuple[bytes, BlobRecord]]:
-        with self._env.read() as txn:
-            cursor = txn.cursor(db=self._env.dbs["blobs"])
-            if not cursor.set_range(after):
-                return []
-            out = []
-            for key, value in cursor:
-                if key == after:
-                    continue
-                out.append((bytes(key), decode(BlobRecord, value)))
-                if len(out) >= _PAGE:
-                    break
-            return out
 
     def _rewrap_one(self, blob: BlobRecord, progress: RewrapProgress) -> None:
         digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)

@@ -1,0 +1,1 @@
+"""How pacsvaultd runs: a supervisor, N serving workers and one back office (see README, "How it runs")."""

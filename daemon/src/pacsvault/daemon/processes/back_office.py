@@ -1,0 +1,264 @@
+"""The back office: the one process that runs what must run once per appliance.
+
+It checks the data dir at start (encryption settings, volume identities,
+unfinished writes and deletions a crash left), then runs the tier mover,
+the replication sender and peer listener, the disk-health monitor, key
+rotation, the ATNA export, audit checkpoints and the metrics endpoint, and
+answers the operators' methods the serving processes forward to it.
+
+``build`` is its composition root; ``main`` runs it as a child of the supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from pacsvault.daemon.appliance_health import ApplianceHealthReport
+from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
+from pacsvault.daemon import config as config_module
+from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
+from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.errors import ConfigError, PacsvaultError
+from pacsvault.daemon.first_use import check_encryption_settings
+from pacsvault.daemon.health import HealthMonitor, build_monitor
+from pacsvault.daemon.index import outbox
+from pacsvault.daemon.index.catalog import Catalog
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.key_rotation import KeyRotation
+from pacsvault.daemon.metrics import DaemonMetrics, MetricsServer
+from pacsvault.daemon.processes import child, layout
+from pacsvault.daemon.processes.doorbell import DoorbellListener
+from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK_NAME
+from pacsvault.daemon.replication.manager import ReplicationManager
+from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
+from pacsvault.daemon.retrieval import address
+from pacsvault.daemon.server import create_internal_server
+from pacsvault.daemon.service.appliance_service import ApplianceServicer
+from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
+from pacsvault.daemon.service.security_service import KeyServicer
+from pacsvault.daemon.service.storage_service import StorageServicer
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
+from pacsvault.daemon.tiering.manager import TieringManager
+from pacsvault.daemon.tiering.scheduler import TieringScheduler
+from pacsvault.daemon.tiering.volumes import open_store, register_configured
+from pacsvault.v1 import appliance_pb2_grpc, replication_pb2_grpc, security_pb2_grpc, storage_pb2_grpc
+
+log = logging.getLogger("pacsvaultd.back-office")
+# Audit checkpoints are considered, and stale LMDB readers of killed processes cleared, this often.
+HOUSEKEEPING_S = 1.0
+READER_CHECK_S = 30.0
+
+
+@dataclass
+class BackOfficeParts:
+    config: Config
+    run_dir: Path
+    keys: ApplianceKeys | None
+    index: IndexEnvironment
+    store: TieredBlobStore
+    tiering: TieringManager
+    deletion: Deletion
+    audit: AuditTrail | None
+    peer: PeerClient | None
+    replication: ReplicationManager | None
+    key_rotation: KeyRotation | None
+    monitor: HealthMonitor
+    report: ApplianceHealthReport
+    bell: DoorbellListener
+    locks: BlobLocks
+    scheduler: TieringScheduler
+    atna: AtnaScheduler
+    internal: grpc.Server
+    volume_locks: list[DataDirLock] = field(default_factory=list)
+
+    def close(self) -> None:
+        for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop):
+            step()
+        if self.replication is not None:
+            self.bell.ring()
+            self.replication.stop()
+        if self.key_rotation is not None:
+            self.key_rotation.stop()
+        if self.audit is not None:
+            self.audit.close()  # its last checkpoint, after everything that could still write
+        if self.peer is not None:
+            self.peer.close()
+        self.monitor.join()
+        self.index.close()
+        self.bell.close()
+        self.locks.close()
+        for lock in self.volume_locks:
+            lock.release()
+
+
+def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
+    """Checks the data dir and builds the back office; nothing runs until ``start``."""
+    keys = open_keys(config)
+    index = IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
+                             max_batch=config.index.max_batch, keys=keys)
+    check_encryption_settings(index, keys)
+    refused = register_configured(config, index, clock)
+    sealer = BlobSealer(keys) if keys else None
+    store = open_store(config, index, sealer, refused)
+    volume_locks = _lock_volumes(store)
+    tiering = TieringManager(config, index, store, clock)
+    locks = BlobLocks(layout.blob_locks(run_dir))
+    catalog = Catalog(index, replicate=config.replication.enabled)
+    deletion = Deletion(catalog, store, locks, clock=clock)
+    bell = DoorbellListener(layout.outbox_bell(run_dir))
+    peer = _peer_client(config) if config.replication.enabled else None
+    audit = None
+    if config.audit.enabled:
+        witness = None if peer is None else (
+            lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True)))
+        audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+    replication = None
+    if peer is not None:
+        replication = ReplicationManager(
+            config, index, lambda blob: store.open(address(blob), Location(blob.location.tier,
+                                                                           blob.location.volume_id), stored=True),
+            peer, bell.wait, clock)
+    rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
+    monitor = build_monitor(config, lambda: store.volumes)
+    report = ApplianceHealthReport(index, tiering, replication.status if replication else None)
+    internal = create_internal_server(layout.back_office_socket(run_dir), [
+        (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
+        (storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(tiering)),
+        (replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
+         ReplicationStatusServicer(replication, lambda: _reseed(index, bell))),
+        (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),
+    ])
+    return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
+                           rotation, monitor, report, bell, locks, TieringScheduler(tiering),
+                           build_scheduler(config, audit), internal, volume_locks)
+
+
+def _reseed(index: IndexEnvironment, bell: DoorbellListener) -> int:
+    queued = outbox.reseed(index, time.time())
+    bell.ring()
+    return queued
+
+
+def _peer_client(config: Config) -> PeerClient:
+    r = config.replication
+    return PeerClient(r.peer_address, mtls_credentials(*map(config.resolve, (r.ca_file, r.cert_file, r.key_file))))
+
+
+def _lock_volumes(store: TieredBlobStore) -> list[DataDirLock]:
+    """One daemon per volume: another pacsvaultd (another data dir) configured on ours is refused."""
+    held = []
+    for volume in store.volumes:
+        lock = DataDirLock(Path(volume.path), VOLUME_LOCK_NAME, what="tier volume")
+        try:
+            lock.acquire()
+        except ConfigError:
+            for other in held:
+                other.release()
+            raise
+        held.append(lock)
+    return held
+
+
+def recover(parts: BackOfficeParts) -> None:
+    """Finishes what a crash left: deletions between their commit and their files, a re-wrap pass."""
+    destroyed = parts.deletion.destroy_doomed_blobs()
+    if destroyed:
+        log.info("destroyed %d blobs whose deletion a restart interrupted", destroyed)
+    if parts.key_rotation is not None:
+        parts.key_rotation.resume_if_needed()
+
+
+def start(parts: BackOfficeParts) -> MetricsServer | None:
+    """Starts every background job and the internal listener; returns the metrics listener."""
+    parts.internal.start()
+    parts.monitor.start()  # measures the volumes before anything reports on them
+    metrics_server = None
+    if parts.config.metrics.enabled:
+        metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
+                                lambda: layout.read_processes(parts.run_dir))
+        metrics_server = metrics.serve(parts.config.metrics)
+    parts.scheduler.start()
+    parts.atna.start()
+    if parts.replication is not None:
+        parts.replication.start()
+    return metrics_server
+
+
+def main() -> int:
+    spec = child.start("back-office")
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; a terminal's ^C reaches it too
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    try:
+        parts = build(spec.config, spec.run_dir)
+        recover(parts)
+        metrics_server = start(parts)
+    except ConfigError as exc:
+        child.report(error=f"configuration error: {exc}", exit=2)
+        return 2
+    except PacsvaultError as exc:
+        child.report(error=f"cannot start: {exc}", exit=1)
+        return 1
+    child.report(ready=True, metrics_port=metrics_server.port if metrics_server else 0,
+                 replication_port=parts.replication.port if parts.replication else 0)
+    last_reader_check = time.monotonic()
+    try:
+        while not stop.wait(HOUSEKEEPING_S):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                _reload_volumes(parts)
+            if parts.audit is not None:
+                _safely(parts.audit.checkpoint_if_due)
+            if time.monotonic() - last_reader_check > READER_CHECK_S:
+                last_reader_check = time.monotonic()
+                _safely(parts.index.env.reader_check)  # slots a killed process held
+    finally:
+        parts.close()
+        if metrics_server is not None:
+            metrics_server.close()
+    log.info("back office stopped")
+    return 0
+
+
+def _reload_volumes(parts: BackOfficeParts) -> None:
+    """SIGHUP: takes volumes newly listed in the config file into use; other changes need a restart."""
+    try:
+        fresh = config_module.from_dict(json.loads(layout.config_file(parts.run_dir).read_text()))
+    except (ConfigError, OSError, ValueError) as exc:
+        log.error("SIGHUP: config not reloaded: %s", exc)
+        return
+    known = {v.path for v in parts.store.volumes}
+    for tier in fresh.tiers:
+        for path in tier.volumes:
+            resolved = str(parts.config.resolve(path))
+            if resolved not in known:
+                try:
+                    parts.tiering.add_volume(tier.name, resolved)
+                except PacsvaultError as exc:
+                    log.error("SIGHUP: volume %s not added: %s", resolved, exc)
+    log.info("SIGHUP: volumes reloaded; changes to other settings take effect at the next restart")
+
+
+def _safely(job: object) -> None:
+    try:
+        job()  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - housekeeping is retried next round
+        log.exception("housekeeping step %s failed", getattr(job, "__name__", job))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""A serving process: the client API on the shared port, ingest, find and retrieve.
+
+Several run side by side (``server.workers``), each with its own interpreter
+and so its own core; they share the LMDB index, the tier volumes and the
+audit trail, and what one learns that the others must know goes through the
+index. Operators' methods about what runs once per appliance are forwarded
+to the back office.
+
+``build`` is its composition root; ``main`` runs it as a child of the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pacsvault.daemon import __version__
+from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.config import Config
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
+from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
+from pacsvault.daemon.index import rotation
+from pacsvault.daemon.index.catalog import Catalog
+from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.records import InstanceRecord
+from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.metrics import rpc_metrics_interceptor
+from pacsvault.daemon.processes import child, layout
+from pacsvault.daemon.processes.doorbell import Doorbell
+from pacsvault.daemon.processes.locks import BlobLocks
+from pacsvault.daemon.processes.ports import with_port
+from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
+from pacsvault.daemon.replication.restore import restore_from_peer
+from pacsvault.daemon.repair import Repairer
+from pacsvault.daemon.retrieval import Retrieval
+from pacsvault.daemon.search import Search
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.scope import ScopeGuard
+from pacsvault.daemon.server import Registration, Served, create_server
+from pacsvault.daemon.service.archive_service import ArchiveServicer
+from pacsvault.daemon.service.audit_service import AuditServicer
+from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
+from pacsvault.daemon.service.replication_service import ReplicationServicer
+from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
+from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.tiered import TieredBlobStore
+from pacsvault.daemon.tiering.reads import ClinicalRequests, ReadRecorder
+from pacsvault.daemon.tiering.volumes import open_store
+from pacsvault.v1 import (
+    appliance_pb2,
+    appliance_pb2_grpc,
+    archive_pb2_grpc,
+    audit_pb2_grpc,
+    replication_pb2_grpc,
+    security_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+
+log = logging.getLogger("pacsvaultd.worker")
+# How often a worker looks for a rotated keyring (a blob sealed under the old key meanwhile is
+# listed for re-wrapping by its own commit, so this is about wasted work, not correctness).
+KEYRING_CHECK_S = 1.0
+
+
+@dataclass
+class WorkerParts:
+    config: Config
+    keys: ApplianceKeys | None
+    index: IndexEnvironment
+    store: TieredBlobStore
+    catalog: Catalog
+    audit: AuditTrail | None
+    peer: PeerClient | None
+    reads: ReadRecorder
+    ingest: Ingest
+    retrieval: Retrieval
+    search: Search
+    deletion: Deletion
+    requests: ClinicalRequests
+    credentials: CredentialStore
+    back_office: BackOffice
+    locks: BlobLocks
+    bell: Doorbell
+    services: list[Registration]
+
+    def close(self) -> None:
+        self.reads.flush()
+        if self.audit is not None:
+            self.audit.close()
+        if self.peer is not None:
+            self.peer.close()
+        self.back_office.close()
+        self.index.close()
+        self.bell.close()
+        self.locks.close()
+
+
+def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
+          clock: Callable[[], float] = time.time) -> WorkerParts:
+    """One serving process's objects, wired; the back office has already checked the data dir.
+
+    ``index``: share an index already open in this process (tests that run a
+    worker's and the back office's parts side by side; LMDB allows one
+    environment per process).
+    """
+    keys = open_keys(config) if index is None else index.keys
+    index = index or IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
+                                      max_batch=config.index.max_batch, keys=keys)
+    store = open_store(config, index, BlobSealer(keys) if keys else None)
+    catalog = Catalog(index, replicate=config.replication.enabled)
+    locks = BlobLocks(layout.blob_locks(run_dir))
+    bell = Doorbell(layout.outbox_bell(run_dir))
+    audit = open_trail(config, keys, checkpointing=False) if config.audit.enabled else None
+    peer = None
+    if config.replication.enabled:
+        r = config.replication
+        peer = PeerClient(r.peer_address, mtls_credentials(*map(config.resolve, (r.ca_file, r.cert_file,
+                                                                                  r.key_file))))
+    first_tier = config.tiers[0].name
+    reads = ReadRecorder(index, first_tier, config.tiering.promote_on_access, clock)
+    ingest = Ingest(config.limits, catalog, store, locks, on_stored=bell.ring, clock=clock)
+    retrieval = Retrieval(catalog, store, ScopeGuard(catalog, index.tags), reads,
+                          Repairer(catalog, store, peer.fetch_verified) if peer else None,
+                          _alert_to(audit))
+    search = Search(index, config.limits)
+    deletion = Deletion(catalog, store, locks, on_changed=bell.ring, clock=clock)
+    credentials = CredentialStore(index, clock)
+    requests = ClinicalRequests(index, search, first_tier, clock)
+    back_office = BackOffice(layout.back_office_socket(run_dir))
+    restore = None
+    if peer is not None:
+        restore = lambda: restore_from_peer(  # noqa: E731
+            peer, lambda sop: catalog.known_instance(sop) is not None, ingest.store_from_peer)
+    services: list[Registration] = [
+        (archive_pb2_grpc.add_ArchiveServiceServicer_to_server, ArchiveServicer(
+            config.limits, ingest, search, retrieval, deletion, requests)),
+        (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, forwarding_servicer(
+            appliance_pb2_grpc.ApplianceServiceServicer,
+            appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"], back_office)),
+        (storage_pb2_grpc.add_StorageServiceServicer_to_server, forwarding_servicer(
+            storage_pb2_grpc.StorageServiceServicer, storage_pb2.DESCRIPTOR.services_by_name["StorageService"],
+            back_office)),
+        (replication_pb2_grpc.add_ReplicationServiceServicer_to_server, ReplicationServicer(restore, back_office)),
+        (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
+                                                                                   back_office)),
+        (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials)),
+        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
+    ]
+    return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
+                       deletion, requests, credentials, back_office, locks, bell, services)
+
+
+def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]
+    def alert(reason: str, instance: InstanceRecord) -> None:
+        if audit is None:
+            return
+        try:
+            audit.record_security_alert(reason, instance.study_instance_uid, instance.sop_instance_uid)
+        except Unavailable:
+            log.exception("the security alert could not be recorded in the audit trail")
+    return alert
+
+
+class Housekeeping:
+    """One thread per worker: whether any volume takes data (grpc.health), reads, a rotated keyring."""
+
+    def __init__(self, parts: WorkerParts, served: Served) -> None:
+        self._parts, self._served = parts, served
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+
+    def check_writable(self) -> None:
+        store = self._parts.store
+        store.refresh()
+        self._served.set_writable(any(v.accepts(0) for v in store.volumes))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        config = self._parts.config
+        steps = [(self.check_writable, config.health.capacity_interval_s),
+                 (self._parts.reads.flush, config.tiering.access_flush_interval_s),
+                 (self._follow_keyring, KEYRING_CHECK_S)]
+        due = {step: time.monotonic() + interval for step, interval in steps}
+        while not self._stop.wait(0.2):
+            for step, interval in steps:
+                if time.monotonic() >= due[step]:
+                    due[step] = time.monotonic() + interval
+                    try:
+                        step()
+                    except Exception:  # noqa: BLE001 - retried next round
+                        log.exception("housekeeping step %s failed", getattr(step, "__name__", step))
+
+    def _follow_keyring(self) -> None:
+        keys = self._parts.keys
+        if keys is None:
+            return
+        index = self._parts.index
+        with index.read() as txn:
+            wanted = rotation.active_version(txn, index)
+        if wanted > keys.holder.current.active:
+            keys.holder.reload()
+            log.info("key-encryption key version %d is active now (rotated)", keys.holder.current.active)
+
+
+def main() -> int:
+    spec = child.start("worker")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; a terminal's ^C reaches it too
+    config = spec.config
+    try:
+        parts = build(config, spec.run_dir)
+        listen = with_port(config.server.listen, spec.port)
+        served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
+                               parts.audit, [rpc_metrics_interceptor()], share_port=True)
+    except ConfigError as exc:
+        child.report(error=f"configuration error: {exc}", exit=2)
+        return 2
+    except PacsvaultError as exc:
+        child.report(error=f"cannot start: {exc}", exit=1)
+        return 1
+    signal.signal(signal.SIGHUP, lambda *_: parts.store.refresh())
+    housekeeping = Housekeeping(parts, served)
+    housekeeping.check_writable()  # right from the start: NOT_SERVING when no volume can take data
+    served.server.start()
+    served.set_serving(True)
+    housekeeping.start()
+    child.report(ready=True, port=served.port)
+    log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
+    stop.wait()
+    served.shutdown(config.server.shutdown_grace_s)
+    housekeeping.stop()
+    parts.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
