@@ -19,6 +19,8 @@ from pacsvault.client import PacsvaultClient
 from pacsvault.client import corpus as corpus_module
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+# Serving processes of every daemon a test starts: CI runs the suite as appliances run (several).
+WORKERS = os.environ.get("PACSVAULT_TEST_WORKERS", "2")
 
 
 class Daemon:
@@ -45,7 +47,8 @@ class Daemon:
         self.metrics_port_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
-                "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file), *self.extra]
+                "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file),
+                "--workers", WORKERS, *self.extra]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it

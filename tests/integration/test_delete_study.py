@@ -11,7 +11,6 @@ import grpc
 import pytest
 
 from pacsvault.daemon import config as config_module
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.errors import DataLoss
 from pacsvault.daemon.storage import blob_format
@@ -20,6 +19,7 @@ from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import FramedReader
 from pacsvault.daemon.storage.local import FileReader
 from tests.conftest import dicom_bytes, identity, run_cli
+from pacsvault.daemon.processes.in_process import InProcess
 from tests.integration.test_audit import audit_records
 from tests.integration.test_replication_pair import Pair, pair, shard_files, wait_drained  # noqa: F401
 
@@ -118,7 +118,7 @@ def test_deleting_the_last_study_removes_the_patient(daemon_factory) -> None:  #
 
 def test_a_crash_between_the_commit_and_the_files_is_redone_at_start(tmp_path: Path) -> None:
     config = config_module.Config(data_dir=str(tmp_path / "data")).with_overrides()
-    archive = Archive(config)
+    archive = InProcess(config, tmp_path / "run")
     studies = two_studies("DEL-3")
     for instances in studies.values():
         for data in instances.values():
@@ -127,7 +127,7 @@ def test_a_crash_between_the_commit_and_the_files_is_redone_at_start(tmp_path: P
     archive.catalog.delete_study(uid, time.time())  # committed; the daemon dies before destroying the files
     assert len(blob_paths(tmp_path / "data")) == 4
     archive.close()
-    reopened = Archive(config)
+    reopened = InProcess(config, tmp_path / "run")
     try:
         assert len(blob_paths(tmp_path / "data")) == 2
         assert reopened.catalog.doomed_blobs() == []

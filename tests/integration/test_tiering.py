@@ -14,12 +14,12 @@ import pytest
 
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon import config as config_module
-from pacsvault.daemon.archive import Archive
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.records import StudyRecord, decode
 from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.tiering.mover import STEPS
+from pacsvault.daemon.processes.in_process import InProcess
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[corpus_module.Gener
                                   series_per_study=2, instances_per_series=4, seed=5)
 
 
-def store_all(archive: Archive, corpus: list[corpus_module.GeneratedInstance]) -> dict[str, bytes]:
+def store_all(archive: InProcess, corpus: list[corpus_module.GeneratedInstance]) -> dict[str, bytes]:
     stored = {}
     for item in corpus:
         data = item.path.read_bytes()
@@ -52,14 +52,14 @@ def store_all(archive: Archive, corpus: list[corpus_module.GeneratedInstance]) -
     return stored
 
 
-def check_consistent(archive: Archive, expected: dict[str, bytes]) -> dict[str, int]:
+def check_consistent(archive: InProcess, expected: dict[str, bytes]) -> dict[str, int]:
     """Every instance reads back byte-identical from exactly one copy, and the books add up."""
     per_tier: dict[str, int] = {}
     for sop_uid, data in expected.items():
         _, blob = archive.catalog.instance(sop_uid)
-        assert read_all(archive.open_blob(blob)) == data
+        assert read_all(archive.worker.retrieval.open_blob(blob)) == data
         digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
-        holders = [v.volume_id for v in archive.blobs.volumes if v.local.contains(digest)]
+        holders = [v.volume_id for v in archive.office.store.volumes if v.local.contains(digest)]
         assert holders == [blob.location.volume_id], f"{sop_uid}: copies on {holders}"
         per_tier[blob.location.tier] = per_tier.get(blob.location.tier, 0) + 1
     with archive.index.read() as txn:
@@ -74,15 +74,15 @@ def check_consistent(archive: Archive, expected: dict[str, bytes]) -> dict[str, 
     return per_tier
 
 
-def hot_fill(archive: Archive) -> float:
-    return archive.blobs.tiers[0].volumes[0].usage().fill
+def hot_fill(archive: InProcess) -> float:
+    return archive.office.store.tiers[0].volumes[0].usage().fill
 
 
 def test_hot_tier_overflows_to_capacity_then_the_mover_frees_it(
     tmpfs, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
 ) -> None:
     hot = tmpfs("hot", "3m")
-    archive = Archive(make_config(tmp_path / "data", hot, [tmp_path / "capacity"]))
+    archive = InProcess(make_config(tmp_path / "data", hot, [tmp_path / "capacity"]), tmp_path / "run")
     try:
         expected = store_all(archive, corpus)  # no error although the hot tier fills up
         before = check_consistent(archive, expected)
@@ -91,7 +91,7 @@ def test_hot_tier_overflows_to_capacity_then_the_mover_frees_it(
         planned = archive.tiering.plan(1000)
         assert planned and all(m.reason == "watermark" for m in planned)
         assert check_consistent(archive, expected) == before, "plan is a dry run"
-        archive.tiering.mover.run_once(max_bytes=1 << 40)
+        archive.mover.run_once(max_bytes=1 << 40)
         assert hot_fill(archive) <= 0.5 + 0.05
         after = check_consistent(archive, expected)
         assert after["capacity"] > before["capacity"]
@@ -104,32 +104,32 @@ def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
 ) -> None:
     hot = tmpfs("hot", "16m")
     now = [time.time()]
-    archive = Archive(make_config(tmp_path / "data", hot, [tmp_path / "capacity"], demote_after_days=1),
-                      clock=lambda: now[0])
-    mover = archive.tiering.mover
+    archive = InProcess(make_config(tmp_path / "data", hot, [tmp_path / "capacity"], demote_after_days=1),
+                        tmp_path / "run", clock=lambda: now[0])
+    mover = archive.mover
     try:
         expected = store_all(archive, corpus)
         now[0] += 2 * 86400  # two days on, every study is past the one-day age rule
         mover.run_once(max_bytes=1 << 40)
         assert set(check_consistent(archive, expected)) == {"capacity"}
         study_uid = corpus[0].study_instance_uid
-        archive.study_instances(study_uid)  # a viewer opens the study
-        archive.tiering.flush_accesses()
+        archive.worker.retrieval.study_instances(study_uid)  # a viewer opens the study
+        archive.worker.reads.flush()
         mover.run_once(max_bytes=1 << 40)
         assert {b.location.tier for _, b in archive.catalog.study_instances(study_uid)} == {"hot"}
         # Pinned, the age rule passes it by; unpinned, it goes down again once cold.
-        archive.pin(study_uid, "29991231")
+        archive.worker.requests.pin(study_uid, "29991231")
         now[0] += 3 * 86400
         mover.run_once(max_bytes=1 << 40)
         assert {b.location.tier for _, b in archive.catalog.study_instances(study_uid)} == {"hot"}
-        archive.pin(study_uid, "")
+        archive.worker.requests.pin(study_uid, "")
         mover.run_once(max_bytes=1 << 40)
         assert {b.location.tier for _, b in archive.catalog.study_instances(study_uid)} == {"capacity"}
         # Prefetch brings a patient's priors back before the exam, and they stay.
         patient = corpus[0].patient_id
-        studies, size = archive.prefetch(patient, "")
+        studies, size = archive.worker.requests.prefetch(patient, "")
         assert studies == len({i.study_instance_uid for i in corpus if i.patient_id == patient}) and size > 0
-        archive.tiering.flush_accesses()
+        archive.worker.reads.flush()
         mover.run_once(max_bytes=1 << 40)
         for item in corpus:
             tier = archive.catalog.instance(item.sop_instance_uid)[1].location.tier
@@ -140,17 +140,17 @@ def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
 
 
 def test_drain_moves_everything_off_a_volume(tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]) -> None:
-    archive = Archive(make_config(tmp_path / "data", tmp_path / "hot", [tmp_path / "cap1"]))
+    archive = InProcess(make_config(tmp_path / "data", tmp_path / "hot", [tmp_path / "cap1"]), tmp_path / "run")
     try:
         expected = store_all(archive, corpus)
-        hot = archive.blobs.tiers[0].volumes[0]
+        hot = archive.office.store.tiers[0].volumes[0]
         with pytest.raises(Exception, match="no other volume"):
             archive.tiering.drain(str(tmp_path / "cap1"))  # the only other... both are needed
             archive.tiering.drain(str(tmp_path / "hot"))
         archive.tiering.add_volume("hot", str(_mkdir(tmp_path / "hot2")))
         archive.tiering.drain(hot.path)
         assert not hot.accepts(1)
-        while archive.tiering.mover.run_once(max_bytes=200_000) and _blobs_on(archive, hot.volume_id):
+        while archive.mover.run_once(max_bytes=200_000) and _blobs_on(archive, hot.volume_id):
             pass
         assert _blobs_on(archive, hot.volume_id) == 0
         record = next(r for r in placement.volumes(archive.index) if r.volume_id == hot.volume_id)
@@ -166,23 +166,24 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _blobs_on(archive: Archive, volume_id: str) -> int:
+def _blobs_on(archive: InProcess, volume_id: str) -> int:
     return next(r.blob_count for r in placement.volumes(archive.index) if r.volume_id == volume_id)
 
 
 KILLER = """
 import os, signal, sys, json
+from pathlib import Path
 from pacsvault.daemon import config as config_module
-from pacsvault.daemon.archive import Archive
-raw, step = json.loads(sys.argv[1]), sys.argv[2]
-archive = Archive(config_module.from_dict(raw))
+from pacsvault.daemon.processes import back_office
+raw, step, run = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+office = back_office.build(config_module.from_dict(raw), run)
 def on_step(name, digest, seen=[0]):
     if name == step:
         seen[0] += 1
         if seen[0] == 3:  # a few moves in, so finished moves and an interrupted one coexist
             os.kill(os.getpid(), signal.SIGKILL)
-archive.tiering.mover.on_step = on_step
-archive.tiering.mover.run_once(max_bytes=1 << 40)
+office.tiering.mover.on_step = on_step
+office.tiering.mover.run_once(max_bytes=1 << 40)
 print("finished without being killed")
 """
 
@@ -193,23 +194,24 @@ def test_sigkill_at_every_step_of_a_move_loses_nothing(
 ) -> None:
     hot = tmpfs("hot", "3m")
     config = make_config(tmp_path / "data", hot, [tmp_path / "capacity"])
-    archive = Archive(config)
+    archive = InProcess(config, tmp_path / "run")
     expected = store_all(archive, corpus)
     archive.close()
     # The operator lowers the hot tier's watermarks: the mover must free it.
     raw = {"data_dir": config.data_dir, "tiering": {"mover_max_bytes_per_s": 1 << 30},
            "tiers": [{"name": t.name, "volumes": list(t.volumes), "high_watermark": t.high_watermark / 2,
                       "low_watermark": t.low_watermark / 2, "reserve_bytes": 0} for t in config.tiers]}
-    result = subprocess.run([sys.executable, "-c", KILLER, json.dumps(raw), step], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", KILLER, json.dumps(raw), step, str(tmp_path / "run")],
+                            capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
-    archive = Archive(config_module.from_dict(raw))
+    archive = InProcess(config_module.from_dict(raw), tmp_path / "run")
     try:
         interrupted = placement.move_intents(archive.index)
         assert bool(interrupted) == (step != "done")
         # Even before recovery, every instance reads back (the index points at a good copy).
         for sop_uid, data in expected.items():
-            assert read_all(archive.open_blob(archive.catalog.instance(sop_uid)[1])) == data
-        archive.tiering.mover.run_once(max_bytes=1 << 40)
+            assert read_all(archive.worker.retrieval.open_blob(archive.catalog.instance(sop_uid)[1])) == data
+        archive.mover.run_once(max_bytes=1 << 40)
         check_consistent(archive, expected)
     finally:
         archive.close()
@@ -222,13 +224,13 @@ def test_a_volume_whose_disk_is_not_mounted_is_refused(
 
     cap = tmpfs("cap", "64m")
     config = make_config(tmp_path / "data", tmp_path / "hot", [cap])
-    archive = Archive(config)
+    archive = InProcess(config, tmp_path / "run")
     expected = store_all(archive, corpus[:8])
     archive.tiering.drain(str(tmp_path / "hot"))
-    archive.tiering.mover.run_once(max_bytes=1 << 40)  # everything now lives on the tmpfs
+    archive.mover.run_once(max_bytes=1 << 40)  # everything now lives on the tmpfs
     archive.close()
     unmount(cap)  # the disk is gone; its mount point is an empty directory on the root disk
-    archive = Archive(config)
+    archive = InProcess(config, tmp_path / "run")
     try:
         status = {v.path: v for v in archive.tiering.status()}
         assert status[str(cap)].state == "refused"
@@ -237,7 +239,7 @@ def test_a_volume_whose_disk_is_not_mounted_is_refused(
         from pacsvault.daemon.errors import Unavailable
 
         with pytest.raises(Unavailable, match="not mounted or refused"):
-            archive.open_blob(archive.catalog.instance(next(iter(expected)))[1])
-        assert archive.health().state == "critical"
+            archive.worker.retrieval.open_blob(archive.catalog.instance(next(iter(expected)))[1])
+        assert archive.office.report.health().state == "critical"
     finally:
         archive.close()

@@ -98,6 +98,13 @@ class FakeVolume:
     def accepts(self, size: int) -> bool:
         return not self.failed and not self.full
 
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+
+    def recover(self, reason: str | None = None) -> None:
+        if reason is None or self.failed == reason:
+            self.failed = ""
+
 
 @dataclass
 class Rig:
@@ -164,16 +171,19 @@ def test_disk_degrading_over_three_polls_raises_one_event_per_change(tmp_path: P
 
 
 def test_placement_skips_the_volume_on_a_failing_disk(tmp_path: Path) -> None:
-    """Through the real Archive and its blob store: new data lands on the healthy tier."""
-    from pacsvault.daemon.archive import Archive
+    """Through the real stores of the back office (where the monitor runs) and of a serving
+    process (which places the blobs): new data lands on the healthy tier."""
+    from pacsvault.daemon.processes import back_office, worker
 
-    archive = Archive(Config().with_overrides(data_dir=str(tmp_path / "data")))
+    config = Config().with_overrides(data_dir=str(tmp_path / "data"))
+    office = back_office.build(config, tmp_path / "run")
+    serving = worker.build(config, tmp_path / "run", index=office.index)
     try:
-        by_tier = {v.tier: v for v in archive.blobs.volumes}
+        by_tier = {v.tier: v for v in office.store.volumes}
         mapping = {by_tier["hot"].path: Beneath("ext4", "/hot", ("sda",)),
                    by_tier["capacity"].path: Beneath("ext4", "/capacity", ("sdb",))}
         rig = Rig(tmp_path, [], mapping, [disk("sda", "SER-A"), disk("sdb", "SER-B")])
-        rig.volumes = archive.blobs.volumes
+        rig.volumes = office.store.volumes
         rig.runner.docs = {"/dev/sda": ata(**{"5": 40, "197": 8}), "/dev/sdb": ata()}
         rig.poll()
         hot = next(v for v in rig.monitor.snapshot().volumes if v.tier == "hot")
@@ -181,8 +191,8 @@ def test_placement_skips_the_volume_on_a_failing_disk(tmp_path: Path) -> None:
         assert hot.verdict is Verdict.FAILING
         assert not any(r.source == "capacity" for r in hot.reasons)  # stopped by health, not full
 
-        stored = archive.store(dicom_bytes(**identity(1)))
-        _, blob = archive.instance(stored.instance.sop_instance_uid)
+        stored = serving.ingest.store(dicom_bytes(**identity(1)))
+        _, blob = serving.retrieval.instance(stored.instance.sop_instance_uid)
         assert blob.location.tier == "capacity"
 
         # The failing disk is replaced by a new, healthy one: the hot tier takes data again.
@@ -191,11 +201,12 @@ def test_placement_skips_the_volume_on_a_failing_disk(tmp_path: Path) -> None:
         kinds = [e.kind for e in rig.poll()]
         assert EventKind.WRITES_RESUMED in kinds and EventKind.DEVICE_REMOVED in kinds
         assert by_tier["hot"].failed == ""
-        stored = archive.store(dicom_bytes(**identity(2)))
-        _, blob = archive.instance(stored.instance.sop_instance_uid)
+        stored = serving.ingest.store(dicom_bytes(**identity(2)))
+        _, blob = serving.retrieval.instance(stored.instance.sop_instance_uid)
         assert blob.location.tier == "hot"
     finally:
-        archive.close()
+        serving.close()
+        office.close()
 
 
 MIRROR = "Personalities : [raid1]\nmd1 : active raid1 sdb1[1] sda1[0]\n      1000 blocks [2/2] [UU]\n\nunused devices: <none>\n"
