@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import lmdb
@@ -21,6 +21,7 @@ import lmdb
 from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
+from pacsvault.daemon.security.serials import stored_forms
 
 _CREDENTIALS = "credentials"
 
@@ -142,15 +143,25 @@ class CredentialStore:
         if not self._env.write(op):
             raise NotFound(f"no {kind} {shown(credential_id)} of yours")
 
-    def revoke_certificate(self, name: str, reason: str, by: str) -> None:
-        record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)
-        self._env.write(lambda txn: txn.put(name.encode(), encode(record), db=self._db["revoked_certificates"]))
+    def revoke_identity(self, identity: str, reason: str, by: str) -> None:
+        self._revoke_certificate(identity.encode(), reason, by)
 
-    def certificate_revoked(self, identity: str, serial_hex: str) -> bool:
+    def revoke_serial(self, canonical_serial: str, reason: str, by: str) -> None:
+        """``canonical_serial``: as serials.normalise_serial gives it."""
+        self._revoke_certificate(f"serial:{canonical_serial}".encode(), reason, by)
+
+    def _revoke_certificate(self, key: bytes, reason: str, by: str) -> None:
+        record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)
+        self._env.write(lambda txn: txn.put(key, encode(record), db=self._db["revoked_certificates"]))
+
+    def certificate_revoked(self, identities: Iterable[str], canonical_serial: str) -> bool:
+        """Whether any of the certificate's identities, or its serial, is on the revocation list."""
+        names = [i.encode() for i in identities]
+        if canonical_serial:
+            names += [f"serial:{form}".encode() for form in stored_forms(canonical_serial)]
         with self._env.read() as txn:
             db = self._db["revoked_certificates"]
-            return txn.get(identity.encode(), db=db) is not None or (
-                bool(serial_hex) and txn.get(f"serial:{serial_hex}".encode(), db=db) is not None)
+            return any(txn.get(name, db=db) is not None for name in names)
 
     # -- break-glass -----------------------------------------------------------
 

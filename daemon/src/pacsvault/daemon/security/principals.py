@@ -21,6 +21,7 @@ from cryptography import x509
 from pacsvault.daemon.errors import PermissionDenied
 from pacsvault.daemon.security.access_table import Role
 from pacsvault.daemon.security.credentials import CredentialStore, Unauthenticated
+from pacsvault.daemon.security.serials import serial_of
 
 LOOPBACK_PRINCIPAL = "local:loopback"
 
@@ -74,7 +75,7 @@ class PrincipalResolver:
         pem = auth.get("x509_pem_cert", [b""])[0]
         serial = _serial_hex(pem) if pem else ""
         for identity in identities:
-            if self._credentials is not None and self._credentials.certificate_revoked(identity, serial):
+            if self._credentials is not None and self._credentials.certificate_revoked([identity], serial):
                 raise Unauthenticated(f"certificate of {identity} is revoked")
             roles = self._by_identity.get(identity)
             if roles is not None:
@@ -108,6 +109,6 @@ class PrincipalResolver:
 @functools.lru_cache(maxsize=1024)
 def _serial_hex(pem: bytes) -> str:
     try:
-        return format(x509.load_pem_x509_certificate(pem).serial_number, "x")
+        return serial_of(x509.load_pem_x509_certificate(pem).serial_number)
     except ValueError:
         return ""

@@ -12,6 +12,7 @@ from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.security.serials import normalise_serial
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import security_pb2, security_pb2_grpc
 
@@ -68,10 +69,10 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
                           context: grpc.ServicerContext) -> security_pb2.RevokeCertificateResponse:
         if bool(request.identity) == bool(request.serial_hex):
             raise InvalidInput("give exactly one of identity and serial_hex")
-        if request.serial_hex and not all(c in "0123456789abcdef" for c in request.serial_hex.lower()):
-            raise InvalidInput("serial_hex must be hexadecimal")
-        name = request.identity or f"serial:{request.serial_hex.lower()}"
-        self._credentials.revoke_certificate(name[:512], request.reason[:500], _caller())
+        if request.serial_hex:
+            self._credentials.revoke_serial(normalise_serial(request.serial_hex), request.reason[:500], _caller())
+        else:
+            self._credentials.revoke_identity(request.identity[:512], request.reason[:500], _caller())
         return security_pb2.RevokeCertificateResponse()
 
     @mapped

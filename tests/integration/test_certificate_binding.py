@@ -1,0 +1,125 @@
+"""A token is worth something only with the certificate of the principal it
+was issued to; a certificate that names no single principal gets no more
+than a share token's scope; revocation, by identity or by a serial typed any
+way an operator copies it, reaches every certificate. Real certificates over
+a real mutual-TLS daemon."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pacsvault.client import PacsvaultClient
+from pacsvault.daemon.replication import certs
+from tests.conftest import Daemon, dicom_bytes, identity
+
+StatusCode = grpc.StatusCode
+OTHER_URI = certs.identity_uri("other", "client")
+URN = "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"
+# Serials whose hex has an odd number of digits: openssl prints them with a leading zero.
+SERIALS = {"reader-1": 0xA1B2C3D4E5F, "reader-2": 0xB1B2C3D4E5F60718293, "reader-3": 0xC0FFEE1}
+
+
+def code_of(call) -> StatusCode:  # type: ignore[no-untyped-def]
+    try:
+        result = call()
+        if hasattr(result, "__iter__") and not isinstance(result, (bytes, str)):
+            list(result)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return StatusCode.OK
+
+
+class Pki:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ca = certs.make_ca()
+        self.issued: dict[str, certs.Issued] = {}
+
+    def add(self, name: str, **kwargs: object) -> certs.Issued:
+        issued = certs.issue_cert(self.ca, name if "uris" not in kwargs else "odd", kind="client", server=False,
+                                  **kwargs)  # type: ignore[arg-type]
+        self.issued[name] = issued
+        (self.root / f"{name}.pem").write_bytes(issued.cert_pem())
+        (self.root / f"{name}.key").write_bytes(issued.key_pem())
+        return issued
+
+    def files(self, name: str) -> dict[str, str]:
+        return {"ca_file": str(self.root / "ca.pem"), "cert_file": str(self.root / f"{name}.pem"),
+                "key_file": str(self.root / f"{name}.key")}
+
+    def openssl_serial(self, name: str) -> str:
+        """The serial exactly as an operator copies it from openssl."""
+        out = subprocess.run(["openssl", "x509", "-serial", "-noout", "-in", str(self.root / f"{name}.pem")],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out.startswith("serial=")
+        return out.removeprefix("serial=")
+
+
+@pytest.fixture
+def tls(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+    root = tmp_path / "pki"
+    root.mkdir()
+    pki = Pki(root)
+    server = certs.issue_cert(pki.ca, "site-a", ip_addresses=["127.0.0.1"])
+    for name, data in {"ca.pem": pki.ca.cert_pem(), "s.pem": server.cert_pem(), "s.key": server.key_pem()}.items():
+        (root / name).write_bytes(data)
+    pki.add("secadmin")
+    pki.add("viewer")
+    for name, serial in SERIALS.items():
+        pki.add(name, serial_number=serial)
+    pki.add("stranger")  # one SPIFFE identity, configured nowhere
+    pki.add("cn-only", uris=[])  # CN "odd", no SAN at all
+    pki.add("two-uris", uris=[certs.identity_uri("viewer", "client"), OTHER_URI])
+    pki.add("urn", uris=[URN])
+    readers = ", ".join(f'{{ identity = "{certs.identity_uri(n, "client")}", roles = ["reader"] }}'
+                        for n in ["viewer", *SERIALS])
+    (tmp_path / "pv.toml").write_text(
+        f'[security]\ntls_cert_file = "{root / "s.pem"}"\ntls_key_file = "{root / "s.key"}"\n'
+        f'client_ca_file = "{root / "ca.pem"}"\n'
+        f'principals = [{{ identity = "{certs.identity_uri("secadmin", "client")}", '
+        f'roles = ["security-admin"] }}, {readers}]\n')
+    return daemon_factory(config=tmp_path / "pv.toml"), pki
+
+
+# ---------------------------------------------------------------------------------------------------------
+# defect 6: revocation by serial, typed any way
+
+
+def test_a_serial_revoked_as_openssl_prints_it_is_refused(tls) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki = tls
+    typed = {
+        "reader-1": pki.openssl_serial("reader-1"),                         # 0A1B2C3D4E5F
+        "reader-2": ":".join(pki.openssl_serial("reader-2")[i:i + 2]        # 0b:1b:2c:...
+                             for i in range(0, len(pki.openssl_serial("reader-2")), 2)).lower(),
+        "reader-3": "serial=000" + pki.openssl_serial("reader-3"),           # pasted with the label, extra zeros
+    }
+    assert typed["reader-1"].startswith("0") and typed["reader-1"].isupper()
+    for name in typed:
+        with PacsvaultClient(daemon.target, **pki.files(name)) as reader:
+            assert code_of(lambda: list(reader.find("study"))) == StatusCode.OK, name
+    with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+        for name, serial in typed.items():
+            admin.revoke_certificate(serial_hex=serial, reason="laptop lost")
+    for name in typed:
+        with PacsvaultClient(daemon.target, **pki.files(name)) as reader:
+            assert code_of(lambda: list(reader.find("study"))) == StatusCode.UNAUTHENTICATED, name
+    with PacsvaultClient(daemon.target, **pki.files("viewer")) as viewer:
+        assert code_of(lambda: list(viewer.find("study"))) == StatusCode.OK  # nobody else
+
+
+@pytest.mark.parametrize("bad", ["", "xyz", "12G4", ":", "0x", "1" * 65, "serial="])
+def test_a_bad_serial_is_invalid_argument(tls, bad: str) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki = tls
+    with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+        try:
+            admin.revoke_certificate(serial_hex=bad, reason="test") if bad else \
+                admin.revoke_certificate(identity="", serial_hex="", reason="test")
+        except grpc.RpcError as exc:
+            assert exc.code() == StatusCode.INVALID_ARGUMENT, exc.details()
+            assert "serial" in (exc.details() or ""), exc.details()
+        else:
+            pytest.fail(f"serial {bad!r} was accepted")
