@@ -69,6 +69,7 @@ def tls(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
         (root / name).write_bytes(data)
     pki.add("secadmin")
     pki.add("viewer")
+    pki.add("ingester")
     for name, serial in SERIALS.items():
         pki.add(name, serial_number=serial)
     pki.add("stranger")  # one SPIFFE identity, configured nowhere
@@ -81,7 +82,8 @@ def tls(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
         f'[security]\ntls_cert_file = "{root / "s.pem"}"\ntls_key_file = "{root / "s.key"}"\n'
         f'client_ca_file = "{root / "ca.pem"}"\n'
         f'principals = [{{ identity = "{certs.identity_uri("secadmin", "client")}", '
-        f'roles = ["security-admin"] }}, {readers}]\n')
+        f'roles = ["security-admin"] }}, {{ identity = "{certs.identity_uri("ingester", "client")}", '
+        f'roles = ["ingest"] }}, {readers}]\n')
     return daemon_factory(config=tmp_path / "pv.toml"), pki
 
 
@@ -123,3 +125,79 @@ def test_a_bad_serial_is_invalid_argument(tls, bad: str) -> None:  # type: ignor
             assert "serial" in (exc.details() or ""), exc.details()
         else:
             pytest.fail(f"serial {bad!r} was accepted")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# defect 3: tokens bound to their principal; certificates that name no single principal
+
+
+ODD = ["cn-only", "two-uris", "urn", "stranger"]
+
+
+@pytest.fixture
+def stocked(tls):  # type: ignore[no-untyped-def]
+    daemon, pki = tls
+    with PacsvaultClient(daemon.target, **pki.files("ingester")) as ingester:
+        for n, patient in [(1, "BIND-A"), (2, "BIND-B")]:
+            assert ingester.store(dicom_bytes(PatientID=patient, **identity(n))).status == "stored"
+    with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+        token = admin.create_token(certs.identity_uri("viewer", "client"), ttl_seconds=300).token
+    with PacsvaultClient(daemon.target, **pki.files("viewer")) as viewer:
+        share = viewer.create_share(study_instance_uid=identity(1)["StudyInstanceUID"], ttl_seconds=300).token
+    return daemon, pki, token, share
+
+
+def studies(client: PacsvaultClient) -> set[str]:
+    return {m.study.study_instance_uid for m in client.find("study")}
+
+
+def test_a_reader_token_is_worthless_with_any_certificate_but_its_principals(stocked) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki, token, _ = stocked
+    everything = {identity(1)["StudyInstanceUID"], identity(2)["StudyInstanceUID"]}
+    with PacsvaultClient(daemon.target, token=token, **pki.files("viewer")) as owner:
+        assert studies(owner) == everything
+    for name in [*ODD, "reader-1"]:
+        with PacsvaultClient(daemon.target, token=token, **pki.files(name)) as thief:
+            assert code_of(lambda: studies(thief)) == StatusCode.UNAUTHENTICATED, name
+            assert code_of(lambda: thief.get_instance(identity(2)["SOPInstanceUID"])) == \
+                StatusCode.UNAUTHENTICATED, name
+        # Alone, such a certificate reaches nothing at all.
+        if name in ODD:
+            with PacsvaultClient(daemon.target, **pki.files(name)) as alone:
+                assert code_of(lambda: studies(alone)) == StatusCode.PERMISSION_DENIED, name
+                assert code_of(alone.serving_status) == StatusCode.PERMISSION_DENIED, name
+
+
+def test_a_share_token_gives_its_scope_and_nothing_more_with_any_certificate(stocked) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki, _, share = stocked
+    shared, other = identity(1), identity(2)
+    # "viewer" is a reader in its own right: with the share token it still sees only the share.
+    for name in [*ODD, "viewer"]:
+        with PacsvaultClient(daemon.target, token=share, **pki.files(name)) as holder:
+            assert studies(holder) == {shared["StudyInstanceUID"]}, name
+            assert holder.get_instance(shared["SOPInstanceUID"]), name
+            assert code_of(lambda: holder.get_instance(other["SOPInstanceUID"])) == StatusCode.NOT_FOUND, name
+            assert holder.store(dicom_bytes(**identity(9))).code == "PERMISSION_DENIED", name
+            assert code_of(holder.serving_status) == StatusCode.PERMISSION_DENIED, name
+            assert code_of(lambda: holder.create_share(study_instance_uid=shared["StudyInstanceUID"])) == \
+                StatusCode.PERMISSION_DENIED, name
+
+
+@pytest.mark.parametrize(("name", "revoke"), [
+    ("cn-only", "serial"), ("two-uris", "serial"), ("urn", "serial"), ("stranger", "serial"),
+    ("urn", URN), ("two-uris", OTHER_URI), ("stranger", certs.identity_uri("stranger", "client")),
+], ids=lambda v: v.rsplit("/", 1)[-1] if isinstance(v, str) else v)
+def test_revocation_reaches_certificates_that_name_no_single_principal(stocked, name: str,  # type: ignore[no-untyped-def]
+                                                                        revoke: str) -> None:
+    daemon, pki, _, share = stocked
+    with PacsvaultClient(daemon.target, token=share, **pki.files(name)) as holder:
+        assert studies(holder) == {identity(1)["StudyInstanceUID"]}
+    with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+        if revoke == "serial":
+            admin.revoke_certificate(serial_hex=pki.openssl_serial(name), reason="test")
+        else:
+            admin.revoke_certificate(identity=revoke, reason="test")
+    with PacsvaultClient(daemon.target, token=share, **pki.files(name)) as holder:
+        assert code_of(lambda: studies(holder)) == StatusCode.UNAUTHENTICATED
+    with PacsvaultClient(daemon.target, token=share, **pki.files("viewer")) as other_holder:
+        assert studies(other_holder) == {identity(1)["StudyInstanceUID"]}  # the share itself still works

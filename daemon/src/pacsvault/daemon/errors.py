@@ -73,6 +73,11 @@ class DataLoss(PacsvaultError):
 class PermissionDenied(PacsvaultError):
     """The caller is known but may not do this."""
 
+    def __init__(self, message: str = "", *, who: str = "") -> None:
+        super().__init__(message)
+        # The caller as far as it is known (identity, certificate serial, token id): refusal records name it.
+        self.who = who
+
 
 class ConfigError(PacsvaultError):
     """The configuration is invalid; the message names the key."""

@@ -183,6 +183,11 @@ class CredentialStore:
         return grant if grant is not None and grant.expires_at > self._clock() else None
 
 
+def holder(record: CredentialRecord) -> str:
+    """Who a credential speaks for: its principal, or ``share:<id>`` for a share grant."""
+    return f"share:{record.credential_id}" if record.kind == "share" else record.principal
+
+
 def _problem(record: CredentialRecord, now: float, pin: str | None) -> str | None:
     if record.revoked_at:
         return "revoked"
