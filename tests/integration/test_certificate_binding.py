@@ -6,7 +6,9 @@ a real mutual-TLS daemon."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -70,6 +72,7 @@ def tls(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
     pki.add("secadmin")
     pki.add("viewer")
     pki.add("ingester")
+    pki.add("auditor")
     for name, serial in SERIALS.items():
         pki.add(name, serial_number=serial)
     pki.add("stranger")  # one SPIFFE identity, configured nowhere
@@ -83,7 +86,8 @@ def tls(daemon_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
         f'client_ca_file = "{root / "ca.pem"}"\n'
         f'principals = [{{ identity = "{certs.identity_uri("secadmin", "client")}", '
         f'roles = ["security-admin"] }}, {{ identity = "{certs.identity_uri("ingester", "client")}", '
-        f'roles = ["ingest"] }}, {readers}]\n')
+        f'roles = ["ingest"] }}, {{ identity = "{certs.identity_uri("auditor", "client")}", '
+        f'roles = ["auditor"] }}, {readers}]\n')
     return daemon_factory(config=tmp_path / "pv.toml"), pki
 
 
@@ -201,3 +205,43 @@ def test_revocation_reaches_certificates_that_name_no_single_principal(stocked, 
         assert code_of(lambda: studies(holder)) == StatusCode.UNAUTHENTICATED
     with PacsvaultClient(daemon.target, token=share, **pki.files("viewer")) as other_holder:
         assert studies(other_holder) == {identity(1)["StudyInstanceUID"]}  # the share itself still works
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 16, item 8: a refusal record names who was refused
+
+
+def refusals(daemon: Daemon, pki: Pki, principal: str) -> list[dict]:
+    """The refusal records of ``principal``, waiting a little: refusals are queued, not awaited."""
+    deadline = time.monotonic() + 10
+    with PacsvaultClient(daemon.target, **pki.files("auditor")) as auditor:
+        while True:
+            found = [r for r in auditor.audit_query(principal=principal) if r.get("phase") == "refused"]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+
+def test_refusal_records_name_the_refused_caller(stocked) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki, _, share = stocked
+    forged = "pv_" + "F" * 43
+    with PacsvaultClient(daemon.target, **pki.files("viewer")) as viewer:
+        share_id = next(s.share_id for s in viewer.list_shares())
+        viewer.revoke_share(share_id)
+    with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+        admin.revoke_certificate(serial_hex=pki.openssl_serial("reader-1"), reason="laptop lost")
+    attempts = {
+        certs.identity_uri("reader-1", "client"): ("reader-1", None, "UNAUTHENTICATED"),  # revoked certificate
+        f"token:{hashlib.sha256(forged.encode()).hexdigest()[:16]}": ("cn-only", forged, "UNAUTHENTICATED"),
+        f"share:{share_id}": ("urn", share, "UNAUTHENTICATED"),  # a revoked share
+        certs.identity_uri("viewer", "client"): ("viewer", forged, "UNAUTHENTICATED"),  # TLS says who it is
+        f"certificate:{format(pki.issued['cn-only'].cert.serial_number, 'x')}": ("cn-only", None,
+                                                                                  "PERMISSION_DENIED"),
+    }
+    for principal, (cert, token, code) in attempts.items():
+        with PacsvaultClient(daemon.target, token=token, **pki.files(cert)) as caller:
+            assert code_of(lambda: studies(caller)) == getattr(StatusCode, code), principal
+        records = refusals(daemon, pki, principal)
+        assert records and all(r["outcome"] == code and r["action"] == "Find" for r in records), (principal, records)
+    every = refusals(daemon, pki, "")  # no filter: every refusal so far
+    assert len(every) >= len(attempts) and all(r["principal"] for r in every), every

@@ -40,12 +40,12 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         try:
             principal = self._resolver.resolve(context)
         except Unauthenticated as exc:
-            log.warning("refused %s: %s", name, exc)
-            self._on_refused(method, "", "UNAUTHENTICATED", context.peer())
+            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            self._on_refused(method, exc.who, "UNAUTHENTICATED", context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except PermissionDenied as exc:
-            log.warning("refused %s: %s", name, exc)
-            self._on_refused(method, "", "PERMISSION_DENIED", context.peer())
+            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            self._on_refused(method, exc.who, "PERMISSION_DENIED", context.peer())
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         needed = allowed_roles(method)
         if not principal.roles & needed:

@@ -99,10 +99,10 @@ class CredentialStore:
         key = token_hash(token)
         now = self._clock()
 
-        def op(txn: lmdb.Transaction) -> CredentialRecord | str:
+        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str]:
             value = txn.get(key, db=self._db[_CREDENTIALS])
             if value is None:
-                return "unknown token"
+                return "unknown token", f"token:{key.hex()[:16]}"
             record = self._opened(key, value)
             problem = _problem(record, now, pin)
             if problem == "wrong PIN":
@@ -113,11 +113,12 @@ class CredentialStore:
                 record.uses += 1
                 record.last_used_at = now
             txn.put(key, encode(record), db=self._db[_CREDENTIALS])
-            return problem or record
+            return (problem, holder(record)) if problem else record
 
         outcome = self._env.write(op)
-        if isinstance(outcome, str):
-            raise Unauthenticated(f"credential refused: {outcome}")
+        if isinstance(outcome, tuple):
+            problem, who = outcome
+            raise Unauthenticated(f"credential refused: {problem}", who=who)
         return outcome
 
     # -- listing and revoking ------------------------------------------------

@@ -95,7 +95,13 @@ class PrincipalResolver:
         who = certificate.described if certificate is not None else LOOPBACK_PRINCIPAL
         if scheme.lower() != "bearer" or not token or self._credentials is None:
             raise Unauthenticated("authorization metadata must be 'Bearer <token>'", who=who)
-        record = self._credentials.authenticate(token.strip(), pin)
+        try:
+            record = self._credentials.authenticate(token.strip(), pin)
+        except Unauthenticated as exc:
+            if certificate is None or not certificate.identity:
+                raise  # named by the token: its principal, share:<id> or token:<id>
+            # TLS authenticated who is calling; the token is only what they claimed.
+            raise Unauthenticated(str(exc), who=certificate.identity) from exc
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
