@@ -73,6 +73,37 @@ def test_a_patient_share_sees_every_study_of_that_patient_only(archive_with_two_
         assert list(guest.find("patient", patient_id="PAT-B")) == []
 
 
+def test_a_patient_share_without_issuer_never_shows_another_issuers_patient(daemon: Daemon) -> None:
+    # The same PatientID at two hospitals: one without an issuer, one issued by HOSP-B.
+    with daemon.client() as client:
+        assert client.store(dicom_bytes(PatientID="MRN-7", PatientName="Here^Anna", **identity(11))).status == \
+            "stored"
+        assert client.store(dicom_bytes(PatientID="MRN-7", IssuerOfPatientID="HOSP-B", PatientName="Elsewhere^Bob",
+                                        **identity(12))).status == "stored"
+        grant = client.create_share(patient_id="MRN-7", ttl_seconds=60)
+        assert grant.share.issuer_of_patient_id == ""
+        other = client.create_share(patient_id="MRN-7", issuer_of_patient_id="HOSP-B", ttl_seconds=60)
+    with PacsvaultClient(daemon.target, token=grant.token) as guest:
+        for level in ("patient", "study", "series", "instance"):
+            found = list(guest.find(level))
+            assert {m.patient.patient_name for m in found} == {"Here^Anna"}, level
+            assert {m.patient.issuer_of_patient_id for m in found} == {""}, level
+        assert [m.study.study_instance_uid for m in guest.patient_studies("MRN-7")] == [study(11)]
+        assert list(guest.find("study", patient_id="MRN-7", issuer_of_patient_id="HOSP-B")) == []
+        assert list(guest.find("study", patient_name="elsewhere*")) == []
+        assert code_of(lambda: guest.get_instance(sop(12))) == StatusCode.NOT_FOUND
+        assert code_of(lambda: guest.study_metadata(study(12))) == StatusCode.NOT_FOUND
+        assert guest.get_instance(sop(11))
+    with PacsvaultClient(daemon.target, token=other.token) as guest:
+        assert {m.patient.patient_name for m in guest.find("study")} == {"Elsewhere^Bob"}
+        assert code_of(lambda: guest.get_instance(sop(11))) == StatusCode.NOT_FOUND
+    # A share names a patient that exists under exactly that issuer, the empty one included.
+    with daemon.client() as client:
+        assert client.store(dicom_bytes(PatientID="MRN-8", IssuerOfPatientID="HOSP-B", **identity(13))).status == \
+            "stored"
+        assert code_of(lambda: client.create_share(patient_id="MRN-8", ttl_seconds=60)) == StatusCode.NOT_FOUND
+
+
 def test_share_expiry_revocation_use_limit_and_pin(archive_with_two_patients: Daemon) -> None:
     daemon = archive_with_two_patients
     with daemon.client() as reader:

@@ -75,6 +75,9 @@ class Query:
     study_date_from: str = ""
     study_date_to: str = ""
     series_instance_uid: str = ""
+    # The issuer as given, the empty one included (a share binds its patient's issuer). Otherwise an
+    # empty issuer_of_patient_id means every issuer, as DICOM's universal matching has it.
+    issuer_exact: bool = False
 
     def fingerprint(self) -> str:
         return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -168,6 +171,7 @@ class _Scan:
         self.env, self.db, self.txn, self.q = env, env.dbs, txn, query
         self.tags = env.tags
         self.name_pattern = NamePattern(query.patient_name) if query.patient_name else None
+        self.issuer_bound = bool(query.issuer_of_patient_id) or query.issuer_exact
 
     def opened(self, cls: type[M], db: str, key: bytes, value: bytes) -> M:
         return self.env.sealer.decode(cls, value, db, key)
@@ -215,7 +219,7 @@ class _Scan:
         """Matching patients, from the most selective index; positions are that index's keys."""
         q, last = self.q, after[0] if after else None
         if q.patient_id:
-            prefix = self.tags.patient_key(q.patient_id, q.issuer_of_patient_id) if q.issuer_of_patient_id \
+            prefix = self.tags.patient_key(q.patient_id, q.issuer_of_patient_id) if self.issuer_bound \
                 else self.tags.patient_id(q.patient_id)
             entries = self.every_patient(prefix, last, inclusive)
         elif self.name_pattern is not None:
@@ -255,7 +259,7 @@ class _Scan:
         q = self.q
         if q.patient_id and patient.patient_id != q.patient_id:
             return False
-        if q.issuer_of_patient_id and patient.issuer_of_patient_id != q.issuer_of_patient_id:
+        if self.issuer_bound and patient.issuer_of_patient_id != q.issuer_of_patient_id:
             return False
         return self.name_pattern is None or self.name_pattern.matches(patient.patient_name)
 

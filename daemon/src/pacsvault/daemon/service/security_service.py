@@ -9,6 +9,7 @@ from pacsvault.daemon.config import Config
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.query import Level, Query
 from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
@@ -118,9 +119,13 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
             study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
             self._archive.study_instances(study_uid)  # NOT_FOUND for an unknown study
         elif request.patient_id:
-            matches, _ = self._archive.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
+            # Exactly this issuer, the empty one included: the share will see that patient and no namesake.
+            query = Query(Level.STUDY, patient_id=request.patient_id,
+                          issuer_of_patient_id=request.issuer_of_patient_id, issuer_exact=True)
+            matches, _ = self._archive.find(query, 1, "")
             if not matches:
-                raise NotFound(f"no studies of PatientID {shown(request.patient_id)}")
+                raise NotFound(f"no studies of PatientID {shown(request.patient_id)} with issuer "
+                               f"{shown(request.issuer_of_patient_id) if request.issuer_of_patient_id else '(none)'}")
             patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())
