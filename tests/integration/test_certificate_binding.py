@@ -245,3 +245,25 @@ def test_refusal_records_name_the_refused_caller(stocked) -> None:  # type: igno
         assert records and all(r["outcome"] == code and r["action"] == "Find" for r in records), (principal, records)
     every = refusals(daemon, pki, "")  # no filter: every refusal so far
     assert len(every) >= len(attempts) and all(r["principal"] for r in every), every
+
+
+def test_a_certificate_revoked_mid_transfer_stops_the_stream(stocked) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki, _, _ = stocked
+    big, total = "1.2.826.0.1.3680043.10.80", 0
+    with PacsvaultClient(daemon.target, **pki.files("ingester")) as ingester:
+        for n in range(16):
+            data = dicom_bytes(**{**identity(n, root=big), "StudyInstanceUID": f"{big}.1"},
+                               ImageComments="x" * (2 << 20))
+            total += len(data)
+            assert ingester.store(data).status == "stored"
+    with PacsvaultClient(daemon.target, **pki.files("reader-2")) as reader:
+        stream = reader.iter_study(f"{big}.1")
+        received = len(next(stream)[1])
+        with PacsvaultClient(daemon.target, **pki.files("secadmin")) as admin:
+            admin.revoke_certificate(identity=certs.identity_uri("reader-2", "client"), reason="left the hospital")
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as stopped:
+            for _, data in stream:
+                received += len(data)
+    assert stopped.value.code() == StatusCode.UNAUTHENTICATED, stopped.value.details()
+    assert received < total / 2, (received, total)

@@ -12,6 +12,7 @@ import pytest
 
 from pacsvault.client import PacsvaultClient
 from pacsvault.daemon.replication import certs
+from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli
 
 StatusCode = grpc.StatusCode
@@ -134,6 +135,32 @@ def test_share_expiry_revocation_use_limit_and_pin(archive_with_two_patients: Da
     # Tokens are stored as hashes only: the token text is nowhere in the index.
     index = (daemon.data_dir / "index" / "data.mdb").read_bytes()
     assert revocable.token.encode() not in index and pinned.token.encode() not in index
+
+
+def test_a_share_revoked_mid_transfer_stops_the_stream(daemon: Daemon) -> None:
+    big = "1.2.826.0.1.3680043.10.78"
+    total = 0
+    with daemon.client() as client:
+        for n in range(16):
+            data = dicom_bytes(**{**identity(n, root=big), "StudyInstanceUID": f"{big}.1"},
+                               ImageComments="x" * (2 << 20))
+            total += len(data)
+            assert client.store(data).status == "stored"
+        grant = client.create_share(study_instance_uid=f"{big}.1", ttl_seconds=60)
+        stream = archive_pb2_grpc.ArchiveServiceStub(grpc.insecure_channel(
+            daemon.target, options=[("grpc.max_receive_message_length", 8 << 20)])).GetStudy(
+            archive_pb2.GetStudyRequest(study_instance_uid=f"{big}.1"), timeout=60,
+            metadata=[("authorization", f"Bearer {grant.token}")])
+        received = len(next(stream).data)
+        client.revoke_share(grant.share.share_id)
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as stopped:
+            for message in stream:
+                received += len(message.data)
+    assert stopped.value.code() == StatusCode.UNAUTHENTICATED, stopped.value.details()
+    assert "revoked" in (stopped.value.details() or "")
+    # What was already on its way may arrive (flow-control buffers), the rest of the study does not.
+    assert received < total / 2, (received, total)
 
 
 def test_wrong_pins_lock_the_share(archive_with_two_patients: Daemon) -> None:

@@ -16,6 +16,7 @@ status codes, each class to exactly one code::
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
     ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
+    │   └── Unauthenticated     UNAUTHENTICATED   (credential unknown, expired, revoked, used up)
     └── ConfigError             (start-up only: never reaches a client)
 """
 
@@ -77,6 +78,10 @@ class PermissionDenied(PacsvaultError):
         super().__init__(message)
         # The caller as far as it is known (identity, certificate serial, token id): refusal records name it.
         self.who = who
+
+
+class Unauthenticated(PermissionDenied):
+    """The credential presented is unknown, expired, revoked or used up."""
 
 
 class ConfigError(PacsvaultError):

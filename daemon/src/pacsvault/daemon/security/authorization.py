@@ -9,9 +9,8 @@ from typing import Any
 
 import grpc
 
-from pacsvault.daemon.errors import PermissionDenied
+from pacsvault.daemon.errors import PermissionDenied, Unauthenticated
 from pacsvault.daemon.security.access_table import allowed_roles
-from pacsvault.daemon.security.credentials import Unauthenticated
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.call_wrapping import wrap_handler

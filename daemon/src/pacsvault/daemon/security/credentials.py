@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import lmdb
 
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
+from pacsvault.daemon.errors import InvalidInput, NotFound, Unauthenticated, shown
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
 from pacsvault.daemon.security.serials import stored_forms
@@ -29,10 +29,6 @@ TOKEN_PREFIX = "pv_"
 MAX_PIN_FAILURES = 5
 # Enough to slow a guesser holding a copy of the index; cheap enough for every call.
 _PIN_ITERATIONS = 20_000
-
-
-class Unauthenticated(PermissionDenied):
-    """The credential presented is unknown, expired, revoked or used up."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +116,21 @@ class CredentialStore:
             problem, who = outcome
             raise Unauthenticated(f"credential refused: {problem}", who=who)
         return outcome
+
+    def still_live(self, key: bytes) -> str | None:
+        """Why the credential under ``key`` (its token hash) no longer holds, or None.
+
+        For a call already admitted that is still answering: one read, no
+        use counted, no PIN asked again.
+        """
+        with self._env.read() as txn:
+            value = txn.get(key, db=self._db[_CREDENTIALS])
+        if value is None:
+            return "removed"
+        record = self._opened(key, value)
+        if record.revoked_at:
+            return "revoked"
+        return "expired" if self._clock() >= record.expires_at else None
 
     # -- listing and revoking ------------------------------------------------
 

@@ -16,15 +16,16 @@ it, the caller then reaches the share's study or patient and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
 
-from pacsvault.daemon.errors import PermissionDenied
+from pacsvault.daemon.errors import PermissionDenied, Unauthenticated
 from pacsvault.daemon.security.access_table import Role
-from pacsvault.daemon.security.credentials import CredentialStore, Unauthenticated, holder
+from pacsvault.daemon.security.credentials import CredentialStore, holder, token_hash
 from pacsvault.daemon.security.serials import serial_of
 
 LOOPBACK_PRINCIPAL = "local:loopback"
@@ -46,6 +47,9 @@ class Principal:
     roles: frozenset[Role]
     scope: Scope | None = None
     break_glass_reason: str = ""
+    # What the call was admitted on, so a long answer can check it still holds.
+    credential_key: bytes = b""  # the token hash of the access token or share, if one was used
+    certificate: ClientCertificate | None = None
 
 
 class PrincipalResolver:
@@ -67,7 +71,7 @@ class PrincipalResolver:
             principal = self._loopback
         else:
             principal = self._certificate_principal(certificate)
-        return self._with_break_glass(principal)
+        return self._with_break_glass(dataclasses.replace(principal, certificate=certificate))
 
     def _certificate(self, context: grpc.ServicerContext) -> ClientCertificate | None:
         """The verified, unrevoked client certificate; None on a plaintext (loopback) listener."""
@@ -105,7 +109,7 @@ class PrincipalResolver:
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
-            return Principal(holder(record), frozenset({Role.SHARE}), scope)
+            return Principal(holder(record), frozenset({Role.SHARE}), scope, credential_key=token_hash(token.strip()))
         if certificate is not None and certificate.identity != record.principal:
             raise Unauthenticated("this token is bound to another identity than your certificate's"
                                   if certificate.identity else "an access token needs the certificate of its "
@@ -114,7 +118,7 @@ class PrincipalResolver:
         if roles is None:
             raise PermissionDenied(f"token of {record.principal}, which is no longer a configured principal",
                                    who=record.principal)
-        return Principal(record.principal, roles)
+        return Principal(record.principal, roles, credential_key=token_hash(token.strip()))
 
     def _with_break_glass(self, principal: Principal) -> Principal:
         if self._credentials is None or principal.scope is not None:
@@ -122,7 +126,8 @@ class PrincipalResolver:
         grant = self._credentials.active_break_glass(principal.id)
         if grant is None:
             return principal
-        return Principal(principal.id, principal.roles | self._break_glass_roles, None, grant.reason)
+        return dataclasses.replace(principal, roles=principal.roles | self._break_glass_roles,
+                                   break_glass_reason=grant.reason)
 
 
 @dataclass(frozen=True)

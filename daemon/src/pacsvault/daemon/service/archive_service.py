@@ -11,6 +11,9 @@ from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.security.stream_watch import CredentialWatch
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
@@ -25,6 +28,7 @@ _STATUS = {
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, archive: Archive) -> None:
         self._archive = archive
+        self._credentials = CredentialStore(archive.index)
 
     @mapped
     def StoreInstance(
@@ -117,13 +121,17 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
 
         Each instance is read whole and checked against its digest first (and
         repaired from the peer if need be), so no byte of a bad copy leaves.
+        A credential revoked or expired meanwhile stops the stream.
         """
+        watch = CredentialWatch(self._credentials, current_principal.get())
         for instance, blob in members:
+            watch.check()
             data = self._archive.read_blob(instance, blob)
             attributes = convert.instance_to_proto(instance, blob, self._archive.content_digest(blob, data))
             for at in range(0, max(len(data), 1), CHUNK_BYTES):
                 if not context.is_active():
                     raise Unavailable("the caller went away")
+                watch.check()
                 yield attributes, data[at : at + CHUNK_BYTES]
                 attributes = None
 
