@@ -54,7 +54,10 @@ class IndexEnvironment:
         self.env = lmdb.open(
             str(path), map_size=map_size, max_dbs=len(key_layout.DATABASES) + 2,
             max_readers=1024, sync=True, metasync=True, readahead=False,
+            mode=0o600,  # for the daemon's user only; older files are narrowed below
         )
+        for made in path.glob("*.mdb"):
+            made.chmod(0o600)
         self.dbs = {name: self.env.open_db(name.encode()) for name in key_layout.DATABASES}
         self.tags = key_layout.IndexTags(keys.index_tag if keys is not None else key_layout.plain_tag)
         self.sealer = RecordSealer(keys.index_values if keys is not None else None)
