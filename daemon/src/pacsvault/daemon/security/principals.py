@@ -96,11 +96,12 @@ class PrincipalResolver:
 
     def _token_principal(self, header: str, pin: str | None, certificate: ClientCertificate | None) -> Principal:
         scheme, _, token = header.partition(" ")
+        token = token.strip()
         who = certificate.described if certificate is not None else LOOPBACK_PRINCIPAL
         if scheme.lower() != "bearer" or not token or self._credentials is None:
             raise Unauthenticated("authorization metadata must be 'Bearer <token>'", who=who)
         try:
-            record = self._credentials.authenticate(token.strip(), pin)
+            record = self._credentials.authenticate(token, pin)
         except Unauthenticated as exc:
             if certificate is None or not certificate.identity:
                 raise  # named by the token: its principal, share:<id> or token:<id>
@@ -109,7 +110,7 @@ class PrincipalResolver:
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
-            return Principal(holder(record), frozenset({Role.SHARE}), scope, credential_key=token_hash(token.strip()))
+            return Principal(holder(record), frozenset({Role.SHARE}), scope, credential_key=token_hash(token))
         if certificate is not None and certificate.identity != record.principal:
             raise Unauthenticated("this token is bound to another identity than your certificate's"
                                   if certificate.identity else "an access token needs the certificate of its "
@@ -118,7 +119,7 @@ class PrincipalResolver:
         if roles is None:
             raise PermissionDenied(f"token of {record.principal}, which is no longer a configured principal",
                                    who=record.principal)
-        return Principal(record.principal, roles, credential_key=token_hash(token.strip()))
+        return Principal(record.principal, roles, credential_key=token_hash(token))
 
     def _with_break_glass(self, principal: Principal) -> Principal:
         if self._credentials is None or principal.scope is not None:
