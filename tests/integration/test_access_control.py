@@ -215,6 +215,24 @@ def test_off_loopback_without_tls_refuses_to_start(tmp_path: Path) -> None:
     assert "security.tls_cert_file" in result.stderr
 
 
+@pytest.mark.parametrize("listen", ["0.0.0.0:9464", "[::]:9464", "192.0.2.10:9464"])
+def test_check_config_refuses_a_metrics_listener_off_loopback(tmp_path: Path, listen: str) -> None:
+    """The metrics listener speaks plaintext only: refused at --check-config, not first at the start."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "pv.toml"
+    config.write_text(f'[metrics]\nlisten = "{listen}"\n')
+    result = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--data-dir", str(tmp_path / "data"),
+                             "--config", str(config), "--check-config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout
+    assert "metrics.listen" in result.stderr and "loopback" in result.stderr, result.stderr
+    config.write_text(f'[metrics]\nenabled = false\nlisten = "{listen}"\n')  # off: nothing listens
+    result = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--data-dir", str(tmp_path / "data"),
+                             "--config", str(config), "--check-config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 
 
 def test_the_cli_speaks_mutual_tls(tls_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -282,3 +282,33 @@ def test_full_disks_are_resource_exhausted_before_anything_is_acknowledged(
             assert client.get_instance(uid) == data
         assert client.health().index.instances == len(acknowledged)
     assert list(small_tmpfs.glob("tmp/*")) == []
+
+
+def test_add_volume_refuses_foreign_directories_and_unnormalised_paths(daemon: Daemon, tmp_path: Path) -> None:
+    """A volume is an empty directory (a freshly mounted filesystem) or a pacsvault volume, named plainly."""
+    busy = tmp_path / "home-of-someone"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("not ours")
+    fresh = tmp_path / "fresh-disk"
+    (fresh / "lost+found").mkdir(parents=True)  # what mkfs.ext4 leaves on a new filesystem
+    cases = {
+        str(busy): "not empty",
+        f"{tmp_path}/x/../fresh-disk": "normal form",
+        f"{fresh}/": "normal form",
+        f"{tmp_path}/./fresh-disk": "normal form",
+        f"{tmp_path}//fresh-disk": "normal form",
+    }
+    with daemon.client() as client:
+        before = [v.path for v in client.list_volumes().volumes]
+        for path, why in cases.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                client.add_volume("hot", path)
+            assert refused.value.code() == StatusCode.INVALID_ARGUMENT, (path, refused.value.details())
+            assert why in (refused.value.details() or ""), (path, refused.value.details())
+        assert str(fresh) in (refused.value.details() or "")  # the message gives the path to use instead
+        assert [v.path for v in client.list_volumes().volumes] == before
+        assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]  # no marker written into it
+        assert sorted(p.name for p in fresh.iterdir()) == ["lost+found"]
+        added = client.add_volume("hot", str(fresh))
+        assert added.path == str(fresh) and added.state == "active"
+        assert client.store(dicom_bytes(**identity(40))).status == "stored"

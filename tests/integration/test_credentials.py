@@ -12,6 +12,7 @@ import pytest
 
 from pacsvault.client import PacsvaultClient
 from pacsvault.daemon.replication import certs
+from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli
 
 StatusCode = grpc.StatusCode
@@ -73,6 +74,37 @@ def test_a_patient_share_sees_every_study_of_that_patient_only(archive_with_two_
         assert list(guest.find("patient", patient_id="PAT-B")) == []
 
 
+def test_a_patient_share_without_issuer_never_shows_another_issuers_patient(daemon: Daemon) -> None:
+    # The same PatientID at two hospitals: one without an issuer, one issued by HOSP-B.
+    with daemon.client() as client:
+        assert client.store(dicom_bytes(PatientID="MRN-7", PatientName="Here^Anna", **identity(11))).status == \
+            "stored"
+        assert client.store(dicom_bytes(PatientID="MRN-7", IssuerOfPatientID="HOSP-B", PatientName="Elsewhere^Bob",
+                                        **identity(12))).status == "stored"
+        grant = client.create_share(patient_id="MRN-7", ttl_seconds=60)
+        assert grant.share.issuer_of_patient_id == ""
+        other = client.create_share(patient_id="MRN-7", issuer_of_patient_id="HOSP-B", ttl_seconds=60)
+    with PacsvaultClient(daemon.target, token=grant.token) as guest:
+        for level in ("patient", "study", "series", "instance"):
+            found = list(guest.find(level))
+            assert {m.patient.patient_name for m in found} == {"Here^Anna"}, level
+            assert {m.patient.issuer_of_patient_id for m in found} == {""}, level
+        assert [m.study.study_instance_uid for m in guest.patient_studies("MRN-7")] == [study(11)]
+        assert list(guest.find("study", patient_id="MRN-7", issuer_of_patient_id="HOSP-B")) == []
+        assert list(guest.find("study", patient_name="elsewhere*")) == []
+        assert code_of(lambda: guest.get_instance(sop(12))) == StatusCode.NOT_FOUND
+        assert code_of(lambda: guest.study_metadata(study(12))) == StatusCode.NOT_FOUND
+        assert guest.get_instance(sop(11))
+    with PacsvaultClient(daemon.target, token=other.token) as guest:
+        assert {m.patient.patient_name for m in guest.find("study")} == {"Elsewhere^Bob"}
+        assert code_of(lambda: guest.get_instance(sop(11))) == StatusCode.NOT_FOUND
+    # A share names a patient that exists under exactly that issuer, the empty one included.
+    with daemon.client() as client:
+        assert client.store(dicom_bytes(PatientID="MRN-8", IssuerOfPatientID="HOSP-B", **identity(13))).status == \
+            "stored"
+        assert code_of(lambda: client.create_share(patient_id="MRN-8", ttl_seconds=60)) == StatusCode.NOT_FOUND
+
+
 def test_share_expiry_revocation_use_limit_and_pin(archive_with_two_patients: Daemon) -> None:
     daemon = archive_with_two_patients
     with daemon.client() as reader:
@@ -103,6 +135,32 @@ def test_share_expiry_revocation_use_limit_and_pin(archive_with_two_patients: Da
     # Tokens are stored as hashes only: the token text is nowhere in the index.
     index = (daemon.data_dir / "index" / "data.mdb").read_bytes()
     assert revocable.token.encode() not in index and pinned.token.encode() not in index
+
+
+def test_a_share_revoked_mid_transfer_stops_the_stream(daemon: Daemon) -> None:
+    big = "1.2.826.0.1.3680043.10.78"
+    total = 0
+    with daemon.client() as client:
+        for n in range(16):
+            data = dicom_bytes(**{**identity(n, root=big), "StudyInstanceUID": f"{big}.1"},
+                               ImageComments="x" * (2 << 20))
+            total += len(data)
+            assert client.store(data).status == "stored"
+        grant = client.create_share(study_instance_uid=f"{big}.1", ttl_seconds=60)
+        stream = archive_pb2_grpc.ArchiveServiceStub(grpc.insecure_channel(
+            daemon.target, options=[("grpc.max_receive_message_length", 8 << 20)])).GetStudy(
+            archive_pb2.GetStudyRequest(study_instance_uid=f"{big}.1"), timeout=60,
+            metadata=[("authorization", f"Bearer {grant.token}")])
+        received = len(next(stream).data)
+        client.revoke_share(grant.share.share_id)
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as stopped:
+            for message in stream:
+                received += len(message.data)
+    assert stopped.value.code() == StatusCode.UNAUTHENTICATED, stopped.value.details()
+    assert "revoked" in (stopped.value.details() or "")
+    # What was already on its way may arrive (flow-control buffers), the rest of the study does not.
+    assert received < total / 2, (received, total)
 
 
 def test_wrong_pins_lock_the_share(archive_with_two_patients: Daemon) -> None:
@@ -200,14 +258,19 @@ def test_a_revoked_certificate_is_refused_within_seconds(tls_pair) -> None:  # t
 
 def test_break_glass_is_time_boxed_needs_a_reason_and_is_flagged(daemon_factory, tmp_path: Path) -> None:
     (tmp_path / "pv.toml").write_text(
-        '[security]\nloopback_roles = ["monitor"]\nbreak_glass_principals = ["local:loopback"]\n')
+        '[security]\nloopback_roles = ["monitor", "auditor"]\nbreak_glass_principals = ["local:loopback"]\n')
     daemon = daemon_factory(config=tmp_path / "pv.toml")
+    reason = "trauma bay 3, Zqdoe^Jane unconscious"  # reasons name patients: PHI
     with daemon.client() as client:
         assert code_of(lambda: list(client.find("study"))) == StatusCode.PERMISSION_DENIED
         assert code_of(lambda: client.break_glass("because", 5)) == StatusCode.INVALID_ARGUMENT
-        assert code_of(lambda: client.break_glass("trauma bay 3, patient unconscious", 999)) == \
-            StatusCode.INVALID_ARGUMENT
-        expires = client.break_glass("trauma bay 3, patient unconscious", 1)
+        assert code_of(lambda: client.break_glass(reason, 999)) == StatusCode.INVALID_ARGUMENT
+        expires = client.break_glass(reason, 1)
         assert 50 < expires - time.time() <= 60
         assert list(client.find("study")) == []
-    assert "BREAK-GLASS Find by local:loopback (reason: trauma bay 3, patient unconscious)" in daemon.log()
+        # The reason is kept where it is sealed and only auditors read it: the audit trail.
+        flagged = [r for r in client.audit_query(principal="local:loopback") if r.get("action") == "Find"]
+        assert any(r.get("break_glass") == reason for r in flagged), flagged
+    log = daemon.log()
+    assert f"BREAK-GLASS Find by local:loopback (reason of {len(reason)} characters in the audit trail)" in log
+    assert "Zqdoe" not in log and "trauma" not in log

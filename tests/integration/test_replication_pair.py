@@ -274,3 +274,31 @@ def test_a_peer_serving_wrong_shard_bytes_is_caught(pair: Pair, corpus: list) ->
     with pair.a.client() as client, pytest.raises(grpc.RpcError) as info:
         client.get_instance(item.sop_instance_uid)
     assert info.value.code() == grpc.StatusCode.DATA_LOSS
+
+
+def test_no_file_the_pair_writes_is_readable_by_others(daemon_factory, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       corpus: list) -> None:  # type: ignore[type-arg]
+    """Index, blobs, shards, audit trail and checkpoints, cursors, health state: 0600 or 0640, whatever the umask.
+
+    Their contents are sealed, but a file for everyone still tells everyone how much is stored and when.
+    """
+    cert_dir = tmp_path / "certs"
+    certs.write_set(cert_dir, {"site-a": ["127.0.0.1"], "site-b": ["127.0.0.1"]})
+    ports = {"site-a": free_port(), "site-b": free_port()}
+    daemons = []
+    for name, peer in (("site-b", "site-a"), ("site-a", "site-b")):
+        config = config_for(name, peer, cert_dir, ports[name], ports[peer], tmp_path / f"{name}.toml")
+        config.write_text(config.read_text() + "scrub_interval_s = 0.2\n[audit]\ncheckpoint_every = 5\n")
+        daemons.append(daemon_factory(name, config=config))
+    b, a = daemons
+    store(a, corpus[:12])
+    wait_drained(a)
+    time.sleep(1.0)  # a scrub pass on the peer, its cursor written
+    assert list(a.data_dir.glob("audit/*.checkpoints")), "the test needs an audit checkpoint to look at"
+    assert list(b.data_dir.glob("tiers/*/replica/shards/**/*.*")), "and shards"
+    for daemon in (a, b):
+        roots = [daemon.data_dir, daemon.data_dir.parent / f"{daemon.data_dir.name}-keys"]
+        files = [p for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+        loose = sorted(f"{p.stat().st_mode & 0o777:o} {p.relative_to(daemon.data_dir.parent)}" for p in files
+                       if p.stat().st_mode & 0o027)
+        assert loose == [], loose

@@ -382,6 +382,10 @@ def validate(config: Config) -> None:
     _check_encryption(config)
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
+    if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
+        # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
+        raise ConfigError(f"metrics.listen {config.metrics.listen!r} is not a loopback address; it serves "
+                          "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
 
 
 def _check_encryption(config: Config) -> None:

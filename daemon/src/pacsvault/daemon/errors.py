@@ -16,6 +16,7 @@ status codes, each class to exactly one code::
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
     ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
+    │   └── Unauthenticated     UNAUTHENTICATED   (credential unknown, expired, revoked, used up)
     ├── BlobGone                (ingest retries it: never reaches a client)
     └── ConfigError             (start-up only: never reaches a client)
 """
@@ -73,6 +74,15 @@ class DataLoss(PacsvaultError):
 
 class PermissionDenied(PacsvaultError):
     """The caller is known but may not do this."""
+
+    def __init__(self, message: str = "", *, who: str = "") -> None:
+        super().__init__(message)
+        # The caller as far as it is known (identity, certificate serial, token id): refusal records name it.
+        self.who = who
+
+
+class Unauthenticated(PermissionDenied):
+    """The credential presented is unknown, expired, revoked or used up."""
 
 
 class BlobGone(PacsvaultError):

@@ -40,7 +40,7 @@ from pacsvault.daemon.audit.syslog_tls import SyslogTlsSender, format_message, t
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.errors import ConfigError
-from pacsvault.daemon.storage.durable import fsync_dir
+from pacsvault.daemon.storage.durable import replace_file
 
 __all__ = ["AtnaExporter", "AtnaScheduler", "Cursor", "build_scheduler"]
 
@@ -168,15 +168,9 @@ class AtnaExporter:
 
     def _save_cursor(self, cursor: Cursor) -> None:
         state = {"format": CURSOR_FORMAT, "repository": self.name, "seq": cursor.seq, "offset": cursor.offset}
-        tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        # temp -> fsync -> rename -> fsync dir: a crash leaves the old cursor or the new,
-        # never half of one; the old one only means some records are sent twice.
-        with open(tmp, "w") as out:
-            json.dump(state, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.cursor_path)
-        fsync_dir(self.cursor_path.parent)
+        # A crash leaves the old cursor or the new, never half of one; the old one only
+        # means some records are sent twice.
+        replace_file(self.cursor_path, json.dumps(state).encode())
 
 
 class AtnaScheduler:

@@ -400,8 +400,9 @@ class AuditTrail:
         body = {"seq": seq, "tag": tag, "time": self._clock()}
         signed = {**body, "signature": base64.b64encode(self._signer.sign(canonical(body))).decode()}
         try:
-            with open(self.checkpoints_path, "ab") as out:
-                os.fchmod(out.fileno(), 0o600)
+            # 0600 like the trail: for the daemon's user only.
+            fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as out:
                 out.write(canonical(signed) + b"\n")
                 out.flush()
                 os.fsync(out.fileno())

@@ -54,7 +54,10 @@ class IndexEnvironment:
         self.env = lmdb.open(
             str(path), map_size=map_size, max_dbs=len(key_layout.DATABASES) + 2,
             max_readers=1024, sync=True, metasync=True, readahead=False,
+            mode=0o600,  # for the daemon's user only; older files are narrowed below
         )
+        for made in path.glob("*.mdb"):
+            made.chmod(0o600)
         self.dbs = {name: self.env.open_db(name.encode()) for name in key_layout.DATABASES}
         # The appliance's keys the tags and seals below come from (None: encryption off).
         self.keys = keys

@@ -27,7 +27,6 @@ import datetime
 import enum
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TypeVar
@@ -41,6 +40,7 @@ from pacsvault.daemon.errors import InvalidInput, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.catalog import is_dicom_date, study_months
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.index.wildcard import NamePattern, has_wildcards
 from pacsvault.daemon.digest import DigestFunction
 from pacsvault.daemon.index.records import (
     BlobRecord,
@@ -75,6 +75,9 @@ class Query:
     study_date_from: str = ""
     study_date_to: str = ""
     series_instance_uid: str = ""
+    # The issuer as given, the empty one included (a share binds its patient's issuer). Otherwise an
+    # empty issuer_of_patient_id means every issuer, as DICOM's universal matching has it.
+    issuer_exact: bool = False
 
     def fingerprint(self) -> str:
         return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -167,7 +170,8 @@ class _Scan:
     def __init__(self, env: IndexEnvironment, txn: lmdb.Transaction, query: Query) -> None:
         self.env, self.db, self.txn, self.q = env, env.dbs, txn, query
         self.tags = env.tags
-        self.name_re = _wildcard_regex(query.patient_name) if query.patient_name else None
+        self.name_pattern = NamePattern(query.patient_name) if query.patient_name else None
+        self.issuer_bound = bool(query.issuer_of_patient_id) or query.issuer_exact
 
     def opened(self, cls: type[M], db: str, key: bytes, value: bytes) -> M:
         return self.env.sealer.decode(cls, value, db, key)
@@ -215,10 +219,10 @@ class _Scan:
         """Matching patients, from the most selective index; positions are that index's keys."""
         q, last = self.q, after[0] if after else None
         if q.patient_id:
-            prefix = self.tags.patient_key(q.patient_id, q.issuer_of_patient_id) if q.issuer_of_patient_id \
+            prefix = self.tags.patient_key(q.patient_id, q.issuer_of_patient_id) if self.issuer_bound \
                 else self.tags.patient_id(q.patient_id)
             entries = self.every_patient(prefix, last, inclusive)
-        elif self.name_re is not None:
+        elif self.name_pattern is not None:
             entries = self.patients_by_name(last, inclusive)
         else:
             entries = self.every_patient(b"", last, inclusive)
@@ -236,7 +240,7 @@ class _Scan:
     def patients_by_name(self, after: bytes | None, inclusive: bool) -> Iterator[tuple[bytes, bytes, bytes]]:
         """(position, patient key, stored value) of the candidates for the name pattern."""
         pattern = self.q.patient_name
-        if not _has_wildcards(pattern):
+        if not has_wildcards(pattern):
             prefix = self.tags.patient_name(pattern)
         else:
             start = _literal_prefix(pattern)
@@ -255,9 +259,9 @@ class _Scan:
         q = self.q
         if q.patient_id and patient.patient_id != q.patient_id:
             return False
-        if q.issuer_of_patient_id and patient.issuer_of_patient_id != q.issuer_of_patient_id:
+        if self.issuer_bound and patient.issuer_of_patient_id != q.issuer_of_patient_id:
             return False
-        return self.name_re is None or self.name_re.fullmatch(keys.normalise_name(patient.patient_name)) is not None
+        return self.name_pattern is None or self.name_pattern.matches(patient.patient_name)
 
     # -- studies ----------------------------------------------------------
 
@@ -267,7 +271,7 @@ class _Scan:
             candidates = self.one("studies", q.study_instance_uid.encode(), after, inclusive)
         elif q.accession_number:
             candidates = self.by_secondary("by_accession", self.tags.accession(q.accession_number), after, inclusive)
-        elif q.patient_id or self.name_re is not None:
+        elif q.patient_id or self.name_pattern is not None:
             candidates = self.nested(self.patients, 1, after, inclusive, self.studies_of_patient)
         elif q.study_date_from or q.study_date_to:
             candidates = self.by_date(after, inclusive)
@@ -369,7 +373,7 @@ class _Scan:
 
     def study_position_width(self) -> int:
         q = self.q
-        if not q.study_instance_uid and not q.accession_number and (q.patient_id or self.name_re is not None):
+        if not q.study_instance_uid and not q.accession_number and (q.patient_id or self.name_pattern is not None):
             return 2
         return 1
 
@@ -402,17 +406,6 @@ class _Scan:
                 blob = self.txn.get(keys.blob_key(DigestFunction.BLAKE3, instance.digest), db=self.db["blobs"])
                 yield key, Match(series.patient, series.study, series.series, instance,
                                  decode(BlobRecord, blob) if blob is not None else None)
-
-
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for char in keys.normalise_name(pattern):
-        parts.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _has_wildcards(pattern: str) -> bool:
-    return "*" in pattern or "?" in pattern
 
 
 def _literal_prefix(pattern: str) -> str:

@@ -88,7 +88,8 @@ def make_ca(common_name: str = "pacsvault test CA", days: int = 3650) -> Issued:
 
 
 def issue_cert(ca: Issued, name: str, *, dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = (),
-               days: int = 825, server: bool = True, kind: str = "appliance") -> Issued:
+               days: int = 825, server: bool = True, kind: str = "appliance",
+               uris: Sequence[str] | None = None, serial_number: int | None = None) -> Issued:
     """A leaf certificate for ``name`` signed by ``ca``.
 
     Args:
@@ -99,6 +100,10 @@ def issue_cert(ca: Issued, name: str, *, dns_names: Sequence[str] = (), ip_addre
         days: validity.
         server: serverAuth as well as clientAuth; False for client-only certificates.
         kind: ``appliance`` or ``client``, the path segment of the identity URI.
+        uris: the URI SANs instead of the one identity URI; ``[]`` for none (with no
+            DNS or IP names either, the certificate has no SAN at all: CN only).
+            For tests of certificates that name no single principal.
+        serial_number: a chosen serial instead of a random one (tests of how serials are typed).
 
     Raises:
         InvalidInput: a bad name or IP address.
@@ -108,22 +113,23 @@ def issue_cert(ca: Issued, name: str, *, dns_names: Sequence[str] = (), ip_addre
     now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server \
         else [ExtendedKeyUsageOID.CLIENT_AUTH]
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial_number if serial_number is not None else x509.random_serial_number())
         .not_valid_before(now - _BACKDATE).not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(_san(name, kind, dns_names, ip_addresses), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    san = _san(name, kind, dns_names, ip_addresses, uris)
+    if list(san):
+        builder = builder.add_extension(san, critical=False)
+    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
 def write_set(out_dir: Path, appliances: dict[str, list[str]], clients: Sequence[str] = (),
@@ -190,12 +196,14 @@ def _up_to_date(out_dir: Path, name: str, ca: Issued, dns_names: list[str], ips:
     return set(current) == set(_san(name, kind, dns_names, ips))
 
 
-def _san(name: str, kind: str, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> x509.SubjectAlternativeName:
+def _san(name: str, kind: str, dns_names: Sequence[str], ip_addresses: Sequence[str],
+         uris: Sequence[str] | None = None) -> x509.SubjectAlternativeName:
     try:
         ips = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     except ValueError as exc:
         raise InvalidInput(f"certificate for {name}: {exc}") from exc
-    general: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(name, kind))]
+    general: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(u) for u in (uris if uris is not None else [identity_uri(name, kind)])]
     general += [x509.DNSName(d) for d in dns_names]
     general += ips
     return x509.SubjectAlternativeName(general)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pacsvault.daemon.errors import DataLoss, InvalidInput, Unavailable
-from pacsvault.daemon.replication import _files as files
+from pacsvault.daemon.storage.durable import replace_file
 from pacsvault.daemon.replication.codec import ErasureCodec
 from pacsvault.daemon.replication.shard_format import ShardHeader
 from pacsvault.daemon.replication.shard_store import ShardKey, ShardStore
@@ -177,11 +176,5 @@ class ShardScrubber:
 
     def _save_cursor(self, cursor: _Cursor) -> None:
         state = {"format": CURSOR_FORMAT, "after": cursor.after, "passes_completed": cursor.passes_completed}
-        tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        # temp -> fsync -> rename -> fsync dir: a crash leaves the old cursor or the new, never half of one.
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.cursor_path)
-        files.fsync_dir(self.cursor_path.parent)
+        # A crash leaves the old cursor or the new, never half of one.
+        replace_file(self.cursor_path, json.dumps(state).encode())

@@ -129,7 +129,7 @@ class ShardStore:
                     files.write_new(tmp, raw)
                     self._publish(tmp, final)
                 else:
-                    tmp.write_bytes(raw)
+                    files.write_new(tmp, raw, sync=False)  # sync_blob fsyncs the batch
                     files.make_dirs(final.parent)
                     os.replace(tmp, final)
             except OSError as exc:

@@ -9,9 +9,8 @@ from typing import Any
 
 import grpc
 
-from pacsvault.daemon.errors import PermissionDenied
+from pacsvault.daemon.errors import PermissionDenied, Unauthenticated
 from pacsvault.daemon.security.access_table import allowed_roles
-from pacsvault.daemon.security.credentials import Unauthenticated
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.call_wrapping import wrap_handler
@@ -40,12 +39,12 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         try:
             principal = self._resolver.resolve(context)
         except Unauthenticated as exc:
-            log.warning("refused %s: %s", name, exc)
-            self._on_refused(method, "", "UNAUTHENTICATED", context.peer())
+            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            self._on_refused(method, exc.who, "UNAUTHENTICATED", context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except PermissionDenied as exc:
-            log.warning("refused %s: %s", name, exc)
-            self._on_refused(method, "", "PERMISSION_DENIED", context.peer())
+            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            self._on_refused(method, exc.who, "PERMISSION_DENIED", context.peer())
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         needed = allowed_roles(method)
         if not principal.roles & needed:
@@ -55,7 +54,9 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"principal {principal.id} may not call {name} "
                                                              f"(allowed: {shown})")
         if principal.break_glass_reason:
-            log.warning("BREAK-GLASS %s by %s (reason: %s)", name, principal.id, principal.break_glass_reason)
+            # The reason often names a patient: it is kept sealed in the audit trail, never in the log.
+            log.warning("BREAK-GLASS %s by %s (reason of %d characters in the audit trail)", name, principal.id,
+                        len(principal.break_glass_reason))
         else:
             log.info("call %s by %s", name, principal.id)
         token = current_principal.set(principal)

@@ -13,14 +13,15 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import lmdb
 
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, shown
+from pacsvault.daemon.errors import InvalidInput, NotFound, Unauthenticated, shown
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BreakGlassGrant, CredentialRecord, RevocationRecord, decode, encode
+from pacsvault.daemon.security.serials import stored_forms
 
 _CREDENTIALS = "credentials"
 
@@ -28,10 +29,6 @@ TOKEN_PREFIX = "pv_"
 MAX_PIN_FAILURES = 5
 # Enough to slow a guesser holding a copy of the index; cheap enough for every call.
 _PIN_ITERATIONS = 20_000
-
-
-class Unauthenticated(PermissionDenied):
-    """The credential presented is unknown, expired, revoked or used up."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,10 @@ class CredentialStore:
         key = token_hash(token)
         now = self._clock()
 
-        def op(txn: lmdb.Transaction) -> CredentialRecord | str:
+        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str]:
             value = txn.get(key, db=self._db[_CREDENTIALS])
             if value is None:
-                return "unknown token"
+                return "unknown token", f"token:{key.hex()[:16]}"
             record = self._opened(key, value)
             problem = _problem(record, now, pin)
             if problem == "wrong PIN":
@@ -112,12 +109,28 @@ class CredentialStore:
                 record.uses += 1
                 record.last_used_at = now
             txn.put(key, encode(record), db=self._db[_CREDENTIALS])
-            return problem or record
+            return (problem, holder(record)) if problem else record
 
         outcome = self._env.write(op)
-        if isinstance(outcome, str):
-            raise Unauthenticated(f"credential refused: {outcome}")
+        if isinstance(outcome, tuple):
+            problem, who = outcome
+            raise Unauthenticated(f"credential refused: {problem}", who=who)
         return outcome
+
+    def still_live(self, key: bytes) -> str | None:
+        """Why the credential under ``key`` (its token hash) no longer holds, or None.
+
+        For a call already admitted that is still answering: one read, no
+        use counted, no PIN asked again.
+        """
+        with self._env.read() as txn:
+            value = txn.get(key, db=self._db[_CREDENTIALS])
+        if value is None:
+            return "removed"
+        record = self._opened(key, value)
+        if record.revoked_at:
+            return "revoked"
+        return "expired" if self._clock() >= record.expires_at else None
 
     # -- listing and revoking ------------------------------------------------
 
@@ -142,15 +155,25 @@ class CredentialStore:
         if not self._env.write(op):
             raise NotFound(f"no {kind} {shown(credential_id)} of yours")
 
-    def revoke_certificate(self, name: str, reason: str, by: str) -> None:
-        record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)
-        self._env.write(lambda txn: txn.put(name.encode(), encode(record), db=self._db["revoked_certificates"]))
+    def revoke_identity(self, identity: str, reason: str, by: str) -> None:
+        self._revoke_certificate(identity.encode(), reason, by)
 
-    def certificate_revoked(self, identity: str, serial_hex: str) -> bool:
+    def revoke_serial(self, canonical_serial: str, reason: str, by: str) -> None:
+        """``canonical_serial``: as serials.normalise_serial gives it."""
+        self._revoke_certificate(f"serial:{canonical_serial}".encode(), reason, by)
+
+    def _revoke_certificate(self, key: bytes, reason: str, by: str) -> None:
+        record = RevocationRecord(reason=reason, revoked_at=self._clock(), revoked_by=by)
+        self._env.write(lambda txn: txn.put(key, encode(record), db=self._db["revoked_certificates"]))
+
+    def certificate_revoked(self, identities: Iterable[str], canonical_serial: str) -> bool:
+        """Whether any of the certificate's identities, or its serial, is on the revocation list."""
+        names = [i.encode() for i in identities]
+        if canonical_serial:
+            names += [f"serial:{form}".encode() for form in stored_forms(canonical_serial)]
         with self._env.read() as txn:
             db = self._db["revoked_certificates"]
-            return txn.get(identity.encode(), db=db) is not None or (
-                bool(serial_hex) and txn.get(f"serial:{serial_hex}".encode(), db=db) is not None)
+            return any(txn.get(name, db=db) is not None for name in names)
 
     # -- break-glass -----------------------------------------------------------
 
@@ -170,6 +193,11 @@ class CredentialStore:
             value = txn.get(principal.encode(), db=self._db["break_glass"])
         grant = decode(BreakGlassGrant, value) if value is not None else None
         return grant if grant is not None and grant.expires_at > self._clock() else None
+
+
+def holder(record: CredentialRecord) -> str:
+    """Who a credential speaks for: its principal, or ``share:<id>`` for a share grant."""
+    return f"share:{record.credential_id}" if record.kind == "share" else record.principal
 
 
 def _problem(record: CredentialRecord, now: float, pin: str | None) -> str | None:

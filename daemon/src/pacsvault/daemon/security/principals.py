@@ -1,26 +1,32 @@
 """Turning a call's credentials into a principal with roles (and, for shares, a scope).
 
-Identity comes from the client certificate's SAN URI
-(``spiffe://pacsvault/<kind>/<name>``; the CN is never trusted), checked by
-TLS against the configured client CA and against the daemon's own
-revocation list. A plaintext call can only arrive on a loopback listener
-(the daemon refuses plaintext anywhere else) and is the local principal.
-A bearer token in ``authorization: Bearer ...`` either stands for the
-principal it is bound to (and must agree with the certificate, if any) or is
-a share grant, which narrows the caller to one study or one patient.
+Identity comes from the client certificate (verified by TLS against the
+configured client CA and checked against the daemon's own revocation list,
+by every URI it carries and by its serial): a certificate names a principal
+only when its one and only URI SAN is a SPIFFE ID
+(``spiffe://pacsvault/<kind>/<name>``); the CN is never trusted. A
+plaintext call can only arrive on a loopback listener (the daemon refuses
+plaintext anywhere else) and is the local principal.
+
+A bearer token in ``authorization: Bearer ...`` is either an access token,
+worth something only together with the certificate of the principal it was
+issued to (or on loopback), or a share grant: whatever certificate comes with
+it, the caller then reaches the share's study or patient and nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
 
-from pacsvault.daemon.errors import PermissionDenied
+from pacsvault.daemon.errors import PermissionDenied, Unauthenticated
 from pacsvault.daemon.security.access_table import Role
-from pacsvault.daemon.security.credentials import CredentialStore, Unauthenticated
+from pacsvault.daemon.security.credentials import CredentialStore, holder, token_hash
+from pacsvault.daemon.security.serials import serial_of
 
 LOOPBACK_PRINCIPAL = "local:loopback"
 
@@ -41,6 +47,9 @@ class Principal:
     roles: frozenset[Role]
     scope: Scope | None = None
     break_glass_reason: str = ""
+    # What the call was admitted on, so a long answer can check it still holds.
+    credential_key: bytes = b""  # the token hash of the access token or share, if one was used
+    certificate: ClientCertificate | None = None
 
 
 class PrincipalResolver:
@@ -54,47 +63,63 @@ class PrincipalResolver:
     def resolve(self, context: grpc.ServicerContext) -> Principal:
         """The caller's principal; Unauthenticated / PermissionDenied say why there is none."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        transport = self._transport_principal(context)
+        certificate = self._certificate(context)
         token = metadata.get("authorization", "")
         if token:
-            principal = self._token_principal(token, metadata.get("x-pacsvault-pin"), transport)
-        elif transport is None:
-            raise Unauthenticated("no credentials: present a client certificate or a token")
+            principal = self._token_principal(token, metadata.get("x-pacsvault-pin"), certificate)
+        elif certificate is None:
+            principal = self._loopback
         else:
-            principal = transport
-        return self._with_break_glass(principal)
+            principal = self._certificate_principal(certificate)
+        return self._with_break_glass(dataclasses.replace(principal, certificate=certificate))
 
-    def _transport_principal(self, context: grpc.ServicerContext) -> Principal | None:
+    def _certificate(self, context: grpc.ServicerContext) -> ClientCertificate | None:
+        """The verified, unrevoked client certificate; None on a plaintext (loopback) listener."""
         auth = context.auth_context()
         if auth.get("transport_security_type", [b""])[0] != b"ssl":
-            return self._loopback
-        identities = [i.decode(errors="replace") for i in auth.get("peer_spiffe_id", [])]
-        if not identities:
             return None
-        pem = auth.get("x509_pem_cert", [b""])[0]
-        serial = _serial_hex(pem) if pem else ""
-        for identity in identities:
-            if self._credentials is not None and self._credentials.certificate_revoked(identity, serial):
-                raise Unauthenticated(f"certificate of {identity} is revoked")
-            roles = self._by_identity.get(identity)
-            if roles is not None:
-                return Principal(identity, roles)
-        raise PermissionDenied("your certificate is valid but names no principal configured on this appliance")
+        certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
+        if certificate is None:  # the TLS listener requires a certificate: not expected
+            raise Unauthenticated("no client certificate")
+        if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
+                                                                                   certificate.serial):
+            raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
+        return certificate
 
-    def _token_principal(self, header: str, pin: str | None, transport: Principal | None) -> Principal:
+    def _certificate_principal(self, certificate: ClientCertificate) -> Principal:
+        roles = self._by_identity.get(certificate.identity) if certificate.identity else None
+        if roles is None:
+            raise PermissionDenied("your certificate is valid but names no principal configured on this appliance"
+                                   " (it needs exactly one SAN URI, spiffe://pacsvault/client/<name>)",
+                                   who=certificate.described)
+        return Principal(certificate.identity, roles)
+
+    def _token_principal(self, header: str, pin: str | None, certificate: ClientCertificate | None) -> Principal:
         scheme, _, token = header.partition(" ")
+        token = token.strip()
+        who = certificate.described if certificate is not None else LOOPBACK_PRINCIPAL
         if scheme.lower() != "bearer" or not token or self._credentials is None:
-            raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
-        record = self._credentials.authenticate(token.strip(), pin)
+            raise Unauthenticated("authorization metadata must be 'Bearer <token>'", who=who)
+        try:
+            record = self._credentials.authenticate(token, pin)
+        except Unauthenticated as exc:
+            if certificate is None or not certificate.identity:
+                raise  # named by the token: its principal, share:<id> or token:<id>
+            # TLS authenticated who is calling; the token is only what they claimed.
+            raise Unauthenticated(str(exc), who=certificate.identity) from exc
         if record.kind == "share":
+            # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
-            return Principal(f"share:{record.credential_id}", frozenset({Role.SHARE}), scope)
-        if transport is not None and transport.id not in (record.principal, LOOPBACK_PRINCIPAL):
-            raise Unauthenticated("this token is bound to another identity than your certificate's")
+            return Principal(holder(record), frozenset({Role.SHARE}), scope, credential_key=token_hash(token))
+        if certificate is not None and certificate.identity != record.principal:
+            raise Unauthenticated("this token is bound to another identity than your certificate's"
+                                  if certificate.identity else "an access token needs the certificate of its "
+                                  "principal; yours names none, so only a share token is accepted with it", who=who)
         roles = self._by_identity.get(record.principal)
         if roles is None:
-            raise PermissionDenied(f"token of {record.principal}, which is no longer a configured principal")
-        return Principal(record.principal, roles)
+            raise PermissionDenied(f"token of {record.principal}, which is no longer a configured principal",
+                                   who=record.principal)
+        return Principal(record.principal, roles, credential_key=token_hash(token))
 
     def _with_break_glass(self, principal: Principal) -> Principal:
         if self._credentials is None or principal.scope is not None:
@@ -102,12 +127,41 @@ class PrincipalResolver:
         grant = self._credentials.active_break_glass(principal.id)
         if grant is None:
             return principal
-        return Principal(principal.id, principal.roles | self._break_glass_roles, None, grant.reason)
+        return dataclasses.replace(principal, roles=principal.roles | self._break_glass_roles,
+                                   break_glass_reason=grant.reason)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What a client certificate verified by TLS says about its holder."""
+
+    uris: tuple[str, ...]  # every URI SAN, in order
+    serial: str  # canonical hex (serials.serial_of)
+
+    @property
+    def identity(self) -> str:
+        """The one principal it names: its only URI SAN, when that is a SPIFFE ID; '' otherwise."""
+        if len(self.uris) == 1 and self.uris[0].startswith("spiffe://"):
+            return self.uris[0]
+        return ""
+
+    @property
+    def described(self) -> str:
+        """How logs and refusal records name the holder."""
+        return self.identity or f"certificate:{self.serial}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _serial_hex(pem: bytes) -> str:
+def _parsed(pem: bytes) -> ClientCertificate | None:
+    if not pem:
+        return None
     try:
-        return format(x509.load_pem_x509_certificate(pem).serial_number, "x")
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
-        return ""
+        return None
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = tuple(names.get_values_for_type(x509.UniformResourceIdentifier))
+    except x509.ExtensionNotFound:
+        uris = ()
+    return ClientCertificate(uris, serial_of(cert.serial_number))

@@ -33,7 +33,7 @@ def narrow_to_scope(query: Query) -> Query | None:
     patient_id, issuer = keys.split_share_scope(scope.patient_key)
     if query.patient_id not in ("", patient_id) or query.issuer_of_patient_id not in ("", issuer):
         return None
-    return dataclasses.replace(query, patient_id=patient_id, issuer_of_patient_id=issuer)
+    return dataclasses.replace(query, patient_id=patient_id, issuer_of_patient_id=issuer, issuer_exact=True)
 
 
 class ScopeGuard:

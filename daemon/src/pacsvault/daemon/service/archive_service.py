@@ -15,6 +15,9 @@ from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.ingest import Ingest
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.security.stream_watch import CredentialWatch
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
 from pacsvault.daemon.tiering.reads import ClinicalRequests
@@ -29,9 +32,9 @@ _STATUS = {
 
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
-                 deletion: Deletion, requests: ClinicalRequests) -> None:
+                 deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore) -> None:
         self._limits, self._ingest, self._search, self._retrieval = limits, ingest, search, retrieval
-        self._deletion, self._requests = deletion, requests
+        self._deletion, self._requests, self._credentials = deletion, requests, credentials
 
     @mapped
     def StoreInstance(
@@ -124,13 +127,17 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
 
         Each instance is read whole and checked against its digest first (and
         repaired from the peer if need be), so no byte of a bad copy leaves.
+        A credential revoked or expired meanwhile stops the stream.
         """
+        watch = CredentialWatch(self._credentials, current_principal.get())
         for instance, blob in members:
+            watch.check()
             data = self._retrieval.read(instance, blob)
             attributes = convert.instance_to_proto(instance, blob, self._retrieval.content_digest(blob, data))
             for at in range(0, max(len(data), 1), CHUNK_BYTES):
                 if not context.is_active():
                     raise Unavailable("the caller went away")
+                watch.check()
                 yield attributes, data[at : at + CHUNK_BYTES]
                 attributes = None
 

@@ -12,6 +12,7 @@ from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
+from pacsvault.daemon.index.query import Level, Query
 from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.key_rotation import KeyRotation
 from pacsvault.daemon.retrieval import Retrieval
@@ -19,6 +20,7 @@ from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.forwarding import BackOffice, forwarded
+from pacsvault.daemon.security.serials import normalise_serial
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import security_pb2, security_pb2_grpc
 
@@ -80,10 +82,10 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
                           context: grpc.ServicerContext) -> security_pb2.RevokeCertificateResponse:
         if bool(request.identity) == bool(request.serial_hex):
             raise InvalidInput("give exactly one of identity and serial_hex")
-        if request.serial_hex and not all(c in "0123456789abcdef" for c in request.serial_hex.lower()):
-            raise InvalidInput("serial_hex must be hexadecimal")
-        name = request.identity or f"serial:{request.serial_hex.lower()}"
-        self._credentials.revoke_certificate(name[:512], request.reason[:500], _caller())
+        if request.serial_hex:
+            self._credentials.revoke_serial(normalise_serial(request.serial_hex), request.reason[:500], _caller())
+        else:
+            self._credentials.revoke_identity(request.identity[:512], request.reason[:500], _caller())
         return security_pb2.RevokeCertificateResponse()
 
     @mapped
@@ -137,9 +139,13 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
             study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
             self._retrieval.study_instances(study_uid)  # NOT_FOUND for an unknown study
         elif request.patient_id:
-            matches, _ = self._search.patient_studies(request.patient_id, request.issuer_of_patient_id, 1, "")
+            # Exactly this issuer, the empty one included: the share will see that patient and no namesake.
+            query = Query(Level.STUDY, patient_id=request.patient_id,
+                          issuer_of_patient_id=request.issuer_of_patient_id, issuer_exact=True)
+            matches, _ = self._search.find(query, 1, "")
             if not matches:
-                raise NotFound(f"no studies of PatientID {shown(request.patient_id)}")
+                raise NotFound(f"no studies of PatientID {shown(request.patient_id)} with issuer "
+                               f"{shown(request.issuer_of_patient_id) if request.issuer_of_patient_id else '(none)'}")
             patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())

@@ -6,20 +6,33 @@ import os
 from pathlib import Path
 
 
-def write_new(path: Path, data: bytes, mode: int = 0o640) -> None:
+def write_new(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True) -> None:
     """Creates ``path`` (it must not exist) holding ``data``, fsynced; the caller then renames it.
 
     The fsync comes before the file gets its final name: a crash must never
-    leave a named file with missing contents.
+    leave a named file with missing contents. ``sync=False`` is for callers
+    that fsync a batch later. The mode is set at creation (the daemon's files
+    are for its own user and group, never for everyone).
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Gives ``path`` new contents: temp -> fsync -> rename -> fsync dir, so a crash
+    leaves the old contents or the new, never half of them."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # left by a crash before its rename: never acknowledged
+    write_new(tmp, data, mode)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def make_dirs(path: Path) -> list[Path]:

@@ -156,7 +156,7 @@ class LocalBlobAccess:
         _make_dirs(target_dir)
         target = target_dir / f"{digest.hex}.{uuid.uuid4().hex[:8]}"
         os.replace(path, target)
-        target.with_suffix(target.suffix + ".reason").write_text(reason + "\n")
+        durable.write_new(target.with_suffix(target.suffix + ".reason"), (reason + "\n").encode())
         _fsync_dir(target_dir)
         _fsync_dir(path.parent)
         return target
@@ -195,10 +195,5 @@ def write_marker(root: Path) -> str:
     """Gives ``root`` a new identity, durably; returns it."""
     _make_dirs(root)
     volume_id = uuid.uuid4().hex
-    tmp = root / f"{MARKER_NAME}.tmp"
-    tmp.write_text(json.dumps({"volume_id": volume_id, "format": 1}) + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, root / MARKER_NAME)
-    _fsync_dir(root)
+    durable.replace_file(root / MARKER_NAME, (json.dumps({"volume_id": volume_id, "format": 1}) + "\n").encode())
     return volume_id

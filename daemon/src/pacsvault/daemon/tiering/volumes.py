@@ -31,6 +31,7 @@ from pacsvault.daemon.index.records import VolumeRecord
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import LocalBlobAccess, has_blobs, read_marker, write_marker
+from pacsvault.daemon.tiering.new_volume import checked_new_volume
 from pacsvault.daemon.storage.tiered import (
     RefusedVolume,
     Tier,
@@ -191,18 +192,10 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     if tier is None:
         raise InvalidInput(f"tier {shown(tier_name)} is not configured "
                            f"(tiers: {', '.join(t.name for t in config.tiers)})")
-    root = Path(path)
-    if not root.is_absolute():
-        raise InvalidInput(f"volume path {shown(path)} must be absolute")
     store.refresh()
-    if any(v.path == str(root) for v in store.volumes):
+    if any(v.path == path for v in store.volumes):
         raise InvalidInput(f"{shown(path)} is already a volume")
-    try:
-        is_dir = root.is_dir()
-    except OSError as exc:  # too long, or not ours to look at
-        raise InvalidInput(f"volume path {shown(path)}: {exc.strerror}") from exc
-    if not is_dir:
-        raise InvalidInput(f"{shown(path)} is not a directory (mount the disk first)")
+    root = checked_new_volume(path)
     known = {r.volume_id: r for r in placement.volumes(env)}
     volume_id = _identify(root, None, known)
     record = known.get(volume_id) or VolumeRecord(volume_id=volume_id, state="active", added_at=clock())
