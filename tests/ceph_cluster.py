@@ -14,6 +14,10 @@ The settings that matter, and why:
   ``osd crush chooseleaf type = 0``): one OSD must be enough for every pool;
 - ``paxos propose interval = 0.05``: the default 1 s makes start-up take 13 s;
 - ``rgw enable lc threads = false``: the gateway stops at once on SIGTERM;
+- ``tcp_nodelay=1`` on the beast frontend: without it every response whose
+  body is not a whole number of 64 KiB chunks waits 40 ms (Nagle against the
+  client's delayed ACK; measured: a 30 kB GET 44 ms, with it 1.8 ms), and a
+  real gateway in front of pacsvault needs it as much;
 - ``mon data avail warn = 1``: a busy shared disk is no health warning here.
 
 The gateway can be stopped, paused and started again alone, for tests of an
@@ -186,7 +190,7 @@ memstore device bytes = {4 << 30}
 keyring = {r}/osd/$cluster-$id/keyring
 
 [{RGW_NAME}]
-rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}
+rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port} tcp_nodelay=1
 rgw data = {r}/rgw
 rgw enable lc threads = false
 """)

@@ -50,7 +50,7 @@ class Requests:
 
 @pytest.fixture
 def s3(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch) -> S3BlobAccess:
-    return s3_access(ceph, monkeypatch, head_bytes=4096)
+    return s3_access(ceph, monkeypatch, head_bytes=4096, readahead_bytes=4096)
 
 
 @pytest.fixture
@@ -111,6 +111,24 @@ def test_a_whole_small_blob_is_one_request_and_a_ranged_read_fetches_only_its_fr
     offsets = reader.header.frame_offsets()
     assert (start, end + 1) == (offsets[5], offsets[5] + reader.header.frame_lengths[5])
     assert sum(1 for op, _ in requests.sent if op != "GetObject") == 0
+
+
+def test_a_blob_read_whole_is_fetched_once_in_large_ranges(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = s3_access(ceph, monkeypatch, head_bytes=64 << 10, readahead_bytes=1 << 20)
+    framed = CompressingBlobAccess(s3, frame_size=64 << 10)
+    data = os.urandom(40 * (64 << 10))  # 40 frames, 2.5 MiB
+    framed.put(compute(data), data)
+    requests = Requests(s3)
+    reader = framed.open(compute(data))
+    assert read_all(reader) == data
+    spans = [tuple(int(x) for x in rng.removeprefix("bytes=").split("-"))  # type: ignore[union-attr]
+             for rng in requests.of("GetObject")]
+    # Back to back from byte 0 to the last: nothing fetched twice, nothing skipped.
+    assert spans[0][0] == 0 and spans[-1][1] == reader.stored_size - 1
+    assert all(before[1] + 1 == after[0] for before, after in zip(spans, spans[1:]))
+    # Far fewer requests than frames: the first, then read-ahead of 1 MiB at a time.
+    assert len(spans) == 1 + -(-(reader.stored_size - (64 << 10)) // (1 << 20))
+    assert max(end - start + 1 for start, end in spans) == 1 << 20
 
 
 def test_a_blob_above_the_threshold_goes_in_verified_parts(ceph: CephCluster, s3: S3BlobAccess) -> None:

@@ -40,13 +40,22 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class S3Reader:
-    """A BlobReader over one object: the first bytes from open(), the rest by ranged GETs."""
+    """A BlobReader over one object: the first bytes from open(), the rest by ranged GETs.
 
-    def __init__(self, calls: S3Calls, key: str, size: int, head: bytes) -> None:
+    It holds one window of the object, the bytes it fetched last (open()'s
+    first). A read that jumps elsewhere fetches exactly what it asks for. A
+    read that goes on past the window is a blob being streamed (a retrieval,
+    a promotion, a verify: frame after frame to the end), so it also fetches
+    ``readahead`` bytes beyond: a large blob comes in a few requests instead
+    of one per frame, each request costing a round trip to the gateway.
+    """
+
+    def __init__(self, calls: S3Calls, key: str, size: int, head: bytes, readahead: int) -> None:
         self._calls = calls
         self._key = key
         self._size = size
-        self._head = head
+        self._window = (0, head)
+        self._readahead = readahead
 
     @property
     def size(self) -> int:
@@ -56,14 +65,21 @@ class S3Reader:
         end = min(self._size, offset + max(0, length))
         if offset >= end:
             return b""
-        if end <= len(self._head):
-            return self._head[offset:end]
-        start = max(offset, len(self._head))  # what open() brought is not fetched again
-        fetched = s3_objects.read_range(self._calls, self._key, start, end)
-        return self._head[offset:start] + fetched if offset < start else fetched
+        start, held = self._window
+        held_end = start + len(held)
+        if start <= offset and end <= held_end:
+            return held[offset - start : end - start]
+        if start <= offset <= held_end:  # goes on from what is held: the rest, and ahead
+            fetched = s3_objects.read_range(self._calls, self._key, held_end,
+                                            min(self._size, max(end, held_end + self._readahead)))
+            window = held[offset - start :] + fetched
+        else:
+            window = s3_objects.read_range(self._calls, self._key, offset, end)
+        self._window = (offset, window)
+        return window[: end - offset]
 
     def close(self) -> None:
-        self._head = b""
+        self._window = (0, b"")
 
 
 class S3BlobAccess:
@@ -122,13 +138,13 @@ class S3BlobAccess:
             return r, r["Body"].read()
         got = self._call(f"a read of blob {digest.hex[:16]}", attempt, digest)
         if got is None:
-            return S3Reader(self.calls, key, self._size_of_empty(key, digest), b"")
+            return S3Reader(self.calls, key, self._size_of_empty(key, digest), b"", 0)
         response, head = got
         size = _total_size(response)
         if len(head) != min(want, size):
             raise DataLoss(f"blob {digest.hex[:16]} in object store {self.label}: read {len(head)} bytes "
                            f"of its first {min(want, size)}")
-        return S3Reader(self.calls, key, size, head)
+        return S3Reader(self.calls, key, size, head, self.settings.readahead_bytes)
 
     def contains(self, digest: Digest) -> bool:
         return s3_objects.head(self.calls, self.key_of(digest)) is not None

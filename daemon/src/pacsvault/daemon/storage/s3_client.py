@@ -76,8 +76,12 @@ class S3Settings:
     # Blobs above the threshold go in parts (S3 wants at least 5 MiB for every part but the last).
     multipart_threshold: int = 64 << 20
     part_size: int = 16 << 20
-    # What open() fetches with its first request: the header, and all of a small blob.
-    head_bytes: int = 64 << 10
+    # What open() fetches with its first request: a blob's header and first frame (1 MiB at the
+    # default frame size), which every read from its start needs, so a blob up to that size is one
+    # GET. A read that goes on past what a reader holds fetches readahead_bytes more (a stream):
+    # the memory one open reader may hold.
+    head_bytes: int = (1 << 20) + (64 << 10)
+    readahead_bytes: int = 8 << 20
     # S3 has no capacity: a configured quota stands for it (0: none).
     quota_bytes: int = 0
 
