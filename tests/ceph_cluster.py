@@ -40,6 +40,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pacsvault.daemon.replication.certs import issue_cert, make_ca
+
 TOOLS = ("ceph-authtool", "monmaptool", "ceph-mon", "ceph-mgr", "ceph-osd", "radosgw", "radosgw-admin", "ceph")
 INSTALL_HINT = "apt-get install -y ceph-mon ceph-osd ceph-mgr radosgw ceph-common"
 # Every wait is bounded: a cluster that is not up by then is reported with its logs.
@@ -79,6 +81,8 @@ class CephCluster:
         self.keyring = root / "keyring"
         self.mon_ports = (free_port(), free_port())  # v2, v1
         self.rgw_port = free_port()
+        self.rgw_tls_port = free_port()
+        self.ca_file = root / "ca.pem"  # the CA of the gateway's TLS endpoint
         self.fsid = str(uuid.uuid4())
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.admin: S3User | None = None
@@ -86,6 +90,10 @@ class CephCluster:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.rgw_port}"
+
+    @property
+    def tls_endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.rgw_tls_port}"
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -95,6 +103,7 @@ class CephCluster:
             raise CephError(f"Ceph is not installed here: missing {', '.join(missing)} ({INSTALL_HINT})")
         try:
             self._write_config()
+            self._write_tls_files()
             self._start_monitor()
             self._start_manager()
             self._start_osd()
@@ -190,10 +199,21 @@ memstore device bytes = {4 << 30}
 keyring = {r}/osd/$cluster-$id/keyring
 
 [{RGW_NAME}]
-rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port} tcp_nodelay=1
+rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port} ssl_endpoint=127.0.0.1:{self.rgw_tls_port} \
+ssl_certificate={r}/rgw.crt ssl_private_key={r}/rgw.key tcp_nodelay=1
 rgw data = {r}/rgw
 rgw enable lc threads = false
 """)
+
+    def _write_tls_files(self) -> None:
+        """A test CA and a certificate for 127.0.0.1, so a client's CA file and TLS checks are tested."""
+        ca = make_ca("pacsvault test object store CA")
+        server = issue_cert(ca, "rados-gateway", ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+        self.ca_file.write_bytes(ca.cert_pem())
+        (self.root / "rgw.crt").write_bytes(server.cert_pem())
+        key = self.root / "rgw.key"
+        key.write_bytes(server.key_pem())
+        key.chmod(0o600)
 
     def _start_monitor(self) -> None:
         self._tool("ceph-authtool", "--create-keyring", str(self.keyring), "--gen-key", "-n", "mon.",

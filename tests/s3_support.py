@@ -58,7 +58,7 @@ def settings(ceph: CephCluster, bucket: str, **overrides: Any) -> S3Settings:
                               "part_size": 5 << 20, "timeout_s": 10.0, "connect_timeout_s": 1.0,
                               "read_timeout_s": 2.0}
     fields.update(overrides)
-    return S3Settings(ceph.endpoint, bucket, **fields)
+    return S3Settings(fields.pop("endpoint", ceph.endpoint), bucket, **fields)
 
 
 def s3_access(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch, *, object_lock: bool = False,

@@ -129,3 +129,18 @@ def test_a_missing_bucket_is_a_clear_error(ceph: CephCluster, monkeypatch: pytes
         s3.check()
     with pytest.raises(Unavailable, match="bucket 'pv-no-such-bucket' does not exist"):
         s3.put(compute(b"x"), b"x")
+
+
+def test_tls_is_verified_against_the_given_ca_or_refused(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_credentials_file(ceph, monkeypatch)
+    bucket = new_bucket(ceph)
+    trusted = S3BlobAccess(settings(ceph, bucket, endpoint=ceph.tls_endpoint, ca_file=str(ceph.ca_file)))
+    assert trusted.check().versioning == ""
+    trusted.put(compute(b"over tls"), b"over tls")
+    assert read_all(trusted.open(compute(b"over tls"))) == b"over tls"
+    # The system's CAs do not know the test CA: refused, with what to do about it.
+    unknown = S3BlobAccess(settings(ceph, bucket, endpoint=ceph.tls_endpoint))
+    with pytest.raises(ConfigError, match="TLS verification of https://127.0.0.1:.* failed .*give its CA in ca_file"):
+        unknown.check()
+    with pytest.raises(Unavailable, match="TLS verification"):
+        unknown.open(compute(b"over tls"))

@@ -65,8 +65,7 @@ class S3Settings:
     key_prefix: str = "blobs/"
     region: str = "us-east-1"
     profile: str | None = None
-    ca_file: str | None = None  # TLS: verify against this CA bundle instead of the system's
-    verify_tls: bool = True
+    ca_file: str | None = None  # TLS is always verified: against this CA bundle, else the system's
     # One operation, retries included, answers within timeout_s; one attempt within
     # connect_timeout_s + read_timeout_s (the socket waits), so slow or gone is known in time.
     timeout_s: float = 30.0
@@ -123,7 +122,7 @@ def make_client(settings: S3Settings) -> Any:
         # not hashed for the signature: the signed Content-MD5 header protects it already.
         s3={"addressing_style": "path", "payload_signing_enabled": False},
     )
-    verify: bool | str = settings.ca_file if settings.ca_file else settings.verify_tls
+    verify: bool | str = settings.ca_file if settings.ca_file else True
     return session.client("s3", endpoint_url=settings.endpoint, region_name=settings.region,
                           verify=verify, config=config)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, SSLError
 
-from pacsvault.daemon.errors import ConfigError
+from pacsvault.daemon.errors import ConfigError, Unavailable
 from pacsvault.daemon.storage.s3_client import S3Calls, describe, error_code, http_status, translate
 
 
@@ -37,6 +37,10 @@ def check_store(calls: S3Calls) -> S3StoreState:
         versioning = calls.call("a check of the bucket", lambda: calls.client.get_bucket_versioning(Bucket=bucket))
     except ClientError as exc:
         raise _config_error(calls, exc) from exc
+    except Unavailable as exc:
+        if isinstance(exc.__cause__, SSLError):  # a certificate we cannot verify: the operator's to fix
+            raise ConfigError(str(exc)) from exc
+        raise
     latency = time.monotonic() - started
 
     def lock_enabled() -> bool:
