@@ -148,6 +148,25 @@ def test_a_blob_above_the_threshold_goes_in_verified_parts(ceph: CephCluster, s3
     assert [op for op, _ in requests.sent] == ["HeadObject"]
 
 
+@pytest.mark.parametrize("object_lock", [False, True], ids=["unversioned", "versioned"])
+def test_a_put_is_one_request_and_never_replaces_a_stored_blob(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch,
+                                                              object_lock: bool) -> None:
+    s3 = s3_access(ceph, monkeypatch, object_lock=object_lock)
+    s3.check()  # as a daemon does at start: it learns whether the bucket keeps versions
+    data = os.urandom(20_000)
+    digest = compute(data)
+    requests = Requests(s3)
+    assert s3.put(digest, data) == len(data)
+    # Ceph honours If-None-Match only where the bucket keeps no versions; there the PUT alone suffices.
+    assert [op for op, _ in requests.sent] == (["HeadObject", "PutObject"] if object_lock else ["PutObject"])
+    requests.clear()
+    assert s3.put(digest, os.urandom(20_000)) == len(data)  # other bytes, same address: left as stored
+    assert "PutObject" not in [op for op, _ in requests.sent] or not object_lock
+    assert read_all(s3.open(digest)) == data
+    versions = plain_client(ceph).list_object_versions(Bucket=s3.settings.bucket, Prefix=s3.key_of(digest))
+    assert len(versions["Versions"]) == 1
+
+
 def test_an_object_deleted_behind_our_back_is_not_found(ceph: CephCluster, s3: S3BlobAccess) -> None:
     data = os.urandom(10_000)
     digest = compute(data)

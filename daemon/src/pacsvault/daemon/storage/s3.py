@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pacsvault.daemon.digest import Digest
-from pacsvault.daemon.errors import DataLoss, FailedPrecondition, NotFound
+from pacsvault.daemon.errors import ConfigError, DataLoss, FailedPrecondition, NotFound, Unavailable
 from pacsvault.daemon.storage import s3_lock, s3_rewrite, s3_objects
 from pacsvault.daemon.storage.s3_client import S3Calls, S3Settings, error_code, make_client, translate
 from pacsvault.daemon.storage.s3_lock import ObjectLockState
@@ -93,6 +93,7 @@ class S3BlobAccess:
     def __init__(self, settings: S3Settings, client: Any | None = None) -> None:
         self.settings = settings
         self.calls = S3Calls(client if client is not None else make_client(settings), settings)
+        self._versioned: bool | None = None
 
     @property
     def client(self) -> Any:
@@ -108,7 +109,18 @@ class S3BlobAccess:
 
     def check(self) -> S3StoreState:
         """Start-up and health check: ConfigError for credentials or bucket, Unavailable when unreachable."""
-        return check_store(self.calls)
+        state = check_store(self.calls)
+        self._versioned = bool(state.versioning)
+        return state
+
+    def _keeps_versions(self) -> bool:
+        """Whether the bucket keeps versions (as of the last check): Ceph then ignores If-None-Match."""
+        if self._versioned is None:
+            try:
+                self.check()
+            except ConfigError as exc:  # found at work, not at start: the store is unusable for now
+                raise Unavailable(str(exc)) from exc
+        return bool(self._versioned)
 
     def usage(self) -> S3Usage:
         """Objects and bytes under the key prefix (a listing: one request per 1000 objects)."""
@@ -117,11 +129,16 @@ class S3BlobAccess:
     # -- BlobAccess ------------------------------------------------------------------------------
 
     def put(self, digest: Digest, data: bytes) -> int:
+        """Idempotent: a blob already stored stays as it is (its stored form may differ: fresh data key)."""
         key = self.key_of(digest)
-        existing = s3_objects.head(self.calls, key)
-        if existing is not None:
-            return existing.size  # idempotent: the stored blob stays as it is
-        s3_objects.upload(self.calls, key, data, if_absent=True)
+        # One PUT with If-None-Match where the store honours it; a look first where it does not.
+        if self._keeps_versions() or len(data) > self.settings.multipart_threshold:
+            existing = s3_objects.head(self.calls, key)
+            if existing is not None:
+                return existing.size
+        if s3_objects.upload(self.calls, key, data, if_absent=True) is None:
+            existing = s3_objects.head(self.calls, key)
+            return existing.size if existing is not None else len(data)
         return len(data)
 
     def open(self, digest: Digest) -> S3Reader:
@@ -180,6 +197,7 @@ class S3BlobAccess:
         if offset < 0 or offset + len(data) > current.size:
             raise ValueError(f"overwrite of {len(data)} bytes at {offset} is outside blob {digest.hex[:16]}")
         lock = s3_lock.carried_over(current.headers)
+        version: str | None
         copied_from = min(current.size, _round_up(offset + len(data), self.settings.part_size))
         if current.size > self.settings.multipart_threshold and copied_from < current.size:
             version = s3_rewrite.rewrite_by_copy(self.calls, key, current, offset, data, copied_from, lock)
@@ -187,6 +205,7 @@ class S3BlobAccess:
             whole = bytearray(s3_objects.read_range(self.calls, key, 0, current.size))
             whole[offset : offset + len(data)] = data
             version = s3_objects.upload(self.calls, key, bytes(whole), if_absent=False, extra=lock)
+        assert version is not None  # only an upload if_absent finds the object already there
         s3_rewrite.drop_older_versions(self.calls, key, keep=version)
 
     # -- Object Lock ----------------------------------------------------------------------------

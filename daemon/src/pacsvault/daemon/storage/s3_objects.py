@@ -75,11 +75,13 @@ def read_range(calls: S3Calls, key: str, start: int, end: int) -> bytes:
     return got
 
 
-def upload(calls: S3Calls, key: str, data: bytes, *, if_absent: bool, extra: Mapping[str, Any] | None = None) -> str:
+def upload(calls: S3Calls, key: str, data: bytes, *, if_absent: bool, extra: Mapping[str, Any] | None = None) -> str | None:
     """Stores ``data`` under ``key``, verified; returns the new version id ("null" unversioned).
 
-    ``if_absent`` asks the store not to replace an object that appeared in the
-    meantime (If-None-Match; stores that ignore it replace it with equal bytes).
+    ``if_absent`` asks the store not to replace an object that is there
+    (If-None-Match: *; one PUT only): None when it was. Ceph honours it on
+    buckets without versions only, and multipart uploads cannot carry it,
+    so callers look before they upload there.
     ``extra`` are further PutObject fields (the Object Lock of a rewritten object).
     """
     try:
@@ -90,7 +92,7 @@ def upload(calls: S3Calls, key: str, data: bytes, *, if_absent: bool, extra: Map
         raise translate(exc, calls.settings, f"the upload of {key}") from exc
 
 
-def _single(calls: S3Calls, key: str, data: bytes, if_absent: bool, extra: dict[str, Any]) -> str:
+def _single(calls: S3Calls, key: str, data: bytes, if_absent: bool, extra: dict[str, Any]) -> str | None:
     md5 = hashlib.md5(data, usedforsecurity=False)
     fields = {"Bucket": calls.settings.bucket, "Key": key, "Body": data, "ContentLength": len(data),
               "ContentMD5": base64.b64encode(md5.digest()).decode(), **extra}
@@ -102,12 +104,11 @@ def _single(calls: S3Calls, key: str, data: bytes, if_absent: bool, extra: dict[
             return dict(calls.client.put_object(**fields))
         except ClientError as exc:
             if error_code(exc) == "PreconditionFailed":
-                return None  # stored meanwhile by another writer: a put is idempotent
+                return None  # already there (or stored meanwhile by another writer)
             raise
     response = calls.call(f"the upload of {key}", attempt)
     if response is None:
-        existing = head(calls, key)
-        return existing.version_id if existing else "null"
+        return None
     version = response.get("VersionId") or "null"
     etag = str(response.get("ETag", "")).strip('"')
     if etag != md5.hexdigest():
