@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -51,7 +52,7 @@ from pacsvault.daemon.storage.blob_sealer import BlobSealer  # noqa: E402
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess  # noqa: E402
 from pacsvault.daemon.storage.s3 import S3BlobAccess  # noqa: E402
 from pacsvault.daemon.storage.s3_client import S3Settings  # noqa: E402
-from tests.ceph_cluster import CephCluster, short_temp_dir  # noqa: E402
+from tests.ceph_cluster import INSTALL_HINT, CephCluster, missing_tools, short_temp_dir  # noqa: E402
 
 MIB = 1024 * 1024
 IN_FLIGHT = 8
@@ -180,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     rounds = args.rounds or (1 if args.quick else 3)
     out = args.json_out or BENCH_DIR / "results" / ("s3_tier_quick.json" if args.quick else "s3_tier.json")
+    missing = missing_tools()
+    if missing:
+        print(f"s3_tier.py needs a real Ceph: missing {', '.join(missing)} ({INSTALL_HINT})", file=sys.stderr)
+        return 2
     framing, sets = stored_forms(args.quick)
     started = time.perf_counter()
-    ceph = CephCluster(short_temp_dir()).start()
+    root = short_temp_dir()
+    ceph = CephCluster(root).start()
     up_s = time.perf_counter() - started
     try:
         figures: list[Figure] = []
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             figures += set_figures
     finally:
         ceph.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"Ceph up in {up_s:.1f}s; {rounds} upload round(s) per set")
     print(render_table(figures))
     write_json(out, {"machine": machine_info(BENCH_DIR), "raw": raw}, figures)
