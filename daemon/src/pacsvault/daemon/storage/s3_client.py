@@ -34,6 +34,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError as BotoConnectionError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
@@ -174,11 +175,13 @@ class S3Calls:
                 if not is_transient(exc):
                     raise
                 last: Exception = exc
-            except (BotoConnectionError, HTTPClientError, _GaveUp) as exc:
+            except (BotoConnectionError, HTTPClientError, IncompleteReadError, _GaveUp) as exc:
                 if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise Unavailable(f"object store {self.settings.label}: TLS verification of "
                                       f"{self.settings.endpoint} failed ({exc}); give its CA in ca_file") from exc
                 last = exc
+            except BotoCoreError as exc:  # anything else botocore refuses (e.g. credentials that expired)
+                raise Unavailable(f"object store {self.settings.label}: {what} failed: {exc}") from exc
             if end - self._clock() < delay + _SHORTEST_ATTEMPT_S:
                 raise Unavailable(
                     f"object store {self.settings.label} ({self.settings.endpoint}) did not answer {what} "
