@@ -17,7 +17,7 @@ from pacsvault.daemon.digest import compute
 from pacsvault.daemon.errors import ConfigError, Unavailable
 from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.s3 import S3BlobAccess
-from pacsvault.daemon.storage.s3_client import deadline
+from pacsvault.daemon.storage.s3_client import S3Settings, deadline
 from tests.ceph_cluster import CephCluster
 from tests.s3_support import PROFILE, new_bucket, s3_access, settings, use_credentials_file
 
@@ -144,3 +144,14 @@ def test_tls_is_verified_against_the_given_ca_or_refused(ceph: CephCluster, monk
         unknown.check()
     with pytest.raises(Unavailable, match="TLS verification"):
         unknown.open(compute(b"over tls"))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("endpoint", "objects.example:443", "must be an http:// or https:// URL"),
+    ("part_size", 1 << 20, "at least 5 MiB"),
+    ("timeout_s", 0.0, "timeouts must be positive"),
+])
+def test_settings_are_checked_with_the_field_named(field: str, value: object, message: str) -> None:
+    fields: dict[str, object] = {"endpoint": "https://objects.example", "bucket": "b", field: value}
+    with pytest.raises(ConfigError, match=message):
+        S3Settings(**fields)  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 
 Every call to the store goes through ``S3Calls.call``: it retries what a
 retry can fix (connection refused or reset, a timeout, a 5xx, SlowDown) with
-backoff, never starts an attempt that could end after the caller's deadline,
-and then answers ``Unavailable`` naming the store. What a retry cannot fix
+backoff until the deadline (the store's timeout, or a caller's tighter one),
+gives an attempt up at the deadline, and then answers ``Unavailable`` naming
+the store. What a retry cannot fix
 (a missing object, refused credentials, a missing bucket) comes back at once
 as the ``botocore`` error, for the layer to translate.
 
@@ -54,6 +55,7 @@ _TRANSIENT_CODES = frozenset({
 _NETWORK_PROVIDERS = ("container-role", "iam-role")
 # A retry is not started with less time than this left: it could not even connect.
 _SHORTEST_ATTEMPT_S = 0.05
+_MIN_PART = 5 << 20
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,19 @@ class S3Settings:
     readahead_bytes: int = 8 << 20
     # S3 has no capacity: a configured quota stands for it (0: none).
     quota_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"s3 endpoint {self.endpoint!r} must be an http:// or https:// URL")
+        if not self.bucket:
+            raise ConfigError("s3 bucket must be given")
+        if self.part_size < _MIN_PART or self.multipart_threshold < self.part_size:
+            raise ConfigError(f"s3 part_size must be at least {_MIN_PART >> 20} MiB (S3's smallest part) "
+                              "and multipart_threshold at least part_size")
+        if min(self.timeout_s, self.connect_timeout_s, self.read_timeout_s) <= 0 or self.max_connections < 1:
+            raise ConfigError("s3 timeouts must be positive and max_connections at least 1")
+        if self.head_bytes < 1 or self.readahead_bytes < 0 or self.quota_bytes < 0:
+            raise ConfigError("s3 head_bytes must be positive, readahead_bytes and quota_bytes not negative")
 
     @property
     def label(self) -> str:
