@@ -27,7 +27,8 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Every benchmark; each prints its table and writes bench/results/*.json.
-# side_by_side.py installs the Debian package orthanc if it is missing (root or sudo).
+# side_by_side.py installs the Debian package orthanc if it is missing (root or sudo);
+# s3_tier.py needs Ceph's (.ci/run installs them).
 bench: venv
 	$(PY) bench/ingest_retrieve.py
 	$(PY) bench/tier_mover.py
@@ -35,6 +36,7 @@ bench: venv
 	$(PY) bench/side_by_side.py
 	$(PY) bench/index_scale.py
 	$(PY) bench/security_cost.py
+	$(PY) bench/s3_tier.py
 
 bench-quick: venv
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
@@ -43,6 +45,7 @@ bench-quick: venv
 	$(PY) bench/side_by_side.py --quick
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
+	$(PY) bench/s3_tier.py --quick
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
 profile: venv

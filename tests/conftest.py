@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 
 from pacsvault.client import PacsvaultClient
 from pacsvault.client import corpus as corpus_module
+from tests import ceph_cluster
+from tests.ceph_cluster import CephCluster
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 # Serving processes of every daemon a test starts: CI runs the suite as appliances run (several).
@@ -187,3 +190,22 @@ def tmpfs(tmp_path: Path) -> Iterator:
 
 def unmount(point: Path) -> None:
     subprocess.run(["umount", "-l", str(point)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Iterator[CephCluster]:
+    """A real single-node Ceph (monitor, manager, memstore OSD, RADOS Gateway) on loopback, one per session."""
+    missing = ceph_cluster.missing_tools()
+    if missing:
+        pytest.fail(f"the object-store tests need a real Ceph: missing {', '.join(missing)} "
+                    f"({ceph_cluster.INSTALL_HINT}; .ci/run installs them)", pytrace=False)
+    cluster = CephCluster(ceph_cluster.short_temp_dir())
+    try:
+        cluster.start()
+    except ceph_cluster.CephError as exc:
+        pytest.fail(f"the test Ceph cluster did not start: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)

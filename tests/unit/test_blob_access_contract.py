@@ -18,7 +18,9 @@ from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import MARKER_NAME, LocalBlobAccess
 from pacsvault.daemon.storage.memory import MemoryBlobAccess
+from pacsvault.daemon.storage.s3 import S3BlobAccess
 from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Usage, Volume, Watermarks
+from tests.s3_support import s3_access
 
 SEALER = BlobSealer(ApplianceKeys.from_holder(KeyringHolder(Keyring.generate("test"), None)))
 
@@ -33,8 +35,20 @@ STACKS: dict[str, Callable[[Path], BlobAccess]] = {
 }
 
 
-@pytest.fixture(params=list(STACKS))
+# The object-store layer on the real test Ceph (tests/ceph_cluster.py), alone and under the
+# compressing layer as a tier would stack it; each test gets a bucket of its own.
+S3_STACKS: dict[str, Callable[[S3BlobAccess], BlobAccess]] = {
+    "s3": lambda s3: s3,
+    "compressing(s3)": lambda s3: CompressingBlobAccess(s3, frame_size=4096),
+    "sealed(s3)": lambda s3: CompressingBlobAccess(s3, frame_size=4096, sealer=SEALER),
+}
+
+
+@pytest.fixture(params=[*STACKS, *S3_STACKS])
 def access(request: pytest.FixtureRequest, tmp_path: Path) -> BlobAccess:
+    if request.param in S3_STACKS:
+        s3 = s3_access(request.getfixturevalue("ceph"), request.getfixturevalue("monkeypatch"))
+        return S3_STACKS[request.param](s3)
     return STACKS[request.param](tmp_path / "volume")
 
 

@@ -95,7 +95,9 @@ class CompressingBlobAccess:
             raise DataLoss(f"blob {digest.hex[:16]} does not match its address")
 
     def delete(self, digest: Digest) -> None:
-        if self._shred:
+        # A store whose rewrites leave the old bytes to a garbage collector (an object store)
+        # gains nothing from a shred before the delete: it says so with shred_before_delete.
+        if self._shred and getattr(self._inner, "shred_before_delete", True):
             self.shred_keys(digest)
         self._inner.delete(digest)
 

@@ -1,0 +1,67 @@
+"""Test support for the object-store layer: buckets, credentials and a plain client on the test Ceph."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from pacsvault.daemon.storage.s3 import S3BlobAccess
+from pacsvault.daemon.storage.s3_client import S3Settings
+from tests.ceph_cluster import CephCluster
+
+PROFILE = "pacsvault-test"
+_buckets = itertools.count()
+
+
+def plain_client(ceph: CephCluster, **config: Any) -> Any:
+    """A boto3 client with the admin user's keys, for making buckets and for changes behind our back."""
+    assert ceph.admin is not None
+    return boto3.client("s3", endpoint_url=ceph.endpoint, region_name="us-east-1",
+                        aws_access_key_id=ceph.admin.access_key, aws_secret_access_key=ceph.admin.secret_key,
+                        config=Config(request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required",
+                                      s3={"addressing_style": "path"}, **config))
+
+
+def new_bucket(ceph: CephCluster, *, object_lock: bool = False) -> str:
+    name = f"pv-test-{os.getpid()}-{next(_buckets)}"
+    plain_client(ceph).create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+    return name
+
+
+def use_credentials_file(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points the AWS chain at a shared credentials file with the test profile, and nothing else."""
+    assert ceph.admin is not None
+    path = ceph.root / "aws-credentials"
+    path.write_text(f"[{PROFILE}]\naws_access_key_id = {ceph.admin.access_key}\n"
+                    f"aws_secret_access_key = {ceph.admin.secret_key}\n")
+    path.chmod(0o600)
+    empty = ceph.root / "aws-config"
+    empty.write_text("")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(path))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    return path
+
+
+def settings(ceph: CephCluster, bucket: str, **overrides: Any) -> S3Settings:
+    """Small parts and short timeouts, so multipart and deadlines are quick to exercise."""
+    fields: dict[str, Any] = {"profile": PROFILE, "name": "test-archive", "multipart_threshold": 6 << 20,
+                              "part_size": 5 << 20, "timeout_s": 10.0, "connect_timeout_s": 1.0,
+                              "read_timeout_s": 2.0}
+    fields.update(overrides)
+    return S3Settings(fields.pop("endpoint", ceph.endpoint), bucket, **fields)
+
+
+def s3_access(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch, *, object_lock: bool = False,
+              **overrides: Any) -> S3BlobAccess:
+    use_credentials_file(ceph, monkeypatch)
+    return S3BlobAccess(settings(ceph, new_bucket(ceph, object_lock=object_lock), **overrides))
