@@ -173,10 +173,10 @@ def test_tiered_places_on_first_tier_with_room_and_finds_anywhere(tmp_path: Path
     cold_big = _volume("capacity", tmp_path / "c2", used=0, free=90_000)
     store = TieredBlobStore([Tier("hot", [hot]), Tier("capacity", [cold_small, cold_big])])
     small, large = b"s" * 10, b"L" * 100
-    location, _ = store.place(compute(small), small)
+    location = store.place(compute(small), small).location
     assert location.tier == "hot"
     # 800 + 100 would pass the 85% high watermark: the capacity tier takes it, on its emptiest volume.
-    location, _ = store.place(compute(large), large)
+    location = store.place(compute(large), large).location
     assert (location.tier, location.volume_id) == ("capacity", cold_big.volume_id)
     assert read_all(store.open(compute(large))) == large  # no hint: searched
     with pytest.raises(StorageFull, match="no tier has room"):

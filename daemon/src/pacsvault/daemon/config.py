@@ -46,7 +46,8 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    compression_level: int = 3
+    # zstd level 1: half the CPU of level 3 for 4-6% less saved (measured: bench/README.md).
+    compression_level: int = 1
     frame_size_bytes: int = 1024 * 1024
 
 

@@ -1,8 +1,11 @@
 """Ingest: one Part 10 file in, durable and indexed before it is acknowledged.
 
 Ordered so that nothing acknowledged can be lost and nothing half-stored is
-ever visible: digest, parse, make the blob durable, and only then commit the
-index transaction that points at it (and queues it for the peer).
+ever visible: digest, parse, write the blob, make it durable, and only then
+commit the index transaction that points at it (and queues it for the
+peer). The last two are group-committed: the index writer flushes each
+volume once for every store in its batch (and the audit trail), then
+commits the batch, then answers them all.
 """
 
 from __future__ import annotations
@@ -90,16 +93,20 @@ class Ingest:
                          still_wanted: Callable[[], bool], from_peer: bool, replica: Digest | None,
                          reuse: bool) -> AddOutcome:
         existing = self._catalog.blob(digest) if reuse else None
+        durable_first: tuple[Callable[[], None], ...] = ()
         if existing is None:
             sealed_under = self._store.sealer.active_version if self._store.sealer else 0
-            location, stored = self._store.place(digest, data)
-            new_blob = NewBlob(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored,
-                               from_peer, replica, sealed_under=sealed_under)
+            # Not flushed here: the index's group commit flushes each volume once for all the
+            # stores in its batch, and commits only after that flush returned.
+            placed = self._store.place(digest, data, sync=False)
+            new_blob = NewBlob(digest, BlobLocation(tier=placed.location.tier, volume_id=placed.location.volume_id),
+                               placed.stored_bytes, from_peer, replica, sealed_under=sealed_under)
+            durable_first = (placed.flush,)
         else:
             new_blob = NewBlob(digest, existing.location, existing.stored_bytes, from_peer, replica, reused=True)
         if not still_wanted():
             raise Unavailable("the caller went away before the store was committed; nothing indexed")
-        return self._catalog.add_instance(parsed, new_blob, self._clock())
+        return self._catalog.add_instance(parsed, new_blob, self._clock(), durable_first)
 
     def store_from_peer(self, stored: bytes, name: Digest) -> StoreResult:
         """Ingests a blob the peer held for us: its stored form, opened with the keyring."""

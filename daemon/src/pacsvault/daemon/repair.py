@@ -45,5 +45,6 @@ class Repairer:
         volume = self._store.volume(blob.location.volume_id)
         if volume is not None and not volume.failed and volume.local.contains(digest):
             volume.local.quarantine(digest, "failed its digest check; repaired from the peer")
-        location, stored = self._store.place(digest, data)
-        self._catalog.relocate(digest, BlobLocation(tier=location.tier, volume_id=location.volume_id), stored)
+        placed = self._store.place(digest, data)
+        self._catalog.relocate(digest, BlobLocation(tier=placed.location.tier, volume_id=placed.location.volume_id),
+                               placed.stored_bytes)

@@ -3,7 +3,11 @@
 A call that reads or changes patient data (or security settings) gets a
 record before it has any effect; if the trail cannot take it, the call is
 refused with UNAVAILABLE and releases nothing. A call that changes something
-waits until its record is on stable storage before its handler runs. A call
+waits until its record is on stable storage before its handler runs, except
+a store: its record is written before its handler runs and made durable by
+the index's group commit, which flushes the trail before it commits (so no
+instance is ever indexed ahead of its record, and a batch of stores shares
+one flush). A call
 that only reads runs its handler meanwhile and waits before the first byte of
 its answer leaves, by default until its record is written to the trail file
 (it survives any crash of the daemon; the trail flushes it to stable storage
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 # Health, reflection and metrics-like reads of the appliance itself carry no patient data.
 QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/pacsvault.v1.ApplianceService/",
                   "/pacsvault.v1.PeerService/")
+# Changes whose begin record becomes durable with the index commit that makes the change
+# (IndexEnvironment.durable_before_commit flushes the trail first), not before the handler runs.
+DURABLE_AT_COMMIT = frozenset({"StoreInstance"})
 # Methods that change nothing: their handler may run while the begin record is flushed.
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
@@ -88,10 +95,11 @@ class AuditInterceptor(grpc.ServerInterceptor):
     def _begin(self, action: str, context: grpc.ServicerContext, what: dict[str, object]) -> _Begun:
         base = _who(current_principal.get(), context) | {"action": action} | what
         read_only = action in READ_ONLY
-        durable = self._flush_before_read or not read_only
+        durable = self._flush_before_read if read_only else action not in DURABLE_AT_COMMIT
         begun = _Begun(base, self._trail.append_async(base | {"phase": "begin"}, durable=durable))
         if not read_only:
-            self._recorded(begun, context)  # a change waits for its record before it happens
+            # A change waits for its record before it happens (written, and with durable also flushed).
+            self._recorded(begun, context)
         return begun
 
     @staticmethod

@@ -162,8 +162,12 @@ class AuditTrail:
         # waiting for a durable append are in _waiting, released by one flush.
         self._flush = threading.Condition()
         self._synced_seq, self._synced_prev = self._seq, self._prev
+        # How much of the file (every process's records) the last flush covered.
+        self._synced_size = self._size
         self._waiting: list[tuple[int, Future[int]]] = []
         self._later: list[dict[str, object]] = []
+        # When the oldest record queued by append_later was queued (None: none is).
+        self._later_since: float | None = None
         # When the oldest record not yet on stable storage was written (None: all are).
         self._unsynced_since: float | None = None
         # A flush failed: what was written may be lost, so nothing more is taken.
@@ -217,10 +221,14 @@ class AuditTrail:
         For records that guard nothing (a call's outcome, written after the
         record that let it run): the caller pays neither the write nor a
         flush for them, and a power cut can cost at most the newest ones.
+        They are appended in batches, within _SYNC_WINDOW_S: waking the
+        flusher for each one cost a thread switch per call.
         """
         with self._flush:
             self._later.append(dict(event))
-            self._flush.notify()
+            if self._later_since is None:
+                self._later_since = time.monotonic()
+                self._flush.notify()  # so that it times its wait by this one
 
     def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
         """Records, durably, that stored data of an instance failed authentication at rest.
@@ -339,11 +347,11 @@ class AuditTrail:
     def _run(self) -> None:
         while True:
             with self._flush:
-                while not (self._waiting or self._later or self._closing or self._window_passed()):
-                    wait = None if self._unsynced_since is None else \
-                        max(0.0, self._unsynced_since + _SYNC_WINDOW_S - time.monotonic())
+                while not (self._waiting or self._closing or self._window_passed() or self._later_due()):
+                    started = [t for t in (self._unsynced_since, self._later_since) if t is not None]
+                    wait = max(0.0, min(started) + _SYNC_WINDOW_S - time.monotonic()) if started else None
                     self._flush.wait(timeout=wait)
-                closing, later, self._later = self._closing, self._later, []
+                closing, later, self._later, self._later_since = self._closing, self._later, [], None
             for event in later:
                 try:
                     self._write(event)
@@ -354,15 +362,29 @@ class AuditTrail:
             if closing:
                 return
 
+    def _later_due(self) -> bool:
+        return self._later_since is not None and time.monotonic() - self._later_since >= _SYNC_WINDOW_S
+
     def _window_passed(self) -> bool:
         return self._unsynced_since is not None and time.monotonic() - self._unsynced_since >= _SYNC_WINDOW_S
 
+    def flush(self) -> None:
+        """Makes every record written so far, by any process, durable; Unavailable when it cannot.
+
+        The index runs it before each commit, so no change is ever committed
+        ahead of the record of the call that made it.
+        """
+        self._sync()
+        if self._broken is not None:
+            raise self._broken
+
     def _sync(self) -> None:
-        """Flushes everything written so far, then releases whoever waited for it."""
+        """Flushes everything written so far (by any process), then releases whoever waited for it."""
         with self._lock:
             seq, prev = self._seq, self._prev
+        size = _size_of(self.path)
         error: Unavailable | None = None
-        if seq > self._synced_seq:
+        if seq > self._synced_seq or size > self._synced_size:
             try:
                 _fdatasync(self.path)
             except OSError as exc:
@@ -374,6 +396,7 @@ class AuditTrail:
                     self._broken = error
         with self._flush:
             if error is None:
+                self._synced_size = max(self._synced_size, size)
                 if seq > self._synced_seq:
                     self._synced_seq, self._synced_prev = seq, prev
                 # Records written during the flush get a window of their own.

@@ -8,7 +8,7 @@ readable, so ingest opens nothing and seals nothing for them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import lmdb
@@ -74,14 +74,17 @@ class Catalog:
 
     # -- writes ---------------------------------------------------------
 
-    def add_instance(self, parsed: ParsedInstance, blob: NewBlob, now: float) -> AddOutcome:
+    def add_instance(self, parsed: ParsedInstance, blob: NewBlob, now: float,
+                     durable_first: Sequence[Callable[[], None]] = ()) -> AddOutcome:
         """Indexes one instance and takes a reference on its blob, in one transaction.
 
-        Raises Conflict when the SOP Instance UID is stored with other bytes
-        (the stored version is kept), InvalidInput when the instance
-        contradicts the hierarchy already stored.
+        ``durable_first``: flushes that must return before the commit (the blob's
+        volume, written without a flush of its own). Raises Conflict when the
+        SOP Instance UID is stored with other bytes (the stored version is
+        kept), InvalidInput when the instance contradicts the hierarchy
+        already stored.
         """
-        return self.env.write(lambda txn: self._add(txn, parsed, blob, now))
+        return self.env.write(lambda txn: self._add(txn, parsed, blob, now), durable_first)
 
     def _add(self, txn: lmdb.Transaction, p: ParsedInstance, blob: NewBlob, now: float) -> AddOutcome:
         db = self._db

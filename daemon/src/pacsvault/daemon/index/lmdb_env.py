@@ -5,6 +5,14 @@ thread queue on LMDB's lock and pay two fsyncs each, one writer thread takes
 all pending writes, applies them in one transaction and commits once: under
 load many stores share one commit, and readers never wait for it.
 
+What a commit will point at must be durable before it: each write may bring
+flushes to run first (the volume its blob was written to without a flush of
+its own), and ``durable_before_commit`` names flushes every commit runs first
+(the audit trail, so no change is ever indexed ahead of its record). The
+writer runs each distinct flush once for the whole batch, then commits: one
+flush of a volume covers every blob of the batch. A write whose flush failed
+is refused, and the others commit.
+
 The environment also carries how PHI is kept out of the index's bytes: the
 tags that stand in for it in keys (``tags``) and the sealing of the records
 that carry it (``sealer``), under the appliance's keys -- or, with
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteOp = Callable[[lmdb.Transaction], Any]
+Flush = Callable[[], None]
 _STOP = object()
 # meta: the key layout. 2: tags instead of PHI in keys. Unmarked: PHI in keys (before sealing).
 LAYOUT = b"index_layout"
@@ -69,6 +78,8 @@ class IndexEnvironment:
             self.env.close()
             raise
         self._max_batch = max_batch
+        # Run before every commit (the audit trail's flush, set by the composition root).
+        self.durable_before_commit: list[Flush] = []
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._writer = threading.Thread(target=self._run_writer, name="index-writer", daemon=True)
@@ -96,16 +107,18 @@ class IndexEnvironment:
         """A read-only snapshot; use as a context manager."""
         return self.env.begin(buffers=False)
 
-    def write(self, op: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, op: Callable[[lmdb.Transaction], T], durable_first: Sequence[Flush] = ()) -> T:
         """Runs ``op`` in the writer's next transaction; returns once it is durable.
 
-        ``op`` must raise before it changes anything when it rejects its input,
-        because other ops share the transaction.
+        ``durable_first``: flushes that must return before the commit (run once a
+        batch, however many writes of the batch name the same one). ``op`` must
+        raise before it changes anything when it rejects its input, because other
+        ops share the transaction.
         """
         future: Future[T] = Future()
         if self._closed:
             raise Unavailable("the index is closed (the daemon is shutting down)")
-        self._queue.put((op, future))
+        self._queue.put((op, future, tuple(durable_first)))
         return future.result()
 
     def close(self) -> None:
@@ -132,7 +145,10 @@ class IndexEnvironment:
                 batch.append(more)
             self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any]]]) -> None:
+    def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any], tuple[Flush, ...]]]) -> None:
+        batch = self._flushed(batch)
+        if not batch:
+            return
         try:
             results = self._apply(batch)
         except lmdb.MapFullError:
@@ -146,16 +162,37 @@ class IndexEnvironment:
         except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any bug
             log.exception("index commit failed")
             results = [Unavailable(f"index commit failed: {type(exc).__name__}: {exc}")] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
-    def _apply(self, batch: list[tuple[WriteOp, Future[Any]]]) -> list[Any]:
+    def _flushed(self, batch: list[tuple[WriteOp, Future[Any], tuple[Flush, ...]]]
+                 ) -> list[tuple[WriteOp, Future[Any], tuple[Flush, ...]]]:
+        """Runs every flush the batch needs, once each; returns the writes whose flushes succeeded."""
+        failed: dict[Flush, BaseException] = {}
+        for flush in dict.fromkeys([*self.durable_before_commit, *(f for _, _, fs in batch for f in fs)]):
+            try:
+                flush()
+            except Exception as exc:  # noqa: BLE001 - the writes that needed it are refused with it
+                failed[flush] = exc if isinstance(exc, PacsvaultError) else Unavailable(
+                    f"a flush before the index commit failed: {type(exc).__name__}: {exc}")
+        if not failed:
+            return batch
+        kept = []
+        for item in batch:
+            problem = next((failed[f] for f in (*self.durable_before_commit, *item[2]) if f in failed), None)
+            if problem is None:
+                kept.append(item)
+            else:
+                item[1].set_exception(problem)
+        return kept
+
+    def _apply(self, batch: list[tuple[WriteOp, Future[Any], tuple[Flush, ...]]]) -> list[Any]:
         results: list[Any] = []
         with self.env.begin(write=True) as txn:
-            for op, _ in batch:
+            for op, _, _ in batch:
                 try:
                     results.append(op(txn))
                 except PacsvaultError as exc:

@@ -124,6 +124,7 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
         witness = None if peer is None else (
             lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True)))
         audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+        index.durable_before_commit.append(audit.flush)  # no change is committed ahead of its record
     replication = None
     if peer is not None:
         replication = ReplicationManager(

@@ -75,6 +75,8 @@ class Supervisor:
     _hup: bool = False
 
     def run(self) -> int:
+        # Nothing the daemon writes is for other users (its children inherit this).
+        os.umask(0o027)
         data_dir = Path(self.config.data_dir).resolve()
         self.config = dataclasses.replace(self.config, data_dir=str(data_dir))
         data_dir.mkdir(parents=True, exist_ok=True)

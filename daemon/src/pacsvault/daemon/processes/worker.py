@@ -118,6 +118,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
     locks = BlobLocks(layout.blob_locks(run_dir))
     bell = Doorbell(layout.outbox_bell(run_dir))
     audit = open_trail(config, keys, checkpointing=False) if config.audit.enabled else None
+    if audit is not None:
+        index.durable_before_commit.append(audit.flush)  # no change is committed ahead of its record
     peer = None
     if config.replication.enabled:
         r = config.replication

@@ -62,8 +62,9 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
                 if index:
                     raise InvalidInput("expected_digest may only be set in the first message")
                 expected = convert.digest_from_proto(request.expected_digest)
-            chunks.append(request.data)
-            received += len(request.data)
+            chunk = request.data  # each read of a bytes field copies it: once
+            chunks.append(chunk)
+            received += len(chunk)
             if received > limit:
                 # Stop reading at once: the rest of the upload is never buffered.
                 raise TooLarge(f"upload is over limits.max_instance_bytes ({limit} bytes); nothing stored")

@@ -31,11 +31,18 @@ class BlobReader(Protocol):
 class BlobAccess(Protocol):
     """Put, open, test and delete blobs by digest."""
 
-    def put(self, digest: Digest, data: bytes) -> int:
-        """Stores ``data`` durably under ``digest``; returns the bytes it takes at rest.
+    def put(self, digest: Digest, data: bytes, *, sync: bool = True) -> int:
+        """Stores ``data`` under ``digest``; returns the bytes it takes at rest.
 
-        Idempotent: putting a blob that exists leaves it as it is.
+        Durable on return; with ``sync`` False only once ``flush`` returns, so
+        that many concurrent puts share one flush (ingest's group commit).
+        A copy already there (a crash's leftover, or the same bytes) is
+        replaced, atomically: readers see the old copy or the new one.
         """
+        ...
+
+    def flush(self) -> None:
+        """Makes every put so far durable (a no-op for layers whose puts always are)."""
         ...
 
     def open(self, digest: Digest) -> BlobReader:

@@ -67,14 +67,11 @@ class CompressingBlobAccess:
         slot = self.sealer.wrap(cipher.dek, digest.hash, generation=1)
         return b"".join([header.encode((slot,)), *sealed])
 
-    def put(self, digest: Digest, data: bytes) -> int:
-        if self._inner.contains(digest):
-            reader = self._inner.open(digest)
-            try:
-                return reader.size
-            finally:
-                reader.close()
-        return self._inner.put(digest, self.encode(digest, data))
+    def put(self, digest: Digest, data: bytes, *, sync: bool = True) -> int:
+        return self._inner.put(digest, self.encode(digest, data), sync=sync)
+
+    def flush(self) -> None:
+        self._inner.flush()
 
     def open(self, digest: Digest) -> FramedReader:
         return FramedReader(self._inner.open(digest), str(digest), self.sealer)

@@ -82,13 +82,13 @@ class LocalBlobAccess:
         h = digest.hex
         return self._blobs / digest.function.name.lower() / h[:2] / h[2:4] / h
 
-    def put(self, digest: Digest, data: bytes) -> int:
+    def put(self, digest: Digest, data: bytes, *, sync: bool = True) -> int:
         final = self.path_of(digest)
-        if final.exists():
-            return final.stat().st_size
+        # Written afresh even when a file is there: ingest puts only what no index record
+        # names, so such a file is a leftover of a write a crash cut short, never to be trusted.
         tmp = self._tmp / f"{digest.hex}.{uuid.uuid4().hex}.tmp"
         try:
-            self._write_durably(tmp, final, data)
+            self._write(tmp, final, data, sync)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -96,19 +96,31 @@ class LocalBlobAccess:
             raise Unavailable(f"volume {self.root} failed a write: {exc.strerror}") from exc
         return len(data)
 
-    def _write_durably(self, tmp: Path, final: Path, data: bytes) -> None:
+    def _write(self, tmp: Path, final: Path, data: bytes, sync: bool) -> None:
         # 1. Write the whole blob to a temp file in this volume, so the rename
         #    below stays on one filesystem and is atomic.
-        # 2. fsync the data before it gets its name: a crash must never
-        #    leave a named blob with missing contents.
-        durable.write_new(tmp, data)
+        # 2. With sync: fsync the data before it gets its name, so a crash never
+        #    leaves a named blob with missing contents. Without: flush() must
+        #    return before anything may point at the name (ingest's group commit).
+        durable.write_new(tmp, data, sync=sync)
         created = _make_dirs(final.parent)
         # 3. Atomic publish: readers see the old state or the whole blob.
         os.replace(tmp, final)
-        # 4. fsync the directory (and any directory just created) so the name
-        #    itself survives a crash; only then may the index point at it.
-        for directory in [final.parent, *created]:
-            _fsync_dir(directory)
+        # 4. With sync: fsync the directory (and any directory just created) so the
+        #    name itself survives a crash; only then may the index point at it.
+        if sync:
+            for directory in [final.parent, *created]:
+                _fsync_dir(directory)
+
+    def flush(self) -> None:
+        """One syncfs for every put(sync=False) so far: their data, names and new directories."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            durable.syncfs(fd)
+        except OSError as exc:
+            raise Unavailable(f"volume {self.root} failed to flush: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def open(self, digest: Digest) -> FileReader:
         path = self.path_of(digest)

@@ -32,10 +32,13 @@ class MemoryBlobAccess:
         self._blobs: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, digest: Digest, data: bytes) -> int:
+    def put(self, digest: Digest, data: bytes, *, sync: bool = True) -> int:
         with self._lock:
-            self._blobs.setdefault(digest.hash, bytes(data))
-            return len(self._blobs[digest.hash])
+            self._blobs[digest.hash] = bytes(data)
+            return len(data)
+
+    def flush(self) -> None:
+        pass
 
     def open(self, digest: Digest) -> BytesReader:
         with self._lock:

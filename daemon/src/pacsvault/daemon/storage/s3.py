@@ -128,8 +128,12 @@ class S3BlobAccess:
 
     # -- BlobAccess ------------------------------------------------------------------------------
 
-    def put(self, digest: Digest, data: bytes) -> int:
-        """Idempotent: a blob already stored stays as it is (its stored form may differ: fresh data key)."""
+    def put(self, digest: Digest, data: bytes, *, sync: bool = True) -> int:
+        """Idempotent: a blob already stored stays as it is (its stored form may differ: fresh data key).
+
+        Durable on return whatever ``sync`` says: an object store acknowledges a PUT once it holds it,
+        and a PUT is all or nothing, so a copy found there is never a half-written leftover.
+        """
         key = self.key_of(digest)
         # One PUT with If-None-Match where the store honours it; a look first where it does not.
         if self._keeps_versions() or len(data) > self.settings.multipart_threshold:
@@ -140,6 +144,9 @@ class S3BlobAccess:
             existing = s3_objects.head(self.calls, key)
             return existing.size if existing is not None else len(data)
         return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do: every put is durable when it returns."""
 
     def open(self, digest: Digest) -> S3Reader:
         key = self.key_of(digest)

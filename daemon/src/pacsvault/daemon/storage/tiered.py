@@ -40,6 +40,15 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class Placed:
+    """Where ``place`` put a blob, what it takes at rest, and what makes it durable (with sync=False)."""
+
+    location: Location
+    stored_bytes: int
+    flush: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     total: int
     used: int
@@ -108,16 +117,20 @@ class Volume:
             self.failed = ""
             self.on_failure_change(self)
 
-    def accepts(self, size: int) -> bool:
-        """Writable, with room for ``size`` more bytes below the high watermark and the reserve."""
-        return self.writable() and self.room_for(size)
+    def accepts(self, size: int, *, fresh: bool = False) -> bool:
+        """Writable, with room for ``size`` more bytes below the high watermark and the reserve.
+
+        ``fresh``: measure now (the mover, which frees and fills volumes faster than ingest's
+        short-lived measurement notices), rather than within USAGE_TTL_S.
+        """
+        return self.writable() and self.room_for(size, fresh=fresh)
 
     def writable(self) -> bool:
         return not self.failed and not self.draining and self.still_mounted()
 
-    def room_for(self, size: int) -> bool:
+    def room_for(self, size: int, *, fresh: bool = False) -> bool:
         try:
-            usage = self.recent_usage()
+            usage = self.usage() if fresh else self.recent_usage()
         except OSError:
             return False
         if usage.free - size < self.watermarks.reserve_bytes:
@@ -212,9 +225,11 @@ class TieredBlobStore:
             tier = next(t for t in self.tiers if t.name == volume.tier)
             tier.volumes.append(volume)
 
-    def place(self, digest: Digest, data: bytes, tiers: list[str] | None = None) -> tuple[Location, int]:
-        """Stores ``data`` durably; returns where, and the bytes it takes at rest.
+    def place(self, digest: Digest, data: bytes, tiers: list[str] | None = None, *, sync: bool = True) -> Placed:
+        """Stores ``data``; returns where, the bytes it takes at rest, and its volume's flush.
 
+        Durable on return, or with ``sync`` False once the returned ``flush``
+        has run (ingest runs it once for a batch, before the index commit).
         ``tiers`` limits the choice (the mover uses it); by default every tier
         is tried in order.
         """
@@ -227,19 +242,19 @@ class TieredBlobStore:
                 if not volume.writable() or not volume.room_for(len(data)):
                     continue
                 tried.append(volume.path)
-                stored = self._put(volume, digest, data)
+                stored = self._put(volume, digest, data, sync)
                 if stored is not None:
                     volume.placed(stored)
-                    return Location(tier.name, volume.volume_id), stored
+                    return Placed(Location(tier.name, volume.volume_id), stored, volume.access.flush)
         raise StorageFull(
             f"no tier has room for a blob of {len(data)} bytes"
             + (f" (tried {', '.join(tried)})" if tried else " (every volume is past its high watermark or reserve)")
         )
 
     @staticmethod
-    def _put(volume: Volume, digest: Digest, data: bytes) -> int | None:
+    def _put(volume: Volume, digest: Digest, data: bytes, sync: bool) -> int | None:
         try:
-            return volume.access.put(digest, data)
+            return volume.access.put(digest, data, sync=sync)
         except StorageFull:
             log.warning("volume %s filled up during a write; trying the next", volume.path)
         except Unavailable as exc:

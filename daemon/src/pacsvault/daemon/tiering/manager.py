@@ -87,5 +87,5 @@ class TieringManager:
         return VolumeStatus(
             volume.tier, volume.volume_id, volume.path, volume.volume_class, state, volume.failed,
             usage.usable, usage.used, usage.free, record.blob_count if record else 0,
-            record.stored_bytes if record else 0, watermark, volume.accepts(0),
+            record.stored_bytes if record else 0, watermark, volume.accepts(0, fresh=True),
         )

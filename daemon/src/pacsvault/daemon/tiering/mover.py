@@ -217,7 +217,7 @@ class TierMover:
             fill = tier_fill(tier)
             if fill is None:
                 continue
-            if fill.over_high or not any(v.accepts(0) for v in tier.volumes):
+            if fill.over_high or not any(v.accepts(0, fresh=True) for v in tier.volumes):
                 self._demoting.add(tier.name)
             elif fill.used < fill.low * fill.capacity:
                 self._demoting.discard(tier.name)
@@ -356,7 +356,7 @@ class TierMover:
             if tier.name not in to_tiers:
                 continue
             candidates = [v for v in tier.volumes if v is not exclude
-                          and v.accepts(size + planned.get(v.volume_id, 0))
+                          and v.accepts(size + planned.get(v.volume_id, 0), fresh=True)
                           and (avoid_device is None or v.device != avoid_device)]
             if candidates:
                 return max(candidates, key=lambda v: v.usage().free)
