@@ -19,14 +19,13 @@ import pydicom
 from grpc_health.v1 import health_pb2
 
 from pacsvault.client._channel import DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
+from pacsvault.client._consume import aio_as_datasets, aio_assembled, aio_save
 from pacsvault.client._errors import PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
     DatasetInstance,
     FindFilter,
     Instance,
-    InstanceAssembler,
-    InstanceMessage,
     InstanceMetadata,
     Level,
     StoreResult,
@@ -172,7 +171,7 @@ class AsyncPacsvaultClient:
         """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``)."""
         stream = self._stream(self._archive.GetInstance,
                               archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [(_, data)] = [instance async for instance in _assembled(stream)]
+        [(_, data)] = [instance async for instance in aio_assembled(stream)]
         return to_dataset(data) if as_dataset else data
 
     async def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str], *,
@@ -182,7 +181,7 @@ class AsyncPacsvaultClient:
         check_file(target)
         stream = self._stream(self._archive.GetInstance,
                               archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [saved] = await _save(stream, InstanceFiles(lambda _: target, overwrite=overwrite), None)
+        [saved] = await aio_save(stream, InstanceFiles(lambda _: target, overwrite=overwrite), None)
         return saved
 
     @overload
@@ -196,7 +195,7 @@ class AsyncPacsvaultClient:
         """Each instance of the study with its verified bytes (``async for``)."""
         stream = self._stream(self._archive.GetStudy,
                               archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
-        return _as_datasets(_assembled(stream)) if as_dataset else _assembled(stream)
+        return aio_as_datasets(aio_assembled(stream)) if as_dataset else aio_assembled(stream)
 
     @overload
     def iter_series(self, series_instance_uid: str, *,
@@ -208,7 +207,7 @@ class AsyncPacsvaultClient:
                     as_dataset: bool = False) -> AsyncIterator[Instance] | AsyncIterator[DatasetInstance]:
         stream = self._stream(self._archive.GetSeries,
                               archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
-        return _as_datasets(_assembled(stream)) if as_dataset else _assembled(stream)
+        return aio_as_datasets(aio_assembled(stream)) if as_dataset else aio_assembled(stream)
 
     async def save_study(self, study_instance_uid: str, directory: str | os.PathLike[str], *,
                          progress: Progress | None = None) -> list[SavedInstance]:
@@ -217,7 +216,7 @@ class AsyncPacsvaultClient:
         check_folder(out)
         stream = self._stream(self._archive.GetStudy,
                               archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
-        return await _save(stream, InstanceFiles(in_folder(out)), progress)
+        return await aio_save(stream, InstanceFiles(in_folder(out)), progress)
 
     async def save_series(self, series_instance_uid: str, directory: str | os.PathLike[str], *,
                           progress: Progress | None = None) -> list[SavedInstance]:
@@ -225,7 +224,7 @@ class AsyncPacsvaultClient:
         check_folder(out)
         stream = self._stream(self._archive.GetSeries,
                               archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
-        return await _save(stream, InstanceFiles(in_folder(out)), progress)
+        return await aio_save(stream, InstanceFiles(in_folder(out)), progress)
 
     async def study_metadata(self, study_instance_uid: str) -> list[dict[str, object]]:
         """The study as DICOM JSON (PS3.18 F): a list of instance objects, in reading order."""
@@ -351,43 +350,3 @@ class AsyncPacsvaultClient:
         response = await self._unary(self._health_check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-
-async def _assembled(stream: AioMessageStream[InstanceMessage]) -> AsyncIterator[Instance]:
-    assembler = InstanceAssembler()
-    try:
-        async for message in stream:
-            done = assembler.feed(message)
-            if done is not None:
-                yield done
-        last = assembler.finish()
-        if last is not None:
-            yield last
-    finally:
-        stream.cancel()
-
-
-async def _as_datasets(instances: AsyncIterator[Instance]) -> AsyncIterator[DatasetInstance]:
-    async for attributes, data in instances:
-        yield attributes, to_dataset(data)
-
-
-async def _save(stream: AioMessageStream[InstanceMessage], files: InstanceFiles,
-                progress: Progress | None) -> list[SavedInstance]:
-    saved: list[SavedInstance] = []
-    try:
-        async for message in stream:
-            done = await asyncio.to_thread(files.feed, message)
-            if done is not None:
-                saved.append(done)
-                if progress is not None:
-                    progress(done)
-        last = await asyncio.to_thread(files.finish)
-    except BaseException:
-        files.abort()
-        stream.cancel()
-        raise
-    if last is not None:
-        saved.append(last)
-        if progress is not None:
-            progress(last)
-    return saved

@@ -14,14 +14,13 @@ import pydicom
 from grpc_health.v1 import health_pb2
 
 from pacsvault.client._channel import DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
+from pacsvault.client._consume import as_datasets, assembled, save
 from pacsvault.client._errors import PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
     DatasetInstance,
     FindFilter,
     Instance,
-    InstanceAssembler,
-    InstanceMessage,
     InstanceMetadata,
     Level,
     StoreResult,
@@ -180,7 +179,7 @@ class PacsvaultClient:
         """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``)."""
         stream = self._stream(self._archive.GetInstance,
                               archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [(_, data)] = list(_assembled(stream))
+        [(_, data)] = list(assembled(stream))
         return to_dataset(data) if as_dataset else data
 
     def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str], *,
@@ -194,7 +193,7 @@ class PacsvaultClient:
         check_file(target)
         stream = self._stream(self._archive.GetInstance,
                               archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [saved] = _save(stream, InstanceFiles(lambda _: target, overwrite=overwrite), None)
+        [saved] = save(stream, InstanceFiles(lambda _: target, overwrite=overwrite), None)
         return saved
 
     @overload
@@ -208,7 +207,7 @@ class PacsvaultClient:
         InstanceNumber order."""
         stream = self._stream(self._archive.GetStudy,
                               archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
-        return _as_datasets(_assembled(stream)) if as_dataset else _assembled(stream)
+        return as_datasets(assembled(stream)) if as_dataset else assembled(stream)
 
     @overload
     def iter_series(self, series_instance_uid: str, *, as_dataset: Literal[False] = False) -> Iterator[Instance]: ...
@@ -219,7 +218,7 @@ class PacsvaultClient:
                     as_dataset: bool = False) -> Iterator[Instance] | Iterator[DatasetInstance]:
         stream = self._stream(self._archive.GetSeries,
                               archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
-        return _as_datasets(_assembled(stream)) if as_dataset else _assembled(stream)
+        return as_datasets(assembled(stream)) if as_dataset else assembled(stream)
 
     def save_study(self, study_instance_uid: str, directory: str | os.PathLike[str], *,
                    progress: Progress | None = None) -> list[SavedInstance]:
@@ -231,7 +230,7 @@ class PacsvaultClient:
         check_folder(out)
         stream = self._stream(self._archive.GetStudy,
                               archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
-        return _save(stream, InstanceFiles(in_folder(out)), progress)
+        return save(stream, InstanceFiles(in_folder(out)), progress)
 
     def save_series(self, series_instance_uid: str, directory: str | os.PathLike[str], *,
                     progress: Progress | None = None) -> list[SavedInstance]:
@@ -240,7 +239,7 @@ class PacsvaultClient:
         check_folder(out)
         stream = self._stream(self._archive.GetSeries,
                               archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
-        return _save(stream, InstanceFiles(in_folder(out)), progress)
+        return save(stream, InstanceFiles(in_folder(out)), progress)
 
     def study_metadata(self, study_instance_uid: str) -> list[dict[str, object]]:
         """The study as DICOM JSON (PS3.18 F): a list of instance objects, in reading order."""
@@ -373,42 +372,3 @@ class PacsvaultClient:
         response = self._unary(self._health_check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-
-def _assembled(stream: MessageStream[InstanceMessage]) -> Iterator[Instance]:
-    assembler = InstanceAssembler()
-    try:
-        for message in stream:
-            done = assembler.feed(message)
-            if done is not None:
-                yield done
-        last = assembler.finish()
-        if last is not None:
-            yield last
-    finally:
-        stream.cancel()
-
-
-def _as_datasets(instances: Iterator[Instance]) -> Iterator[DatasetInstance]:
-    for attributes, data in instances:
-        yield attributes, to_dataset(data)
-
-
-def _save(stream: MessageStream[InstanceMessage], files: InstanceFiles, progress: Progress | None) -> list[SavedInstance]:
-    saved: list[SavedInstance] = []
-    try:
-        for message in stream:
-            done = files.feed(message)
-            if done is not None:
-                saved.append(done)
-                if progress is not None:
-                    progress(done)
-        last = files.finish()
-    except BaseException:
-        files.abort()
-        stream.cancel()
-        raise
-    if last is not None:
-        saved.append(last)
-        if progress is not None:
-            progress(last)
-    return saved
