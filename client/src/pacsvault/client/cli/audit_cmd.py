@@ -7,6 +7,8 @@ import datetime
 import json
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import as_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,15 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
     r = client.audit_verify()
     if args.json:
-        print(json.dumps({"intact": r.intact, "records": r.records, "first_bad_record": r.first_bad_record,
-                          "problem": r.problem, "local_checkpoints": r.local_checkpoints,
-                          "witness_checkpoints": r.witness_checkpoints, "witness_error": r.witness_error}))
+        print(json.dumps(as_json(r)))
     elif r.intact:
         print(f"intact: {r.records} records, {r.local_checkpoints} local and {r.witness_checkpoints} witness "
               "checkpoints agree" + (f" (peer not consulted: {r.witness_error})" if r.witness_error else ""))
     else:
         print(f"TAMPERED: record {r.first_bad_record}: {r.problem}")
-    return 0 if r.intact else 1
+    return exit_codes.OK if r.intact else exit_codes.UNHEALTHY
 
 
 def _epoch(text: str) -> float:
