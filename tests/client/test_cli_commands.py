@@ -90,7 +90,8 @@ def test_json_counts_are_numbers(daemon: Daemon, numbered_study: list[str]) -> N
 def test_version_and_usage_errors(daemon: Daemon) -> None:
     version = run_cli(daemon.target, "--version")
     assert (version.returncode, version.stdout) == (0, "pacsvault 0.1.0\n")
-    for argv in (["get"], ["no-such-command"], ["find", "--level", "bogus"], ["get-study", "1.2.3"]):
+    for argv in (["get"], ["no-such-command"], ["find", "--level", "bogus"], ["get-study", "1.2.3"],
+                 ["audit", "query", "--since", "yesterday"], ["--timeout", "soon", "health"]):
         usage = run_cli(daemon.target, *argv)
         assert usage.returncode == 2, argv
         assert usage.stderr.startswith("usage: pacsvault") and "Traceback" not in usage.stderr

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     query.add_argument("--patient-id", default="")
     query.add_argument("--principal", default="")
     query.add_argument("--study-uid", default="")
-    query.add_argument("--since", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
-    query.add_argument("--until", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--since", type=_epoch, default=0.0, help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--until", type=_epoch, default=0.0, help="YYYY-MM-DD[THH:MM] (UTC)")
     query.add_argument("--json", action="store_true", help="one JSON record per line")
     query.set_defaults(run=run_query)
 
@@ -40,15 +40,15 @@ def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
 
 
 def _epoch(text: str) -> float:
-    if not text:
-        return 0.0
-    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
 
 
 def run_query(args: argparse.Namespace, client: PacsvaultClient) -> int:
     for record in client.audit_query(patient_id=args.patient_id, principal=args.principal,
-                                     study_instance_uid=args.study_uid, since=_epoch(args.since),
-                                     until=_epoch(args.until)):
+                                     study_instance_uid=args.study_uid, since=args.since, until=args.until):
         if args.json:
             print(json.dumps(record, sort_keys=True, ensure_ascii=False))
             continue

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_local(error), exit_codes.REJECTED)
     except KeyboardInterrupt:
         return _fail("interrupted", exit_codes.INTERRUPTED)
+    except Exception as error:  # noqa: BLE001 - the last resort: a bug of ours still ends in one line
+        return _fail(f"unexpected {type(error).__name__}: {error} (a bug in pacsvault; please report it)",
+                     exit_codes.FAILURE)
 
 
 def _local(error: OSError) -> str:
