@@ -19,7 +19,6 @@ import grpc.aio
 
 from pacsvault.client._errors import DeadlineExceeded, error_from_rpc
 
-T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
