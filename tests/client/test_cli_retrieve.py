@@ -143,5 +143,10 @@ def test_the_timeout_bounds_each_message_not_the_whole_stream(daemon: Daemon, nu
         assert stalled.returncode == 5, stalled.stderr  # unavailable: no answer in time
         assert stalled.stderr.startswith("pacsvault: no answer in time: no data from the appliance for 1 s")
         assert not (tmp_path / "stalled").exists()
+        to_stdout = subprocess.run(
+            [sys.executable, "-m", "pacsvault.client.cli.main", "--timeout", "1", "get-study", STUDY, "-o", "-"],
+            capture_output=True, env=dict(os.environ, PACSVAULT_SERVER=daemon.target), timeout=60)
+        assert to_stdout.returncode == 5
+        assert to_stdout.stdout == b"", "no end-of-archive blocks: a broken stream never looks like a whole tar"
     finally:
         daemon.proc.send_signal(signal.SIGCONT)

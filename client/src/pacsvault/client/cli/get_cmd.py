@@ -123,26 +123,35 @@ def _save_to_folder(args: argparse.Namespace, client: PacsvaultClient, folder: P
 def _bar(client: PacsvaultClient, level: str, uid: str) -> tqdm:  # type: ignore[type-arg]
     """A bar of instances, its total from one find, only when someone watches the terminal."""
     total = None
-    if on_terminal() and level == "study":
-        study = next(iter(client.find("study", study_instance_uid=uid, limit=1)), None)
-        total = study.study.number_of_study_related_instances if study else None
-    elif on_terminal():
-        series = next(iter(client.find("series", series_instance_uid=uid, limit=1)), None)
-        total = series.series.number_of_series_related_instances if series else None
+    try:
+        if on_terminal() and level == "study":
+            study = next(iter(client.find("study", study_instance_uid=uid, limit=1)), None)
+            total = study.study.number_of_study_related_instances if study else None
+        elif on_terminal():
+            series = next(iter(client.find("series", series_instance_uid=uid, limit=1)), None)
+            total = series.series.number_of_series_related_instances if series else None
+    except PacsvaultError:
+        pass  # a bar without a total; the retrieval itself will say what is wrong
     return progress_bar(total, "inst", desc=f"get-{level}")
 
 
 def write_tar(instances: Iterator[tuple[common_pb2.InstanceAttributes, bytes]], out: BinaryIO,
               bar: tqdm) -> int:  # type: ignore[type-arg]
-    """Each verified instance as a ``<SOPInstanceUID>.dcm`` member of a tar stream."""
+    """Each verified instance as a ``<SOPInstanceUID>.dcm`` member of a tar stream.
+
+    The end-of-archive blocks are written only after the last member: a
+    stream that breaks leaves a tar that ``tar -x`` reports as cut short,
+    never one that looks complete.
+    """
     count = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for attributes, data in instances:
-            member = tarfile.TarInfo(safe_file_name(attributes.sop_instance_uid))
-            member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
-            tar.addfile(member, BytesIO(data))
-            count += 1
-            bar.update()
+    tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed on success only
+    for attributes, data in instances:
+        member = tarfile.TarInfo(safe_file_name(attributes.sop_instance_uid))
+        member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
+        tar.addfile(member, BytesIO(data))
+        count += 1
+        bar.update()
+    tar.close()
     bar.close()
     out.flush()
     return count
