@@ -6,21 +6,41 @@ import fcntl
 import io
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pydicom
 from pydicom.fileset import FileSet
 from pydicom.uid import ImplicitVRLittleEndian
 
-from tests.conftest import dicom_bytes
+from tests.conftest import Daemon, dicom_bytes
 
 ROOT = "1.2.826.0.1.3680043.10.78"
+
+
+@contextmanager
+def paused(daemon: Daemon) -> Iterator[None]:
+    """An appliance that stops answering mid-conversation: SIGSTOP to the daemon and every process
+    it started (serving workers included), SIGCONT on the way out. Connections stay open."""
+    assert daemon.proc is not None
+    supervisor = psutil.Process(daemon.proc.pid)
+    processes = [supervisor, *supervisor.children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
 
 
 @dataclass(frozen=True)

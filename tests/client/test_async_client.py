@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import pydicom
@@ -11,7 +10,7 @@ import pytest
 
 from pacsvault.client import AsyncPacsvaultClient, DeadlineExceeded, NotFound, SavedInstance, Unauthenticated
 from pacsvault.client import corpus as corpus_module
-from tests.client.cli_support import ROOT, numbered_series, sop_of
+from tests.client.cli_support import ROOT, numbered_series, paused, sop_of
 from tests.conftest import Daemon
 
 
@@ -79,14 +78,11 @@ def test_the_async_stream_deadline_is_per_message(daemon: Daemon) -> None:
             return got
 
     assert asyncio.run(read_slowly()) == [sop_of(d) for _, d in instances]
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGSTOP)
-    try:
-        async def stalled() -> None:
-            async with AsyncPacsvaultClient(daemon.target, timeout=1.0) as archive:
-                with pytest.raises(DeadlineExceeded, match="no data from the appliance for 1 s"):
-                    await archive.get_instance(sop_of(instances[0][1]))
 
+    async def stalled() -> None:
+        async with AsyncPacsvaultClient(daemon.target, timeout=1.0) as archive:
+            with pytest.raises(DeadlineExceeded, match="no data from the appliance for 1 s"):
+                await archive.get_instance(sop_of(instances[0][1]))
+
+    with paused(daemon):
         asyncio.run(asyncio.wait_for(stalled(), 20))
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)

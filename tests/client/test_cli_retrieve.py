@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pacsvault.client import DeadlineExceeded
-from tests.client.cli_support import ROOT, numbered_series, run_cli_on_terminal, sop_of
+from tests.client.cli_support import ROOT, numbered_series, paused, run_cli_on_terminal, sop_of
 from tests.conftest import Daemon, run_cli
 
 STUDY = f"{ROOT}.7"
@@ -131,9 +130,7 @@ def test_the_timeout_bounds_each_message_not_the_whole_stream(daemon: Daemon, nu
             time.sleep(0.08)
         assert len(got) == 15 and time.monotonic() - started > 1.0
     # An appliance that stops answering (SIGSTOP): each wait is bounded, so the stream ends.
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGSTOP)
-    try:
+    with paused(daemon):
         with daemon.client(timeout=1.0) as client:
             started = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="no data from the appliance for 1 s"):
@@ -148,5 +145,3 @@ def test_the_timeout_bounds_each_message_not_the_whole_stream(daemon: Daemon, nu
             capture_output=True, env=dict(os.environ, PACSVAULT_SERVER=daemon.target), timeout=60)
         assert to_stdout.returncode == 5
         assert to_stdout.stdout == b"", "no end-of-archive blocks: a broken stream never looks like a whole tar"
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)
