@@ -249,7 +249,7 @@ def test_the_cli_speaks_mutual_tls(tls_daemon, tmp_path: Path) -> None:  # type:
     assert ok.returncode == 0, ok.stderr
     refused = run_cli(daemon.target, "--ca-file", files["ca.pem"], "--cert-file", files["monitor.pem"],
                       "--key-file", files["monitor.key"], "find")
-    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    assert refused.returncode == 4 and "PERMISSION_DENIED" in refused.stderr
 
 
 def test_certificates_reload_without_a_restart(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -185,9 +185,9 @@ def test_share_cli(archive_with_two_patients: Daemon) -> None:
     assert [json.loads(line)["StudyInstanceUID"] for line in got.stdout.splitlines()] == [study(1)]
     assert run_cli(daemon.target, "share", "revoke", body["share_id"]).returncode == 0
     refused = run_cli(daemon.target, "--token", body["token"], "find")
-    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    assert refused.returncode == 4 and "UNAUTHENTICATED" in refused.stderr  # permission denied
     bad = run_cli(daemon.target, "share", "create", "--study-uid", "1.2.3.404")
-    assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+    assert bad.returncode == 3 and "NOT_FOUND" in bad.stderr  # not found
 
 
 @pytest.fixture

@@ -1,25 +1,44 @@
-"""The typed client: one method per thing an integrator does."""
+"""The blocking client: one method per thing an integrator or operator does."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, TypeVar, overload
 
-import blake3
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+import pydicom
+from grpc_health.v1 import health_pb2
 
+from pacsvault.client._channel import DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
+from pacsvault.client._consume import as_datasets, assembled, save
+from pacsvault.client._errors import PacsvaultError, mapped_errors
+from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
+from pacsvault.client._messages import (
+    DatasetInstance,
+    FindFilter,
+    Instance,
+    InstanceMetadata,
+    Level,
+    StoreResult,
+    metadata_item,
+    metadata_order,
+    rejected,
+    store_requests,
+    store_result,
+    to_dataset,
+)
+from pacsvault.client._streams import MessageStream
 from pacsvault.v1 import (
     appliance_pb2,
     appliance_pb2_grpc,
-    audit_pb2,
-    audit_pb2_grpc,
     archive_pb2,
     archive_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     common_pb2,
     replication_pb2,
     replication_pb2_grpc,
@@ -29,73 +48,35 @@ from pacsvault.v1 import (
     storage_pb2_grpc,
 )
 
-DEFAULT_SERVER = "127.0.0.1:50051"
-CHUNK_BYTES = 1024 * 1024
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-LEVELS = {
-    "patient": archive_pb2.QUERY_LEVEL_PATIENT,
-    "study": archive_pb2.QUERY_LEVEL_STUDY,
-    "series": archive_pb2.QUERY_LEVEL_SERIES,
-    "instance": archive_pb2.QUERY_LEVEL_INSTANCE,
-}
-_STATUS = {archive_pb2.STORE_STATUS_STORED: "stored", archive_pb2.STORE_STATUS_DUPLICATE: "duplicate"}
-
-
-def default_server() -> str:
-    return os.environ.get("PACSVAULT_SERVER") or DEFAULT_SERVER
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """What happened to one file: status is stored, duplicate or rejected."""
-
-    path: str
-    status: str
-    sop_instance_uid: str = ""
-    study_instance_uid: str = ""
-    digest: str = ""
-    message: str = ""
-    code: str = "OK"
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "rejected"
-
-
-class IntegrityError(Exception):
-    """Received bytes do not match the digest the appliance sent with them."""
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 class PacsvaultClient:
-    """A connection to one appliance. Thread-safe; share one per process."""
+    """A connection to one appliance. Thread-safe: share one per process.
+
+    ``timeout`` bounds each call; for streamed answers (retrievals, metadata,
+    audit queries) it bounds each wait for the next message instead, so a
+    long transfer that keeps moving never times out. ``retry`` is gRPC's retry
+    of the idempotent reads on UNAVAILABLE (None turns it off). Every method
+    raises only the exceptions of ``pacsvault.client`` (``PacsvaultError`` and
+    its subclasses) for the appliance's refusals, and ``OSError`` for local files.
+    """
 
     def __init__(self, target: str | None = None, *, timeout: float | None = 300.0,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
-                 token: str | None = None, pin: str | None = None) -> None:
+                 token: str | None = None, pin: str | None = None,
+                 retry: RetryPolicy | None = DEFAULT_RETRY) -> None:
         """Plaintext to a loopback appliance; mutual TLS when ``ca_file`` is given (or
         ``$PACSVAULT_CA_FILE``, with ``$PACSVAULT_CERT_FILE`` / ``$PACSVAULT_KEY_FILE``).
         ``token`` (or ``$PACSVAULT_TOKEN``) is sent as a bearer token; ``pin`` goes
         with a share token that asks for one."""
-        self.target = target or default_server()
+        connection = Connection.resolve(target, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                                        token=token, pin=pin, retry=retry)
+        self.target = connection.target
         self.timeout = timeout
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        ca_file = ca_file or os.environ.get("PACSVAULT_CA_FILE")
-        if ca_file:
-            cert_file = cert_file or os.environ.get("PACSVAULT_CERT_FILE")
-            key_file = key_file or os.environ.get("PACSVAULT_KEY_FILE")
-            credentials = grpc.ssl_channel_credentials(
-                Path(ca_file).read_bytes(),
-                Path(key_file).read_bytes() if key_file else None,
-                Path(cert_file).read_bytes() if cert_file else None,
-            )
-            self._channel = grpc.secure_channel(self.target, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(self.target, options=options)
-        token = token or os.environ.get("PACSVAULT_TOKEN")
-        if token:
-            metadata = [("authorization", f"Bearer {token}")] + ([("x-pacsvault-pin", pin)] if pin else [])
-            self._channel = grpc.intercept_channel(self._channel, _Credentials(metadata))
+        self._metadata = connection.metadata
+        self._channel = connection.channel()
         self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
         self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)
@@ -103,7 +84,9 @@ class PacsvaultClient:
         self._security = security_pb2_grpc.SecurityServiceStub(self._channel)
         self._shares = security_pb2_grpc.ShareServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._health_check = self._channel.unary_unary(
+            HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
 
     def close(self) -> None:
         self._channel.close()
@@ -111,31 +94,30 @@ class PacsvaultClient:
     def __enter__(self) -> PacsvaultClient:
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
+
+    def _unary(self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
+        with mapped_errors():
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+
+    def _stream(self, method: grpc.UnaryStreamMultiCallable[Req, Resp], request: Req) -> MessageStream[Resp]:
+        with mapped_errors():
+            return MessageStream(method(request, metadata=self._metadata), self.timeout)
 
     # -- store ------------------------------------------------------------
 
     def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
         """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
-        digest = blake3.blake3(data).hexdigest()
-        expected = common_pb2.Digest(
-            function=common_pb2.DIGEST_FUNCTION_BLAKE3, hash=digest, size_bytes=len(data)
-        )
-
-        def chunks() -> Iterator[archive_pb2.StoreInstanceRequest]:
-            yield archive_pb2.StoreInstanceRequest(data=data[:CHUNK_BYTES], expected_digest=expected)
-            for at in range(CHUNK_BYTES, len(data), CHUNK_BYTES):
-                yield archive_pb2.StoreInstanceRequest(data=data[at : at + CHUNK_BYTES])
-
+        digest, chunks = store_requests(data)
         try:
-            response = self._archive.StoreInstance(chunks(), timeout=timeout or self.timeout)
-        except grpc.RpcError as exc:
-            return StoreResult(path, "rejected", digest=digest, message=exc.details() or "", code=exc.code().name)
-        return StoreResult(
-            path, _STATUS.get(response.status, "rejected"), response.sop_instance_uid,
-            response.study_instance_uid, response.digest.hash, response.message,
-        )
+            with mapped_errors():
+                response = self._archive.StoreInstance(chunks, timeout=timeout or self.timeout,
+                                                       metadata=self._metadata)
+        except PacsvaultError as error:
+            return rejected(path, digest, error)
+        return store_result(path, response)
 
     def store_file(self, path: str | os.PathLike[str]) -> StoreResult:
         try:
@@ -146,38 +128,38 @@ class PacsvaultClient:
 
     # -- find -------------------------------------------------------------
 
-    def find(self, level: str = "study", *, limit: int | None = None, page_size: int = 0,
-             **filters: str) -> Iterator[common_pb2.Match]:
-        """Every match, page after page; ``filters`` are QueryFilter fields.
+    def find(self, level: Level = "study", *, patient_id: str = "", issuer_of_patient_id: str = "",
+             patient_name: str = "", study_instance_uid: str = "", series_instance_uid: str = "",
+             accession_number: str = "", modality: str = "", study_date: str = "",
+             limit: int | None = None, page_size: int = 0) -> Iterator[common_pb2.Match]:
+        """Every match, page after page, in the appliance's order.
 
-        ``study_date`` takes "YYYYMMDD-YYYYMMDD" (either side may be empty).
+        ``patient_name`` is case-insensitive with ``*`` and ``?``; ``study_date``
+        takes ``YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD`` (either side may be empty).
         """
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {', '.join(LEVELS)}")
-        study_date = filters.pop("study_date", "")
-        query_filter = archive_pb2.QueryFilter(**filters)
-        if study_date:
-            start, _, end = study_date.partition("-")
-            query_filter.study_date.CopyFrom(archive_pb2.DateRange(start=start, end=end if "-" in study_date else start))
-        request = archive_pb2.FindRequest(level=LEVELS[level], filter=query_filter, page_size=page_size)
-        yield from self._pages(lambda r: self._archive.Find(r, timeout=self.timeout), request, "matches", limit)
+        request = FindFilter(patient_id, issuer_of_patient_id, patient_name, study_instance_uid,
+                             series_instance_uid, accession_number, modality, study_date).request(level, page_size)
+        seen = 0
+        while True:
+            response = self._unary(self._archive.Find, request)
+            for match in response.matches:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield match
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
 
     def patient_studies(self, patient_id: str, issuer_of_patient_id: str = "",
                         *, limit: int | None = None) -> Iterator[common_pb2.Match]:
         """Every study of one patient (under every issuer when none is given)."""
-        request = archive_pb2.ListPatientStudiesRequest(
-            patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id
-        )
-        yield from self._pages(
-            lambda r: self._archive.ListPatientStudies(r, timeout=self.timeout), request, "studies", limit
-        )
-
-    @staticmethod
-    def _pages(call, request, field: str, limit: int | None) -> Iterator[common_pb2.Match]:  # type: ignore[no-untyped-def]
+        request = archive_pb2.ListPatientStudiesRequest(patient_id=patient_id,
+                                                        issuer_of_patient_id=issuer_of_patient_id)
         seen = 0
         while True:
-            response = call(request)
-            for match in getattr(response, field):
+            response = self._unary(self._archive.ListPatientStudies, request)
+            for match in response.studies:
                 if limit is not None and seen >= limit:
                     return
                 seen += 1
@@ -188,239 +170,205 @@ class PacsvaultClient:
 
     # -- retrieve ---------------------------------------------------------
 
-    def get_instance(self, sop_instance_uid: str) -> bytes:
-        """The stored bytes, checked against their digest."""
-        stream = self._archive.GetInstance(
-            archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid), timeout=self.timeout
-        )
-        return b"".join(data for _, data in _instances(stream))
+    @overload
+    def get_instance(self, sop_instance_uid: str, *, as_dataset: Literal[False] = False) -> bytes: ...
+    @overload
+    def get_instance(self, sop_instance_uid: str, *, as_dataset: Literal[True]) -> pydicom.Dataset: ...
 
-    def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str]) -> Path:
-        stream = self._archive.GetInstance(
-            archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid), timeout=self.timeout
-        )
+    def get_instance(self, sop_instance_uid: str, *, as_dataset: bool = False) -> bytes | pydicom.Dataset:
+        """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``)."""
+        stream = self._stream(self._archive.GetInstance,
+                              archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
+        [(_, data)] = list(assembled(stream))
+        return to_dataset(data) if as_dataset else data
+
+    def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str], *,
+                      overwrite: bool = True) -> SavedInstance:
+        """Writes one instance to ``path`` (its folder must exist), verified before it takes the name.
+
+        A file already there with the same bytes is left as it is; one with
+        other bytes is replaced, or FileExistsError when not ``overwrite``.
+        """
         target = Path(path)
-        for _ in _write_instances(stream, lambda _: target):
-            pass
-        return target
+        check_file(target)
+        stream = self._stream(self._archive.GetInstance,
+                              archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
+        [saved] = save(stream, InstanceFiles(lambda _: target, overwrite=overwrite), None)
+        return saved
 
-    def iter_study(self, study_instance_uid: str) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:
-        """Each instance of the study with its bytes, one at a time."""
-        stream = self._archive.GetStudy(
-            archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
-        )
-        yield from _instances(stream)
+    @overload
+    def iter_study(self, study_instance_uid: str, *, as_dataset: Literal[False] = False) -> Iterator[Instance]: ...
+    @overload
+    def iter_study(self, study_instance_uid: str, *, as_dataset: Literal[True]) -> Iterator[DatasetInstance]: ...
 
-    def iter_series(self, series_instance_uid: str) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:
-        stream = self._archive.GetSeries(
-            archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid), timeout=self.timeout
-        )
-        yield from _instances(stream)
+    def iter_study(self, study_instance_uid: str, *,
+                   as_dataset: bool = False) -> Iterator[Instance] | Iterator[DatasetInstance]:
+        """Each instance of the study with its verified bytes, one at a time, series by series in
+        InstanceNumber order."""
+        stream = self._stream(self._archive.GetStudy,
+                              archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
+        return as_datasets(assembled(stream)) if as_dataset else assembled(stream)
 
-    def save_study(self, study_instance_uid: str, directory: str | os.PathLike[str]) -> list[Path]:
-        """Streams a study to ``directory``, one <SOPInstanceUID>.dcm per instance."""
+    @overload
+    def iter_series(self, series_instance_uid: str, *, as_dataset: Literal[False] = False) -> Iterator[Instance]: ...
+    @overload
+    def iter_series(self, series_instance_uid: str, *, as_dataset: Literal[True]) -> Iterator[DatasetInstance]: ...
+
+    def iter_series(self, series_instance_uid: str, *,
+                    as_dataset: bool = False) -> Iterator[Instance] | Iterator[DatasetInstance]:
+        stream = self._stream(self._archive.GetSeries,
+                              archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
+        return as_datasets(assembled(stream)) if as_dataset else assembled(stream)
+
+    def save_study(self, study_instance_uid: str, directory: str | os.PathLike[str], *,
+                   progress: Progress | None = None) -> list[SavedInstance]:
+        """Streams a study into ``directory`` (made when the first instance arrives), one
+        ``<SOPInstanceUID>.dcm`` per instance. Files already there with the digest the
+        appliance sends are kept: running it again after an interruption resumes it.
+        ``progress`` is called after each instance."""
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        stream = self._archive.GetStudy(
-            archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
-        )
-        return list(_write_instances(stream, lambda a: out / f"{a.sop_instance_uid}.dcm"))
+        check_folder(out)
+        stream = self._stream(self._archive.GetStudy,
+                              archive_pb2.GetStudyRequest(study_instance_uid=study_instance_uid))
+        return save(stream, InstanceFiles(in_folder(out)), progress)
+
+    def save_series(self, series_instance_uid: str, directory: str | os.PathLike[str], *,
+                    progress: Progress | None = None) -> list[SavedInstance]:
+        """As ``save_study``, for one series."""
+        out = Path(directory)
+        check_folder(out)
+        stream = self._stream(self._archive.GetSeries,
+                              archive_pb2.GetSeriesRequest(series_instance_uid=series_instance_uid))
+        return save(stream, InstanceFiles(in_folder(out)), progress)
 
     def study_metadata(self, study_instance_uid: str) -> list[dict[str, object]]:
-        """The study as DICOM JSON (PS3.18 F): a list of instance objects."""
-        stream = self._archive.GetStudyMetadata(
-            archive_pb2.GetStudyMetadataRequest(study_instance_uid=study_instance_uid), timeout=self.timeout
-        )
-        return [json.loads(m.dicom_json) for m in stream]
+        """The study as DICOM JSON (PS3.18 F): a list of instance objects, in reading order."""
+        return [item.dicom_json for item in self.study_metadata_items(study_instance_uid)]
+
+    def study_metadata_items(self, study_instance_uid: str) -> list[InstanceMetadata]:
+        """Each instance's DICOM JSON with the tier that holds it, in reading order."""
+        stream = self._stream(self._archive.GetStudyMetadata,
+                              archive_pb2.GetStudyMetadataRequest(study_instance_uid=study_instance_uid))
+        return sorted((metadata_item(m) for m in stream), key=metadata_order)
 
     # -- tiering -----------------------------------------------------------
 
     def prefetch(self, patient_id: str, issuer_of_patient_id: str = "") -> archive_pb2.PrefetchResponse:
         """Brings a patient's studies to the fastest tier ahead of an exam."""
-        return self._archive.Prefetch(archive_pb2.PrefetchRequest(
-            patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id), timeout=self.timeout)
+        return self._unary(self._archive.Prefetch, archive_pb2.PrefetchRequest(
+            patient_id=patient_id, issuer_of_patient_id=issuer_of_patient_id))
 
     def pin(self, study_instance_uid: str, until: str) -> archive_pb2.PinResponse:
         """Keeps a study on the fastest tier until ``until`` (YYYYMMDD); '' unpins."""
-        return self._archive.Pin(archive_pb2.PinRequest(study_instance_uid=study_instance_uid, until=until),
-                                 timeout=self.timeout)
+        return self._unary(self._archive.Pin, archive_pb2.PinRequest(study_instance_uid=study_instance_uid,
+                                                                     until=until))
 
     def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
         """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail."""
-        return self._archive.DeleteStudy(archive_pb2.DeleteStudyRequest(
-            study_instance_uid=study_instance_uid, reason=reason), timeout=self.timeout)
+        return self._unary(self._archive.DeleteStudy, archive_pb2.DeleteStudyRequest(
+            study_instance_uid=study_instance_uid, reason=reason))
 
     def list_volumes(self) -> storage_pb2.ListVolumesResponse:
-        return self._storage.ListVolumes(storage_pb2.ListVolumesRequest(), timeout=self.timeout)
+        return self._unary(self._storage.ListVolumes, storage_pb2.ListVolumesRequest())
 
     def plan_moves(self, limit: int = 100) -> storage_pb2.PlanMovesResponse:
-        return self._storage.PlanMoves(storage_pb2.PlanMovesRequest(limit=limit), timeout=self.timeout)
+        return self._unary(self._storage.PlanMoves, storage_pb2.PlanMovesRequest(limit=limit))
 
     def add_volume(self, tier: str, path: str) -> storage_pb2.Volume:
-        return self._storage.AddVolume(storage_pb2.AddVolumeRequest(tier=tier, path=path), timeout=self.timeout).volume
+        return self._unary(self._storage.AddVolume, storage_pb2.AddVolumeRequest(tier=tier, path=path)).volume
 
     def drain_volume(self, volume: str) -> storage_pb2.Volume:
-        return self._storage.DrainVolume(storage_pb2.DrainVolumeRequest(volume=volume), timeout=self.timeout).volume
+        return self._unary(self._storage.DrainVolume, storage_pb2.DrainVolumeRequest(volume=volume)).volume
 
     # -- replication -------------------------------------------------------
 
     def replication_status(self) -> replication_pb2.GetReplicationStatusResponse:
-        return self._replication.GetReplicationStatus(replication_pb2.GetReplicationStatusRequest(),
-                                                      timeout=self.timeout)
+        return self._unary(self._replication.GetReplicationStatus, replication_pb2.GetReplicationStatusRequest())
 
     def restore_from_peer(self) -> Iterator[replication_pb2.RestoreFromPeerResponse]:
         """Rebuilds the appliance from its peer; yields progress. No deadline: it may take hours."""
-        yield from self._replication.RestoreFromPeer(replication_pb2.RestoreFromPeerRequest())
+        with mapped_errors():
+            call = self._replication.RestoreFromPeer(replication_pb2.RestoreFromPeerRequest(),
+                                                     metadata=self._metadata)
+        return MessageStream(call, None)
 
     def reseed_peer(self) -> int:
-        return self._replication.ReseedPeer(replication_pb2.ReseedPeerRequest(), timeout=self.timeout).entries_queued
+        """Queues every instance for the peer again; returns how many."""
+        return self._unary(self._replication.ReseedPeer, replication_pb2.ReseedPeerRequest()).entries_queued
 
     # -- security and shares ----------------------------------------------
 
     def rotate_keys(self) -> int:
         """Makes a new key-encryption key active; the daemon re-wraps every data key in the background."""
-        return self._security.RotateKeys(security_pb2.RotateKeysRequest(), timeout=self.timeout).active_version
+        return self._unary(self._security.RotateKeys, security_pb2.RotateKeysRequest()).active_version
 
     def encryption_status(self) -> security_pb2.GetEncryptionStatusResponse:
-        return self._security.GetEncryptionStatus(security_pb2.GetEncryptionStatusRequest(), timeout=self.timeout)
+        return self._unary(self._security.GetEncryptionStatus, security_pb2.GetEncryptionStatusRequest())
 
     def create_share(self, *, study_instance_uid: str = "", patient_id: str = "", issuer_of_patient_id: str = "",
                      ttl_seconds: float = 7 * 86400, max_uses: int = 0,
                      pin: str = "") -> security_pb2.CreateShareResponse:
         """A read-only grant to one study or one patient's studies; the token is shown only here."""
-        return self._shares.CreateShare(security_pb2.CreateShareRequest(
+        return self._unary(self._shares.CreateShare, security_pb2.CreateShareRequest(
             study_instance_uid=study_instance_uid, patient_id=patient_id,
-            issuer_of_patient_id=issuer_of_patient_id, ttl_seconds=ttl_seconds, max_uses=max_uses, pin=pin,
-        ), timeout=self.timeout)
+            issuer_of_patient_id=issuer_of_patient_id, ttl_seconds=ttl_seconds, max_uses=max_uses, pin=pin))
 
     def list_shares(self) -> list[security_pb2.ShareInfo]:
-        return list(self._shares.ListShares(security_pb2.ListSharesRequest(), timeout=self.timeout).shares)
+        return list(self._unary(self._shares.ListShares, security_pb2.ListSharesRequest()).shares)
 
     def revoke_share(self, share_id: str) -> None:
-        self._shares.RevokeShare(security_pb2.RevokeShareRequest(share_id=share_id), timeout=self.timeout)
+        self._unary(self._shares.RevokeShare, security_pb2.RevokeShareRequest(share_id=share_id))
 
     def create_token(self, principal: str, ttl_seconds: float,
                      idle_timeout_seconds: float = 0) -> security_pb2.CreateTokenResponse:
-        return self._security.CreateToken(security_pb2.CreateTokenRequest(
-            principal=principal, ttl_seconds=ttl_seconds, idle_timeout_seconds=idle_timeout_seconds,
-        ), timeout=self.timeout)
+        return self._unary(self._security.CreateToken, security_pb2.CreateTokenRequest(
+            principal=principal, ttl_seconds=ttl_seconds, idle_timeout_seconds=idle_timeout_seconds))
 
     def list_tokens(self) -> list[security_pb2.TokenInfo]:
-        return list(self._security.ListTokens(security_pb2.ListTokensRequest(), timeout=self.timeout).tokens)
+        return list(self._unary(self._security.ListTokens, security_pb2.ListTokensRequest()).tokens)
 
     def revoke_token(self, token_id: str) -> None:
-        self._security.RevokeToken(security_pb2.RevokeTokenRequest(token_id=token_id), timeout=self.timeout)
+        self._unary(self._security.RevokeToken, security_pb2.RevokeTokenRequest(token_id=token_id))
 
     def revoke_certificate(self, *, identity: str = "", serial_hex: str = "", reason: str = "") -> None:
-        self._security.RevokeCertificate(security_pb2.RevokeCertificateRequest(
-            identity=identity, serial_hex=serial_hex, reason=reason), timeout=self.timeout)
+        self._unary(self._security.RevokeCertificate, security_pb2.RevokeCertificateRequest(
+            identity=identity, serial_hex=serial_hex, reason=reason))
 
     def break_glass(self, reason: str, minutes: int) -> float:
-        return self._security.BreakGlass(security_pb2.BreakGlassRequest(reason=reason, minutes=minutes),
-                                         timeout=self.timeout).expires_at
+        """Adds the break-glass roles for ``minutes``; returns when they expire (epoch seconds)."""
+        return self._unary(self._security.BreakGlass,
+                           security_pb2.BreakGlassRequest(reason=reason, minutes=minutes)).expires_at
 
     # -- audit ---------------------------------------------------------------
 
     def audit_verify(self) -> audit_pb2.VerifyAuditResponse:
-        return self._audit.VerifyAudit(audit_pb2.VerifyAuditRequest(), timeout=self.timeout)
+        return self._unary(self._audit.VerifyAudit, audit_pb2.VerifyAuditRequest())
 
     def audit_query(self, *, patient_id: str = "", principal: str = "", study_instance_uid: str = "",
                     since: float = 0, until: float = 0) -> Iterator[dict[str, object]]:
         request = audit_pb2.QueryAuditRequest(patient_id=patient_id, principal=principal,
                                               study_instance_uid=study_instance_uid, since=since, until=until)
-        for message in self._audit.QueryAudit(request, timeout=self.timeout):
+        for message in self._stream(self._audit.QueryAudit, request):
             yield json.loads(message.record_json)
 
     # -- health -----------------------------------------------------------
 
     def health(self) -> appliance_pb2.GetApplianceHealthResponse:
-        return self._appliance.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=self.timeout)
+        return self._unary(self._appliance.GetApplianceHealth, appliance_pb2.GetApplianceHealthRequest())
 
-    def watch_health(self, timeout: float | None = None) -> Iterator[appliance_pb2.WatchHealthResponse]:
+    def watch_health(self, timeout: float | None = None) -> MessageStream[appliance_pb2.WatchHealthResponse]:
         """The current health (a ``snapshot``), then each ``event`` as it happens.
 
         Runs until ``timeout`` seconds (None: until cancelled or the daemon
-        stops); ``.cancel()`` on the returned iterator ends it early.
+        stops); ``.cancel()`` on the returned stream ends it early.
         """
-        return self._appliance.WatchHealth(appliance_pb2.WatchHealthRequest(), timeout=timeout)  # type: ignore[no-any-return]
+        with mapped_errors():
+            call = self._appliance.WatchHealth(appliance_pb2.WatchHealthRequest(), timeout=timeout,
+                                               metadata=self._metadata)
+        return MessageStream(call, None)
 
     def serving_status(self, service: str = "") -> str:
         """The standard grpc.health.v1 answer: SERVING, NOT_SERVING, ..."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        response = self._unary(self._health_check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-
-class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds the bearer token (and PIN) to every call."""
-
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    def _details(self, details):  # type: ignore[no-untyped-def]
-        return details._replace(metadata=[*(details.metadata or []), *self._metadata])
-
-    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
-        return continuation(self._details(details), requests)
-
-    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
-        return continuation(self._details(details), requests)
-
-
-def _instances(stream) -> Iterator[tuple[common_pb2.InstanceAttributes, bytes]]:  # type: ignore[no-untyped-def]
-    current: common_pb2.InstanceAttributes | None = None
-    parts: list[bytes] = []
-    for message in stream:
-        if message.HasField("instance"):
-            if current is not None:
-                yield current, _verified(current, b"".join(parts))
-            current, parts = message.instance, []
-        parts.append(message.data)
-    if current is not None:
-        yield current, _verified(current, b"".join(parts))
-
-
-def _verified(attributes: common_pb2.InstanceAttributes, data: bytes) -> bytes:
-    if blake3.blake3(data).hexdigest() != attributes.digest.hash or len(data) != attributes.digest.size_bytes:
-        raise IntegrityError(f"instance {attributes.sop_instance_uid}: received bytes fail their digest")
-    return data
-
-
-def _write_instances(stream, name_of) -> Iterator[Path]:  # type: ignore[no-untyped-def]
-    """Writes each instance as it streams in; a file appears only once it verifies."""
-    current = None
-    out = None
-    hasher = None
-    tmp: Path | None = None
-    try:
-        for message in stream:
-            if message.HasField("instance"):
-                if current is not None:
-                    yield _finish(current, out, hasher, tmp, name_of(current))
-                current, hasher = message.instance, blake3.blake3()
-                tmp = name_of(current).with_suffix(".part")
-                out = open(tmp, "wb")  # noqa: SIM115 - closed in _finish
-            out.write(message.data)
-            hasher.update(message.data)
-        if current is not None:
-            yield _finish(current, out, hasher, tmp, name_of(current))
-            current = None
-    finally:
-        if current is not None and out is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
-
-
-def _finish(attributes, out, hasher, tmp: Path, final: Path) -> Path:  # type: ignore[no-untyped-def]
-    out.close()
-    if hasher.hexdigest() != attributes.digest.hash:
-        tmp.unlink(missing_ok=True)
-        raise IntegrityError(f"instance {attributes.sop_instance_uid}: received bytes fail their digest")
-    os.replace(tmp, final)
-    return final

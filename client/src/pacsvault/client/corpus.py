@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 # Real images of many modalities, sizes and transfer syntaxes, with weights
 # that give a realistic mix: mostly small CT / MR slices, some multi-frame
@@ -133,7 +133,7 @@ def _copy_with_identity(source: bytes, patient_id: str, name: str, study_uid: st
     dataset.SeriesNumber = series_number
     dataset.SOPInstanceUID = sop_uid
     dataset.InstanceNumber = instance_number
-    dataset.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    dataset.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     return dataset
 
 

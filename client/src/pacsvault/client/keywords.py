@@ -1,9 +1,15 @@
-"""Matches as dicts keyed by DICOM keywords, for --json output and scripts."""
+"""Matches as dicts keyed by DICOM keywords, for --json output and scripts.
+
+Numbers are numbers: SeriesNumber and InstanceNumber (DICOM IS) become
+integers, None when absent. ``Tier`` (not a DICOM keyword) is the storage
+tier holding an instance.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pacsvault.client._messages import number
 from pacsvault.v1 import common_pb2
 
 
@@ -37,7 +43,7 @@ def match_to_keywords(match: common_pb2.Match) -> dict[str, Any]:
         out.update({
             "SeriesInstanceUID": se.series_instance_uid,
             "Modality": se.modality,
-            "SeriesNumber": se.series_number,
+            "SeriesNumber": number(se.series_number),
             "SeriesDescription": se.series_description,
             "NumberOfSeriesRelatedInstances": se.number_of_series_related_instances,
         })
@@ -46,8 +52,9 @@ def match_to_keywords(match: common_pb2.Match) -> dict[str, Any]:
         out.update({
             "SOPInstanceUID": i.sop_instance_uid,
             "SOPClassUID": i.sop_class_uid,
-            "InstanceNumber": i.instance_number,
+            "InstanceNumber": number(i.instance_number),
             "TransferSyntaxUID": i.transfer_syntax_uid,
             "NumberOfFrames": i.number_of_frames,
+            "Tier": i.tier,
         })
     return out

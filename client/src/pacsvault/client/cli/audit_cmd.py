@@ -7,6 +7,8 @@ import datetime
 import json
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import as_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     query.add_argument("--patient-id", default="")
     query.add_argument("--principal", default="")
     query.add_argument("--study-uid", default="")
-    query.add_argument("--since", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
-    query.add_argument("--until", default="", help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--since", type=_epoch, default=0.0, help="YYYY-MM-DD[THH:MM] (UTC)")
+    query.add_argument("--until", type=_epoch, default=0.0, help="YYYY-MM-DD[THH:MM] (UTC)")
     query.add_argument("--json", action="store_true", help="one JSON record per line")
     query.set_defaults(run=run_query)
 
@@ -28,27 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
     r = client.audit_verify()
     if args.json:
-        print(json.dumps({"intact": r.intact, "records": r.records, "first_bad_record": r.first_bad_record,
-                          "problem": r.problem, "local_checkpoints": r.local_checkpoints,
-                          "witness_checkpoints": r.witness_checkpoints, "witness_error": r.witness_error}))
+        print(json.dumps(as_json(r)))
     elif r.intact:
         print(f"intact: {r.records} records, {r.local_checkpoints} local and {r.witness_checkpoints} witness "
               "checkpoints agree" + (f" (peer not consulted: {r.witness_error})" if r.witness_error else ""))
     else:
         print(f"TAMPERED: record {r.first_bad_record}: {r.problem}")
-    return 0 if r.intact else 1
+    return exit_codes.OK if r.intact else exit_codes.UNHEALTHY
 
 
 def _epoch(text: str) -> float:
-    if not text:
-        return 0.0
-    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
 
 
 def run_query(args: argparse.Namespace, client: PacsvaultClient) -> int:
     for record in client.audit_query(patient_id=args.patient_id, principal=args.principal,
-                                     study_instance_uid=args.study_uid, since=_epoch(args.since),
-                                     until=_epoch(args.until)):
+                                     study_instance_uid=args.study_uid, since=args.since, until=args.until):
         if args.json:
             print(json.dumps(record, sort_keys=True, ensure_ascii=False))
             continue

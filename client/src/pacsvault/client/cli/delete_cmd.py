@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,12 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
-            print("refusing to delete without --yes when not asked on a terminal", file=sys.stderr)
-            return 2
+            print("pacsvault: refusing to delete without --yes when not asked on a terminal", file=sys.stderr)
+            return exit_codes.USAGE
         answer = input(f"delete study {args.study_instance_uid} and every copy of its data? type 'delete': ")
         if answer.strip() != "delete":
             print("nothing deleted")
-            return 1
+            return exit_codes.OK  # the person said no: nothing failed
     response = client.delete_study(args.study_instance_uid, args.reason)
     print(f"study {args.study_instance_uid} deleted: {response.instances_deleted} instances, "
           f"{response.blobs_destroyed} blobs destroyed (data keys zeroed first)")

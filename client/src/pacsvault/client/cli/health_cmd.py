@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-import grpc
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from pacsvault.client import PacsvaultClient
-from pacsvault.client.cli import health_table
+from pacsvault.client import Cancelled, PacsvaultClient, PacsvaultError
+from pacsvault.client.cli import exit_codes, health_table
+from pacsvault.client.cli.output import as_json as message_json
 from pacsvault.v1 import appliance_pb2
 
 # Enum fields printed as plain lower-case words in --json.
@@ -32,34 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
     if args.watch:
         return _watch(args, client)
+    report = client.health()  # first: an unreachable appliance fails here, once
     try:
         serving = client.serving_status()
-    except grpc.RpcError as exc:
-        serving = f"unreachable ({exc.code().name})"
-    report = client.health()
+    except PacsvaultError as exc:
+        serving = f"unknown ({exc.code().name})"
     if args.json:
         body = as_json(report)
         body["serving"] = serving
         print(json.dumps(body, indent=1))
     else:
         print(health_table.render(report, serving, show_all=args.all))
-    return 0 if report.state == appliance_pb2.HEALTH_STATE_HEALTHY else 1
+    return exit_codes.OK if report.state == appliance_pb2.HEALTH_STATE_HEALTHY else exit_codes.UNHEALTHY
 
 
 def as_json(message: Message) -> dict[str, Any]:
-    """Proto to JSON with field names as in the .proto and enums as plain words."""
-    body = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    return _plain_enums(body)  # type: ignore[no-any-return]
-
-
-def _plain_enums(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _plain_enums(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain_enums(v, key) for v in value]
-    if isinstance(value, str) and key in _ENUM_PREFIXES:
-        return value.removeprefix(_ENUM_PREFIXES[key]).lower()
-    return value
+    """Proto to JSON: field names as in the .proto, counts as numbers, enums as plain words."""
+    return message_json(message, _ENUM_PREFIXES)
 
 
 def _watch(args: argparse.Namespace, client: PacsvaultClient) -> int:
@@ -80,10 +67,7 @@ def _watch(args: argparse.Namespace, client: PacsvaultClient) -> int:
                 print(health_table.event_line(message.event), flush=True)
     except KeyboardInterrupt:
         stream.cancel()
-        return 130
-    except grpc.RpcError as exc:
-        if exc.code() is grpc.StatusCode.CANCELLED:
-            return 0
-        print(f"pacsvault: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.INTERRUPTED
+    except Cancelled:
+        return exit_codes.OK
+    return exit_codes.OK

@@ -15,11 +15,11 @@ from pacsvault.v1 import appliance_pb2
 _QUIET = (appliance_pb2.VERDICT_HEALTHY, appliance_pb2.VERDICT_UNSUPPORTED, appliance_pb2.VERDICT_UNSPECIFIED)
 
 
-def state_word(value: int) -> str:
+def state_word(value: appliance_pb2.HealthState.ValueType) -> str:
     return appliance_pb2.HealthState.Name(value).removeprefix("HEALTH_STATE_").lower()
 
 
-def verdict_word(value: int) -> str:
+def verdict_word(value: appliance_pb2.Verdict.ValueType) -> str:
     return appliance_pb2.Verdict.Name(value).removeprefix("VERDICT_").lower()
 
 

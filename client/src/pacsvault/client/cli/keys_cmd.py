@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from google.protobuf.json_format import MessageToDict
-
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import as_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_status(args: argparse.Namespace, client: PacsvaultClient) -> int:
     s = client.encryption_status()
     if args.json:
-        body = MessageToDict(s, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-        for key in ("blobs_checked", "blobs_rewrapped", "blobs_failed"):
-            body[key] = int(body[key])
-        print(json.dumps(body))
+        print(json.dumps(as_json(s)))
         return 0
     if not s.enabled:
         print("encryption at rest: OFF ([encryption] enabled = false)")
@@ -38,7 +35,7 @@ def run_status(args: argparse.Namespace, client: PacsvaultClient) -> int:
           f"{s.blobs_failed} failed)")
     if s.last_error:
         print(f"  last error: {s.last_error}")
-    return 1 if s.rewrap_state == "failed" else 0
+    return exit_codes.UNHEALTHY if s.rewrap_state == "failed" else exit_codes.OK
 
 
 def run_rotate(args: argparse.Namespace, client: PacsvaultClient) -> int:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from google.protobuf.json_format import MessageToDict
+import sys
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import add_wait_flags, as_json, follow, progress_bar, should_wait
 from pacsvault.client.units import human_bytes
+
+NOT_ENABLED = ("replication is not enabled on this appliance ([replication] enabled = false in its config), "
+               "so it has no peer to {what}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,15 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=run_status)
     reseed = actions.add_parser("reseed", help="send every instance again (a new, empty peer)")
+    add_wait_flags(reseed, "the backlog")
     reseed.set_defaults(run=run_reseed)
 
 
 def run_status(args: argparse.Namespace, client: PacsvaultClient) -> int:
     s = client.replication_status()
     if args.json:
-        body = MessageToDict(s, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-        for key in ("pending_entries", "pending_bytes", "blobs_replicated", "bytes_replicated", "repairs"):
-            body[key] = int(body[key])
+        body = as_json(s)
         body["oldest_pending_age_s"] = body.pop("oldest_pending_age_seconds")
         print(json.dumps(body))
         return 0
@@ -42,9 +45,30 @@ def run_status(args: argparse.Namespace, client: PacsvaultClient) -> int:
           f"last pass {human_bytes(int(s.bytes_per_second))}/s; repairs from the peer: {s.repairs}")
     if s.last_error:
         print(f"  last error: {s.last_error}")
-    return 1 if late else 0
+    return exit_codes.UNHEALTHY if late else exit_codes.OK
 
 
 def run_reseed(args: argparse.Namespace, client: PacsvaultClient) -> int:
-    print(f"{client.reseed_peer()} instances queued for the peer")
-    return 0
+    if not client.replication_status().enabled:
+        print(f"pacsvault: {NOT_ENABLED.format(what='send to')}", file=sys.stderr)
+        return exit_codes.REJECTED
+    queued = client.reseed_peer()
+    print(f"{queued} instances queued for the peer")
+    if not should_wait(args):
+        return exit_codes.OK
+
+    def left() -> tuple[int, bool, str]:
+        s = client.replication_status()
+        return s.pending_entries, s.pending_entries == 0, s.state
+
+    bar = progress_bar(queued, "inst", desc="reseed")
+    try:
+        follow(bar, left)
+    except KeyboardInterrupt:
+        bar.close()
+        print("stopped following; the peer keeps receiving (`pacsvault replication status` shows it)",
+              file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    bar.close()
+    print("the peer holds everything again", file=sys.stderr)
+    return exit_codes.OK

@@ -1,4 +1,10 @@
-"""pacsvault restore --from-peer: rebuild this appliance from its peer."""
+"""pacsvault restore --from-peer: rebuild this appliance from its peer.
+
+Run it again after an interruption and it continues. On an appliance
+without replication there is no peer: the command says so (whether the
+daemon answers FAILED_PRECONDITION or, before it did, UNAVAILABLE) and
+exits 6.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ import argparse
 import json
 import sys
 
-from tqdm import tqdm
-
-from pacsvault.client import PacsvaultClient
+from pacsvault.client import FailedPrecondition, PacsvaultClient, Unavailable
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import progress_bar
+from pacsvault.client.cli.replication_cmd import NOT_ENABLED
+from pacsvault.client.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,21 +28,40 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
-    bar = tqdm(unit="inst", disable=args.json or not sys.stderr.isatty(), file=sys.stderr)
+    if not client.replication_status().enabled:
+        return _no_peer()
+    bar = progress_bar(None, "inst", desc="restore")
     last = None
-    for progress in client.restore_from_peer():
-        last = progress
-        if args.json:
-            print(json.dumps({"total": progress.instances_total, "restored": progress.instances_done,
-                              "already_present": progress.instances_already_present,
-                              "failed": progress.instances_failed, "bytes": progress.bytes_restored}), flush=True)
-        bar.total = progress.instances_total
-        bar.n = progress.instances_done + progress.instances_already_present + progress.instances_failed
-        bar.refresh()
+    try:
+        for progress in client.restore_from_peer():
+            last = progress
+            if args.json:
+                bar.write(json.dumps({
+                    "total": progress.instances_total, "restored": progress.instances_done,
+                    "already_present": progress.instances_already_present, "failed": progress.instances_failed,
+                    "bytes": progress.bytes_restored}), file=sys.stdout)
+            bar.total = progress.instances_total
+            bar.n = progress.instances_done + progress.instances_already_present + progress.instances_failed
+            bar.refresh()
+    except (FailedPrecondition, Unavailable) as error:
+        bar.close()
+        if "[replication]" in error.details():  # turned off since the check above
+            return _no_peer(error.details())
+        raise
     bar.close()
     if last is None:
         print("the peer holds nothing for this appliance", file=sys.stderr)
-        return 0
-    print(f"restored {last.instances_done} instances ({last.bytes_restored} bytes), "
+        return exit_codes.OK
+    print(f"restored {last.instances_done} instances ({human_bytes(last.bytes_restored)}), "
           f"{last.instances_already_present} already here, {last.instances_failed} failed", file=sys.stderr)
-    return 1 if last.instances_failed else 0
+    if last.instances_failed:
+        print("pacsvault: some instances could not be restored intact (the daemon's log names them); "
+              "run the command again to retry them", file=sys.stderr)
+        return exit_codes.PARTIAL
+    return exit_codes.OK
+
+
+def _no_peer(details: str = "") -> int:
+    print(f"pacsvault: {NOT_ENABLED.format(what='restore from')}" + (f" ({details})" if details else ""),
+          file=sys.stderr)
+    return exit_codes.REJECTED

@@ -6,9 +6,8 @@ import argparse
 import datetime
 import json
 
-from google.protobuf.json_format import MessageToDict
-
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli.output import as_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,7 +40,7 @@ def run_create(args: argparse.Namespace, client: PacsvaultClient) -> int:
                                    issuer_of_patient_id=args.issuer, ttl_seconds=args.days * 86400,
                                    max_uses=args.max_uses, pin=args.pin)
     if args.json:
-        print(json.dumps({"token": response.token, **MessageToDict(response.share, preserving_proto_field_name=True)}))
+        print(json.dumps({"token": response.token, **as_json(response.share)}))
         return 0
     print(f"share {response.share.share_id}, valid until {_when(response.share.expires_at)}")
     print(f"token (shown once, give it to the recipient): {response.token}")
@@ -51,8 +50,7 @@ def run_create(args: argparse.Namespace, client: PacsvaultClient) -> int:
 def run_list(args: argparse.Namespace, client: PacsvaultClient) -> int:
     for share in client.list_shares():
         if args.json:
-            print(json.dumps(MessageToDict(share, preserving_proto_field_name=True,
-                                           always_print_fields_with_no_presence=True)))
+            print(json.dumps(as_json(share)))
             continue
         what = f"study {share.study_instance_uid}" if share.study_instance_uid else f"patient {share.patient_id}"
         state = "revoked" if share.revoked else f"until {_when(share.expires_at)}"

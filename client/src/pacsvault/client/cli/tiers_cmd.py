@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from google.protobuf.json_format import MessageToDict
+import sys
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.client.cli import exit_codes
+from pacsvault.client.cli.output import add_wait_flags, as_json, follow, progress_bar, should_wait
 from pacsvault.client.units import human_bytes
+from pacsvault.v1 import storage_pb2
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,14 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.set_defaults(run=run_add)
     drain = actions.add_parser("drain", help="move every blob off a volume so its disk can be replaced")
     drain.add_argument("volume", help="the volume's path or id")
+    add_wait_flags(drain, "the drain")
     drain.set_defaults(run=run_drain)
 
 
-def _volume_json(volume: object) -> dict[str, object]:
-    body = MessageToDict(volume, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+def _volume_json(volume: storage_pb2.Volume) -> dict[str, object]:
+    body = as_json(volume)
     body["volume"] = body.pop("volume_id")
-    for key in ("capacity_bytes", "used_bytes", "free_bytes", "blobs", "stored_bytes"):
-        body[key] = int(body[key])
     return body
 
 
@@ -60,7 +61,7 @@ def run_plan(args: argparse.Namespace, client: PacsvaultClient) -> int:
     response = client.plan_moves(args.limit)
     if args.json:
         for move in response.moves:
-            print(json.dumps(MessageToDict(move, preserving_proto_field_name=True)))
+            print(json.dumps(as_json(move)))
         return 0
     for move in response.moves:
         print(f"{move.study_instance_uid}  {move.from_tier} -> {move.to_tier}  "
@@ -77,6 +78,25 @@ def run_add(args: argparse.Namespace, client: PacsvaultClient) -> int:
 
 def run_drain(args: argparse.Namespace, client: PacsvaultClient) -> int:
     volume = client.drain_volume(args.volume)
-    print(f"volume {volume.path} is draining: {volume.blobs} blobs ({human_bytes(volume.stored_bytes)}) to move; "
-          "watch progress with `pacsvault tiers`")
-    return 0
+    print(f"volume {volume.path} is draining: {volume.blobs} blobs ({human_bytes(volume.stored_bytes)}) to move")
+    if not should_wait(args):
+        print("follow it with `pacsvault tiers` (state `drained` when the disk can go)")
+        return exit_codes.OK
+
+    def left() -> tuple[int, bool, str]:
+        now = next((v for v in client.list_volumes().volumes if v.volume_id == volume.volume_id), None)
+        if now is None:
+            return 0, True, "gone"
+        return now.blobs, now.state in ("drained", "failed"), now.state
+
+    bar = progress_bar(volume.blobs, "blob", desc="drain")
+    try:
+        follow(bar, left)
+    except KeyboardInterrupt:
+        bar.close()
+        print("stopped following; the drain goes on (`pacsvault tiers` shows it)", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    bar.close()
+    blobs, _, state = left()
+    print(f"volume {volume.path}: {state}" + (f", {blobs} blobs left" if blobs else ""))
+    return exit_codes.OK if state == "drained" else exit_codes.UNAVAILABLE  # the volume failed on the way

@@ -9,6 +9,7 @@ import grpc
 from pacsvault.daemon.config import LimitsConfig
 from pacsvault.daemon.deletion import Deletion
 from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.dicom.reading_order import in_reading_order
 from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
@@ -109,7 +110,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetSeries(
         self, request: archive_pb2.GetSeriesRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetSeriesResponse]:
-        members = self._retrieval.series_instances(request.series_instance_uid)
+        members = in_reading_order(self._retrieval.series_instances(request.series_instance_uid))
         for attributes, chunk in self._stream(members, context):
             yield archive_pb2.GetSeriesResponse(instance=attributes, data=chunk)
 
@@ -117,7 +118,7 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def GetStudy(
         self, request: archive_pb2.GetStudyRequest, context: grpc.ServicerContext
     ) -> Iterator[archive_pb2.GetStudyResponse]:
-        members = self._retrieval.study_instances(request.study_instance_uid)
+        members = in_reading_order(self._retrieval.study_instances(request.study_instance_uid))
         for attributes, chunk in self._stream(members, context):
             yield archive_pb2.GetStudyResponse(instance=attributes, data=chunk)
 
