@@ -114,6 +114,8 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
             lambda: a.ListPatientStudies(archive_pb2.ListPatientStudiesRequest(patient_id="X"), timeout=t),
         "/pacsvault.v1.ArchiveService/GetInstance":
             lambda: first(a.GetInstance(archive_pb2.GetInstanceRequest(sop_instance_uid=uid), timeout=t)),
+        "/pacsvault.v1.ArchiveService/ReadInstance":
+            lambda: a.ReadInstance(archive_pb2.ReadInstanceRequest(sop_instance_uid=uid), timeout=t),
         "/pacsvault.v1.ArchiveService/GetSeries":
             lambda: first(a.GetSeries(archive_pb2.GetSeriesRequest(series_instance_uid=uid), timeout=t)),
         "/pacsvault.v1.ArchiveService/GetStudy":

@@ -102,7 +102,7 @@ def test_store_retrieve_query_arrive_in_order_with_their_event_ids(daemon_factor
     got = received(repository)
     assert [(seq, action) for seq, action, _ in got] == expected
     assert {action: event for _, action, event in got} == {
-        "StoreInstance": "110104", "GetInstance": "110103", "ListPatientStudies": "110112",
+        "StoreInstance": "110104", "ReadInstance": "110103", "ListPatientStudies": "110112",
         "GetStudyMetadata": "110103"}
     store, _, query, _ = (validate(m[3]) for m in repository.messages())
     patient = query.find("ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='1']")

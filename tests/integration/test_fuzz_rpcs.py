@@ -331,6 +331,7 @@ UNARY_AND_SERVER_STREAMING = [
     Rpc(A, "Find", "uu", archive_pb2.FindRequest, archive_pb2.FindResponse),
     Rpc(A, "ListPatientStudies", "uu", archive_pb2.ListPatientStudiesRequest, archive_pb2.ListPatientStudiesResponse),
     Rpc(A, "GetInstance", "us", archive_pb2.GetInstanceRequest, archive_pb2.GetInstanceResponse),
+    Rpc(A, "ReadInstance", "uu", archive_pb2.ReadInstanceRequest, archive_pb2.ReadInstanceResponse),
     Rpc(A, "GetSeries", "us", archive_pb2.GetSeriesRequest, archive_pb2.GetSeriesResponse),
     Rpc(A, "GetStudy", "us", archive_pb2.GetStudyRequest, archive_pb2.GetStudyResponse),
     Rpc(A, "GetStudyMetadata", "us", archive_pb2.GetStudyMetadataRequest, archive_pb2.GetStudyMetadataResponse),

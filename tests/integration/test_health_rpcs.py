@@ -179,7 +179,7 @@ def test_metrics_endpoint_has_the_expected_families(daemon: Daemon) -> None:
     requests = {(s.labels["method"], s.labels["code"]): s.value for s in families["pacsvault_rpc_requests"].samples
                 if s.name.endswith("_total")}
     assert requests[("/pacsvault.v1.ApplianceService/GetApplianceHealth", "OK")] >= 2
-    assert requests[("/pacsvault.v1.ArchiveService/GetInstance", "NOT_FOUND")] == 1
+    assert requests[("/pacsvault.v1.ArchiveService/ReadInstance", "NOT_FOUND")] == 1  # get_instance's call
     buckets = [s for s in families["pacsvault_rpc_duration_seconds"].samples if s.name.endswith("_bucket")]
     assert buckets
     used = {s.labels["tier"]: s.value for s in families["pacsvault_volume_used_bytes"].samples}

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar, overload
 
+import blake3
 import grpc.aio
 import pydicom
 from grpc_health.v1 import health_pb2
@@ -29,6 +30,7 @@ from pacsvault.client._messages import (
     InstanceMetadata,
     Level,
     StoreResult,
+    check_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -168,10 +170,21 @@ class AsyncPacsvaultClient:
     async def get_instance(self, sop_instance_uid: str, *, as_dataset: Literal[True]) -> pydicom.Dataset: ...
 
     async def get_instance(self, sop_instance_uid: str, *, as_dataset: bool = False) -> bytes | pydicom.Dataset:
-        """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``)."""
-        stream = self._stream(self._archive.GetInstance,
-                              archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [(_, data)] = [instance async for instance in aio_assembled(stream)]
+        """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``).
+
+        One message (ReadInstance) for an instance that fits in one; a larger one is streamed.
+        """
+        try:
+            response = await self._unary(self._archive.ReadInstance,
+                                         archive_pb2.ReadInstanceRequest(sop_instance_uid=sop_instance_uid))
+            data = response.data
+            check_digest(response.instance, blake3.blake3(data).hexdigest(), len(data))
+        except PacsvaultError as error:
+            if error.code() != grpc.StatusCode.OUT_OF_RANGE:
+                raise
+            stream = self._stream(self._archive.GetInstance,
+                                  archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
+            [(_, data)] = [instance async for instance in aio_assembled(stream)]
         return to_dataset(data) if as_dataset else data
 
     async def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str], *,

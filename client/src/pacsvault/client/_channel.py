@@ -15,6 +15,8 @@ import grpc
 import grpc.aio
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+# Connections the blocking client spreads the archive's calls over (see PacsvaultClient).
+DEFAULT_CONNECTIONS = 8
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"  # called by name: the health stubs are untyped
 
@@ -23,8 +25,8 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"  # called by name: the health stub
 # never retried by the channel: the caller decides (a store sent again is
 # answered DUPLICATE, so retrying one is safe too, but it is the caller's call).
 IDEMPOTENT_READS: dict[str, tuple[str, ...]] = {
-    "pacsvault.v1.ArchiveService": ("Find", "ListPatientStudies", "GetInstance", "GetSeries", "GetStudy",
-                                    "GetStudyMetadata"),
+    "pacsvault.v1.ArchiveService": ("Find", "ListPatientStudies", "GetInstance", "ReadInstance", "GetSeries",
+                                    "GetStudy", "GetStudyMetadata"),
     "pacsvault.v1.ApplianceService": ("GetApplianceHealth", "WatchHealth"),
     "pacsvault.v1.StorageService": ("ListVolumes", "PlanMoves"),
     "pacsvault.v1.ReplicationService": ("GetReplicationStatus",),
@@ -118,10 +120,12 @@ class Connection:
             metadata = (("authorization", f"Bearer {token}"),) + ((("x-pacsvault-pin", pin),) if pin else ())
         return cls(target or default_server(), tls, metadata, channel_options(retry))
 
-    def channel(self) -> grpc.Channel:
+    def channel(self, *, own_connection: bool = False) -> grpc.Channel:
+        """``own_connection``: a TCP connection of its own, not shared with the process's other channels."""
+        options = [*self.options, ("grpc.use_local_subchannel_pool", 1)] if own_connection else self.options
         if self.tls is None:
-            return grpc.insecure_channel(self.target, options=self.options)
-        return grpc.secure_channel(self.target, self.tls, options=self.options)
+            return grpc.insecure_channel(self.target, options=options)
+        return grpc.secure_channel(self.target, self.tls, options=options)
 
     def aio_channel(self) -> grpc.aio.Channel:
         if self.tls is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import json
 import os
 from collections.abc import Iterator
@@ -9,11 +11,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar, overload
 
+import blake3
 import grpc
 import pydicom
 from grpc_health.v1 import health_pb2
 
-from pacsvault.client._channel import DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
+from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._consume import as_datasets, assembled, save
 from pacsvault.client._errors import PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
@@ -24,6 +27,7 @@ from pacsvault.client._messages import (
     InstanceMetadata,
     Level,
     StoreResult,
+    check_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -66,18 +70,27 @@ class PacsvaultClient:
     def __init__(self, target: str | None = None, *, timeout: float | None = 300.0,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  token: str | None = None, pin: str | None = None,
-                 retry: RetryPolicy | None = DEFAULT_RETRY) -> None:
+                 retry: RetryPolicy | None = DEFAULT_RETRY, connections: int = DEFAULT_CONNECTIONS) -> None:
         """Plaintext to a loopback appliance; mutual TLS when ``ca_file`` is given (or
         ``$PACSVAULT_CA_FILE``, with ``$PACSVAULT_CERT_FILE`` / ``$PACSVAULT_KEY_FILE``).
         ``token`` (or ``$PACSVAULT_TOKEN``) is sent as a bearer token; ``pin`` goes
-        with a share token that asks for one."""
+        with a share token that asks for one.
+
+        ``connections``: the archive's calls (store, find, retrieve) go round-robin
+        over this many connections. The appliance's serving processes share its
+        port and the kernel hands each connection to one of them, so one
+        connection is served by one process (one core) however many calls it
+        carries; several spread a busy client over the appliance's cores."""
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         connection = Connection.resolve(target, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
                                         token=token, pin=pin, retry=retry)
         self.target = connection.target
         self.timeout = timeout
         self._metadata = connection.metadata
-        self._channel = connection.channel()
-        self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
+        self._channels = [connection.channel(own_connection=connections > 1) for _ in range(connections)]
+        self._channel = self._channels[0]
+        self._archives = itertools.cycle([archive_pb2_grpc.ArchiveServiceStub(c) for c in self._channels])
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
         self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
@@ -88,8 +101,14 @@ class PacsvaultClient:
             HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
 
+    @property
+    def _archive(self) -> archive_pb2_grpc.ArchiveServiceStub:
+        """The next connection's stub (round-robin; a stream stays on the one it started on)."""
+        return next(self._archives)
+
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> PacsvaultClient:
         return self
@@ -176,10 +195,23 @@ class PacsvaultClient:
     def get_instance(self, sop_instance_uid: str, *, as_dataset: Literal[True]) -> pydicom.Dataset: ...
 
     def get_instance(self, sop_instance_uid: str, *, as_dataset: bool = False) -> bytes | pydicom.Dataset:
-        """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``)."""
-        stream = self._stream(self._archive.GetInstance,
-                              archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
-        [(_, data)] = list(assembled(stream))
+        """The stored bytes, checked against their digest (a ``pydicom.Dataset`` with ``as_dataset``).
+
+        One message (ReadInstance) for an instance that fits in one; a larger one is streamed.
+        """
+        try:
+            with mapped_errors():
+                response = self._archive.ReadInstance(
+                    archive_pb2.ReadInstanceRequest(sop_instance_uid=sop_instance_uid), timeout=self.timeout,
+                    metadata=self._metadata)
+            data = response.data
+            check_digest(response.instance, blake3.blake3(data).hexdigest(), len(data))
+        except PacsvaultError as error:
+            if error.code() != grpc.StatusCode.OUT_OF_RANGE:
+                raise
+            stream = self._stream(self._archive.GetInstance,
+                                  archive_pb2.GetInstanceRequest(sop_instance_uid=sop_instance_uid))
+            [(_, data)] = list(assembled(stream))
         return to_dataset(data) if as_dataset else data
 
     def save_instance(self, sop_instance_uid: str, path: str | os.PathLike[str], *,

@@ -13,6 +13,7 @@ status codes, each class to exactly one code::
     │   ├── IndexFull           RESOURCE_EXHAUSTED (LMDB map is full)
     │   └── TooLarge            RESOURCE_EXHAUSTED (over a configured limit)
     ├── FailedPrecondition      FAILED_PRECONDITION (not in the state this needs, e.g. encryption off)
+    ├── OutOfRange              OUT_OF_RANGE      (e.g. an instance too large for one message: stream it)
     ├── Unavailable             UNAVAILABLE       (shutting down, volume gone)
     ├── DataLoss                DATA_LOSS         (corrupt at rest, unrepairable)
     ├── PermissionDenied        PERMISSION_DENIED (authenticated, but not allowed)
@@ -62,6 +63,10 @@ class TooLarge(CapacityExhausted):
 
 class FailedPrecondition(PacsvaultError):
     """The appliance is not in a state where this can be done; retrying will not help."""
+
+
+class OutOfRange(PacsvaultError):
+    """The request asks for more than this call can answer (an instance too large for one message)."""
 
 
 class Unavailable(PacsvaultError):

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from pacsvault.v1 import common_pb2 as pacsvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xfe\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x08 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t\"@\n\x12\x44\x65leteStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x13\x44\x65leteStudyResponse\x12\x19\n\x11instances_deleted\x18\x01 \x01(\x03\x12\x17\n\x0f\x62lobs_destroyed\x18\x02 \x01(\x03*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\xc7\x06\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponse\x12R\n\x0b\x44\x65leteStudy\x12 .pacsvault.v1.DeleteStudyRequest\x1a!.pacsvault.v1.DeleteStudyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xfe\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x08 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x13ReadInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"X\n\x14ReadInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t\"@\n\x12\x44\x65leteStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x13\x44\x65leteStudyResponse\x12\x19\n\x11instances_deleted\x18\x01 \x01(\x03\x12\x17\n\x0f\x62lobs_destroyed\x18\x02 \x01(\x03*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\x9e\x07\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12U\n\x0cReadInstance\x12!.pacsvault.v1.ReadInstanceRequest\x1a\".pacsvault.v1.ReadInstanceResponse\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponse\x12R\n\x0b\x44\x65leteStudy\x12 .pacsvault.v1.DeleteStudyRequest\x1a!.pacsvault.v1.DeleteStudyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsvault.v1.archive_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STORESTATUS']._serialized_start=2064
-  _globals['_STORESTATUS']._serialized_end=2160
-  _globals['_QUERYLEVEL']._serialized_start=2163
-  _globals['_QUERYLEVEL']._serialized_end=2302
+  _globals['_STORESTATUS']._serialized_start=2203
+  _globals['_STORESTATUS']._serialized_end=2299
+  _globals['_QUERYLEVEL']._serialized_start=2302
+  _globals['_QUERYLEVEL']._serialized_end=2441
   _globals['_STOREINSTANCEREQUEST']._serialized_start=71
   _globals['_STOREINSTANCEREQUEST']._serialized_end=154
   _globals['_STOREINSTANCERESPONSE']._serialized_start=157
@@ -56,30 +56,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINSTANCEREQUEST']._serialized_end=1163
   _globals['_GETINSTANCERESPONSE']._serialized_start=1165
   _globals['_GETINSTANCERESPONSE']._serialized_end=1252
-  _globals['_GETSERIESREQUEST']._serialized_start=1254
-  _globals['_GETSERIESREQUEST']._serialized_end=1301
-  _globals['_GETSERIESRESPONSE']._serialized_start=1303
-  _globals['_GETSERIESRESPONSE']._serialized_end=1388
-  _globals['_GETSTUDYREQUEST']._serialized_start=1390
-  _globals['_GETSTUDYREQUEST']._serialized_end=1435
-  _globals['_GETSTUDYRESPONSE']._serialized_start=1437
-  _globals['_GETSTUDYRESPONSE']._serialized_end=1521
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1523
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1576
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1578
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1664
-  _globals['_PREFETCHREQUEST']._serialized_start=1666
-  _globals['_PREFETCHREQUEST']._serialized_end=1733
-  _globals['_PREFETCHRESPONSE']._serialized_start=1735
-  _globals['_PREFETCHRESPONSE']._serialized_end=1799
-  _globals['_PINREQUEST']._serialized_start=1801
-  _globals['_PINREQUEST']._serialized_end=1856
-  _globals['_PINRESPONSE']._serialized_start=1858
-  _globals['_PINRESPONSE']._serialized_end=1921
-  _globals['_DELETESTUDYREQUEST']._serialized_start=1923
-  _globals['_DELETESTUDYREQUEST']._serialized_end=1987
-  _globals['_DELETESTUDYRESPONSE']._serialized_start=1989
-  _globals['_DELETESTUDYRESPONSE']._serialized_end=2062
-  _globals['_ARCHIVESERVICE']._serialized_start=2305
-  _globals['_ARCHIVESERVICE']._serialized_end=3144
+  _globals['_READINSTANCEREQUEST']._serialized_start=1254
+  _globals['_READINSTANCEREQUEST']._serialized_end=1301
+  _globals['_READINSTANCERESPONSE']._serialized_start=1303
+  _globals['_READINSTANCERESPONSE']._serialized_end=1391
+  _globals['_GETSERIESREQUEST']._serialized_start=1393
+  _globals['_GETSERIESREQUEST']._serialized_end=1440
+  _globals['_GETSERIESRESPONSE']._serialized_start=1442
+  _globals['_GETSERIESRESPONSE']._serialized_end=1527
+  _globals['_GETSTUDYREQUEST']._serialized_start=1529
+  _globals['_GETSTUDYREQUEST']._serialized_end=1574
+  _globals['_GETSTUDYRESPONSE']._serialized_start=1576
+  _globals['_GETSTUDYRESPONSE']._serialized_end=1660
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1662
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1715
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1717
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1803
+  _globals['_PREFETCHREQUEST']._serialized_start=1805
+  _globals['_PREFETCHREQUEST']._serialized_end=1872
+  _globals['_PREFETCHRESPONSE']._serialized_start=1874
+  _globals['_PREFETCHRESPONSE']._serialized_end=1938
+  _globals['_PINREQUEST']._serialized_start=1940
+  _globals['_PINREQUEST']._serialized_end=1995
+  _globals['_PINRESPONSE']._serialized_start=1997
+  _globals['_PINRESPONSE']._serialized_end=2060
+  _globals['_DELETESTUDYREQUEST']._serialized_start=2062
+  _globals['_DELETESTUDYREQUEST']._serialized_end=2126
+  _globals['_DELETESTUDYRESPONSE']._serialized_start=2128
+  _globals['_DELETESTUDYRESPONSE']._serialized_end=2201
+  _globals['_ARCHIVESERVICE']._serialized_start=2444
+  _globals['_ARCHIVESERVICE']._serialized_end=3370
 # @@protoc_insertion_point(module_scope)

@@ -364,6 +364,49 @@ class GetInstanceResponse(_message.Message):
 Global___GetInstanceResponse: _TypeAlias = GetInstanceResponse  # noqa: Y015
 
 @_typing.final
+class ReadInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadInstanceRequest: _TypeAlias = ReadInstanceRequest  # noqa: Y015
+
+@_typing.final
+class ReadInstanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The whole instance."""
+    @_builtins.property
+    def instance(self) -> _common_pb2.InstanceAttributes: ...
+    def __init__(
+        self,
+        *,
+        instance: _common_pb2.InstanceAttributes | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadInstanceResponse: _TypeAlias = ReadInstanceResponse  # noqa: Y015
+
+@_typing.final
 class GetSeriesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

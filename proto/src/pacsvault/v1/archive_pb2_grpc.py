@@ -55,6 +55,11 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.GetInstanceRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.GetInstanceResponse.FromString,
                 _registered_method=True)
+        self.ReadInstance = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/ReadInstance',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.ReadInstanceRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.ReadInstanceResponse.FromString,
+                _registered_method=True)
         self.GetSeries = channel.unary_stream(
                 '/pacsvault.v1.ArchiveService/GetSeries',
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.GetSeriesRequest.SerializeToString,
@@ -119,6 +124,16 @@ class ArchiveServiceServicer:
 
     def GetInstance(self, request, context):
         """Streams one instance, byte-identical to what was stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadInstance(self, request, context):
+        """One instance in one message, for an instance that fits in one (most do:
+        up to the server's message size less 64 KiB). Cheaper than GetInstance's
+        stream for the small instances most reads are. A larger instance answers
+        OUT_OF_RANGE: stream it with GetInstance.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,6 +207,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.GetInstance,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.GetInstanceRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.GetInstanceResponse.SerializeToString,
+            ),
+            'ReadInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadInstance,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.ReadInstanceRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.ReadInstanceResponse.SerializeToString,
             ),
             'GetSeries': grpc.unary_stream_rpc_method_handler(
                     servicer.GetSeries,
@@ -333,6 +353,33 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/GetInstance',
             pacsvault_dot_v1_dot_archive__pb2.GetInstanceRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.GetInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/ReadInstance',
+            pacsvault_dot_v1_dot_archive__pb2.ReadInstanceRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.ReadInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,12 @@ class ArchiveServiceStub:
     """Lists every study of one patient, the call clinical systems make most."""
     GetInstance: _grpc.UnaryStreamMultiCallable[_archive_pb2.GetInstanceRequest, _archive_pb2.GetInstanceResponse]
     """Streams one instance, byte-identical to what was stored."""
+    ReadInstance: _grpc.UnaryUnaryMultiCallable[_archive_pb2.ReadInstanceRequest, _archive_pb2.ReadInstanceResponse]
+    """One instance in one message, for an instance that fits in one (most do:
+    up to the server's message size less 64 KiB). Cheaper than GetInstance's
+    stream for the small instances most reads are. A larger instance answers
+    OUT_OF_RANGE: stream it with GetInstance.
+    """
     GetSeries: _grpc.UnaryStreamMultiCallable[_archive_pb2.GetSeriesRequest, _archive_pb2.GetSeriesResponse]
     """Streams every instance of a series."""
     GetStudy: _grpc.UnaryStreamMultiCallable[_archive_pb2.GetStudyRequest, _archive_pb2.GetStudyResponse]
@@ -90,6 +96,12 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """Lists every study of one patient, the call clinical systems make most."""
     GetInstance: _aio.UnaryStreamMultiCallable[_archive_pb2.GetInstanceRequest, _archive_pb2.GetInstanceResponse]  # type: ignore[assignment]
     """Streams one instance, byte-identical to what was stored."""
+    ReadInstance: _aio.UnaryUnaryMultiCallable[_archive_pb2.ReadInstanceRequest, _archive_pb2.ReadInstanceResponse]  # type: ignore[assignment]
+    """One instance in one message, for an instance that fits in one (most do:
+    up to the server's message size less 64 KiB). Cheaper than GetInstance's
+    stream for the small instances most reads are. A larger instance answers
+    OUT_OF_RANGE: stream it with GetInstance.
+    """
     GetSeries: _aio.UnaryStreamMultiCallable[_archive_pb2.GetSeriesRequest, _archive_pb2.GetSeriesResponse]  # type: ignore[assignment]
     """Streams every instance of a series."""
     GetStudy: _aio.UnaryStreamMultiCallable[_archive_pb2.GetStudyRequest, _archive_pb2.GetStudyResponse]  # type: ignore[assignment]
@@ -151,6 +163,18 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_archive_pb2.GetInstanceResponse], _abc.AsyncIterator[_archive_pb2.GetInstanceResponse]]:
         """Streams one instance, byte-identical to what was stored."""
+
+    @_abc_1.abstractmethod
+    def ReadInstance(
+        self,
+        request: _archive_pb2.ReadInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.ReadInstanceResponse, _abc.Awaitable[_archive_pb2.ReadInstanceResponse]]:
+        """One instance in one message, for an instance that fits in one (most do:
+        up to the server's message size less 64 KiB). Cheaper than GetInstance's
+        stream for the small instances most reads are. A larger instance answers
+        OUT_OF_RANGE: stream it with GetInstance.
+        """
 
     @_abc_1.abstractmethod
     def GetSeries(

@@ -79,6 +79,7 @@ STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authent
 EVENTS: dict[str, Event] = {
     "StoreInstance": Event(INSTANCES_TRANSFERRED, "C"),
     "GetInstance": Event(INSTANCES_ACCESSED, "R"),
+    "ReadInstance": Event(INSTANCES_ACCESSED, "R"),
     "GetSeries": Event(INSTANCES_ACCESSED, "R"),
     "GetStudy": Event(INSTANCES_ACCESSED, "R"),
     "GetStudyMetadata": Event(INSTANCES_ACCESSED, "R"),

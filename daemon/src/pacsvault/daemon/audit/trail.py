@@ -166,8 +166,6 @@ class AuditTrail:
         self._synced_size = self._size
         self._waiting: list[tuple[int, Future[int]]] = []
         self._later: list[dict[str, object]] = []
-        # When the oldest record queued by append_later was queued (None: none is).
-        self._later_since: float | None = None
         # When the oldest record not yet on stable storage was written (None: all are).
         self._unsynced_since: float | None = None
         # A flush failed: what was written may be lost, so nothing more is taken.
@@ -221,14 +219,10 @@ class AuditTrail:
         For records that guard nothing (a call's outcome, written after the
         record that let it run): the caller pays neither the write nor a
         flush for them, and a power cut can cost at most the newest ones.
-        They are appended in batches, within _SYNC_WINDOW_S: waking the
-        flusher for each one cost a thread switch per call.
         """
         with self._flush:
             self._later.append(dict(event))
-            if self._later_since is None:
-                self._later_since = time.monotonic()
-                self._flush.notify()  # so that it times its wait by this one
+            self._flush.notify()
 
     def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
         """Records, durably, that stored data of an instance failed authentication at rest.
@@ -347,11 +341,11 @@ class AuditTrail:
     def _run(self) -> None:
         while True:
             with self._flush:
-                while not (self._waiting or self._closing or self._window_passed() or self._later_due()):
-                    started = [t for t in (self._unsynced_since, self._later_since) if t is not None]
-                    wait = max(0.0, min(started) + _SYNC_WINDOW_S - time.monotonic()) if started else None
+                while not (self._waiting or self._later or self._closing or self._window_passed()):
+                    wait = None if self._unsynced_since is None else \
+                        max(0.0, self._unsynced_since + _SYNC_WINDOW_S - time.monotonic())
                     self._flush.wait(timeout=wait)
-                closing, later, self._later, self._later_since = self._closing, self._later, [], None
+                closing, later, self._later = self._closing, self._later, []
             for event in later:
                 try:
                     self._write(event)
@@ -361,9 +355,6 @@ class AuditTrail:
                 self._sync()
             if closing:
                 return
-
-    def _later_due(self) -> bool:
-        return self._later_since is not None and time.monotonic() - self._later_since >= _SYNC_WINDOW_S
 
     def _window_passed(self) -> bool:
         return self._unsynced_since is not None and time.monotonic() - self._unsynced_since >= _SYNC_WINDOW_S

@@ -142,7 +142,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
             peer, lambda sop: catalog.known_instance(sop) is not None, ingest.store_from_peer)
     services: list[Registration] = [
         (archive_pb2_grpc.add_ArchiveServiceServicer_to_server, ArchiveServicer(
-            config.limits, ingest, search, retrieval, deletion, requests, credentials)),
+            config.limits, ingest, search, retrieval, deletion, requests, credentials,
+            one_message_bytes=config.server.max_message_bytes - 64 * 1024)),
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, forwarding_servicer(
             appliance_pb2_grpc.ApplianceServiceServicer,
             appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"], back_office)),

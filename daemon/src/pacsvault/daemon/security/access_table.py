@@ -39,6 +39,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "Find": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "ListPatientStudies": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetInstance": frozenset({R.READER, R.SHARE}),
+    _ARCHIVE + "ReadInstance": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetSeries": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetStudy": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetStudyMetadata": frozenset({R.READER, R.SHARE}),

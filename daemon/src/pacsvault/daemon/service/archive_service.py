@@ -10,7 +10,7 @@ from pacsvault.daemon.config import LimitsConfig
 from pacsvault.daemon.deletion import Deletion
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.dicom.reading_order import in_reading_order
-from pacsvault.daemon.errors import InvalidInput, TooLarge, Unavailable
+from pacsvault.daemon.errors import InvalidInput, OutOfRange, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.ingest import Ingest
@@ -33,7 +33,11 @@ _STATUS = {
 
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
-                 deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore) -> None:
+                 deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore,
+                 one_message_bytes: int = 3 * CHUNK_BYTES) -> None:
+        """``one_message_bytes``: the largest instance ReadInstance answers (the server's message
+        size less room for the attributes)."""
+        self._one_message_bytes = one_message_bytes
         self._limits, self._ingest, self._search, self._retrieval = limits, ingest, search, retrieval
         self._deletion, self._requests, self._credentials = deletion, requests, credentials
 
@@ -105,6 +109,18 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         instance, blob = self._retrieval.instance(request.sop_instance_uid)
         for attributes, chunk in self._stream([(instance, blob)], context):
             yield archive_pb2.GetInstanceResponse(instance=attributes, data=chunk)
+
+    @mapped
+    def ReadInstance(
+        self, request: archive_pb2.ReadInstanceRequest, context: grpc.ServicerContext
+    ) -> archive_pb2.ReadInstanceResponse:
+        instance, blob = self._retrieval.instance(request.sop_instance_uid)
+        if blob.size_bytes > self._one_message_bytes:
+            raise OutOfRange(f"instance {request.sop_instance_uid} has {blob.size_bytes} bytes, more than one "
+                             f"message carries ({self._one_message_bytes}): stream it with GetInstance")
+        data = self._retrieval.read(instance, blob)
+        return archive_pb2.ReadInstanceResponse(
+            instance=convert.instance_to_proto(instance, blob, self._retrieval.content_digest(blob, data)), data=data)
 
     @mapped
     def GetSeries(
