@@ -49,13 +49,18 @@ def program_beside_python(name: str, remedy: str) -> str:
 
 
 @contextmanager
-def running_daemon(work_dir: Path, config: Path | None = None) -> Iterator[Daemon]:
-    """Starts pacsvaultd on port 0 with its own data dir; SIGTERMs it on exit."""
+def running_daemon(work_dir: Path, config: Path | None = None, workers: int | None = None) -> Iterator[Daemon]:
+    """Starts pacsvaultd on port 0 with its own data dir; SIGTERMs it on exit.
+
+    ``workers``: serving processes (None: the daemon's default, one per core).
+    """
     data_dir, port_file, log_path = work_dir / "daemon-data", work_dir / "daemon.port", work_dir / "daemon.log"
     argv = [daemon_command(), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
             "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0"]
     if config is not None:
         argv += ["--config", str(config)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     work_dir.mkdir(parents=True, exist_ok=True)
     # A daemon restarted on the same work dir (index_scale.py) must not read its predecessor's port.
     port_file.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import psutil
 from tqdm import tqdm
 
 import measure
+from phases import idle_fraction
 from corpus_cache import STUDIES, Item
 from orthanc_peer import HttpPool, Orthanc
 
@@ -34,6 +35,7 @@ def ingest(pool: HttpPool, orthanc: Orthanc, items: Sequence[Item], datas: Seque
 
     proc = psutil.Process(orthanc.proc.pid)
     cpu_before, bench_before = _cpu(proc), _cpu(psutil.Process())
+    machine = psutil.cpu_times()
     bar = tqdm(total=len(datas), desc="orthanc ingest", unit="inst", disable=not sys.stderr.isatty(), leave=False)
     results = []
     started = time.perf_counter()
@@ -42,6 +44,7 @@ def ingest(pool: HttpPool, orthanc: Orthanc, items: Sequence[Item], datas: Seque
             results.append(outcome)
             bar.update()
     wall = time.perf_counter() - started
+    idle = idle_fraction(machine, psutil.cpu_times())
     bar.close()
     cpu, bench_cpu = _cpu(proc) - cpu_before, _cpu(psutil.Process()) - bench_before
     ids: dict[str, dict[str, str]] = {}
@@ -56,7 +59,8 @@ def ingest(pool: HttpPool, orthanc: Orthanc, items: Sequence[Item], datas: Seque
     latencies = [r[1] for r in results]
     raw["ingest"] = {"wall_s": wall, "statuses": dict(statuses), "latency": measure.summary_ms(latencies),
                      "latency_by_size_class": measure.by_size_class(list(items), latencies),
-                     "orthanc_cpu_s": cpu, "bench_cpu_s": bench_cpu, "orthanc_rss_bytes": proc.memory_info().rss}
+                     "orthanc_cpu_s": cpu, "bench_cpu_s": bench_cpu, "orthanc_rss_bytes": proc.memory_info().rss,
+                     "machine_idle_fraction": idle}
     return ids
 
 

@@ -28,7 +28,7 @@ def ingest_phase(client: PacsvaultClient, daemon_proc: psutil.Process, datas: li
     cpu_daemon, cpu_bench = tree_cpu_seconds(daemon_proc), _own_cpu_seconds()
     machine = psutil.cpu_times()
     run = measure.ingest(client, datas, base.parallel)
-    idle = _idle_fraction(machine, psutil.cpu_times())
+    idle = idle_fraction(machine, psutil.cpu_times())
     cpu_daemon, cpu_bench = tree_cpu_seconds(daemon_proc) - cpu_daemon, _own_cpu_seconds() - cpu_bench
     problems += [f"ingest: {f}" for f in run.failures[:20]]
     raw["ingest"] = {
@@ -104,7 +104,7 @@ def tree_rss_bytes(proc: psutil.Process) -> int:
     return total
 
 
-def _idle_fraction(before: object, after: object) -> float:
+def idle_fraction(before: object, after: object) -> float:
     """Share of the whole machine's CPU time spent idle (iowait counts as idle) between two samples."""
     spent = {f: getattr(after, f) - getattr(before, f) for f in after._fields}  # type: ignore[attr-defined]
     total = sum(spent.values())

@@ -5,8 +5,9 @@
 
 The benchmarks say how fast; this says why. While the corpus is ingested (and
 then while small instances are read back one at a time), py-spy samples every
-thread of the daemon, and /proc gives each thread's CPU time and context
-switches. The same parse + digest + compress + durable-write loop that
+thread of every serving process of the daemon, and /proc gives each thread's
+CPU time and context switches, in every process (supervisor, back office,
+workers). The same parse + digest + compress + durable-write loop that
 ingest_retrieve.py uses as the machine ceiling is measured in this process for
 comparison. It prints:
 
@@ -38,6 +39,8 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+
+import psutil
 from pathlib import Path
 
 import ceiling
@@ -55,13 +58,14 @@ TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # /proc/<pid>/task/<tid>/stat counts CPU 
 # First matching rule names a sample's stage; the order puts the narrower stage
 # first, since every worker stack also holds the gRPC frames around the handler.
 INGEST_STAGES = [
-    ("index: wait for the group commit (LMDB, fsync)", ("IndexEnvironment.write",)),
-    ("audit: begin record made durable first", ("AuditInterceptor._begin", "AuditInterceptor._recorded")),
-    ("blob: write + fsync + rename + fsync dir", ("LocalBlobAccess._write_durably",)),
+    ("index: flushes before the commit (syncfs, audit)", ("IndexEnvironment._flushed",)),
+    ("index: group commit (LMDB, fsync) and waiting for it", ("IndexEnvironment.write",)),
+    ("audit: begin record written", ("AuditInterceptor._begin", "AuditInterceptor._recorded")),
+    ("blob: write + rename (flushed with the commit)", ("LocalBlobAccess._write",)),
     ("blob: zstd + AES-GCM frames", ("CompressingBlobAccess.encode",)),
     ("parse DICOM header (pydicom)", ("dicom/parse.py",)),
     ("BLAKE3: plain + keyed address", ("daemon/digest.py",)),
-    ("index: lookups before the write", ("Archive._known_instance", "Catalog.blob")),
+    ("index: lookups before the write", ("Catalog.known_instance", "Catalog.blob")),
     ("blob: volume checks (stat, statvfs, mkdir)", ("TieredBlobStore.place",)),
     ("gRPC: receive the request messages", ("_RequestIterator",)),
     ("audit: end record", ("AuditInterceptor._end",)),
@@ -72,8 +76,8 @@ RETRIEVE_STAGES = [
     ("gRPC: send the status", ("_status (",)),
     ("audit: begin and end records", ("AuditInterceptor._begin", "AuditInterceptor._end",
                                       "AuditInterceptor._recorded")),
-    ("blob: open, decrypt, decompress, verify", ("Archive.read_blob", "Archive.open_blob")),
-    ("index: instance lookup", ("Archive.instance",)),
+    ("blob: open, decrypt, decompress, verify", ("Retrieval.read", "Retrieval.open_blob")),
+    ("index: instance lookup", ("Retrieval.instance",)),
     ("handler: the rest", ("ArchiveServicer.",)),
     ("gRPC + interceptors: dispatch, status", ("grpc/_server.py",)),
 ]
@@ -144,18 +148,23 @@ def thread_roles(pid: int) -> dict[int, str]:
     return roles
 
 
-def by_role(before: dict[int, ThreadCounts], after: dict[int, ThreadCounts],
-            roles: dict[int, str]) -> dict[str, dict[str, float]]:
+def by_role(before: dict[tuple[int, int], ThreadCounts], after: dict[tuple[int, int], ThreadCounts],
+            roles: dict[tuple[int, int], str]) -> dict[str, dict[str, float]]:
     totals: dict[str, dict[str, float]] = collections.defaultdict(
         lambda: {"user_s": 0.0, "system_s": 0.0, "switches": 0.0})
     for tid, end in after.items():
         start = before.get(tid, ThreadCounts(0.0, 0.0, 0))
-        role = roles.get(tid, "gRPC core threads (C, no Python)")
-        role = "gRPC poller (Python)" if role.endswith("(_serve)") else role
+        role = roles.get(tid, f"{process_role(tid, roles)}: gRPC core threads (C, no Python)")
+        role = role.replace("(_serve)", "gRPC poller (Python)") if role.endswith("(_serve)") else role
         totals[role]["user_s"] += end.user_s - start.user_s
         totals[role]["system_s"] += end.system_s - start.system_s
         totals[role]["switches"] += end.switches - start.switches
     return dict(totals)
+
+
+def process_role(tid: tuple[int, int], roles: dict[tuple[int, int], str]) -> str:
+    """The role of the process a thread belongs to, from any of its named threads."""
+    return next((role.split(":", 1)[0] for (pid, _), role in roles.items() if pid == tid[0]), str(tid[0]))
 
 
 def rusage_self() -> tuple[float, float, int]:
@@ -192,6 +201,40 @@ class Sampler:
             raise SystemExit(f"py-spy wrote no profile: {err}")
 
 
+class Samplers:
+    """One py-spy Sampler per serving process; their stacks end up in one collapsed file."""
+
+    def __init__(self, pids: dict[int, str], out: Path, rate: int) -> None:
+        self.out = out
+        self.samplers = [Sampler(pid, out.with_name(f"{out.stem}-{role}{out.suffix}"), rate)
+                         for pid, role in pids.items() if role.startswith("worker")]
+
+    def __enter__(self) -> Samplers:
+        for sampler in self.samplers:
+            sampler.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sampler in self.samplers:
+            sampler.__exit__(*exc)
+        self.out.write_text("".join(s.out.read_text() for s in self.samplers))
+        for sampler in self.samplers:
+            sampler.out.unlink()
+
+
+def all_thread_counts(pids: dict[int, str]) -> dict[tuple[int, int], ThreadCounts]:
+    return {(pid, tid): counts for pid in pids for tid, counts in thread_counts(pid).items()}
+
+
+def all_thread_roles(pids: dict[int, str]) -> dict[tuple[int, int], str]:
+    """(pid, tid) -> "<process role>: <thread role>"."""
+    roles = {}
+    for pid, role in pids.items():
+        for tid, thread in thread_roles(pid).items():
+            roles[(pid, tid)] = f"{role}: {thread}"
+    return roles
+
+
 def stage_seconds(collapsed: Path, stages: list[tuple[str, tuple[str, ...]]], rate: int) -> dict[str, float]:
     """Sampled seconds the RPC workers spent in each stage (a stack's first matching rule)."""
     seconds: collections.Counter[str] = collections.Counter()
@@ -223,10 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ceiling_cpu = measure_ceiling(datas, work, params.parallel)
         with running_daemon(work / "daemon") as daemon, PacsvaultClient(daemon.target) as client:
-            pid = daemon.proc.pid
-            ingest = profile_ingest(client, pid, datas, params, stacks_dir / "profile-ingest.txt", problems)
+            pids = daemon_processes(daemon.proc.pid)
+            ingest = profile_ingest(client, pids, datas, params, stacks_dir / "profile-ingest.txt", problems)
             small = [i for i in items if i.size < SMALL]
-            retrieve = profile_retrieve(client, pid, small, params, stacks_dir / "profile-retrieve.txt")
+            retrieve = profile_retrieve(client, pids, small, params, stacks_dir / "profile-retrieve.txt")
         machine = machine_info(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -252,19 +295,30 @@ def measure_ceiling(datas: list[bytes], work: Path, parallel: int) -> dict[str, 
             "system_ms": (system2 - system) / n * 1000, "switches": (switches2 - switches) / n}
 
 
-def profile_ingest(client: PacsvaultClient, pid: int, datas: list[bytes], params: Params, out: Path,
+def daemon_processes(supervisor: int) -> dict[int, str]:
+    """pid -> role ("supervisor", "back-office", "worker-N") of every process of the daemon."""
+    roles = {supervisor: "supervisor"}
+    for child in psutil.Process(supervisor).children():
+        cmdline = child.cmdline()
+        roles[child.pid] = ("back-office" if "pacsvault.daemon.processes.back_office" in cmdline
+                            else f"worker-{cmdline[-1]}")
+    return roles
+
+
+def profile_ingest(client: PacsvaultClient, pids: dict[int, str], datas: list[bytes], params: Params, out: Path,
                    problems: list[str]) -> dict[str, object]:
-    client.store(datas[0])  # first-call imports and channel set-up are not what we profile
-    rest = datas[1:]
+    for data in datas[:16]:  # first-call imports and every connection's set-up are not what we profile
+        client.store(data)
+    rest = datas[16:]
     log(f"ingest of {len(rest)} instances, {params.parallel} in flight, sampled")
-    roles = thread_roles(pid)
-    with Sampler(pid, out, params.rate):
-        before, mine = thread_counts(pid), rusage_self()
+    roles = all_thread_roles(pids)
+    with Samplers(pids, out, params.rate):
+        before, mine = all_thread_counts(pids), rusage_self()
         run = measure.ingest(client, rest, params.parallel)
-        after, mine2 = thread_counts(pid), rusage_self()
+        after, mine2 = all_thread_counts(pids), rusage_self()
     problems += [f"ingest: {f}" for f in run.failures[:20]]
     n = len(rest)
-    roles |= thread_roles(pid)  # workers started during the run
+    roles |= all_thread_roles(pids)  # threads started during the run
     return {
         "instances": n, "inst_per_s": n / run.wall_s,
         "client_user_ms": (mine2[0] - mine[0]) / n * 1000, "client_system_ms": (mine2[1] - mine[1]) / n * 1000,
@@ -276,13 +330,13 @@ def profile_ingest(client: PacsvaultClient, pid: int, datas: list[bytes], params
     }
 
 
-def profile_retrieve(client: PacsvaultClient, pid: int, small: list[corpus_cache.Item], params: Params,
+def profile_retrieve(client: PacsvaultClient, pids: dict[int, str], small: list[corpus_cache.Item], params: Params,
                      out: Path) -> dict[str, object]:
-    log(f"GetInstance of instances under 64 KiB, one at a time for {params.retrieve_seconds:.0f} s, sampled")
+    log(f"get_instance of instances under 64 KiB, one at a time for {params.retrieve_seconds:.0f} s, sampled")
     for item in small[:20]:
         client.get_instance(item.sop_uid)
     latencies = []
-    with Sampler(pid, out, params.rate):
+    with Samplers(pids, out, params.rate):
         deadline = time.monotonic() + params.retrieve_seconds
         while time.monotonic() < deadline:
             item = small[len(latencies) % len(small)]
