@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2
 
 from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._consume import as_datasets, assembled, save
-from pacsvault.client._errors import PacsvaultError, mapped_errors
+from pacsvault.client._errors import DeadlineExceeded, PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
     DatasetInstance,
@@ -206,6 +206,11 @@ class PacsvaultClient:
                     metadata=self._metadata)
             data = response.data
             check_digest(response.instance, blake3.blake3(data).hexdigest(), len(data))
+        except DeadlineExceeded as error:
+            if self.timeout is None:
+                raise
+            raise DeadlineExceeded(f"no data from the appliance for {self.timeout:g} s (the deadline of the "
+                                   "call)") from error
         except PacsvaultError as error:
             if error.code() != grpc.StatusCode.OUT_OF_RANGE:
                 raise
