@@ -30,6 +30,7 @@ test-fast: venv
 # side_by_side.py installs the Debian package orthanc if it is missing (root or sudo);
 # s3_tier.py needs Ceph's (.ci/run installs them).
 bench: venv
+	$(PY) bench/compression.py
 	$(PY) bench/ingest_retrieve.py
 	$(PY) bench/tier_mover.py
 	$(PY) bench/replication.py
@@ -39,6 +40,7 @@ bench: venv
 	$(PY) bench/s3_tier.py
 
 bench-quick: venv
+	$(PY) bench/compression.py --quick --json-out bench/results/compression_quick.json
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
 	$(PY) bench/tier_mover.py --quick --json-out bench/results/tier_mover_quick.json
 	$(PY) bench/replication.py --quick --json-out bench/results/replication_quick.json
