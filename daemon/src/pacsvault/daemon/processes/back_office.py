@@ -49,7 +49,7 @@ from pacsvault.daemon.service.replication_service import ReplicationStatusServic
 from pacsvault.daemon.service.security_service import KeyServicer
 from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
-from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
+from pacsvault.daemon.storage.tiered import Location, TieredBlobStore, Volume
 from pacsvault.daemon.tiering.manager import TieringManager
 from pacsvault.daemon.tiering.scheduler import TieringScheduler
 from pacsvault.daemon.tiering.volumes import open_store, register_configured
@@ -132,7 +132,7 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
                                                                            blob.location.volume_id), stored=True),
             peer, bell.wait, clock)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
-    monitor = build_monitor(config, lambda: store.volumes)
+    monitor = build_monitor(config, lambda: _refreshed(store))
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
@@ -144,6 +144,12 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
                            build_scheduler(config, audit), internal, volume_locks)
+
+
+def _refreshed(store: TieredBlobStore) -> list[Volume]:
+    """The volumes as the index has them now (a worker may have found one failing since)."""
+    store.refresh()
+    return store.volumes
 
 
 def _reseed(index: IndexEnvironment, bell: DoorbellListener) -> int:
