@@ -53,7 +53,8 @@ def running_daemon(work_dir: Path, config: Path | None = None) -> Iterator[Daemo
     """Starts pacsvaultd on port 0 with its own data dir; SIGTERMs it on exit."""
     data_dir, port_file, log_path = work_dir / "daemon-data", work_dir / "daemon.port", work_dir / "daemon.log"
     argv = [daemon_command(), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0"]
+            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0",
+            "--web-listen", "127.0.0.1:0"]
     if config is not None:
         argv += ["--config", str(config)]
     work_dir.mkdir(parents=True, exist_ok=True)
