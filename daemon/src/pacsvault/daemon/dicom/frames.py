@@ -32,7 +32,7 @@ def extract(data: bytes, numbers: list[int], sop_uid: str) -> list[bytes]:
     if bits % 8:
         raise NotFound(f"instance {sop_uid} packs {bits}-bit pixels; frames are given for whole bytes only")
     size = rows * columns * samples * bits // 8
-    value = pixels.value
+    value = pixels
     if len(value) < size * count:
         raise DataLoss(f"instance {sop_uid}: pixel data shorter than its {count} frames")
     for number in numbers:

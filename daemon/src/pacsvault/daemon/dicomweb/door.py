@@ -29,7 +29,7 @@ from aiohttp import web
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.dicomweb.find import Find
-from pacsvault.daemon.dicomweb.guard import Guard, error_response
+from pacsvault.daemon.dicomweb.guard import CutOff, Guard, error_response
 from pacsvault.daemon.dicomweb.retrieve import Retrieve
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.dicomweb.share_page import SharePage
@@ -96,7 +96,11 @@ async def _errors(request: web.Request,
     """Refusals and errors raised before a handler answered, as HTTP statuses."""
     try:
         return await handler(request)
+    except (web.HTTPException, CutOff):
+        raise
     except PacsvaultError as exc:
+        return error_response(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: an incident id for the caller, the traceback in the log
         return error_response(exc)
 
 

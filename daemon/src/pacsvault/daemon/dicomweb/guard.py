@@ -84,6 +84,11 @@ def error_response(exc: BaseException) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
+class CutOff(Exception):
+    """A streamed answer failed after its status left: the connection is dropped, so the caller
+    sees a body cut short (no closing boundary, no ZIP directory), never a complete-looking one."""
+
+
 @dataclass
 class Call:
     """One admitted HTTP call: its principal, and its audit record's fields."""

@@ -72,7 +72,8 @@ def multipart_choice(header: str | None, part_type: str, what: str) -> MediaRang
     for choice in accepted(header):
         if choice.type in ("*/*", "multipart/*"):
             return MediaRange("multipart/related", {"type": part_type})
-        if choice.type == "multipart/related" and choice.params.get("type", part_type).lower() == part_type:
+        if choice.type == "multipart/related" and \
+                MediaRange(choice.params.get("type", part_type).lower()).matches(part_type):
             return choice
     raise NotAcceptable(f"{what} is given as multipart/related; type=\"{part_type}\" only; "
                         f"the Accept header asks for {header!r}")

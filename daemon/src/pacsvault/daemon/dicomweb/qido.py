@@ -125,8 +125,9 @@ def _dates(fields: dict[str, str]) -> dict[str, str]:
     low, dash, high = text.partition("-")
     if not dash:
         high = low
-    if not low and not high:
-        raise InvalidInput("StudyDate '-' is no range")
+    if not low and not high or any(d and not re.fullmatch(r"\d{8}", d) for d in (low, high)):
+        raise InvalidInput(f"StudyDate {shown(text)} must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD "
+                           "(either end may be left out)")
     fields["study_date_from"], fields["study_date_to"] = low, high
     return fields
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pacsvault.daemon.dicom import frames
 from pacsvault.daemon.dicomweb import guard as routes
-from pacsvault.daemon.dicomweb.guard import Call, error_response
+from pacsvault.daemon.dicomweb.guard import Call, CutOff, error_response
 from pacsvault.daemon.dicomweb.media import Multipart, NotAcceptable, json_choice, multipart_choice
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.errors import InvalidInput, NotFound, PacsvaultError
@@ -99,7 +99,7 @@ class Retrieve:
         except Exception as exc:
             self._s.guard.finish(call, exc, messages=sent)
             if response.prepared:
-                raise  # the status left already: the caller sees a cut-off multipart body
+                raise CutOff(f"{call.method} stopped after {sent} instance(s): {exc}") from exc
             return error_response(exc)
         self._s.guard.finish(call, "OK", messages=sent)
         return response

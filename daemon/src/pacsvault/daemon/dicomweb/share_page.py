@@ -28,7 +28,7 @@ from aiohttp import web
 from pacsvault.daemon import errors
 from pacsvault.daemon.dicom import uid as uids
 from pacsvault.daemon.dicomweb import guard as routes
-from pacsvault.daemon.dicomweb.guard import Call
+from pacsvault.daemon.dicomweb.guard import CutOff
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.index.query import Level, Match, Query
 from pacsvault.daemon.index.records import CredentialRecord
@@ -120,7 +120,7 @@ class SharePage:
             await response.write_eof()
         except Exception as exc:
             self._s.guard.finish(call, exc)
-            raise  # the status left already: the browser sees a cut-off download
+            raise CutOff(f"the ZIP of study {study} stopped: {exc}") from exc  # the browser sees it fail
         self._s.guard.finish(call, "OK", messages=sent)
         return response
 
