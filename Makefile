@@ -37,6 +37,7 @@ bench: venv
 	$(PY) bench/index_scale.py
 	$(PY) bench/security_cost.py
 	$(PY) bench/s3_tier.py
+	$(PY) bench/dicomweb.py
 
 bench-quick: venv
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
@@ -46,6 +47,7 @@ bench-quick: venv
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
 	$(PY) bench/s3_tier.py --quick
+	$(PY) bench/dicomweb.py --quick
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
 profile: venv

@@ -36,31 +36,33 @@ class Find:
         try:
             parsed = qido.parse(level, list(request.query.items()), fixed, self._s.limits.max_page_size)
         except PacsvaultError as exc:
-            problem = exc  # answered once the caller is admitted: strangers learn nothing from it
+            problem = exc
         patient = {q.patient_id for q in parsed.queries if q.patient_id} if parsed else set()
         if len(patient) == 1:
             what["patient_id"] = next(iter(patient))[:128]
-        call = await self._s.guard.admit(request, routes.FIND, what)
-        try:
-            if problem is not None:
-                raise problem
-            assert parsed is not None
-            json_choice(request.headers.get("Accept"), "a query result")
-            matches, more = await self._s.guard.run(call.principal, self._matches, parsed)
-        except PacsvaultError as exc:
-            self._s.guard.finish(call, exc)
-            return error_response(exc)
-        root = self._s.root(request)
-        body = dumps([qido.match_json(m, level, root) for m in matches])
+        call, found = await self._s.guard.admit_then(request, routes.FIND, what, self._answer, parsed, problem,
+                                                     request.headers.get("Accept"), self._s.root(request))
+        if isinstance(found, PacsvaultError):
+            self._s.guard.finish(call, found)
+            return error_response(found)
+        body, count, more = found
+        assert parsed is not None
         warnings = list(parsed.warnings)
         if more:
             warnings.append('299 pacsvault "there are more results: ask again with offset"')
-        self._s.guard.finish(call, "OK", messages=len(matches))
+        self._s.guard.finish(call, "OK", messages=count)
         headers = {"Warning": ", ".join(warnings)} if warnings else None
         return web.Response(body=body, content_type="application/dicom+json", headers=headers)
 
-    def _matches(self, parsed: qido.QidoRequest) -> tuple[list[Match], bool]:
-        return qido.page_slice(self._all(parsed), parsed)
+    def _answer(self, parsed: qido.QidoRequest | None, problem: PacsvaultError | None, accept: str | None,
+                root: str) -> tuple[bytes, int, bool]:
+        """The JSON body, the number of results, whether more are left (in a worker thread, as the caller)."""
+        if problem is not None:
+            raise problem  # answered once the caller is admitted: strangers learn nothing from it
+        assert parsed is not None
+        json_choice(accept, "a query result")
+        matches, more = qido.page_slice(self._all(parsed), parsed)
+        return dumps([qido.match_json(m, parsed.queries[0].level, root) for m in matches]), len(matches), more
 
     def _all(self, parsed: qido.QidoRequest) -> Iterator[Match]:
         """Every match of every query (one per value of a list), each result once, page by page."""

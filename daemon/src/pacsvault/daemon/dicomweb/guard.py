@@ -129,6 +129,26 @@ class Guard:
             pin = request.headers.get("X-Pacsvault-Pin")
         return await self.run(None, self._admit, method, what, authorization, pin, certificate, peer, door)
 
+    async def admit_then(self, request: web.Request, method: str, what: dict[str, object],
+                         function: Callable[..., T], *args: Any) -> tuple[Call, T | errors.PacsvaultError]:
+        """``admit``, then ``function(*args)`` as the caller, in one trip to a worker thread (each trip
+        costs a wake-up of the loop and of a thread: a single instance's latency is a few of them).
+        What ``function`` raises is returned, for the caller to record and answer."""
+        peer, certificate = _peer(request), _certificate(request)
+        authorization = request.headers.get("Authorization", "")
+        pin = request.headers.get("X-Pacsvault-Pin")
+
+        def both() -> tuple[Call, T | errors.PacsvaultError]:
+            call = self._admit(method, what, authorization, pin, certificate, peer, "dicomweb")
+            token = current_principal.set(call.principal)
+            try:
+                return call, function(*args)
+            except errors.PacsvaultError as exc:
+                return call, exc
+            finally:
+                current_principal.reset(token)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, both)
+
     def _admit(self, method: str, what: dict[str, object], authorization: str, pin: str | None,
                certificate: ClientCertificate | None, peer: str, door: str) -> Call:
         name = method.rsplit("/", 1)[-1]

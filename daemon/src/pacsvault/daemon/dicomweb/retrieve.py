@@ -60,47 +60,54 @@ class Retrieve:
 
     async def instances(self, request: web.Request) -> web.StreamResponse:
         path = dict(request.match_info)
-        call = await self._s.guard.admit(request, self._method(path), _described(path))
-        try:
-            choice = multipart_choice(request.headers.get("Accept"), "application/dicom", "an instance")
-            members = await self._s.guard.run(call.principal, self._members, path)
-            wanted = choice.params.get("transfer-syntax", "*")
-            if wanted != "*":
-                other = [i.sop_instance_uid for i, _ in members if i.transfer_syntax_uid != wanted]
-                if other:
-                    raise NotAcceptable(f"{len(other)} instance(s) are stored in another transfer syntax than "
-                                        f"{wanted} (e.g. {other[0]}); this archive sends instances as stored: "
-                                        "ask for transfer-syntax=*")
-        except PacsvaultError as exc:
-            self._s.guard.finish(call, exc)
-            return error_response(exc)
-        return await self._stream(request, call, members)
+        accept = request.headers.get("Accept")
+        call, first = await self._s.guard.admit_then(request, self._method(path), _described(path),
+                                                     self._first, path, accept)
+        if isinstance(first, PacsvaultError):
+            self._s.guard.finish(call, first)
+            return error_response(first)
+        return await self._stream(request, call, *first)
 
-    async def _stream(self, request: web.Request, call: Call, members: list[Member]) -> web.StreamResponse:
+    def _first(self, path: dict[str, str], accept: str | None) -> tuple[list[Member], bytes]:
+        """The members the path names, acceptable as asked, and the first one's bytes (the status
+        is chosen only once they are known to be good)."""
+        choice = multipart_choice(accept, "application/dicom", "an instance")
+        members = self._members(path)
+        wanted = choice.params.get("transfer-syntax", "*")
+        if wanted != "*":
+            other = [i.sop_instance_uid for i, _ in members if i.transfer_syntax_uid != wanted]
+            if other:
+                raise NotAcceptable(f"{len(other)} instance(s) are stored in another transfer syntax than "
+                                    f"{wanted} (e.g. {other[0]}); this archive sends instances as stored: "
+                                    "ask for transfer-syntax=*")
+        return members, self._s.retrieval.read(*members[0])
+
+    async def _stream(self, request: web.Request, call: Call, members: list[Member],
+                      first: bytes) -> web.StreamResponse:
         multipart = Multipart("application/dicom")
+        root, sent = self._s.root(request), 0
+        if len(members) == 1:  # one instance: one write, with a length, no chunked framing
+            self._s.guard.finish(call, "OK", messages=1)
+            return web.Response(body=_part(multipart, members[0][0], first, root) + multipart.end(),
+                                headers={"Content-Type": multipart.content_type})
         response = web.StreamResponse(headers={"Content-Type": multipart.content_type})
         watch = CredentialWatch(self._s.credentials, call.principal)
-        root, sent = self._s.root(request), 0
         try:
+            await response.prepare(request)
             for instance, blob in members:
-                data = await self._s.guard.run(call.principal, self._checked_read, watch, instance, blob)
-                if not response.prepared:
-                    await response.prepare(request)
-                location = (f"{root}/studies/{instance.study_instance_uid}/series/{instance.series_instance_uid}"
-                            f"/instances/{instance.sop_instance_uid}")
-                await response.write(multipart.head(
-                    f"application/dicom; transfer-syntax={instance.transfer_syntax_uid}", len(data), location))
-                await _write(response, data)
+                data = first if not sent else \
+                    await self._s.guard.run(call.principal, self._checked_read, watch, instance, blob)
+                if len(data) <= WRITE_BYTES:
+                    await response.write(_part(multipart, instance, data, root))
+                else:
+                    await response.write(_part(multipart, instance, b"", root, len(data))[:-2])
+                    await _write(response, data)
                 sent += 1
-            if not response.prepared:
-                await response.prepare(request)
             await response.write(multipart.end())
             await response.write_eof()
         except Exception as exc:
             self._s.guard.finish(call, exc, messages=sent)
-            if response.prepared:
-                raise CutOff(f"{call.method} stopped after {sent} instance(s): {exc}") from exc
-            return error_response(exc)
+            raise CutOff(f"{call.method} stopped after {sent} instance(s): {exc}") from exc
         self._s.guard.finish(call, "OK", messages=sent)
         return response
 
@@ -190,6 +197,15 @@ async def _write(response: web.StreamResponse, data: bytes) -> None:
     for at in range(0, len(view), WRITE_BYTES):
         await response.write(view[at: at + WRITE_BYTES])
     await response.write(b"\r\n")
+
+
+def _part(multipart: Multipart, instance: InstanceRecord, data: bytes, root: str, length: int = -1) -> bytes:
+    """One instance's part, framing included (``length`` for a part whose bytes are written after)."""
+    location = (f"{root}/studies/{instance.study_instance_uid}/series/{instance.series_instance_uid}"
+                f"/instances/{instance.sop_instance_uid}")
+    head = multipart.head(f"application/dicom; transfer-syntax={instance.transfer_syntax_uid}",
+                          len(data) if length < 0 else length, location)
+    return head + data + b"\r\n"
 
 
 def _frame_numbers(text: str) -> list[int]:
