@@ -43,6 +43,7 @@ GET_INSTANCE = _ARCHIVE + "GetInstance"
 GET_METADATA = _ARCHIVE + "GetStudyMetadata"
 STORE = _ARCHIVE + "StoreInstance"
 READ_ONLY = frozenset({FIND, GET_STUDY, GET_SERIES, GET_INSTANCE, GET_METADATA})
+ROUTE_METHODS = READ_ONLY | {STORE}
 
 # Most specific first, like service/status.py's table for gRPC.
 _STATUS: tuple[tuple[type[errors.PacsvaultError], int], ...] = (
