@@ -17,6 +17,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from pacsvault.client import PacsvaultClient
+from pacsvault.daemon.audit import atna
+from tests.atna_support import validate
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli, source_file
 from tests.dicomweb_support import encoded, multipart_parts, parsed
 
@@ -236,6 +238,14 @@ def test_the_access_table_decides_and_the_audit_trail_records(daemon_factory, tm
     assert store_end[0]["outcome"] == "OK" and store_end[0]["principal"] == "local:loopback"
     assert any(r["action"] == "StoreInstance" and r["phase"] == "begin" for r in web_records)
     assert run_cli(daemon.target, "audit", "verify").returncode == 0
+    # ATNA export takes them unchanged: each is a valid DICOM audit message with the gRPC twin's event.
+    exported = [r for r in web_records if r["phase"] != "begin"]  # begin records are no events
+    assert len(exported) >= 3
+    for r in exported:
+        root = validate(atna.to_audit_message(r, "site-a"))
+        expected = "110114" if r["phase"] == "refused" else atna.EVENTS[r["action"]].event_id.code
+        assert root.find("EventIdentification/EventID").get("csd-code") == expected
+        assert root.find("ActiveParticipant").get("NetworkAccessPointID") == "127.0.0.1"
 
 
 def test_every_worker_serves_the_web_port(archive: Daemon) -> None:
