@@ -261,3 +261,16 @@ def test_every_worker_serves_the_web_port(archive: Daemon) -> None:
     for _ in range(20):
         with requests.Session() as session:
             assert session.get(f"{archive.web_url}/dicom-web/studies?limit=1", timeout=30).status_code == 200
+
+
+def test_the_door_can_be_turned_off(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "pv.toml"
+    config.write_text("[web]\nenabled = false\n")
+    daemon = daemon_factory(config=config)
+    assert daemon.web_port == 0 and not daemon.web_port_file.exists()
+    with daemon.client() as client:
+        assert client.store(dicom_bytes(**identity(50, ROOT))).ok
+        grant = client.create_share(study_instance_uid=identity(50, ROOT)["StudyInstanceUID"], ttl_seconds=60)
+    assert grant.token and grant.link == ""  # no page to link to
+    created = run_cli(daemon.target, "share", "create", "--study-uid", identity(50, ROOT)["StudyInstanceUID"])
+    assert created.returncode == 0 and "link" not in created.stdout
