@@ -107,7 +107,7 @@ class Stow:
         try:
             result = await self._s.guard.run(call.principal, self._store, data, study)
         except errors.PacsvaultError as exc:
-            outcome = _identified(data)
+            outcome = await self._s.guard.run(None, _identified, data)  # a parse: off the loop
             outcome.failure = _reason(exc)
             outcome.message = str(exc)
             self._s.guard.finish(call, exc, sop_instance_uid=outcome.sop_instance_uid[:128])
