@@ -274,3 +274,13 @@ def test_the_door_can_be_turned_off(daemon_factory, tmp_path) -> None:  # type: 
     assert grant.token and grant.link == ""  # no page to link to
     created = run_cli(daemon.target, "share", "create", "--study-uid", identity(50, ROOT)["StudyInstanceUID"])
     assert created.returncode == 0 and "link" not in created.stdout
+
+
+def test_a_share_pin_travels_in_its_header(archive: Daemon) -> None:
+    with archive.client() as reader:
+        grant = reader.create_share(study_instance_uid=study(4), ttl_seconds=600, pin="8642")
+    url = f"{archive.web_url}/dicom-web/studies"
+    token = {"Authorization": f"Bearer {grant.token}"}
+    assert requests.get(url, headers=token, timeout=30).status_code == 401
+    answer = requests.get(url, headers={**token, "X-Pacsvault-Pin": "8642"}, timeout=30)
+    assert answer.status_code == 200 and studies_of(answer.json()) == [study(4)]
