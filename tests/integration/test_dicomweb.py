@@ -248,19 +248,43 @@ def test_the_access_table_decides_and_the_audit_trail_records(daemon_factory, tm
         assert root.find("ActiveParticipant").get("NetworkAccessPointID") == "127.0.0.1"
 
 
-def test_every_worker_serves_the_web_port(archive: Daemon) -> None:
-    """SO_REUSEPORT like the API: each worker listens on the one port the supervisor reserved."""
-    assert archive.proc is not None
-    workers = [p for p in psutil.Process(archive.proc.pid).children()
-               if "pacsvault.daemon.processes.worker" in " ".join(p.cmdline())]
+def web_workers(daemon: Daemon) -> list[psutil.Process]:
+    """The workers listening on the web port (and the API's)."""
+    assert daemon.proc is not None
+    found = []
+    for child in psutil.Process(daemon.proc.pid).children():
+        try:
+            if "pacsvault.daemon.processes.worker" not in child.cmdline():
+                continue
+            listening = {c.laddr.port for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            continue
+        if {daemon.web_port, daemon.port} <= listening:
+            found.append(child)
+    return found
+
+
+def test_every_worker_serves_the_web_port_and_a_restarted_one_again(archive: Daemon) -> None:
+    """SO_REUSEPORT like the API: each worker listens on the one port the supervisor reserved,
+    and a worker started again after a crash binds it beside the others."""
+    workers = web_workers(archive)
     assert len(workers) == 2
-    for worker in workers:
-        listening = {c.laddr.port for c in worker.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-        assert archive.web_port in listening and archive.port in listening
-    # Many connections, each answered.
-    for _ in range(20):
+    url = f"{archive.web_url}/dicom-web/studies?limit=1"
+    for _ in range(20):  # many connections, each answered
         with requests.Session() as session:
-            assert session.get(f"{archive.web_url}/dicom-web/studies?limit=1", timeout=30).status_code == 200
+            assert session.get(url, timeout=30).status_code == 200
+    workers[0].kill()
+    answered = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (answered < 20 or len(web_workers(archive)) < 2):
+        try:
+            with requests.Session() as session:
+                answered += session.get(url, timeout=30).status_code == 200
+        except requests.ConnectionError:
+            pass  # a connection the dying worker had accepted
+        time.sleep(0.05)
+    again = web_workers(archive)
+    assert answered >= 20 and len(again) == 2 and workers[0].pid not in {w.pid for w in again}
 
 
 def test_the_door_can_be_turned_off(daemon_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
