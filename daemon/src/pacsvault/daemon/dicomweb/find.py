@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
 from pacsvault.daemon.dicomweb import guard as routes
 from pacsvault.daemon.dicomweb import qido
 from pacsvault.daemon.dicomweb.guard import error_response
-from pacsvault.daemon.dicomweb.media import json_choice
-from pacsvault.daemon.dicomweb.retrieve import dumps
+from pacsvault.daemon.dicomweb.media import dumps, json_choice
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.errors import PacsvaultError
 from pacsvault.daemon.index.query import Level, Match
@@ -23,7 +22,7 @@ class Find:
     def __init__(self, services: Services) -> None:
         self._s = services
 
-    def handler(self, level: Level):  # type: ignore[no-untyped-def]
+    def handler(self, level: Level) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self._find(request, level)
         return handle

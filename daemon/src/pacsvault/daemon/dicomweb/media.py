@@ -7,6 +7,7 @@ commas and semicolons outside quotes only.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 
@@ -33,7 +34,9 @@ class MediaRange:
 
 
 def _split(text: str, separator: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -102,3 +105,8 @@ class Multipart:
 
     def end(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode()
+
+
+def dumps(value: object) -> bytes:
+    """A DICOM JSON body: UTF-8, compact."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

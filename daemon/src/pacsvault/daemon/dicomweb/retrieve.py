@@ -10,7 +10,6 @@ gRPC.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -219,7 +218,3 @@ def _described(path: dict[str, str]) -> dict[str, object]:
     """The audit record's identifiers, named as the gRPC requests name them."""
     names = {"study": "study_instance_uid", "series": "series_instance_uid", "instance": "sop_instance_uid"}
     return {names[k]: v[:128] for k, v in path.items() if k in names}
-
-
-def dumps(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

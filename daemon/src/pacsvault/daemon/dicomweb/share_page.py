@@ -32,6 +32,7 @@ from pacsvault.daemon.dicomweb.guard import CutOff
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.index.query import Level, Match, Query
 from pacsvault.daemon.index.records import CredentialRecord
+from pacsvault.daemon.retrieval import Member
 from pacsvault.daemon.security.stream_watch import CredentialWatch
 
 _PAGE = string.Template(Path(__file__).with_name("share_page.html").read_text(encoding="utf-8"))
@@ -124,7 +125,7 @@ class SharePage:
         self._s.guard.finish(call, "OK", messages=sent)
         return response
 
-    def _zip(self, members: list, sink: _ResponseSink, watch: CredentialWatch) -> int:  # type: ignore[type-arg]
+    def _zip(self, members: list[Member], sink: _ResponseSink, watch: CredentialWatch) -> int:
         """Writes the ZIP in this worker thread; each instance is read and checked just before it goes."""
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             for instance, blob in members:
@@ -154,6 +155,9 @@ class _ResponseSink:
 
     def tell(self) -> int:
         return self._written
+
+    def close(self) -> None:
+        """zipfile closes its file; the response is ended by the handler, after the last flush."""
 
     def flush(self) -> None:
         if self._buffer:

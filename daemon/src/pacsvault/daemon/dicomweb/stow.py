@@ -20,8 +20,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from pacsvault.daemon import errors
 from pacsvault.daemon.dicomweb import guard as routes
 from pacsvault.daemon.dicomweb.guard import Call, error_response
-from pacsvault.daemon.dicomweb.media import UnsupportedMediaType, json_choice, parse_media_type
-from pacsvault.daemon.dicomweb.retrieve import dumps
+from pacsvault.daemon.dicomweb.media import UnsupportedMediaType, dumps, json_choice, parse_media_type
 from pacsvault.daemon.dicomweb.services import Services
 from pacsvault.daemon.ingest import StoreResult
 
