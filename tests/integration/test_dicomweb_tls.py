@@ -3,12 +3,17 @@ required, the same principals, roles, share scopes and revocation list as over g
 
 from __future__ import annotations
 
+import os
+import socket
+import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 from dicomweb_client.api import DICOMwebClient
 
 from pacsvault.client import PacsvaultClient
@@ -119,3 +124,30 @@ def test_check_config_refuses_plain_http_off_loopback(tmp_path: Path, listen: st
     result = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--data-dir", str(tmp_path / "data"),
                              "--config", str(config), "--check-config"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def served_certificate_serial(port: int, pki: Pki) -> int:
+    context = ssl.create_default_context(cafile=str(pki.root / "ca.pem"))
+    context.load_cert_chain(str(pki.root / "viewer.pem"), str(pki.root / "viewer.key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls_socket:
+        der = tls_socket.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_renewed_certificate_files_serve_without_a_restart(tls) -> None:  # type: ignore[no-untyped-def]
+    daemon, pki = tls
+    before = served_certificate_serial(daemon.web_port, pki)
+    renewed = certs.issue_cert(pki.ca, "site-a", ip_addresses=["127.0.0.1"])
+    (pki.root / "s.key.new").write_bytes(renewed.key_pem())
+    (pki.root / "s.pem.new").write_bytes(renewed.cert_pem())
+    os.replace(pki.root / "s.key.new", pki.root / "s.key")
+    os.replace(pki.root / "s.pem.new", pki.root / "s.pem")
+    deadline = time.monotonic() + 20
+    # Each worker looks at the files at most once a second: soon every handshake, on either, has the new one.
+    while {served_certificate_serial(daemon.web_port, pki) for _ in range(20)} != {renewed.cert.serial_number}:
+        assert time.monotonic() < deadline, "the renewed certificate was not taken up by every worker"
+        time.sleep(0.5)
+    assert renewed.cert.serial_number != before
+    viewer = session(pki, "viewer")
+    assert viewer.get(f"https://127.0.0.1:{daemon.web_port}/dicom-web/studies", timeout=30).status_code == 200

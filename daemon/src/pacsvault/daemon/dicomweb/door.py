@@ -20,9 +20,11 @@ import asyncio
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -106,16 +108,57 @@ async def _errors(request: web.Request,
 
 def server_ssl_context(config: Config) -> ssl.SSLContext | None:
     """HTTPS with the API's files and rule (TLS 1.2+, a client certificate of the client CA); None on loopback
-    without TLS files, which ``config`` already refused anywhere else."""
+    without TLS files, which ``config`` already refused anywhere else. Renewed files are taken up
+    without a restart, as the API's ``CertificateReloader`` does (``_ReloadingContext``)."""
     sec = config.security
     if not sec.tls:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.resolve(sec.tls_cert_file), config.resolve(sec.tls_key_file))
-    context.load_verify_locations(cafile=str(config.resolve(sec.client_ca_file)))
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return _ReloadingContext([config.resolve(p) for p in (sec.tls_cert_file, sec.tls_key_file,
+                                                           sec.client_ca_file)]).initial
+
+
+class _ReloadingContext:
+    """The newest certificate, key and client CA for each new handshake.
+
+    The listening socket keeps its first context; a handshake's SNI callback
+    (called for every client hello, with or without a server name) moves the
+    connection to a context built from the files as they are now, when they
+    changed since: at most one stat of three files a second. A half-written
+    renewal fails to load and the previous files go on serving.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._stamp = self._stamp_now()
+        self._checked = time.monotonic()
+        self.current = self._build()
+        self.initial = self.current
+        self.initial.sni_callback = self._on_hello
+
+    def _stamp_now(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in self._paths)
+
+    def _build(self) -> ssl.SSLContext:
+        cert, key, ca = self._paths
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(cafile=str(ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def _on_hello(self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            try:
+                stamp = self._stamp_now()
+                if stamp != self._stamp:
+                    self.current, self._stamp = self._build(), stamp
+                    log.info("TLS certificate files changed: new DICOMweb handshakes use them")
+            except (OSError, ssl.SSLError, ValueError):
+                pass  # mid-renewal: keep serving the previous files
+        if self.current is not self.initial:
+            connection.context = self.current
 
 
 class WebDoor:
