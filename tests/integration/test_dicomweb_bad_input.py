@@ -142,3 +142,32 @@ def test_stow_per_instance_failures(daemon: Daemon) -> None:
     assert ids(21)["StudyInstanceUID"] not in stored_studies(daemon)
     with daemon.client() as client:
         assert client.get_instance(ids(1)["SOPInstanceUID"]) == dicom_bytes("CT_small.dcm", **ids(1))
+
+
+QUERY_KEYS = ["PatientID", "PatientName", "StudyDate", "ModalitiesInStudy", "AccessionNumber", "StudyInstanceUID",
+              "SeriesInstanceUID", "SOPInstanceUID", "00100020", "includefield", "limit", "offset", "fuzzymatching",
+              "StudyDescription", "x", ""]
+
+
+def test_generated_queries_never_fail_the_daemon(daemon: Daemon) -> None:
+    """Whatever a caller puts in a QIDO query: 200 or a 400 that says why, never a 500 or a dead door."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    session = requests.Session()
+    levels = ["/dicom-web/studies", "/dicom-web/series", "/dicom-web/instances",
+              f"/dicom-web/studies/{ids(1)['StudyInstanceUID']}/series"]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.sampled_from(levels),
+           st.lists(st.tuples(st.sampled_from(QUERY_KEYS) | st.text(max_size=12),
+                              st.text(max_size=40) | st.sampled_from(["*", "?", "-", ",", "1.2.3", "20240101-"])),
+                    max_size=4))
+    def one(path: str, params: list[tuple[str, str]]) -> None:
+        response = session.get(f"{daemon.web_url}{path}", params=params, timeout=30)
+        assert response.status_code in (200, 400), (params, response.status_code, response.text)
+        if response.status_code == 400:
+            assert response.text.strip(), params
+
+    one()
+    assert session.get(f"{daemon.web_url}/dicom-web/studies", timeout=30).status_code == 200
