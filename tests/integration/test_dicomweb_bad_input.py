@@ -171,3 +171,24 @@ def test_generated_queries_never_fail_the_daemon(daemon: Daemon) -> None:
 
     one()
     assert session.get(f"{daemon.web_url}/dicom-web/studies", timeout=30).status_code == 200
+
+
+def test_generated_stow_bodies_store_nothing_and_never_fail_the_daemon(daemon: Daemon) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    before = stored_studies(daemon)
+    session = requests.Session()
+    good, _ = stow_body([dicom_bytes(**ids(60))])
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.binary(max_size=2048) | st.builds(lambda cut, junk: good[:cut] + junk,
+                                                 st.integers(0, len(good) - 1), st.binary(max_size=64)))
+    def one(body: bytes) -> None:
+        response = session.post(f"{daemon.web_url}/dicom-web/studies", data=body, timeout=30,
+                                headers={"Content-Type": STOW_TYPE})
+        assert response.status_code in (400, 409), (body[:80], response.status_code, response.text)
+
+    one()
+    assert stored_studies(daemon) == before
+    assert stow(daemon, good).status_code == 200

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pydicom
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pacsvault.daemon import errors
 from pacsvault.daemon.dicomweb import guard as routes
@@ -96,7 +97,7 @@ class Stow:
                                               "stored: send fewer instances at once")
                     data += chunk
                 parts.append(bytes(data))
-        except ValueError as exc:  # aiohttp's word for a malformed multipart body
+        except (ValueError, HttpProcessingError) as exc:  # aiohttp's words for a malformed multipart body
             raise errors.InvalidInput(f"the multipart/related body is malformed ({exc}); nothing stored") from exc
         if not parts:
             raise errors.InvalidInput("the multipart/related body holds no instance")
