@@ -192,3 +192,14 @@ def test_generated_stow_bodies_store_nothing_and_never_fail_the_daemon(daemon: D
     one()
     assert stored_studies(daemon) == before
     assert stow(daemon, good).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=zz", "multipart/form-data",
+                                          "application/x-www-form-urlencoded", "text/plain"])
+def test_share_page_forms_that_are_no_forms_are_400_or_refused(daemon: Daemon, content_type: str) -> None:
+    with daemon.client() as reader:
+        grant = reader.create_share(study_instance_uid=ids(1)["StudyInstanceUID"], ttl_seconds=600, pin="1234")
+    for path in (grant.link, f"{grant.link}/download"):
+        response = requests.post(path, data=b"--zz\r\n\x00bad", headers={"Content-Type": content_type}, timeout=30)
+        assert response.status_code in (400, 401, 404), (path, response.status_code, response.text)
+    assert requests.get(grant.link, timeout=30).status_code == 200  # still there, asking for the PIN

@@ -24,6 +24,9 @@ import zipfile
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from pacsvault.daemon import errors
 from pacsvault.daemon.dicom import uid as uids
@@ -60,7 +63,7 @@ class SharePage:
     async def with_pin(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
         grant = await self._grant(token)
-        pin = str((await request.post()).get("pin", ""))[:64]
+        pin = str((await _form(request)).get("pin", ""))[:64]
         return await self._listing(request, token, grant, pin)
 
     async def _grant(self, token: str) -> CredentialRecord:
@@ -97,7 +100,7 @@ class SharePage:
     async def download(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
         await self._grant(token)
-        form = await request.post()
+        form = await _form(request)
         pin, study = str(form.get("pin", ""))[:64], str(form.get("study", ""))
         try:
             uids.check(study, "study")
@@ -135,6 +138,14 @@ class SharePage:
                 archive.writestr(zipfile.ZipInfo(name, _zip_time(instance.stored_at)), data)
         sink.flush()
         return len(members)
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The posted form; a body that is no form is the caller's error (400), never the daemon's."""
+    try:
+        return await request.post()
+    except (ValueError, HttpProcessingError) as exc:
+        raise web.HTTPBadRequest(text=f"the form could not be read: {exc}\n") from None
 
 
 class _ResponseSink:
