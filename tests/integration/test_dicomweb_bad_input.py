@@ -203,3 +203,32 @@ def test_share_page_forms_that_are_no_forms_are_400_or_refused(daemon: Daemon, c
         response = requests.post(path, data=b"--zz\r\n\x00bad", headers={"Content-Type": content_type}, timeout=30)
         assert response.status_code in (400, 401, 404), (path, response.status_code, response.text)
     assert requests.get(grant.link, timeout=30).status_code == 200  # still there, asking for the PIN
+
+
+def test_generated_retrieve_paths_and_accept_headers(daemon: Daemon) -> None:
+    """Any path under the door and any Accept header: an answer PS3.18 names, never a 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    one_ = ids(1)
+    instance = f"studies/{one_['StudyInstanceUID']}/series/{one_['SeriesInstanceUID']}/instances/{one_['SOPInstanceUID']}"
+    segment = st.sampled_from([one_["StudyInstanceUID"], one_["SeriesInstanceUID"], "1.2.3", "x", "", "0", "1,2"]) \
+        | st.text(alphabet=st.characters(codec="ascii", exclude_characters="/?#%"), max_size=10)
+    paths = st.sampled_from([instance, f"{instance}/frames", f"{instance}/bulkdata", f"{instance}/metadata",
+                             f"studies/{one_['StudyInstanceUID']}", "studies"]).flatmap(
+        lambda base: st.lists(segment, max_size=2).map(lambda extra: "/".join([base, *extra])))
+    accept = st.none() | st.sampled_from(['multipart/related; type="application/dicom"; transfer-syntax=*',
+                                          'multipart/related; type="application/octet-stream"', "*/*",
+                                          "application/dicom+json", 'multipart/related; type=";,"']) \
+        | st.text(alphabet=st.characters(codec="ascii", min_codepoint=32), max_size=40)
+    session = requests.Session()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(paths, accept)
+    def one(path: str, header: str | None) -> None:
+        response = session.get(f"{daemon.web_url}/dicom-web/{path}", timeout=30,
+                               headers={"Accept": header} if header is not None else {})
+        assert response.status_code in (200, 400, 404, 405, 406), (path, header, response.status_code, response.text)
+
+    one()
+    assert session.get(f"{daemon.web_url}/dicom-web/{instance}", timeout=30).status_code == 200
