@@ -38,6 +38,7 @@ bench: venv
 	$(PY) bench/index_scale.py
 	$(PY) bench/security_cost.py
 	$(PY) bench/s3_tier.py
+	$(PY) bench/dicomweb.py
 
 bench-quick: venv
 	$(PY) bench/compression.py --quick --json-out bench/results/compression_quick.json
@@ -48,6 +49,7 @@ bench-quick: venv
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
 	$(PY) bench/s3_tier.py --quick
+	$(PY) bench/dicomweb.py --quick
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
 profile: venv

@@ -27,6 +27,7 @@ class Daemon:
     target: str
     log_path: Path
     exit_code: int | None = None
+    web_port: int = 0  # DICOMweb (bench/dicomweb.py)
     stop_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -56,7 +57,8 @@ def running_daemon(work_dir: Path, config: Path | None = None, workers: int | No
     """
     data_dir, port_file, log_path = work_dir / "daemon-data", work_dir / "daemon.port", work_dir / "daemon.log"
     argv = [daemon_command(), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0"]
+            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0",
+            "--web-listen", "127.0.0.1:0", "--web-port-file", str(work_dir / "daemon.web-port")]
     if config is not None:
         argv += ["--config", str(config)]
     if workers is not None:
@@ -69,6 +71,7 @@ def running_daemon(work_dir: Path, config: Path | None = None, workers: int | No
     daemon = Daemon(proc, "", log_path)
     try:
         daemon.target = f"127.0.0.1:{_wait_for_port(daemon, port_file)}"
+        daemon.web_port = int((work_dir / "daemon.web-port").read_text())  # written before the port file
         _wait_until_serving(daemon)
         yield daemon
     finally:

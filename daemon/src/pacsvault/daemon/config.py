@@ -119,6 +119,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    # DICOMweb (PS3.18: QIDO-RS, WADO-RS, STOW-RS) under base_path, and the share page under /share/.
+    enabled: bool = True
+    # HOST:PORT; off loopback it speaks HTTPS only, with the API's TLS files and client-CA rule.
+    listen: str = "127.0.0.1:8080"
+    base_path: str = "/dicom-web"
+    # How people reach it (the links `share create` prints), e.g. "https://pacs.hospital.example:8443".
+    # Empty: from listen (the machine's name when listening on every address).
+    public_url: str = ""
+    # A STOW-RS request is held whole until every part has arrived, so a cut-off
+    # upload stores nothing; larger requests get 413.
+    max_request_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class ReplicationConfig:
     enabled: bool = False
     # This appliance's name and its peer's: each certificate carries its
@@ -242,6 +257,7 @@ class Config:
     tiering: TieringConfig = field(default_factory=TieringConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -260,8 +276,11 @@ class Config:
         return data.parent / f"{data.name}-keys" / "keyring.json"
 
     def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
-                       metrics_listen: str | None = None, workers: int | None = None) -> Config:
+                       metrics_listen: str | None = None, workers: int | None = None,
+                       web_listen: str | None = None) -> Config:
         new = self
+        if web_listen is not None:
+            new = dataclasses.replace(new, web=dataclasses.replace(new.web, listen=web_listen))
         if listen is not None:
             new = dataclasses.replace(new, server=dataclasses.replace(new.server, listen=listen))
         if workers is not None:
@@ -383,10 +402,25 @@ def validate(config: Config) -> None:
     _check_encryption(config)
     _check_health(config.health)
     _check_listen(config.metrics.listen, "metrics.listen")
+    _check_web(config)
     if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
         # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
         raise ConfigError(f"metrics.listen {config.metrics.listen!r} is not a loopback address; it serves "
                           "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
+
+
+def _check_web(config: Config) -> None:
+    web = config.web
+    _check_listen(web.listen, "web.listen")
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", web.base_path) or web.base_path.startswith("/share"):
+        raise ConfigError(f"web.base_path: {web.base_path!r} must be a path like /dicom-web (not under /share)")
+    if web.public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", web.public_url):
+        raise ConfigError(f"web.public_url: {web.public_url!r} must be an http:// or https:// URL")
+    _positive("web.max_request_bytes", web.max_request_bytes)
+    if web.enabled and not config.security.tls and not listen_is_loopback(web.listen):
+        raise ConfigError(f"web.listen {web.listen!r} is off loopback: set security.tls_cert_file, "
+                          "security.tls_key_file and security.client_ca_file (HTTPS with client certificates, "
+                          "as the API)")
 
 
 def _check_encryption(config: Config) -> None:

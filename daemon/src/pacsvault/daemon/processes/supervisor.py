@@ -70,6 +70,8 @@ class Supervisor:
     metrics_port_file: Path | None = None
     log_level: str = "INFO"
     reload: Callable[[], Config] | None = None
+    web_port_file: Path | None = None
+    web_port: int = 0
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     _hup: bool = False
@@ -85,6 +87,9 @@ class Supervisor:
         self._lock_fd = lock.inheritable()
         self.run_dir = _fresh_run_dir(data_dir)
         self._reserved, self.port = ports.reserve(self.config.server.listen)
+        web_reserved = None
+        if self.config.web.enabled:
+            web_reserved, self.web_port = ports.reserve(self.config.web.listen, "web.listen")
         layout.config_file(self.run_dir).write_text(json.dumps(config_module.to_dict(self.config)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
@@ -95,6 +100,8 @@ class Supervisor:
         finally:
             self._stop_all()
             self._reserved.close()
+            if web_reserved is not None:
+                web_reserved.close()
             lock.release()
         log.info("stopped")
         return 0
@@ -116,6 +123,10 @@ class Supervisor:
         host = self.config.server.listen.rpartition(":")[0]
         log.info("pacsvaultd %s serving on %s:%d with %d workers, data in %s", __version__, host, self.port,
                  len(workers), self.config.data_dir)
+        if self.web_port:
+            log.info("DICOMweb and the share page on port %d", self.web_port)
+            if self.web_port_file is not None:
+                _write_port_file(self.web_port_file, self.web_port)
         if ready.get("metrics_port"):
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen.rpartition(":")[0],
                      ready["metrics_port"])
@@ -141,7 +152,7 @@ class Supervisor:
 
     def _send_orders(self, child: Child) -> None:
         spec = {"config": config_module.to_dict(self.config), "run_dir": str(self.run_dir), "index": child.index,
-                "port": self.port, "log_level": self.log_level}
+                "port": self.port, "web_port": self.web_port, "log_level": self.log_level}
         assert child.proc.stdin is not None
         try:
             child.proc.stdin.write(json.dumps(spec).encode())

@@ -24,6 +24,8 @@ from pacsvault.daemon.audit.trail import AuditTrail, open_trail
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.dicomweb.door import UseCases, start_web_door
+from pacsvault.daemon.dicomweb.links import web_root
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
 from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
@@ -42,7 +44,7 @@ from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import ScopeGuard
-from pacsvault.daemon.server import Registration, Served, create_server
+from pacsvault.daemon.server import Registration, Served, create_server, principal_resolver
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
@@ -103,7 +105,7 @@ class WorkerParts:
 
 
 def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
-          clock: Callable[[], float] = time.time) -> WorkerParts:
+          clock: Callable[[], float] = time.time, web_port: int = 0) -> WorkerParts:
     """One serving process's objects, wired; the back office has already checked the data dir.
 
     ``index``: share an index already open in this process (tests that run a
@@ -153,7 +155,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server, ReplicationServicer(restore, back_office)),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
                                                                                    back_office)),
-        (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials)),
+        (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials,
+                                                                                 web_root(config, web_port))),
         (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
@@ -225,10 +228,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; a terminal's ^C reaches it too
     config = spec.config
     try:
-        parts = build(config, spec.run_dir)
+        parts = build(config, spec.run_dir, web_port=spec.web_port)
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
                                parts.audit, [rpc_metrics_interceptor()], share_port=True)
+        web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
+                             principal_resolver(config, parts.credentials), parts.audit,
+                             spec.web_port) if spec.web_port else None
     except ConfigError as exc:
         child.report(error=f"configuration error: {exc}", exit=2)
         return 2
@@ -244,7 +250,12 @@ def main() -> int:
     child.report(ready=True, port=served.port)
     log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
     stop.wait()
+    web_stopping = threading.Thread(target=web.stop, name="dicomweb-stop") if web else None
+    if web_stopping is not None:
+        web_stopping.start()
     served.shutdown(config.server.shutdown_grace_s)
+    if web_stopping is not None:
+        web_stopping.join()
     housekeeping.stop()
     parts.close()
     return 0

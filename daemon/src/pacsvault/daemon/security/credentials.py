@@ -117,6 +117,21 @@ class CredentialStore:
             raise Unauthenticated(f"credential refused: {problem}", who=who)
         return outcome
 
+    def live_share(self, token: str) -> CredentialRecord | None:
+        """The share grant ``token`` names, while it could still be used; no use counted, no PIN asked.
+
+        For the share page, which shows whether to ask for a PIN before anything is read.
+        """
+        key = token_hash(token)
+        with self._env.read() as txn:
+            value = txn.get(key, db=self._db[_CREDENTIALS])
+        if value is None:
+            return None
+        record = self._opened(key, value)
+        if record.kind != "share" or _problem(record, self._clock(), None) not in (None, "wrong PIN"):
+            return None
+        return record
+
     def still_live(self, key: bytes) -> str | None:
         """Why the credential under ``key`` (its token hash) no longer holds, or None.
 

@@ -63,10 +63,15 @@ class PrincipalResolver:
     def resolve(self, context: grpc.ServicerContext) -> Principal:
         """The caller's principal; Unauthenticated / PermissionDenied say why there is none."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        certificate = self._certificate(context)
-        token = metadata.get("authorization", "")
-        if token:
-            principal = self._token_principal(token, metadata.get("x-pacsvault-pin"), certificate)
+        return self.resolve_presented(metadata.get("authorization", ""), metadata.get("x-pacsvault-pin"),
+                                      self._certificate(context))
+
+    def resolve_presented(self, authorization: str, pin: str | None,
+                          certificate: ClientCertificate | None) -> Principal:
+        """The principal of what a caller presented, whatever the door (gRPC, DICOMweb):
+        ``certificate`` as ``checked_certificate`` gave it, None on a plaintext loopback listener."""
+        if authorization:
+            principal = self._token_principal(authorization, pin, certificate)
         elif certificate is None:
             principal = self._loopback
         else:
@@ -78,7 +83,10 @@ class PrincipalResolver:
         auth = context.auth_context()
         if auth.get("transport_security_type", [b""])[0] != b"ssl":
             return None
-        certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
+        return self.checked_certificate(_parsed(auth.get("x509_pem_cert", [b""])[0]))
+
+    def checked_certificate(self, certificate: ClientCertificate | None) -> ClientCertificate:
+        """A certificate TLS verified, refused when it is on the daemon's revocation list."""
         if certificate is None:  # the TLS listener requires a certificate: not expected
             raise Unauthenticated("no client certificate")
         if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
@@ -159,6 +167,21 @@ def _parsed(pem: bytes) -> ClientCertificate | None:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
+    return _described(cert)
+
+
+@functools.lru_cache(maxsize=1024)
+def certificate_from_der(der: bytes | None) -> ClientCertificate | None:
+    """What a DER certificate (as Python's ssl gives a verified peer's) says about its holder."""
+    if not der:
+        return None
+    try:
+        return _described(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None
+
+
+def _described(cert: x509.Certificate) -> ClientCertificate:
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = tuple(names.get_values_for_type(x509.UniformResourceIdentifier))

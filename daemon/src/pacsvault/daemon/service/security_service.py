@@ -10,6 +10,7 @@ import grpc
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
 from pacsvault.daemon.dicom import uid
+from pacsvault.daemon.dicomweb.links import share_link
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.query import Level, Query
@@ -128,8 +129,11 @@ class KeyServicer(security_pb2_grpc.SecurityServiceServicer):
 
 
 class ShareServicer(security_pb2_grpc.ShareServiceServicer):
-    def __init__(self, search: Search, retrieval: Retrieval, credentials: CredentialStore) -> None:
+    def __init__(self, search: Search, retrieval: Retrieval, credentials: CredentialStore,
+                 web_root: str = "") -> None:
+        """``web_root``: where the share page is reached (dicomweb.links), '' when the web door is off."""
         self._search, self._retrieval, self._credentials = search, retrieval, credentials
+        self._web_root = web_root
 
     @mapped
     def CreateShare(self, request: security_pb2.CreateShareRequest,
@@ -149,7 +153,8 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
             patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())
-        return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record))
+        return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record),
+                                                link=share_link(self._web_root, issued.token))
 
     @mapped
     def ListShares(self, request: security_pb2.ListSharesRequest,
