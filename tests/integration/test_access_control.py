@@ -108,6 +108,8 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
     return {
         "/pacsvault.v1.ArchiveService/StoreInstance":
             lambda: a.StoreInstance(iter([archive_pb2.StoreInstanceRequest(data=b"x")]), timeout=t),
+        "/pacsvault.v1.ArchiveService/PutInstance":
+            lambda: a.PutInstance(archive_pb2.PutInstanceRequest(data=b"x"), timeout=t),
         "/pacsvault.v1.ArchiveService/Find":
             lambda: a.Find(archive_pb2.FindRequest(level=archive_pb2.QUERY_LEVEL_STUDY), timeout=t),
         "/pacsvault.v1.ArchiveService/ListPatientStudies":

@@ -30,8 +30,10 @@ from pacsvault.client._messages import (
     Instance,
     InstanceMetadata,
     Level,
+    ONE_MESSAGE_BYTES,
     StoreResult,
     check_digest,
+    expected_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -117,7 +119,18 @@ class AsyncPacsvaultClient:
     # -- store ------------------------------------------------------------
 
     async def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
-        """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
+        """Stores one DICOM Part 10 file; a rejection is a result, not an exception (see PacsvaultClient.store)."""
+        if len(data) <= ONE_MESSAGE_BYTES:
+            digest, expected = expected_digest(data)
+            try:
+                with mapped_errors():
+                    put = await self._archive.PutInstance(
+                        archive_pb2.PutInstanceRequest(data=data, expected_digest=expected),
+                        timeout=timeout or self.timeout, metadata=self._metadata)
+                return store_result(path, put.outcome)
+            except PacsvaultError as error:
+                if error.code() not in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED):
+                    return rejected(path, digest, error)
         digest, chunks = store_requests(data)
         try:
             with mapped_errors():

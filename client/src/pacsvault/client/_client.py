@@ -26,8 +26,10 @@ from pacsvault.client._messages import (
     Instance,
     InstanceMetadata,
     Level,
+    ONE_MESSAGE_BYTES,
     StoreResult,
     check_digest,
+    expected_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -128,7 +130,21 @@ class PacsvaultClient:
     # -- store ------------------------------------------------------------
 
     def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
-        """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
+        """Stores one DICOM Part 10 file; a rejection is a result, not an exception.
+
+        A file that fits in one message goes whole in one call (PutInstance); a larger one,
+        or one an older appliance will not take so, is streamed in chunks (StoreInstance).
+        """
+        if len(data) <= ONE_MESSAGE_BYTES:
+            digest, expected = expected_digest(data)
+            try:
+                with mapped_errors():
+                    put = self._archive.PutInstance(archive_pb2.PutInstanceRequest(data=data, expected_digest=expected),
+                                                    timeout=timeout or self.timeout, metadata=self._metadata)
+                return store_result(path, put.outcome)
+            except PacsvaultError as error:
+                if error.code() not in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED):
+                    return rejected(path, digest, error)
         digest, chunks = store_requests(data)
         try:
             with mapped_errors():

@@ -97,6 +97,54 @@ class StoreInstanceRequest(_message.Message):
 Global___StoreInstanceRequest: _TypeAlias = StoreInstanceRequest  # noqa: Y015
 
 @_typing.final
+class PutInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The whole file."""
+    @_builtins.property
+    def expected_digest(self) -> _common_pb2.Digest:
+        """Optional: the digest the client computed. A mismatch is INVALID_ARGUMENT
+        and nothing is stored.
+        """
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        expected_digest: _common_pb2.Digest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_digest", b"expected_digest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "expected_digest", b"expected_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInstanceRequest: _TypeAlias = PutInstanceRequest  # noqa: Y015
+
+@_typing.final
+class PutInstanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___StoreInstanceResponse: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___StoreInstanceResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInstanceResponse: _TypeAlias = PutInstanceResponse  # noqa: Y015
+
+@_typing.final
 class StoreInstanceResponse(_message.Message):
     """The outcome of storing one instance."""
 

@@ -40,6 +40,11 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.FromString,
                 _registered_method=True)
+        self.PutInstance = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/PutInstance',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.FromString,
+                _registered_method=True)
         self.Find = channel.unary_unary(
                 '/pacsvault.v1.ArchiveService/Find',
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.FindRequest.SerializeToString,
@@ -102,6 +107,16 @@ class ArchiveServiceServicer:
         INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
         ALREADY_EXISTS (the stored version is kept), a full archive
         RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutInstance(self, request, context):
+        """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+        for a file that fits in one (most do: up to the server's message size less
+        64 KiB), and cheaper than a stream on both sides. A larger file answers
+        OUT_OF_RANGE: stream it with StoreInstance.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +208,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.SerializeToString,
             ),
+            'PutInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutInstance,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.SerializeToString,
+            ),
             'Find': grpc.unary_unary_rpc_method_handler(
                     servicer.Find,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.FindRequest.FromString,
@@ -272,6 +292,33 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/StoreInstance',
             pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/PutInstance',
+            pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class ArchiveServiceStub:
     ALREADY_EXISTS (the stored version is kept), a full archive
     RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
     """
+    PutInstance: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PutInstanceRequest, _archive_pb2.PutInstanceResponse]
+    """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+    for a file that fits in one (most do: up to the server's message size less
+    64 KiB), and cheaper than a stream on both sides. A larger file answers
+    OUT_OF_RANGE: stream it with StoreInstance.
+    """
     Find: _grpc.UnaryUnaryMultiCallable[_archive_pb2.FindRequest, _archive_pb2.FindResponse]
     """Finds patients, studies, series or instances. Results come in pages;
     follow next_page_token until it is empty to see every match.
@@ -87,6 +93,12 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
     ALREADY_EXISTS (the stored version is kept), a full archive
     RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+    """
+    PutInstance: _aio.UnaryUnaryMultiCallable[_archive_pb2.PutInstanceRequest, _archive_pb2.PutInstanceResponse]  # type: ignore[assignment]
+    """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+    for a file that fits in one (most do: up to the server's message size less
+    64 KiB), and cheaper than a stream on both sides. A larger file answers
+    OUT_OF_RANGE: stream it with StoreInstance.
     """
     Find: _aio.UnaryUnaryMultiCallable[_archive_pb2.FindRequest, _archive_pb2.FindResponse]  # type: ignore[assignment]
     """Finds patients, studies, series or instances. Results come in pages;
@@ -136,6 +148,18 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
         ALREADY_EXISTS (the stored version is kept), a full archive
         RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+        """
+
+    @_abc_1.abstractmethod
+    def PutInstance(
+        self,
+        request: _archive_pb2.PutInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.PutInstanceResponse, _abc.Awaitable[_archive_pb2.PutInstanceResponse]]:
+        """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+        for a file that fits in one (most do: up to the server's message size less
+        64 KiB), and cheaper than a stream on both sides. A larger file answers
+        OUT_OF_RANGE: stream it with StoreInstance.
         """
 
     @_abc_1.abstractmethod

@@ -78,6 +78,7 @@ STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authent
 # Every audited RPC by name; a test keeps this in step with the access table.
 EVENTS: dict[str, Event] = {
     "StoreInstance": Event(INSTANCES_TRANSFERRED, "C"),
+    "PutInstance": Event(INSTANCES_TRANSFERRED, "C"),
     "GetInstance": Event(INSTANCES_ACCESSED, "R"),
     "ReadInstance": Event(INSTANCES_ACCESSED, "R"),
     "GetSeries": Event(INSTANCES_ACCESSED, "R"),

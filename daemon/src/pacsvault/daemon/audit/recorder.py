@@ -39,7 +39,9 @@ QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/pacsvault.v1.Applia
                   "/pacsvault.v1.PeerService/")
 # Changes whose begin record becomes durable with the index commit that makes the change
 # (IndexEnvironment.durable_before_commit flushes the trail first), not before the handler runs.
-DURABLE_AT_COMMIT = frozenset({"StoreInstance"})
+DURABLE_AT_COMMIT = frozenset({"StoreInstance", "PutInstance"})
+# Unary calls whose request is a whole file.
+CARRIES_AN_UPLOAD = frozenset({"PutInstance"})
 # Methods that change nothing: their handler may run while the begin record is flushed.
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "ReadInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
@@ -80,8 +82,10 @@ class AuditInterceptor(grpc.ServerInterceptor):
             return handler
         action = _name(details.method)
         if handler.unary_unary:
+            # A whole upload identifies itself only in the answer (and reading its fields would copy it).
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, action), handler.request_deserializer, handler.response_serializer)
+                self._unary(handler.unary_unary, action, request_known=action not in CARRIES_AN_UPLOAD),
+                handler.request_deserializer, handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(handler.stream_unary, action, request_known=False),

@@ -36,6 +36,7 @@ _AUDIT = "/pacsvault.v1.AuditService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
+    _ARCHIVE + "PutInstance": frozenset({R.INGEST}),
     _ARCHIVE + "Find": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "ListPatientStudies": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetInstance": frozenset({R.READER, R.SHARE}),

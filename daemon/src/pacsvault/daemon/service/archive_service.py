@@ -13,7 +13,7 @@ from pacsvault.daemon.dicom.reading_order import in_reading_order
 from pacsvault.daemon.errors import InvalidInput, OutOfRange, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
-from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.ingest import Ingest, StoreResult
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
@@ -31,6 +31,16 @@ _STATUS = {
 }
 
 
+def _stored(result: StoreResult) -> archive_pb2.StoreInstanceResponse:
+    return archive_pb2.StoreInstanceResponse(
+        status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
+        series_instance_uid=result.instance.series_instance_uid,
+        study_instance_uid=result.instance.study_instance_uid,
+        digest=convert.digest_to_proto(result.received), message=result.message,
+        patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
+    )
+
+
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
                  deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore,
@@ -46,14 +56,24 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
         self, request_iterator: Iterable[archive_pb2.StoreInstanceRequest], context: grpc.ServicerContext
     ) -> archive_pb2.StoreInstanceResponse:
         data, expected = self._receive(request_iterator)
+        return _stored(self._ingest.store(data, expected, still_wanted=context.is_active))
+
+    @mapped
+    def PutInstance(
+        self, request: archive_pb2.PutInstanceRequest, context: grpc.ServicerContext
+    ) -> archive_pb2.PutInstanceResponse:
+        data = request.data  # each read of a bytes field copies it: once
+        if len(data) > self._one_message_bytes:
+            raise OutOfRange(f"upload of {len(data)} bytes is more than one message carries "
+                             f"({self._one_message_bytes}): stream it with StoreInstance")
+        if not data:
+            raise InvalidInput("empty upload: no bytes received")
+        expected = convert.digest_from_proto(request.expected_digest) if request.HasField("expected_digest") else None
+        if expected is not None and expected.size_bytes != len(data):
+            raise InvalidInput(f"received {len(data)} bytes but expected_digest.size_bytes is "
+                               f"{expected.size_bytes}; nothing stored")
         result = self._ingest.store(data, expected, still_wanted=context.is_active)
-        return archive_pb2.StoreInstanceResponse(
-            status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
-            series_instance_uid=result.instance.series_instance_uid,
-            study_instance_uid=result.instance.study_instance_uid,
-            digest=convert.digest_to_proto(result.received), message=result.message,
-            patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
-        )
+        return archive_pb2.PutInstanceResponse(outcome=_stored(result))
 
     def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytes, Digest | None]:
         limit = self._limits.max_instance_bytes
