@@ -37,6 +37,9 @@ class Daemon:
         # Metrics on a free port too, so daemons never fight over 9464.
         self.metrics_port_file = data_dir.parent / f"{data_dir.name}.metrics-port"
         self.metrics_port = 0
+        # The DIMSE door, on a free loopback port too.
+        self.dicom_port_file = data_dir.parent / f"{data_dir.name}.dicom-port"
+        self.dicom_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -48,9 +51,11 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> Daemon:
         self.port_file.unlink(missing_ok=True)
         self.metrics_port_file.unlink(missing_ok=True)
+        self.dicom_port_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
                 "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file),
+                "--dicom-listen", "127.0.0.1:0", "--dicom-port-file", str(self.dicom_port_file),
                 "--workers", WORKERS, *self.extra]
         if self.config is not None:
             argv += ["--config", str(self.config)]
@@ -66,6 +71,8 @@ class Daemon:
         self.port = int(self.port_file.read_text())
         if self.metrics_port_file.exists():  # absent when [metrics] enabled = false
             self.metrics_port = int(self.metrics_port_file.read_text())
+        if self.dicom_port_file.exists():  # absent when [dicom] enabled = false
+            self.dicom_port = int(self.dicom_port_file.read_text())
         return self
 
     def client(self, **kwargs: object) -> PacsvaultClient:

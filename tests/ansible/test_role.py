@@ -508,7 +508,8 @@ def _start_daemon(pair: Pair, target: Target) -> int:
                         "HOME=/var/lib/pacsvault", "PATH=/usr/bin:/bin", "/bin/sh", "-c",
                         "cd /var/lib/pacsvault && exec /opt/pacsvault/venv/bin/pacsvaultd"
                         " --config /etc/pacsvault/pacsvault.toml --listen 127.0.0.1:0"
-                        " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"),
+                        " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"
+                        " --dicom-listen 127.0.0.1:0"),
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60

@@ -16,10 +16,17 @@ def test_example_file_lists_every_option_with_its_default() -> None:
     assert config.from_dict(raw) == config.Config()
     # Every section and key of the schema appears in the example.
     for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication", "security",
-                    "audit", "encryption"):
+                    "audit", "encryption", "dicom"):
         fields = set(getattr(config.Config(), section).__dataclass_fields__)
         assert set(raw[section]) == fields, section
     assert set(config.TierConfig.__dataclass_fields__) == set(raw["tiers"][0])
+    # The list sections' entries, shown as comments, name every field of their tables.
+    text = config.EXAMPLE_CONFIG.read_text()
+    for table, cls in (("dicom.calling_aes", config.CallingAeConfig),
+                       ("dicom.destinations", config.DicomDestinationConfig)):
+        block = text.split(f"#   [[{table}]]\n", 1)[1].split("\n" + table.split(".")[1], 1)[0]
+        shown = {line.removeprefix("#").split("=")[0].strip() for line in block.splitlines()}
+        assert shown == set(cls.__dataclass_fields__), table
 
 
 def test_the_keyring_defaults_to_beside_the_data_dir_and_never_inside_it(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ class Supervisor:
     metrics_port_file: Path | None = None
     log_level: str = "INFO"
     reload: Callable[[], Config] | None = None
+    dicom_port_file: Path | None = None
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     _hup: bool = False
@@ -83,6 +84,9 @@ class Supervisor:
         self._lock_fd = lock.inheritable()
         self.run_dir = _fresh_run_dir(data_dir)
         self._reserved, self.port = ports.reserve(self.config.server.listen)
+        # The DIMSE door's port, shared by the workers exactly like the API's.
+        self._dicom_reserved, self.dicom_port = (ports.reserve(self.config.dicom.listen, "dicom.listen")
+                                                 if self.config.dicom.enabled else (None, 0))
         layout.config_file(self.run_dir).write_text(json.dumps(config_module.to_dict(self.config)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
@@ -93,6 +97,8 @@ class Supervisor:
         finally:
             self._stop_all()
             self._reserved.close()
+            if self._dicom_reserved is not None:
+                self._dicom_reserved.close()
             lock.release()
         log.info("stopped")
         return 0
@@ -117,6 +123,11 @@ class Supervisor:
         if ready.get("metrics_port"):
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen.rpartition(":")[0],
                      ready["metrics_port"])
+        if self.dicom_port:
+            log.info("DICOM (DIMSE) on %s:%d, AE title %s", self.config.dicom.listen.rpartition(":")[0],
+                     self.dicom_port, self.config.dicom.ae_title)
+            if self.dicom_port_file is not None:
+                _write_port_file(self.dicom_port_file, self.dicom_port)
         if self.port_file is not None:
             _write_port_file(self.port_file, self.port)
 
@@ -139,7 +150,7 @@ class Supervisor:
 
     def _send_orders(self, child: Child) -> None:
         spec = {"config": config_module.to_dict(self.config), "run_dir": str(self.run_dir), "index": child.index,
-                "port": self.port, "log_level": self.log_level}
+                "port": self.port, "dicom_port": self.dicom_port, "log_level": self.log_level}
         assert child.proc.stdin is not None
         try:
             child.proc.stdin.write(json.dumps(spec).encode())

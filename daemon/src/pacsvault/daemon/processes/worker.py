@@ -21,9 +21,16 @@ from pathlib import Path
 
 from pacsvault.daemon import __version__
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.dimse import server as dimse_server
+from pacsvault.daemon.dimse.commitment import CommitmentScp
+from pacsvault.daemon.dimse.find import FindScp
+from pacsvault.daemon.dimse.guard import Guard
+from pacsvault.daemon.dimse.retrieve import RetrieveScp
+from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
 from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
@@ -42,7 +49,7 @@ from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import ScopeGuard
-from pacsvault.daemon.server import Registration, Served, create_server
+from pacsvault.daemon.server import Registration, Served, create_server, principal_resolver
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
@@ -157,6 +164,22 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                        deletion, requests, credentials, back_office, locks, bell, services)
 
 
+def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
+    """The DIMSE door of this serving process, on the DICOM port the supervisor reserved."""
+    config = parts.config
+    guard = Guard(config, principal_resolver(config, parts.credentials), parts.audit)
+    tls = dimse_server.tls_files(config)
+    commitments = Commitments(parts.index, parts.catalog, config.dicom.commit_after_replication,
+                              config.dicom.commitment_timeout_s)
+    handlers = dimse_server.evt_handlers(
+        guard, StoreScp(guard, parts.ingest),
+        FindScp(guard, parts.search, config.limits.max_page_size, config.dicom.ae_title),
+        RetrieveScp(guard, parts.retrieval, parts.search, {d.name: d for d in config.dicom.destinations},
+                    tls.client if tls else None),
+        CommitmentScp(guard, commitments, parts.index, config.dicom.ae_title))
+    return dimse_server.serve(config, port, handlers, tls)
+
+
 def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]
     def alert(reason: str, instance: InstanceRecord) -> None:
         if audit is None:
@@ -226,6 +249,7 @@ def main() -> int:
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
                                parts.audit, [rpc_metrics_interceptor()], share_port=True)
+        dicom = open_dimse_door(parts, spec.dicom_port) if spec.dicom_port else None
     except ConfigError as exc:
         child.report(error=f"configuration error: {exc}", exit=2)
         return 2
@@ -241,6 +265,8 @@ def main() -> int:
     child.report(ready=True, port=served.port)
     log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
     stop.wait()
+    if dicom is not None:
+        dicom.shutdown(config.server.shutdown_grace_s)
     served.shutdown(config.server.shutdown_grace_s)
     housekeeping.stop()
     parts.close()

@@ -78,13 +78,26 @@ class PrincipalResolver:
         auth = context.auth_context()
         if auth.get("transport_security_type", [b""])[0] != b"ssl":
             return None
-        certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
+        return self._unrevoked(auth.get("x509_pem_cert", [b""])[0])
+
+    def _unrevoked(self, pem: bytes) -> ClientCertificate:
+        certificate = _parsed(pem)
         if certificate is None:  # the TLS listener requires a certificate: not expected
             raise Unauthenticated("no client certificate")
         if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
                                                                                    certificate.serial):
             raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
         return certificate
+
+    def resolve_certificate(self, pem: bytes | None) -> Principal:
+        """The principal of a connection that carries no token (the DIMSE door): the holder of the
+        client certificate TLS verified (PEM), by the same rules as a gRPC call; None is a plaintext
+        connection, which only a loopback listener takes: the local principal."""
+        if pem is None:
+            return self._with_break_glass(self._loopback)
+        certificate = self._unrevoked(pem)
+        return self._with_break_glass(dataclasses.replace(self._certificate_principal(certificate),
+                                                          certificate=certificate))
 
     def _certificate_principal(self, certificate: ClientCertificate) -> Principal:
         roles = self._by_identity.get(certificate.identity) if certificate.identity else None
