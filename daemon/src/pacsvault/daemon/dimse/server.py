@@ -78,6 +78,27 @@ def add_supported_contexts(ae: Any) -> None:
     ae.add_supported_context(StorageCommitmentPushModel, TRANSFER_SYNTAXES[:4])
 
 
+def prefer_the_requestors_order(event: Any) -> None:
+    """EVT_REQUESTED: where one presentation context offers several transfer syntaxes, accept the
+    one the requestor lists first (pynetdicom would take the acceptor's first).
+
+    A C-GET requestor (getscu) offers, per storage SOP class, its preferred syntax and then the
+    uncompressed ones; stored JPEG 2000 can only go back in JPEG 2000, so its preference must win.
+    """
+    assoc = event.assoc
+    wanted: dict[str, list[str]] = {}
+    for proposed in assoc.requestor.primitive.presentation_context_definition_list:
+        wanted.setdefault(proposed.abstract_syntax, list(proposed.transfer_syntax))
+    contexts = []
+    for context in assoc.acceptor.supported_contexts:
+        first = wanted.get(context.abstract_syntax)
+        if first:
+            ours = list(context.transfer_syntax)
+            context.transfer_syntax = [ts for ts in first if ts in ours] + [ts for ts in ours if ts not in first]
+        contexts.append(context)
+    assoc.acceptor.supported_contexts = contexts
+
+
 class TlsFiles:
     """TLS contexts from the [security] files, made again when the files change."""
 
@@ -214,6 +235,7 @@ def tls_files(config: Config) -> TlsFiles | None:
 
 
 def evt_handlers(guard: Any, store: Any, find: Any, retrieve: Any, commitment: Any) -> list[tuple[Any, Any]]:
-    return [(evt.EVT_REQUESTED, guard.on_requested), (evt.EVT_C_ECHO, store.on_echo),
+    return [(evt.EVT_REQUESTED, prefer_the_requestors_order), (evt.EVT_REQUESTED, guard.on_requested),
+            (evt.EVT_C_ECHO, store.on_echo),
             (evt.EVT_C_STORE, store.on_store), (evt.EVT_C_FIND, find.on_find), (evt.EVT_C_GET, retrieve.on_get),
             (evt.EVT_C_MOVE, retrieve.on_move), (evt.EVT_N_ACTION, commitment.on_action)]
