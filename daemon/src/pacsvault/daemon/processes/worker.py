@@ -29,6 +29,7 @@ from pacsvault.daemon.dimse import server as dimse_server
 from pacsvault.daemon.dimse.commitment import CommitmentScp
 from pacsvault.daemon.dimse.find import FindScp
 from pacsvault.daemon.dimse.guard import Guard
+from pacsvault.daemon.dimse.limits import Limits
 from pacsvault.daemon.dimse.retrieve import RetrieveScp
 from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
@@ -172,7 +173,7 @@ def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
     commitments = Commitments(parts.index, parts.catalog, config.dicom.commit_after_replication,
                               config.dicom.commitment_timeout_s)
     handlers = dimse_server.evt_handlers(
-        guard, StoreScp(guard, parts.ingest),
+        Limits(config.dicom.max_pdu_bytes, config.limits.max_instance_bytes), guard, StoreScp(guard, parts.ingest),
         FindScp(guard, parts.search, config.limits.max_page_size, config.dicom.ae_title),
         RetrieveScp(guard, parts.retrieval, parts.search, {d.name: d for d in config.dicom.destinations},
                     tls.client if tls else None),
