@@ -92,3 +92,31 @@ def test_loopback_detection() -> None:
     assert config.listen_is_loopback("localhost:1")
     assert not config.listen_is_loopback("0.0.0.0:1")
     assert not config.listen_is_loopback("10.1.2.3:1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"dicom": {"listen": "0.0.0.0:11112"}}, "dicom.listen"),
+        ({"dicom": {"ae_title": "A" * 17}}, "dicom.ae_title"),
+        ({"dicom": {"ae_title": "BACK\\SLASH"}}, "dicom.ae_title"),
+        ({"dicom": {"calling_aes": [{"ae_title": "CT", "identity": "spiffe://pacsvault/client/ct"}]}},
+         "dicom.calling_aes[0].identity"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "192.0.2.7", "port": 104}]}}, "dicom.destinations[0]"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "127.0.0.1", "port": 0}]}}, "dicom.destinations[0].port"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "127.0.0.1", "port": 104},
+                                     {"name": "WS", "host": "127.0.0.1", "port": 105}]}}, "dicom.destinations[1].name"),
+        ({"dicom": {"commit_after_replication": True}}, "dicom.commit_after_replication"),
+        ({"dicom": {"idle_timeout_s": 0}}, "dicom.idle_timeout_s"),
+        ({"dicom": {"max_pdu_bytes": 1000}}, "dicom.max_pdu_bytes"),
+    ],
+)
+def test_dicom_errors_name_the_key(raw: dict, named: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        config.from_dict(raw)
+
+
+def test_the_dicom_door_may_be_off_and_then_listen_anywhere() -> None:
+    off = config.from_dict({"dicom": {"enabled": False, "listen": "0.0.0.0:104"}})
+    assert not off.dicom.enabled
+    assert config.Config().with_overrides(dicom_listen="127.0.0.1:0").dicom.listen == "127.0.0.1:0"

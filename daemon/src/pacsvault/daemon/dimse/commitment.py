@@ -27,6 +27,7 @@ from pacsvault.daemon.commitment import Commitments, Verdict
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.dimse import status
 from pacsvault.daemon.dimse.guard import ARCHIVE, Guard
+from pacsvault.daemon.dimse.server import configure_pynetdicom
 from pacsvault.daemon.errors import InvalidInput
 from pacsvault.daemon.index import commitments as repository
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -42,6 +43,12 @@ ACTION = "StorageCommitment"
 _NO_SUCH_ACTION, _INVALID_INSTANCE, _MISSING_ATTRIBUTE, _INVALID_ATTRIBUTE = 0x0123, 0x0117, 0x0120, 0x0106
 _POLL_S = 0.5
 _LEASE_S = 30.0
+# Many requesters release the association right after the N-ACTION's response: give them this long
+# to do so before reporting on it (a report crossing their A-RELEASE-RQ is ignored), and wait at most
+# _ANSWER_WAIT_S for the requester to acknowledge a report sent there; otherwise the back office
+# reports on a new association.
+_RELEASE_GRACE_S = 0.5
+_ANSWER_WAIT_S = 10.0
 
 
 class CommitmentScp:
@@ -83,13 +90,14 @@ class CommitmentScp:
     def _report_here(self, assoc: Any, transaction_uid: str) -> None:
         """Reports on the requester's association while it is open; otherwise leaves it to the back office."""
         owner = f"worker-{os.getpid()}-{id(assoc)}"
+        time.sleep(_RELEASE_GRACE_S)
         try:
             while True:
                 record = repository.claim(self._index, transaction_uid, owner, time.time(), _LEASE_S)
                 if record is None:
                     return
                 verdict = self._commitments.judge(record)
-                if verdict.final and assoc.is_established and deliver(assoc, record, verdict, self._ae_title):
+                if verdict.final and assoc.is_established and _deliver_here(assoc, record, verdict, self._ae_title):
                     repository.finish(self._index, transaction_uid)
                     return
                 if verdict.final or not assoc.is_established:
@@ -98,6 +106,16 @@ class CommitmentScp:
                 time.sleep(_POLL_S)
         except Exception:  # noqa: BLE001 - the back office delivers it once the claim runs out
             log.exception("Storage Commitment %s: report on the same association failed", transaction_uid)
+
+
+def _deliver_here(assoc: Any, record: CommitmentRecord, verdict: Verdict, ae_title: str) -> bool:
+    """``deliver`` on the requester's own association, waiting for its answer at most _ANSWER_WAIT_S."""
+    usual = assoc.dimse_timeout
+    assoc.dimse_timeout = _ANSWER_WAIT_S
+    try:
+        return deliver(assoc, record, verdict, ae_title)
+    finally:
+        assoc.dimse_timeout = usual
 
 
 def report_dataset(record: CommitmentRecord, verdict: Verdict, ae_title: str) -> tuple[Dataset, int]:
@@ -142,6 +160,7 @@ class CommitmentReporter:
         self._dicom, self._index, self._commitments = config.dicom, index, commitments
         self._destinations = {d.name: d for d in config.dicom.destinations}
         self._client_tls, self._clock = client_tls, clock
+        configure_pynetdicom()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commitment-reporter", daemon=True)
 
