@@ -196,6 +196,16 @@ def test_getscu_brings_every_series_back_byte_identical(site: Site) -> None:
 
 
 def test_every_dimse_request_is_in_the_audit_trail_as_its_grpc_method(site: Site) -> None:
+    made = site.corpus[0]
+    dcmtk.find(site.port, STUDY_ROOT, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": made.study_instance_uid},
+               site.work / "find-audit")
+    for level, key, value in (("SERIES", "SeriesInstanceUID", made.series_instance_uid),
+                              ("STUDY", "StudyInstanceUID", made.study_instance_uid)):
+        mover = ("movescu", "-aem", "DEST") if level == "STUDY" else ("getscu", "-od", str(site.work / "get-audit"))
+        (site.work / "get-audit").mkdir(exist_ok=True)
+        dcmtk.run(mover[0], STUDY_ROOT, *mover[1:], "-aec", "PACSVAULT", "-k", f"QueryRetrieveLevel={level}",
+                  "-k", f"StudyInstanceUID={made.study_instance_uid}", "-k", f"{key}={value}",
+                  "127.0.0.1", str(site.port))
     with PacsvaultClient(site.daemon.target) as client:
         records = [r for r in client.audit_query() if r.get("door") == "dimse"]
     stores = [r for r in records if r["action"] == "StoreInstance" and r["phase"] == "end"]

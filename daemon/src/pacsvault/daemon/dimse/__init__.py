@@ -11,6 +11,7 @@ writes. Nothing here touches blobs or the index directly.
 
     server.py      the association server: shared port, TLS, timeouts, presentation contexts
     guard.py       who is calling (calling AE, certificate), authorization, audit records
+    connection.py  each connection's socket: bounded PDUs and data sets, prompt ACKs
     status.py      the one mapping from the daemon's errors to DIMSE statuses
     store.py       C-STORE SCP (and C-ECHO)
     find.py        C-FIND SCP: identifiers to queries, matches to identifiers

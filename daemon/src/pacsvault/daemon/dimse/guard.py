@@ -44,8 +44,9 @@ ARCHIVE = "/pacsvault.v1.ArchiveService/"
 ECHO = "/grpc.health.v1.Health/Check"
 # The action of a refused association (no request was made yet).
 ASSOCIATION = "DicomAssociation"
-# A-ASSOCIATE-RJ: rejected permanent, by the service user; no reason given / calling AE title not recognised.
-_REJECT_PERMANENT, _SERVICE_USER, _NO_REASON, _CALLING_AE_UNKNOWN = 0x01, 0x01, 0x01, 0x03
+# A-ASSOCIATE-RJ: rejected permanent / transient, by the service user; no reason given / calling AE title
+# not recognised.
+_REJECT_PERMANENT, _REJECT_TRANSIENT, _SERVICE_USER, _NO_REASON, _CALLING_AE_UNKNOWN = 0x01, 0x02, 0x01, 0x01, 0x03
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class Guard:
             self.refused(ASSOCIATION, exc.who or "unidentified", outcome, connection, {})
             reason = _CALLING_AE_UNKNOWN if isinstance(exc, _UnknownCallingAe) else _NO_REASON
             assoc.acse.send_reject(_REJECT_PERMANENT, _SERVICE_USER, reason)
+            assoc.kill()
+            return
+        except Exception:  # noqa: BLE001 - cannot tell who it is (the index unreadable?): fail closed
+            log.exception("DICOM association from %s refused: its caller could not be checked", connection.peer)
+            assoc.acse.send_reject(_REJECT_TRANSIENT, _SERVICE_USER, _NO_REASON)
             assoc.kill()
             return
         self._connections[assoc] = connection

@@ -100,7 +100,7 @@ class RetrieveScp:
             return
         what = _audited(level, uids) | ({"destination": destination_ae} if destination_ae is not None else {})
         issuer = str(identifier.get("IssuerOfPatientID", "") or "").strip()
-        sent = 0
+        sent, counted = 0, False
         try:
             with self._guard.call(event.assoc, METHODS[level], what, changes=False) as call:
                 members = self._members(level, uids, issuer)
@@ -113,6 +113,7 @@ class RetrieveScp:
                         return
                     yield self._address(destination, members)
                 yield len(members)
+                counted = True
                 call.released()  # the record is written before anything leaves
                 for instance, blob in members:
                     if event.is_cancelled:
@@ -127,10 +128,10 @@ class RetrieveScp:
             answer = status.query_failure(exc, retrieve=True)
             log.warning("%s refused with 0x%04X: %s", "C-MOVE" if destination_ae is not None else "C-GET",
                         answer.Status, exc)
-            if not sent:
-                yield from self._refuse(destination_ae, answer)
+            if counted:
+                yield answer, None  # ends the request; pynetdicom counts what is left as failed
             else:
-                yield answer, None
+                yield from self._refuse(destination_ae, answer)
 
     def _refuse(self, destination_ae: str | None, answer: Dataset) -> Iterator[Any]:
         """A failure before any sub-operation. The handler protocol wants a destination and a count

@@ -234,9 +234,9 @@ def tls_files(config: Config) -> TlsFiles | None:
     return files
 
 
-def evt_handlers(limits: Any, guard: Any, store: Any, find: Any, retrieve: Any,
+def evt_handlers(connections: Any, guard: Any, store: Any, find: Any, retrieve: Any,
                  commitment: Any) -> list[tuple[Any, Any]]:
-    return [(evt.EVT_CONN_OPEN, limits.on_conn_open), (evt.EVT_PDU_RECV, limits.on_pdu_recv),
+    return [(evt.EVT_CONN_OPEN, connections.on_conn_open), (evt.EVT_PDU_RECV, connections.on_pdu_recv),
             (evt.EVT_REQUESTED, prefer_the_requestors_order), (evt.EVT_REQUESTED, guard.on_requested),
             (evt.EVT_C_ECHO, store.on_echo),
             (evt.EVT_C_STORE, store.on_store), (evt.EVT_C_FIND, find.on_find), (evt.EVT_C_GET, retrieve.on_get),

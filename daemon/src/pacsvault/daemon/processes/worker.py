@@ -29,7 +29,7 @@ from pacsvault.daemon.dimse import server as dimse_server
 from pacsvault.daemon.dimse.commitment import CommitmentScp
 from pacsvault.daemon.dimse.find import FindScp
 from pacsvault.daemon.dimse.guard import Guard
-from pacsvault.daemon.dimse.limits import Limits
+from pacsvault.daemon.dimse.connection import ConnectionPolicy
 from pacsvault.daemon.dimse.retrieve import RetrieveScp
 from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
@@ -173,7 +173,7 @@ def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
     commitments = Commitments(parts.index, parts.catalog, config.dicom.commit_after_replication,
                               config.dicom.commitment_timeout_s)
     handlers = dimse_server.evt_handlers(
-        Limits(config.dicom.max_pdu_bytes, config.limits.max_instance_bytes), guard, StoreScp(guard, parts.ingest),
+        ConnectionPolicy(config.dicom.max_pdu_bytes, config.limits.max_instance_bytes), guard, StoreScp(guard, parts.ingest),
         FindScp(guard, parts.search, config.limits.max_page_size, config.dicom.ae_title),
         RetrieveScp(guard, parts.retrieval, parts.search, {d.name: d for d in config.dicom.destinations},
                     tls.client if tls else None),
@@ -266,9 +266,13 @@ def main() -> int:
     child.report(ready=True, port=served.port)
     log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
     stop.wait()
-    if dicom is not None:
-        dicom.shutdown(config.server.shutdown_grace_s)
+    # Both doors drain at once: the grace period is the same for the whole process.
+    draining = threading.Thread(target=dicom.shutdown, args=(config.server.shutdown_grace_s,)) if dicom else None
+    if draining is not None:
+        draining.start()
     served.shutdown(config.server.shutdown_grace_s)
+    if draining is not None:
+        draining.join()
     housekeeping.stop()
     parts.close()
     return 0
