@@ -75,7 +75,6 @@ class Call:
 
 class Guard:
     def __init__(self, config: Config, resolver: PrincipalResolver, trail: AuditTrail | None) -> None:
-        self._tls = config.security.tls
         self._titles = {c.ae_title: c.identity for c in config.dicom.calling_aes}
         self._resolver, self._trail = resolver, trail
         self._flush_before_read = config.audit.flush_before_read
