@@ -215,13 +215,25 @@ def _build_shim(work_dir: Path) -> Path:
     return lib
 
 
+def with_dicom(config: dict, dicom_port: int) -> dict:
+    """Orthanc's C-STORE SCP on (loopback, through the shim) ``dicom_port``, AE title ORTHANC: every storage
+    SOP class and transfer syntax accepted (its defaults), any calling AE, PDUs as large as dcmtk sends."""
+    return {**config, "DicomServerEnabled": True, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
+            "DicomCheckCalledAet": False, "DicomCheckModalityHost": False, "DicomAlwaysAllowStore": True,
+            "MaximumPduLength": 131072, "DicomThreadsCount": 4}
+
+
 @contextmanager
-def running_orthanc(work_dir: Path, version: str, extra: dict | None = None) -> Iterator[Orthanc]:
-    """``extra``: config keys over the bench's (the DICOMweb plugin for bench/dicomweb.py)."""
+def running_orthanc(work_dir: Path, version: str, extra: dict | None = None,
+                    dicom_port: int | None = None) -> Iterator[Orthanc]:
+    """Orthanc on loopback. ``extra``: config keys over the bench's (the DICOMweb plugin for
+    bench/dicomweb.py); with ``dicom_port`` its DICOM server too (see ``with_dicom``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "tmp").mkdir(exist_ok=True)
     port = free_port()
     config = bench_config(work_dir, port, extra)
+    if dicom_port is not None:
+        config = with_dicom(config, dicom_port)
     config_path = work_dir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log_path = work_dir / "orthanc.log"

@@ -40,6 +40,9 @@ class Daemon:
         # DICOMweb on a free port too (the default 8080 would be shared by every daemon).
         self.web_port_file = data_dir.parent / f"{data_dir.name}.web-port"
         self.web_port = 0
+        # The DIMSE door, on a free loopback port too.
+        self.dicom_port_file = data_dir.parent / f"{data_dir.name}.dicom-port"
+        self.dicom_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -52,10 +55,12 @@ class Daemon:
         self.port_file.unlink(missing_ok=True)
         self.metrics_port_file.unlink(missing_ok=True)
         self.web_port_file.unlink(missing_ok=True)
+        self.dicom_port_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
                 "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file),
                 "--web-listen", "127.0.0.1:0", "--web-port-file", str(self.web_port_file),
+                "--dicom-listen", "127.0.0.1:0", "--dicom-port-file", str(self.dicom_port_file),
                 "--workers", WORKERS, *self.extra]
         if self.config is not None:
             argv += ["--config", str(self.config)]
@@ -73,6 +78,8 @@ class Daemon:
             self.metrics_port = int(self.metrics_port_file.read_text())
         if self.web_port_file.exists():  # absent when [web] enabled = false
             self.web_port = int(self.web_port_file.read_text())
+        if self.dicom_port_file.exists():  # absent when [dicom] enabled = false
+            self.dicom_port = int(self.dicom_port_file.read_text())
         return self
 
     @property

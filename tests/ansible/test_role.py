@@ -509,7 +509,7 @@ def _start_daemon(pair: Pair, target: Target) -> int:
                         "cd /var/lib/pacsvault && exec /opt/pacsvault/venv/bin/pacsvaultd"
                         " --config /etc/pacsvault/pacsvault.toml --listen 127.0.0.1:0"
                         " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"
-                        " --web-listen 127.0.0.1:0"),
+                        " --web-listen 127.0.0.1:0 --dicom-listen 127.0.0.1:0"),
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60

@@ -16,10 +16,17 @@ def test_example_file_lists_every_option_with_its_default() -> None:
     assert config.from_dict(raw) == config.Config()
     # Every section and key of the schema appears in the example.
     for section in ("server", "index", "storage", "limits", "tiering", "health", "metrics", "replication", "security",
-                    "audit", "encryption"):
+                    "audit", "encryption", "dicom"):
         fields = set(getattr(config.Config(), section).__dataclass_fields__)
         assert set(raw[section]) == fields, section
     assert set(config.TierConfig.__dataclass_fields__) == set(raw["tiers"][0])
+    # The list sections' entries, shown as comments, name every field of their tables.
+    text = config.EXAMPLE_CONFIG.read_text()
+    for table, cls in (("dicom.calling_aes", config.CallingAeConfig),
+                       ("dicom.destinations", config.DicomDestinationConfig)):
+        block = text.split(f"#   [[{table}]]\n", 1)[1].split("\n" + table.split(".")[1], 1)[0]
+        shown = {line.removeprefix("#").split("=")[0].strip() for line in block.splitlines()}
+        assert shown == set(cls.__dataclass_fields__), table
 
 
 def test_the_keyring_defaults_to_beside_the_data_dir_and_never_inside_it(tmp_path: Path) -> None:
@@ -85,3 +92,31 @@ def test_loopback_detection() -> None:
     assert config.listen_is_loopback("localhost:1")
     assert not config.listen_is_loopback("0.0.0.0:1")
     assert not config.listen_is_loopback("10.1.2.3:1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"dicom": {"listen": "0.0.0.0:11112"}}, "dicom.listen"),
+        ({"dicom": {"ae_title": "A" * 17}}, "dicom.ae_title"),
+        ({"dicom": {"ae_title": "BACK\\SLASH"}}, "dicom.ae_title"),
+        ({"dicom": {"calling_aes": [{"ae_title": "CT", "identity": "spiffe://pacsvault/client/ct"}]}},
+         "dicom.calling_aes[0].identity"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "192.0.2.7", "port": 104}]}}, "dicom.destinations[0]"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "127.0.0.1", "port": 0}]}}, "dicom.destinations[0].port"),
+        ({"dicom": {"destinations": [{"name": "WS", "host": "127.0.0.1", "port": 104},
+                                     {"name": "WS", "host": "127.0.0.1", "port": 105}]}}, "dicom.destinations[1].name"),
+        ({"dicom": {"commit_after_replication": True}}, "dicom.commit_after_replication"),
+        ({"dicom": {"idle_timeout_s": 0}}, "dicom.idle_timeout_s"),
+        ({"dicom": {"max_pdu_bytes": 1000}}, "dicom.max_pdu_bytes"),
+    ],
+)
+def test_dicom_errors_name_the_key(raw: dict, named: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        config.from_dict(raw)
+
+
+def test_the_dicom_door_may_be_off_and_then_listen_anywhere() -> None:
+    off = config.from_dict({"dicom": {"enabled": False, "listen": "0.0.0.0:104"}})
+    assert not off.dicom.enabled
+    assert config.Config().with_overrides(dicom_listen="127.0.0.1:0").dicom.listen == "127.0.0.1:0"

@@ -248,6 +248,49 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class CallingAeConfig:
+    # A modality's or viewer's AE title and the principal (an identity of security.principals,
+    # whose roles it gets) it acts as. Off loopback the title is accepted only together with
+    # that principal's client certificate.
+    ae_title: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class DicomDestinationConfig:
+    # An AE pacsvault connects to: C-MOVE's Move Destination, and where a Storage Commitment
+    # report goes when the requesting association has closed (the calling AE's title).
+    name: str
+    host: str
+    port: int
+    # DICOM TLS (PS3.15 B.1) with this appliance's certificate (security.tls_cert_file), the
+    # destination's checked against security.client_ca_file. Required off loopback.
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    # The DIMSE door: C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, Storage Commitment.
+    enabled: bool = True
+    listen: str = "127.0.0.1:11112"
+    ae_title: str = "PACSVAULT"
+    calling_aes: tuple[CallingAeConfig, ...] = ()
+    destinations: tuple[DicomDestinationConfig, ...] = ()
+    # An association with no traffic for this long is aborted (and a connection that
+    # never completes its TLS handshake or association request is closed).
+    idle_timeout_s: float = 60.0
+    # Associations each serving process accepts at once; more are rejected (transient).
+    max_associations: int = 16
+    # Largest PDU we receive (the sender cuts datasets into PDUs of at most this size).
+    max_pdu_bytes: int = 1024 * 1024
+    # Storage Commitment: report an instance committed only once the peer appliance holds
+    # it too (needs replication.enabled); a reference still not replicated after
+    # commitment_timeout_s is reported failed, so the modality keeps its copy.
+    commit_after_replication: bool = False
+    commitment_timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "pacsvault-data"
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -262,6 +305,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
@@ -277,10 +321,12 @@ class Config:
 
     def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
                        metrics_listen: str | None = None, workers: int | None = None,
-                       web_listen: str | None = None) -> Config:
+                       web_listen: str | None = None, dicom_listen: str | None = None) -> Config:
         new = self
         if web_listen is not None:
             new = dataclasses.replace(new, web=dataclasses.replace(new.web, listen=web_listen))
+        if dicom_listen is not None:
+            new = dataclasses.replace(new, dicom=dataclasses.replace(new.dicom, listen=dicom_listen))
         if listen is not None:
             new = dataclasses.replace(new, server=dataclasses.replace(new.server, listen=listen))
         if workers is not None:
@@ -401,6 +447,7 @@ def validate(config: Config) -> None:
     _check_audit_repositories(config)
     _check_encryption(config)
     _check_health(config.health)
+    _check_dicom(config)
     _check_listen(config.metrics.listen, "metrics.listen")
     _check_web(config)
     if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
@@ -421,6 +468,72 @@ def _check_web(config: Config) -> None:
         raise ConfigError(f"web.listen {web.listen!r} is off loopback: set security.tls_cert_file, "
                           "security.tls_key_file and security.client_ca_file (HTTPS with client certificates, "
                           "as the API)")
+
+
+def _check_dicom(config: Config) -> None:
+    dicom = config.dicom
+    _check_listen(dicom.listen, "dicom.listen")
+    if dicom.enabled and not config.security.tls and not listen_is_loopback(dicom.listen):
+        raise ConfigError(f"dicom.listen {dicom.listen!r} is off loopback: set security.tls_cert_file, "
+                          "security.tls_key_file and security.client_ca_file (DICOM TLS, PS3.15 B.1; patient "
+                          "data never crosses a network in clear text)")
+    check_ae_title("dicom.ae_title", dicom.ae_title)
+    identities = {p.identity for p in config.security.principals}
+    seen: set[str] = set()
+    for i, calling in enumerate(dicom.calling_aes):
+        where = f"dicom.calling_aes[{i}]"
+        check_ae_title(f"{where}.ae_title", calling.ae_title)
+        if calling.ae_title in seen:
+            raise ConfigError(f"{where}.ae_title: {calling.ae_title!r} is listed twice")
+        seen.add(calling.ae_title)
+        if calling.identity not in identities:
+            raise ConfigError(f"{where}.identity: {calling.identity!r} is not in security.principals, so it "
+                              "holds no roles")
+    _check_destinations(config)
+    for key in ("idle_timeout_s", "commitment_timeout_s"):
+        if getattr(dicom, key) <= 0:
+            raise ConfigError(f"dicom.{key} must be positive")
+    if not 1 <= dicom.max_associations <= 1024:
+        raise ConfigError("dicom.max_associations must be between 1 and 1024")
+    if not 16 * 1024 <= dicom.max_pdu_bytes <= 64 * 1024 * 1024:
+        raise ConfigError("dicom.max_pdu_bytes must be between 16384 and 67108864")
+    if dicom.commit_after_replication and not config.replication.enabled:
+        raise ConfigError("dicom.commit_after_replication needs replication.enabled: without a peer nothing "
+                          "would ever be committed")
+
+
+def _check_destinations(config: Config) -> None:
+    names: set[str] = set()
+    for i, destination in enumerate(config.dicom.destinations):
+        where = f"dicom.destinations[{i}]"
+        check_ae_title(f"{where}.name", destination.name)
+        if destination.name in names:
+            raise ConfigError(f"{where}.name: {destination.name!r} is listed twice")
+        names.add(destination.name)
+        _host_port(f"{where}.host", f"{destination.host}:{destination.port}")
+        if not 1 <= destination.port <= 65535:
+            raise ConfigError(f"{where}.port must be between 1 and 65535")
+        if destination.tls and not config.security.tls:
+            raise ConfigError(f"{where}.tls needs security.tls_cert_file, tls_key_file and client_ca_file")
+        if not destination.tls and not _host_is_loopback(destination.host):
+            raise ConfigError(f"{where}: {destination.host} is off loopback: set tls = true (patient data never "
+                              "crosses a network in clear text)")
+
+
+def check_ae_title(key: str, value: str) -> None:
+    """An AE title (PS3.5 AE): 1-16 printable ASCII characters, no backslash, not only spaces."""
+    if not value.strip() or len(value) > 16 or any(not 0x20 <= ord(c) <= 0x7E or c == "\\" for c in value):
+        raise ConfigError(f"{key}: {value!r} is not an AE title (1-16 printable ASCII characters, no backslash)")
+
+
+def _host_is_loopback(host: str) -> bool:
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_encryption(config: Config) -> None:

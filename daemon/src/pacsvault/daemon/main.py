@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override web.listen: DICOMweb and the share page (port 0 picks a free port)")
     parser.add_argument("--web-port-file", type=Path,
                         help="write the bound DICOMweb port here (before --port-file is written)")
+    parser.add_argument("--dicom-listen", metavar="HOST:PORT",
+                        help="override dicom.listen, the DIMSE door (port 0 picks a free port)")
+    parser.add_argument("--dicom-port-file", type=Path,
+                        help="write the bound DICOM port here (before --port-file is written)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--collect-hardware", type=Path, metavar="DIR",
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def load() -> config_module.Config:
         return config_module.load(args.config).with_overrides(
             listen=args.listen, data_dir=args.data_dir, metrics_listen=args.metrics_listen, workers=args.workers,
-            web_listen=args.web_listen)
+            web_listen=args.web_listen, dicom_listen=args.dicom_listen)
 
     try:
         config = load()
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return collect_hardware(config, args.collect_hardware)
     try:
         return Supervisor(config, args.port_file, args.metrics_port_file, args.log_level, load,
-                          web_port_file=args.web_port_file).run()
+                          web_port_file=args.web_port_file, dicom_port_file=args.dicom_port_file).run()
     except StartFailed as exc:
         print(f"pacsvaultd: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -66,6 +66,7 @@ DATABASES = {
     "audit_checkpoints": "peer appliance name NUL sequence (8 bytes big-endian) -> its signed checkpoint JSON",
     "promotions": "StudyInstanceUID -> when it was asked for (8-byte big-endian double): the mover brings it up",
     "rewrap_pending": "digest function byte + digest -> '': sealed under a key version older than the active one",
+    "commitments": "Transaction UID -> CommitmentRecord: a DICOM Storage Commitment request not yet reported",
 }
 
 # (value, purpose) -> TAG_BYTES; ApplianceKeys.index_tag, or plain_tag with encryption off.

@@ -26,9 +26,12 @@ from pacsvault.daemon.appliance_health import ApplianceHealthReport
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.dimse.commitment import CommitmentReporter
+from pacsvault.daemon.dimse.server import tls_files
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.health import HealthMonitor, build_monitor
@@ -82,8 +85,12 @@ class BackOfficeParts:
     atna: AtnaScheduler
     internal: grpc.Server
     volume_locks: list[DataDirLock] = field(default_factory=list)
+    # Storage Commitment reports whose requester closed its association (the DIMSE door).
+    commitment_reporter: CommitmentReporter | None = None
 
     def close(self) -> None:
+        if self.commitment_reporter is not None:
+            self.commitment_reporter.stop()
         for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop):
             step()
         if self.replication is not None:
@@ -141,9 +148,15 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
          ReplicationStatusServicer(replication, lambda: _reseed(index, bell))),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),
     ])
+    reporter = None
+    if config.dicom.enabled:
+        tls = tls_files(config)
+        reporter = CommitmentReporter(config, index, Commitments(
+            index, catalog, config.dicom.commit_after_replication, config.dicom.commitment_timeout_s, clock),
+            tls.client if tls else None, clock)
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal, volume_locks)
+                           build_scheduler(config, audit), internal, volume_locks, reporter)
 
 
 def _refreshed(store: TieredBlobStore) -> list[Volume]:
@@ -200,6 +213,8 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     parts.atna.start()
     if parts.replication is not None:
         parts.replication.start()
+    if parts.commitment_reporter is not None:
+        parts.commitment_reporter.start()
     return metrics_server
 
 

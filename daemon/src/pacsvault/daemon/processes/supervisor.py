@@ -72,6 +72,8 @@ class Supervisor:
     reload: Callable[[], Config] | None = None
     web_port_file: Path | None = None
     web_port: int = 0
+    dicom_port_file: Path | None = None
+    dicom_port: int = 0
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     _hup: bool = False
@@ -87,9 +89,14 @@ class Supervisor:
         self._lock_fd = lock.inheritable()
         self.run_dir = _fresh_run_dir(data_dir)
         self._reserved, self.port = ports.reserve(self.config.server.listen)
-        web_reserved = None
+        # The doors' ports are shared by the workers exactly like the API's.
+        doors = []
         if self.config.web.enabled:
             web_reserved, self.web_port = ports.reserve(self.config.web.listen, "web.listen")
+            doors.append(web_reserved)
+        if self.config.dicom.enabled:
+            dicom_reserved, self.dicom_port = ports.reserve(self.config.dicom.listen, "dicom.listen")
+            doors.append(dicom_reserved)
         layout.config_file(self.run_dir).write_text(json.dumps(config_module.to_dict(self.config)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
@@ -99,9 +106,8 @@ class Supervisor:
             self._watch()
         finally:
             self._stop_all()
-            self._reserved.close()
-            if web_reserved is not None:
-                web_reserved.close()
+            for reserved in (self._reserved, *doors):
+                reserved.close()
             lock.release()
         log.info("stopped")
         return 0
@@ -130,6 +136,11 @@ class Supervisor:
         if ready.get("metrics_port"):
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.listen.rpartition(":")[0],
                      ready["metrics_port"])
+        if self.dicom_port:
+            log.info("DICOM (DIMSE) on %s:%d, AE title %s", self.config.dicom.listen.rpartition(":")[0],
+                     self.dicom_port, self.config.dicom.ae_title)
+            if self.dicom_port_file is not None:
+                _write_port_file(self.dicom_port_file, self.dicom_port)
         if self.port_file is not None:
             _write_port_file(self.port_file, self.port)
 
@@ -152,7 +163,8 @@ class Supervisor:
 
     def _send_orders(self, child: Child) -> None:
         spec = {"config": config_module.to_dict(self.config), "run_dir": str(self.run_dir), "index": child.index,
-                "port": self.port, "web_port": self.web_port, "log_level": self.log_level}
+                "port": self.port, "web_port": self.web_port, "dicom_port": self.dicom_port,
+                "log_level": self.log_level}
         assert child.proc.stdin is not None
         try:
             child.proc.stdin.write(json.dumps(spec).encode())

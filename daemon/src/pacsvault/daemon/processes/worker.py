@@ -21,11 +21,19 @@ from pathlib import Path
 
 from pacsvault.daemon import __version__
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
 from pacsvault.daemon.dicomweb.door import UseCases, start_web_door
 from pacsvault.daemon.dicomweb.links import web_root
+from pacsvault.daemon.dimse import server as dimse_server
+from pacsvault.daemon.dimse.commitment import CommitmentScp
+from pacsvault.daemon.dimse.find import FindScp
+from pacsvault.daemon.dimse.guard import Guard
+from pacsvault.daemon.dimse.connection import ConnectionPolicy
+from pacsvault.daemon.dimse.retrieve import RetrieveScp
+from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
 from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
@@ -163,6 +171,22 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                        deletion, requests, credentials, back_office, locks, bell, services)
 
 
+def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
+    """The DIMSE door of this serving process, on the DICOM port the supervisor reserved."""
+    config = parts.config
+    guard = Guard(config, principal_resolver(config, parts.credentials), parts.audit)
+    tls = dimse_server.tls_files(config)
+    commitments = Commitments(parts.index, parts.catalog, config.dicom.commit_after_replication,
+                              config.dicom.commitment_timeout_s)
+    handlers = dimse_server.evt_handlers(
+        ConnectionPolicy(config.dicom.max_pdu_bytes, config.limits.max_instance_bytes), guard, StoreScp(guard, parts.ingest),
+        FindScp(guard, parts.search, config.limits.max_page_size, config.dicom.ae_title),
+        RetrieveScp(guard, parts.retrieval, parts.search, {d.name: d for d in config.dicom.destinations},
+                    tls.client if tls else None),
+        CommitmentScp(guard, commitments, parts.index, config.dicom.ae_title))
+    return dimse_server.serve(config, port, handlers, tls)
+
+
 def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]
     def alert(reason: str, instance: InstanceRecord) -> None:
         if audit is None:
@@ -235,6 +259,7 @@ def main() -> int:
         web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
                              principal_resolver(config, parts.credentials), parts.audit,
                              spec.web_port) if spec.web_port else None
+        dicom = open_dimse_door(parts, spec.dicom_port) if spec.dicom_port else None
     except ConfigError as exc:
         child.report(error=f"configuration error: {exc}", exit=2)
         return 2
@@ -250,12 +275,18 @@ def main() -> int:
     child.report(ready=True, port=served.port)
     log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
     stop.wait()
-    web_stopping = threading.Thread(target=web.stop, name="dicomweb-stop") if web else None
-    if web_stopping is not None:
-        web_stopping.start()
+    # Every door drains at once: the grace period is the same for the whole process.
+    draining = []
+    if web is not None:
+        draining.append(threading.Thread(target=web.stop, name="dicomweb-stop"))
+    if dicom is not None:
+        draining.append(threading.Thread(target=dicom.shutdown, args=(config.server.shutdown_grace_s,),
+                                         name="dimse-stop"))
+    for thread in draining:
+        thread.start()
     served.shutdown(config.server.shutdown_grace_s)
-    if web_stopping is not None:
-        web_stopping.join()
+    for thread in draining:
+        thread.join()
     housekeeping.stop()
     parts.close()
     return 0

@@ -94,6 +94,13 @@ class PrincipalResolver:
             raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
         return certificate
 
+    def resolve_certificate(self, pem: bytes | None) -> Principal:
+        """The principal of a connection that carries no token (the DIMSE door): the holder of the
+        client certificate TLS verified (PEM), by the same rules as a gRPC call; None is a plaintext
+        connection, which only a loopback listener takes: the local principal."""
+        certificate = None if pem is None else self.checked_certificate(_parsed(pem))
+        return self.resolve_presented("", None, certificate)
+
     def _certificate_principal(self, certificate: ClientCertificate) -> Principal:
         roles = self._by_identity.get(certificate.identity) if certificate.identity else None
         if roles is None:

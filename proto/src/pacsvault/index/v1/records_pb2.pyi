@@ -632,3 +632,77 @@ class BreakGlassGrant(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BreakGlassGrant: _TypeAlias = BreakGlassGrant  # noqa: Y015
+
+@_typing.final
+class CommitmentRecord(_message.Message):
+    """A Storage Commitment request (DICOM N-ACTION) not yet answered by its
+    N-EVENT-REPORT. Kept in the index so that any serving process, or the back
+    office, can answer it after the requesting association closed or the worker
+    that took it died. UIDs and AE titles only: no PHI.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Reference(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SOP_CLASS_UID_FIELD_NUMBER: _builtins.int
+        SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+        sop_class_uid: _builtins.str
+        sop_instance_uid: _builtins.str
+        def __init__(
+            self,
+            *,
+            sop_class_uid: _builtins.str = ...,
+            sop_instance_uid: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["sop_class_uid", b"sop_class_uid", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TRANSACTION_UID_FIELD_NUMBER: _builtins.int
+    CALLING_AE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    CLAIMED_BY_FIELD_NUMBER: _builtins.int
+    CLAIMED_UNTIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    transaction_uid: _builtins.str
+    calling_ae: _builtins.str
+    """The requester's AE title: where a report goes on a new association."""
+    principal: _builtins.str
+    requested_at: _builtins.float
+    claimed_by: _builtins.str
+    """Who is answering it now ("" nobody), until when (a lease, so a dead owner's
+    claim runs out), and when the next try to deliver the report is due.
+    """
+    claimed_until: _builtins.float
+    attempts: _builtins.int
+    next_attempt_at: _builtins.float
+    @_builtins.property
+    def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitmentRecord.Reference]: ...
+    def __init__(
+        self,
+        *,
+        transaction_uid: _builtins.str = ...,
+        calling_ae: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        references: _abc.Iterable[Global___CommitmentRecord.Reference] | None = ...,
+        requested_at: _builtins.float = ...,
+        claimed_by: _builtins.str = ...,
+        claimed_until: _builtins.float = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calling_ae", b"calling_ae", "claimed_by", b"claimed_by", "claimed_until", b"claimed_until", "next_attempt_at", b"next_attempt_at", "principal", b"principal", "references", b"references", "requested_at", b"requested_at", "transaction_uid", b"transaction_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitmentRecord: _TypeAlias = CommitmentRecord  # noqa: Y015
