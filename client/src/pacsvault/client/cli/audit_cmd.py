@@ -26,17 +26,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    """Exit 0 intact, 1 tampered, 2 not verified (the witness could not be asked; nothing found here)."""
     r = client.audit_verify()
+    unverified = not r.intact and r.witness_error and not r.first_bad_record
     if args.json:
         print(json.dumps({"intact": r.intact, "records": r.records, "first_bad_record": r.first_bad_record,
                           "problem": r.problem, "local_checkpoints": r.local_checkpoints,
-                          "witness_checkpoints": r.witness_checkpoints, "witness_error": r.witness_error}))
+                          "witness_checkpoints": r.witness_checkpoints, "witness_error": r.witness_error,
+                          "peer_consulted": r.peer_consulted}))
     elif r.intact:
         print(f"intact: {r.records} records, {r.local_checkpoints} local and {r.witness_checkpoints} witness "
-              "checkpoints agree" + (f" (peer not consulted: {r.witness_error})" if r.witness_error else ""))
+              "checkpoints agree" + ("" if r.peer_consulted else " (this appliance has no witness)"))
+    elif unverified:
+        print(f"NOT VERIFIED: {r.problem}")
     else:
         print(f"TAMPERED: record {r.first_bad_record}: {r.problem}")
-    return 0 if r.intact else 1
+    return 0 if r.intact else 2 if unverified else 1
 
 
 def _epoch(text: str) -> float:

@@ -47,6 +47,7 @@ CredentialRecord = records_pb2.CredentialRecord
 RevocationRecord = records_pb2.RevocationRecord
 BreakGlassGrant = records_pb2.BreakGlassGrant
 StudyMonths = records_pb2.StudyMonths
+WitnessKey = records_pb2.WitnessKey
 
 M = TypeVar("M", bound=Message)
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import grpc
 
 from pacsvault.daemon.appliance_health import ApplianceHealthReport
+from pacsvault.daemon.audit.alerts import AlertSink
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
+from pacsvault.daemon.audit.witness import delivery
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
 from pacsvault.daemon.config import Config
@@ -119,17 +121,13 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     deletion = Deletion(catalog, store, locks, clock=clock)
     bell = DoorbellListener(layout.outbox_bell(run_dir))
     peer = _peer_client(config) if config.replication.enabled else None
-    audit = None
-    if config.audit.enabled:
-        witness = None if peer is None else (
-            lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True)))
-        audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+    audit, alerts = _audit_trail(config, keys, peer, clock)
     replication = None
     if peer is not None:
         replication = ReplicationManager(
             config, index, lambda blob: store.open(address(blob), Location(blob.location.tier,
                                                                            blob.location.volume_id), stored=True),
-            peer, bell.wait, clock)
+            peer, bell.wait, clock, alerts)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: store.volumes)
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None)
@@ -143,6 +141,19 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
                            build_scheduler(config, audit), internal, volume_locks)
+
+
+def _audit_trail(config: Config, keys: ApplianceKeys | None, peer: PeerClient | None,
+                 clock: Callable[[], float]) -> tuple[AuditTrail | None, AlertSink]:
+    """The back office's handle on the trail (it signs the checkpoints and hands them to the witness)."""
+    if not config.audit.enabled:
+        return None, AlertSink(None)
+    # The sink is bound once the trail exists; the witness thread only calls it later.
+    sink = AlertSink(None)
+    witness = None if peer is None else delivery(peer.put_audit_checkpoint, sink)
+    audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+    sink.bind(audit)
+    return audit, sink
 
 
 def _reseed(index: IndexEnvironment, bell: DoorbellListener) -> int:

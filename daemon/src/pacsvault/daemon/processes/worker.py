@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.audit.alerts import AlertSink
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.audit.verification import AuditVerification
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
@@ -151,10 +153,16 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
                                                                                    back_office)),
         (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials)),
-        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
+        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, _verification(audit, peer))),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
                        deletion, requests, credentials, back_office, locks, bell, services)
+
+
+def _verification(audit: AuditTrail | None, peer: PeerClient | None) -> AuditVerification | None:
+    if audit is None:
+        return None
+    return AuditVerification(audit, peer.list_audit_checkpoints if peer else None, AlertSink(audit))
 
 
 def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]

@@ -7,11 +7,11 @@ it only ever sees and restores its own records.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 
 import grpc
 
+from pacsvault.daemon.audit.witness import AuditWitness
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
@@ -28,9 +28,10 @@ CHUNK_BYTES = 1024 * 1024
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
-    def __init__(self, store: ShardStore, env: IndexEnvironment, peer_name: str) -> None:
+    def __init__(self, store: ShardStore, env: IndexEnvironment, peer_name: str, witness: AuditWitness) -> None:
         self._store = store
         self._env = env
+        self._witness = witness
         self._peer_name = peer_name
         self._peer_identity = identity_uri(peer_name).encode()
 
@@ -120,21 +121,15 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def PutAuditCheckpoint(self, request: peer_pb2.PutAuditCheckpointRequest,
                            context: grpc.ServicerContext) -> peer_pb2.PutAuditCheckpointResponse:
-        origin = self._caller(context)
-        try:
-            checkpoint = json.loads(request.checkpoint_json)
-            seq = int(checkpoint["seq"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInput("checkpoint_json is not a checkpoint") from exc
-        replicas.put_checkpoint(self._env, origin, seq, request.checkpoint_json.encode()[:4096])
+        self._witness.keep(self._caller(context), request.checkpoint_json)
         return peer_pb2.PutAuditCheckpointResponse()
 
     @mapped
     def ListAuditCheckpoints(self, request: peer_pb2.ListAuditCheckpointsRequest,
                              context: grpc.ServicerContext) -> peer_pb2.ListAuditCheckpointsResponse:
-        origin = self._caller(context)
-        found = replicas.list_checkpoints(self._env, origin)
-        return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found[-100:])
+        found, token = self._witness.page(self._caller(context), request.min_seq, request.page_token,
+                                          request.page_size)
+        return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found, next_page_token=token)
 
     @mapped
     def DeleteReplicas(self, request: peer_pb2.DeleteReplicasRequest,

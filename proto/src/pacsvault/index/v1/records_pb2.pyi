@@ -632,3 +632,30 @@ class BreakGlassGrant(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BreakGlassGrant: _TypeAlias = BreakGlassGrant  # noqa: Y015
+
+@_typing.final
+class WitnessKey(_message.Message):
+    """The Ed25519 public key this appliance, as its peer's audit witness, trusts
+    for the peer's checkpoints: the first one the peer presented (trust on first
+    use, over the pair's mutual TLS). Checkpoints under any other are refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PINNED_AT_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    pinned_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        pinned_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pinned_at", b"pinned_at", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessKey: _TypeAlias = WitnessKey  # noqa: Y015
