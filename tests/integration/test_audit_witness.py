@@ -177,3 +177,38 @@ def test_verify_does_not_pass_while_the_witness_cannot_be_asked(pair: Pair, corp
     pair.b.start()
     consulted = run_cli(pair.a.target, "audit", "verify", "--json")
     assert consulted.returncode == 0 and json.loads(consulted.stdout)["peer_consulted"] is True, consulted.stdout
+
+
+def test_a_cut_tail_is_named_at_the_cut_and_its_numbers_are_never_reused(pair: Pair, corpus: list) -> None:  # type: ignore[type-arg]
+    """The issue's reproduction: stop, cut the last lines and the local checkpoints above the cut, restart, work."""
+    store(pair.a, corpus[:6])
+    wait_drained(pair.a)
+    pair.a.stop()  # a clean stop hands a final checkpoint to the witness
+    vouched = max(c["seq"] for c in witnessed(pair))
+    trail = pair.a.data_dir / "audit" / "trail.jsonl"
+    lines = trail.read_bytes().splitlines(keepends=True)
+    assert vouched == len(lines), "the witness vouched for the whole trail"
+    cut = len(lines) - 7
+    trail.write_bytes(b"".join(lines[:cut]))
+    local = trail.with_name("trail.jsonl.checkpoints")
+    local.write_bytes(b"".join(line for line in local.read_bytes().splitlines(keepends=True)
+                               if json.loads(line)["seq"] <= cut))
+    restarted = time.time()
+    pair.a.start()
+    store(pair.a, corpus[6:12])  # keep working
+    wait_drained(pair.a)
+    time.sleep(1.5)  # a checkpoint or two of the new records reaches the witness
+
+    result = run_cli(pair.a.target, "audit", "verify", "--json")
+    body = json.loads(result.stdout)
+    assert result.returncode == 1 and not body["intact"] and body["peer_consulted"], body
+    assert body["first_bad_record"] == cut + 1, body
+    assert "cut" in body["problem"], body
+    records = [json.loads(line) for line in run_cli(pair.a.target, "audit", "query", "--json").stdout.splitlines()]
+    since = [r for r in records if float(r["time"]) >= restarted]
+    assert since and min(r["seq"] for r in since) > vouched, "no number the witness vouched for is used again"
+    broken = [r for r in since if r.get("alert") == "AuditChainBroken"]
+    assert broken and broken[0]["cut_after"] == cut and broken[0]["vouched"] == vouched, broken
+    assert not alerts(pair.b, "WitnessConflict"), "a sent the witness no conflicting checkpoint"
+    assert max(c["seq"] for c in witnessed(pair)) > vouched, "new checkpoints reach the witness"
+    assert metric(pair.a, 'pacsvault_security_alerts_total{kind="AuditChainBroken"}') >= 1

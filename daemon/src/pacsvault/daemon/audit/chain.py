@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from pacsvault.daemon.audit.checkpoints import seq_of, signature_valid
 from pacsvault.daemon.audit.codec import PLAIN, RecordCodec, UnreadableRecord, canonical
 
 __all__ = ["GENESIS", "RESUMED", "UNREADABLE", "Problem", "is_resumption", "read_records", "resumption_seq",
-           "tag_of", "verify"]
+           "tag_of", "tags_at", "verify"]
 
 GENESIS = "0" * 64
 # The marker read_records yields for a line that holds no readable record.
@@ -57,6 +59,55 @@ def read_records(path: Path, codec: RecordCodec = PLAIN) -> Iterator[dict[str, o
                 yield codec.decode(line.rstrip(b"\n"))
             except UnreadableRecord as exc:
                 yield {UNREADABLE: number, "problem": exc.reason}
+
+
+def tags_at(path: Path, codec: RecordCodec, seqs: set[int]) -> dict[int, str]:
+    """The stored tags of the records numbered ``seqs`` (those found), read from the end backwards.
+
+    For checks of the tail: the records asked for are near the end, and the
+    trail may be long. Only those lines are opened; the others' numbers are in
+    the clear.
+    """
+    found: dict[int, str] = {}
+    if not seqs:
+        return found
+    lowest = min(seqs)
+    for line in _lines_backwards(path):
+        try:
+            seq = int(json.loads(line)["seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if seq in seqs:
+            try:
+                found[seq] = str(codec.decode(line).get("tag"))
+            except UnreadableRecord:
+                pass  # a damaged record has no tag to agree with
+        if seq <= lowest:
+            break
+    return found
+
+
+def _lines_backwards(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
+    """The complete lines of ``path``, last first, without their newlines."""
+    try:
+        source = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with source:
+        position = source.seek(0, os.SEEK_END)
+        rest = b""
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            source.seek(position)
+            rest = source.read(step) + rest
+            lines = rest.split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line:
+                    yield line
+        if rest:
+            yield rest
 
 
 def is_resumption(record: Mapping[str, object]) -> bool:

@@ -16,15 +16,17 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from pacsvault.daemon.appliance_health import ApplianceHealthReport
-from pacsvault.daemon.audit.alerts import AlertSink
+from pacsvault.daemon.audit.alert_follower import AlertFollower
+from pacsvault.daemon.audit.alerts import AlertKind, AlertSink, describe_alert
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
+from pacsvault.daemon.audit.tail_check import TailCheck
 from pacsvault.daemon.audit.witness import delivery
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
@@ -34,6 +36,7 @@ from pacsvault.daemon.deletion import Deletion
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.health import HealthMonitor, build_monitor
+from pacsvault.daemon.health.model import Event as HealthEvent, EventKind
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -58,9 +61,12 @@ from pacsvault.daemon.tiering.volumes import open_store, register_configured
 from pacsvault.v1 import appliance_pb2_grpc, replication_pb2_grpc, security_pb2_grpc, storage_pb2_grpc
 
 log = logging.getLogger("pacsvaultd.back-office")
-# Audit checkpoints are considered, and stale LMDB readers of killed processes cleared, this often.
+# Audit checkpoints are considered, security alerts followed, and stale LMDB readers of killed
+# processes cleared, this often.
 HOUSEKEEPING_S = 1.0
 READER_CHECK_S = 30.0
+# How long the start waits for the audit witness before serving anyway (the check is then retried).
+TAIL_CHECK_WAIT_S = 3.0
 
 
 @dataclass
@@ -83,10 +89,12 @@ class BackOfficeParts:
     scheduler: TieringScheduler
     atna: AtnaScheduler
     internal: grpc.Server
+    duties: AuditDuties
     volume_locks: list[DataDirLock] = field(default_factory=list)
 
     def close(self) -> None:
-        for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop):
+        for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop,
+                     self.duties.stop):
             step()
         if self.replication is not None:
             self.bell.ring()
@@ -103,6 +111,39 @@ class BackOfficeParts:
         self.locks.close()
         for lock in self.volume_locks:
             lock.release()
+
+
+@dataclass
+class AuditDuties:
+    """What the back office does for the trail besides checkpoints: the tail check, following alerts."""
+
+    alerts: AlertSink
+    tail_check: TailCheck | None = None
+    follower: AlertFollower | None = None
+
+    def run_once(self) -> None:
+        if self.follower is not None:
+            self.follower.run_once()
+
+    def stop(self) -> None:
+        if self.tail_check is not None:
+            self.tail_check.stop()
+
+
+def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient | None,
+                  monitor: HealthMonitor) -> AuditDuties:
+    if audit is None:
+        return AuditDuties(alerts)
+
+    def to_health(kind: AlertKind, record: Mapping[str, object]) -> None:
+        who = str(record.get("principal") or record.get("peer_appliance") or "")
+        monitor.publish(HealthEvent(EventKind.SECURITY_ALERT, kind.value, who, float(record.get("time", 0.0)),  # type: ignore[arg-type]
+                                    describe_alert(kind, record)))
+
+    witness = None if peer is None else (lambda min_seq: peer.list_audit_checkpoints(min_seq, TAIL_CHECK_WAIT_S))
+    # The follower first: it starts where the trail ends now, so it sees what the tail check records.
+    follower = AlertFollower(audit, to_health)
+    return AuditDuties(alerts, TailCheck(audit, witness, alerts), follower)
 
 
 def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
@@ -140,7 +181,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     ])
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal, volume_locks)
+                           build_scheduler(config, audit), internal, _audit_duties(audit, alerts, peer, monitor),
+                           volume_locks)
 
 
 def _audit_trail(config: Config, keys: ApplianceKeys | None, peer: PeerClient | None,
@@ -183,7 +225,10 @@ def _lock_volumes(store: TieredBlobStore) -> list[DataDirLock]:
 
 
 def recover(parts: BackOfficeParts) -> None:
-    """Finishes what a crash left: deletions between their commit and their files, a re-wrap pass."""
+    """Checks the audit trail's tail; finishes what a crash left: deletions between their commit and
+    their files, a re-wrap pass."""
+    if parts.duties.tail_check is not None:
+        parts.duties.tail_check.run_once()  # before any worker appends; retried in start() if the witness is away
     destroyed = parts.deletion.destroy_doomed_blobs()
     if destroyed:
         log.info("destroyed %d blobs whose deletion a restart interrupted", destroyed)
@@ -196,9 +241,12 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     parts.internal.start()
     parts.monitor.start()  # measures the volumes before anything reports on them
     metrics_server = None
+    if parts.duties.tail_check is not None:
+        parts.duties.tail_check.start()
     if parts.config.metrics.enabled:
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
-                                lambda: layout.read_processes(parts.run_dir))
+                                lambda: layout.read_processes(parts.run_dir),
+                                [parts.duties.follower] if parts.duties.follower else [])
         metrics_server = metrics.serve(parts.config.metrics)
     parts.scheduler.start()
     parts.atna.start()
@@ -234,6 +282,7 @@ def main() -> int:
                 _reload_volumes(parts)
             if parts.audit is not None:
                 _safely(parts.audit.checkpoint_if_due)
+                _safely(parts.duties.run_once)
             if time.monotonic() - last_reader_check > READER_CHECK_S:
                 last_reader_check = time.monotonic()
                 _safely(parts.index.env.reader_check)  # slots a killed process held
