@@ -30,6 +30,7 @@ from pacsvault.daemon.replication.peer_service import PeerServicer
 from pacsvault.daemon.replication.scrub import ShardScrubber
 from pacsvault.daemon.replication.sender import ReplicationSender
 from pacsvault.daemon.replication.shard_store import ShardStore
+from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.storage.blob_access import BlobReader
 from pacsvault.daemon.tiering.mover import RateLimiter
 from pacsvault.v1 import peer_pb2_grpc
@@ -102,8 +103,9 @@ class ReplicationManager:
             ("grpc.so_reuseport", 0),
         ])
         witness = AuditWitness(self.env, self.alerts, self.clock)
-        peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(self.shards, self.env, r.peer_name, witness),
-                                                        server)
+        servicer = PeerServicer(self.shards, self.env, r.peer_name, witness, CredentialStore(self.env, self.clock),
+                                self.alerts)
+        peer_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
         key, cert, ca = (self.config.resolve(p).read_bytes() for p in (r.key_file, r.cert_file, r.ca_file))
         credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
         port = server.add_secure_port(r.listen, credentials)

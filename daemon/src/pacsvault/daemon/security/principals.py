@@ -75,16 +75,7 @@ class PrincipalResolver:
 
     def _certificate(self, context: grpc.ServicerContext) -> ClientCertificate | None:
         """The verified, unrevoked client certificate; None on a plaintext (loopback) listener."""
-        auth = context.auth_context()
-        if auth.get("transport_security_type", [b""])[0] != b"ssl":
-            return None
-        certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
-        if certificate is None:  # the TLS listener requires a certificate: not expected
-            raise Unauthenticated("no client certificate")
-        if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
-                                                                                   certificate.serial):
-            raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
-        return certificate
+        return unrevoked_certificate(context, self._credentials)
 
     def _certificate_principal(self, certificate: ClientCertificate) -> Principal:
         roles = self._by_identity.get(certificate.identity) if certificate.identity else None
@@ -149,6 +140,24 @@ class ClientCertificate:
     def described(self) -> str:
         """How logs and refusal records name the holder."""
         return self.identity or f"certificate:{self.serial}"
+
+
+def unrevoked_certificate(context: grpc.ServicerContext,
+                          credentials: CredentialStore | None) -> ClientCertificate | None:
+    """The client certificate TLS verified, checked against the revocation list; None without TLS.
+
+    Unauthenticated when it is revoked (by any URI it carries, or by serial).
+    The API and the peer listener both ask this.
+    """
+    auth = context.auth_context()
+    if auth.get("transport_security_type", [b""])[0] != b"ssl":
+        return None
+    certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
+    if certificate is None:  # the TLS listeners require a certificate: not expected
+        raise Unauthenticated("no client certificate")
+    if credentials is not None and credentials.certificate_revoked(certificate.uris, certificate.serial):
+        raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
+    return certificate
 
 
 @functools.lru_cache(maxsize=1024)
