@@ -136,6 +136,10 @@ def test_the_witness_keeps_the_first_checkpoint_and_refuses_a_conflicting_one(pa
     assert put(pair, json.dumps(again, sort_keys=True)) == grpc.StatusCode.OK
     raised = alerts(pair.b, "WitnessConflict")
     assert raised and raised[0]["peer_appliance"] == "site-a" and raised[0]["checkpoint_seq"] == first["seq"]
+    deadline = time.monotonic() + 10  # the back office follows the trail every second
+    while metric(pair.b, 'pacsvault_security_alerts_total{kind="WitnessConflict"}') < 1:
+        assert time.monotonic() < deadline, "the conflict is counted in /metrics"
+        time.sleep(0.3)
 
 
 def test_the_witness_refuses_a_checkpoint_its_peer_did_not_sign(pair: Pair, corpus: list) -> None:  # type: ignore[type-arg]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from pacsvault.daemon.audit.atna import to_audit_message
+from pacsvault.daemon.audit.atna import to_audit_messages
 from pacsvault.daemon.audit.codec import PLAIN, RecordCodec
 from pacsvault.daemon.audit.follow import Cursor, records_after
 from pacsvault.daemon.audit.syslog_tls import SyslogTlsSender, format_message, tls_context
@@ -71,8 +71,7 @@ class AtnaExporter:
             seq = int(record.get("seq", 0))  # type: ignore[call-overload]
             if limit is not None and seq > limit:
                 break
-            message = to_audit_message(record, self._source_id)
-            if message is not None:
+            for message in to_audit_messages(record, self._source_id):
                 batch.append(format_message(message, timestamp=float(record.get("time", 0.0)),  # type: ignore[arg-type]
                                             hostname=self._hostname, procid=self._procid))
             last = Cursor(seq, end)

@@ -48,6 +48,8 @@ from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.retrieval import address
+from pacsvault.daemon.security.break_glass_watch import BreakGlassWatch
+from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.server import create_internal_server
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
@@ -120,8 +122,11 @@ class AuditDuties:
     alerts: AlertSink
     tail_check: TailCheck | None = None
     follower: AlertFollower | None = None
+    break_glass: BreakGlassWatch | None = None
 
     def run_once(self) -> None:
+        if self.break_glass is not None:
+            self.break_glass.run_once()
         if self.follower is not None:
             self.follower.run_once()
 
@@ -131,7 +136,7 @@ class AuditDuties:
 
 
 def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient | None,
-                  monitor: HealthMonitor) -> AuditDuties:
+                  monitor: HealthMonitor, credentials: CredentialStore) -> AuditDuties:
     if audit is None:
         return AuditDuties(alerts)
 
@@ -143,7 +148,7 @@ def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient 
     witness = None if peer is None else (lambda min_seq: peer.list_audit_checkpoints(min_seq, TAIL_CHECK_WAIT_S))
     # The follower first: it starts where the trail ends now, so it sees what the tail check records.
     follower = AlertFollower(audit, to_health)
-    return AuditDuties(alerts, TailCheck(audit, witness, alerts), follower)
+    return AuditDuties(alerts, TailCheck(audit, witness, alerts), follower, BreakGlassWatch(credentials, alerts))
 
 
 def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
@@ -181,7 +186,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     ])
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal, _audit_duties(audit, alerts, peer, monitor),
+                           build_scheduler(config, audit), internal,
+                           _audit_duties(audit, alerts, peer, monitor, CredentialStore(index, clock)),
                            volume_locks)
 
 

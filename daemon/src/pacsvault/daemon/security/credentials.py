@@ -95,26 +95,28 @@ class CredentialStore:
         key = token_hash(token)
         now = self._clock()
 
-        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str]:
+        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str, bool]:
             value = txn.get(key, db=self._db[_CREDENTIALS])
             if value is None:
-                return "unknown token", f"token:{key.hex()[:16]}"
+                return "unknown token", f"token:{key.hex()[:16]}", False
             record = self._opened(key, value)
             problem = _problem(record, now, pin)
+            locked = False
             if problem == "wrong PIN":
                 record.pin_failures += 1
                 if record.pin_failures >= MAX_PIN_FAILURES:
                     record.revoked_at = now  # locked: too many wrong PINs
+                    problem, locked = f"wrong PIN; locked after {MAX_PIN_FAILURES} wrong PINs", True
             elif problem is None:
                 record.uses += 1
                 record.last_used_at = now
             txn.put(key, encode(record), db=self._db[_CREDENTIALS])
-            return (problem, holder(record)) if problem else record
+            return (problem, holder(record), locked) if problem else record
 
         outcome = self._env.write(op)
         if isinstance(outcome, tuple):
-            problem, who = outcome
-            raise Unauthenticated(f"credential refused: {problem}", who=who)
+            problem, who, locked = outcome
+            raise Unauthenticated(f"credential refused: {problem}", who=who, locked_out=locked)
         return outcome
 
     def still_live(self, key: bytes) -> str | None:
@@ -187,6 +189,27 @@ class CredentialStore:
                                 expires_at=now + minutes * 60)
         self._env.write(lambda txn: txn.put(principal.encode(), encode(grant), db=self._db["break_glass"]))
         return grant
+
+    def ended_break_glass(self) -> list[BreakGlassGrant]:
+        """Grants that ran out and whose end is not recorded yet."""
+        now = self._clock()
+        with self._env.read() as txn:
+            grants = [decode(BreakGlassGrant, v) for _, v in txn.cursor(db=self._db["break_glass"])]
+        return [g for g in grants if g.expires_at <= now and not g.end_recorded]
+
+    def break_glass_end_recorded(self, grant: BreakGlassGrant) -> None:
+        """Marks the end of ``grant`` recorded (unless a new grant replaced it meanwhile)."""
+
+        def op(txn: lmdb.Transaction) -> None:
+            value = txn.get(grant.principal.encode(), db=self._db["break_glass"])
+            if value is None:
+                return
+            current = decode(BreakGlassGrant, value)
+            if current.granted_at == grant.granted_at:
+                current.end_recorded = True
+                txn.put(grant.principal.encode(), encode(current), db=self._db["break_glass"])
+
+        self._env.write(op)
 
     def active_break_glass(self, principal: str) -> BreakGlassGrant | None:
         with self._env.read() as txn:

@@ -97,7 +97,7 @@ class PrincipalResolver:
             if certificate is None or not certificate.identity:
                 raise  # named by the token: its principal, share:<id> or token:<id>
             # TLS authenticated who is calling; the token is only what they claimed.
-            raise Unauthenticated(str(exc), who=certificate.identity) from exc
+            raise Unauthenticated(str(exc), who=certificate.identity, locked_out=exc.locked_out) from exc
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))

@@ -613,10 +613,13 @@ class BreakGlassGrant(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     GRANTED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    END_RECORDED_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     reason: _builtins.str
     granted_at: _builtins.float
     expires_at: _builtins.float
+    end_recorded: _builtins.bool
+    """Its end (expiry) is recorded in the audit trail, a security alert."""
     def __init__(
         self,
         *,
@@ -624,10 +627,11 @@ class BreakGlassGrant(_message.Message):
         reason: _builtins.str = ...,
         granted_at: _builtins.float = ...,
         expires_at: _builtins.float = ...,
+        end_recorded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_recorded", b"end_recorded", "expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
