@@ -55,6 +55,13 @@ class LimitsConfig:
     max_instance_bytes: int = 1024**3
     default_page_size: int = 100
     max_page_size: int = 1000
+    # Streams (uploads, retrievals, watches) one principal may have open at once in one
+    # serving process: below server.max_workers, so no caller can take all its threads.
+    max_streams_per_principal: int = 16
+    # An upload that sends nothing for this long is ended (DEADLINE_EXCEEDED), its thread freed.
+    upload_idle_timeout_s: float = 30.0
+    # No call runs longer, whatever deadline the caller set (WatchHealth and RestoreFromPeer excepted).
+    max_call_s: float = 3600.0
 
 
 VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid")
@@ -370,6 +377,7 @@ def validate(config: Config) -> None:
     _positive("limits.default_page_size", config.limits.default_page_size)
     if config.limits.max_page_size < config.limits.default_page_size:
         raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
+    _check_call_limits(config)
     _check_tiers(config.tiers)
     _check_tiering(config.tiering)
     if config.replication.enabled:
@@ -386,6 +394,16 @@ def validate(config: Config) -> None:
         # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
         raise ConfigError(f"metrics.listen {config.metrics.listen!r} is not a loopback address; it serves "
                           "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
+
+
+def _check_call_limits(config: Config) -> None:
+    limits = config.limits
+    if not 1 <= limits.max_streams_per_principal < config.server.max_workers:
+        raise ConfigError(f"limits.max_streams_per_principal must be at least 1 and below server.max_workers "
+                          f"({config.server.max_workers}), so that one caller never holds every thread")
+    for key in ("upload_idle_timeout_s", "max_call_s"):
+        if getattr(limits, key) <= 0:
+            raise ConfigError(f"limits.{key} must be positive")
 
 
 def _check_encryption(config: Config) -> None:
