@@ -164,6 +164,7 @@ class AuditRepositoryConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     # Record every access to patient data; calls that cannot be recorded are refused.
+    # Off needs security.insecure_no_audit.
     enabled: bool = True
     # The trail, relative to data_dir; sealed when [encryption] is on. keys_dir holds
     # its keys only with encryption off (otherwise they derive from the keyring).
@@ -188,6 +189,7 @@ class AuditConfig:
 class EncryptionConfig:
     # Encrypt blobs, the index values that carry PHI and the audit store (AES-256-GCM).
     # Fixed when the data dir is first used: the daemon refuses a later change.
+    # Off needs security.insecure_no_encryption.
     enabled: bool = True
     # The keyring: key-encryption keys and the root of the derived keys. Keep it
     # off the data disks (the daemon refuses a path inside data_dir). Empty means
@@ -232,6 +234,16 @@ class SecurityConfig:
     # Who may break the glass (identities, or "local:loopback"), and what it grants.
     break_glass_principals: tuple[str, ...] = ()
     break_glass_roles: tuple[str, ...] = ("reader",)
+    # The longest a bearer token may live (30 days; more needs insecure_long_token_ttl).
+    max_token_ttl_s: float = 30 * 86400.0
+    # The idle timeout of a token created without one (0, none, needs insecure_no_token_idle_timeout).
+    token_idle_timeout_s: float = 3600.0
+    # Acknowledgements of settings that weaken a protection (security.production_guard): each is
+    # refused without its key, and reported by health as a warning while in force.
+    insecure_no_encryption: bool = False
+    insecure_no_audit: bool = False
+    insecure_long_token_ttl: bool = False
+    insecure_no_token_idle_timeout: bool = False
 
     @property
     def tls(self) -> bool:
@@ -465,7 +477,10 @@ def _check_security(config: Config) -> None:
             "in clear text)")
     if sec.max_connection_age_s < 10:
         raise ConfigError("security.max_connection_age_s must be at least 10")
+    from pacsvault.daemon.security import production_guard
     from pacsvault.daemon.security.access_table import parse_roles
+
+    production_guard.check(config)
 
     try:
         parse_roles(sec.loopback_roles, "security.loopback_roles")

@@ -48,6 +48,7 @@ from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.retrieval import address
+from pacsvault.daemon.security import production_guard
 from pacsvault.daemon.security.break_glass_watch import BreakGlassWatch
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.server import create_internal_server
@@ -176,7 +177,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             peer, bell.wait, clock, alerts)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: store.volumes)
-    report = ApplianceHealthReport(index, tiering, replication.status if replication else None)
+    report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
+                                   insecure=production_guard.warnings(config))
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
         (storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(tiering)),

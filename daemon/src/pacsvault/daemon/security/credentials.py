@@ -32,6 +32,14 @@ _PIN_ITERATIONS = 20_000
 
 
 @dataclass(frozen=True)
+class TokenPolicy:
+    """security.max_token_ttl_s and security.token_idle_timeout_s (see security.production_guard)."""
+
+    max_ttl_s: float
+    default_idle_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Issued:
     token: str
     record: CredentialRecord
@@ -48,12 +56,16 @@ class CredentialStore:
 
     # -- issuing -----------------------------------------------------------
 
-    def create_access_token(self, principal: str, ttl_s: float, idle_timeout_s: float, created_by: str) -> Issued:
-        if ttl_s <= 0 or ttl_s > 366 * 86400:
-            raise InvalidInput("ttl_seconds must be positive and at most a year")
+    def create_access_token(self, principal: str, ttl_s: float, idle_timeout_s: float, created_by: str,
+                            policy: TokenPolicy) -> Issued:
+        """``idle_timeout_s`` 0: the policy's default idle timeout."""
+        if ttl_s <= 0 or ttl_s > policy.max_ttl_s:
+            raise InvalidInput(f"ttl_seconds must be positive and at most {policy.max_ttl_s:g} "
+                               "(security.max_token_ttl_s)")
         if idle_timeout_s < 0:
             raise InvalidInput("idle_timeout_seconds must not be negative")
-        record = CredentialRecord(kind="access", principal=principal, idle_timeout_s=idle_timeout_s)
+        record = CredentialRecord(kind="access", principal=principal,
+                                  idle_timeout_s=idle_timeout_s or policy.default_idle_timeout_s)
         return self._issue(record, ttl_s, created_by)
 
     def create_share(self, study_uid: str, patient_key: bytes, ttl_s: float, max_uses: int, pin: str,
