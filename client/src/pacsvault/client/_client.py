@@ -246,9 +246,23 @@ class PacsvaultClient:
                                  timeout=self.timeout)
 
     def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
-        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail."""
+        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail.
+
+        Where a second admin must approve, nothing is deleted yet: the answer's
+        ``approval_request_id`` is what they approve.
+        """
         return self._archive.DeleteStudy(archive_pb2.DeleteStudyRequest(
             study_instance_uid=study_instance_uid, reason=reason), timeout=self.timeout)
+
+    def approve_study_deletion(self, request_id: str) -> archive_pb2.ApproveStudyDeletionResponse:
+        """Approves another admin's deletion request: the study is deleted now."""
+        return self._archive.ApproveStudyDeletion(archive_pb2.ApproveStudyDeletionRequest(request_id=request_id),
+                                                  timeout=self.timeout)
+
+    def study_deletion_requests(self) -> list[archive_pb2.StudyDeletionRequest]:
+        """Deletions waiting for a second admin."""
+        return list(self._archive.ListStudyDeletionRequests(archive_pb2.ListStudyDeletionRequestsRequest(),
+                                                            timeout=self.timeout).requests)
 
     def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return self._storage.ListVolumes(storage_pb2.ListVolumesRequest(), timeout=self.timeout)

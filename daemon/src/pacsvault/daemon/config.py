@@ -244,6 +244,8 @@ class SecurityConfig:
     insecure_no_audit: bool = False
     insecure_long_token_ttl: bool = False
     insecure_no_token_idle_timeout: bool = False
+    # DeleteStudy only asks; another admin approves (ApproveStudyDeletion) within a day.
+    delete_requires_second_admin: bool = False
 
     @property
     def tls(self) -> bool:

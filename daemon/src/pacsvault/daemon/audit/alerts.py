@@ -22,6 +22,7 @@ BreakGlassEnded             phase ``alert``: a break-glass grant ran out (the ba
 AuthenticationRefused       phase ``refused``, UNAUTHENTICATED: unknown, expired or revoked
                             credential or certificate
 PermissionRefused           phase ``refused``, PERMISSION_DENIED: authenticated, not allowed
+                            (and a call's end with either code: refused by the use case)
 PinLockout                  phase ``refused`` that locked a share after too many wrong PINs
 BreakGlassStarted           the successful end of a ``BreakGlass`` call
 CredentialRevoked           the successful end of ``RevokeToken``, ``RevokeCertificate``,
@@ -45,7 +46,7 @@ from typing import Protocol
 
 from pacsvault.daemon.errors import Unavailable
 
-__all__ = ["AlertKind", "AlertSink", "Appender", "alert_of", "describe_alert", "refusal_record"]
+__all__ = ["AlertKind", "AlertSink", "Appender", "alert_of", "describe_alert", "is_refusal", "refusal_record"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ _ALERTING_CALLS = {
     "RevokeCertificate": AlertKind.CREDENTIAL_REVOKED,
     "RevokeShare": AlertKind.CREDENTIAL_REVOKED,
 }
+# A call refused by the use case itself (a self-approval, a credential revoked mid-stream, a
+# break-glass by someone not listed) ends with one of these: a refusal all the same.
+_REFUSED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 # The action recorded with alerts the archive raises on its own.
 ALERT_ACTION = "SecurityAlert"
 
@@ -81,15 +85,20 @@ def alert_of(record: Mapping[str, object]) -> AlertKind | None:
             return AlertKind(str(record.get("alert", "")))
         except ValueError:
             return None
-    if phase == "refused":
+    outcome = record.get("outcome")
+    if phase == "refused" or (phase == "end" and outcome in _REFUSED):
         if record.get("locked_out"):
             return AlertKind.PIN_LOCKOUT
-        if record.get("outcome") == "UNAUTHENTICATED":
+        if outcome == "UNAUTHENTICATED":
             return AlertKind.AUTHENTICATION_REFUSED
         return AlertKind.PERMISSION_REFUSED
-    if phase == "end" and record.get("outcome") == "OK":
+    if phase == "end" and outcome == "OK":
         return _ALERTING_CALLS.get(str(record.get("action", "")))
     return None
+
+
+def is_refusal(kind: AlertKind | None) -> bool:
+    return kind in (AlertKind.AUTHENTICATION_REFUSED, AlertKind.PERMISSION_REFUSED, AlertKind.PIN_LOCKOUT)
 
 
 def describe_alert(kind: AlertKind, record: Mapping[str, object]) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-from pacsvault.daemon.audit.alerts import AlertKind, alert_of
+from pacsvault.daemon.audit.alerts import AlertKind, alert_of, is_refusal
 
 __all__ = ["EVENTS", "Event", "event_for", "outcome_indicator", "to_audit_message", "to_audit_messages"]
 
@@ -67,6 +67,7 @@ AUTHENTICATION_DECISION = Code("110143", "Authentication Decision")
 AUTHORIZATION_DECISION = Code("110144", "Authorization Decision")
 SECURITY_CONFIGURATION = Code("110129", "Security Configuration")
 HARDWARE_CONFIGURATION = Code("110130", "Hardware Configuration")
+RESTRICTED_FUNCTION = Code("110132", "Use of Restricted Function")
 OBJECT_SECURITY_CHANGED = Code("110135", "Object Security Attributes Changed")
 USER_SECURITY_CHANGED = Code("110137", "User Security Attributes Changed")
 # PS3.15 A.5.3.11 makes EventTypeCode mandatory in a Security Alert, from CID 403.
@@ -94,6 +95,8 @@ EVENTS: dict[str, Event] = {
     "Prefetch": Event(INSTANCES_ACCESSED, "R"),
     "Pin": Event(INSTANCES_ACCESSED, "U"),
     "DeleteStudy": Event(STUDY_DELETED, "D"),
+    "ApproveStudyDeletion": Event(STUDY_DELETED, "D"),
+    "ListStudyDeletionRequests": Event(QUERY, "E"),
     "Find": Event(QUERY, "E"),
     "ListPatientStudies": Event(QUERY, "E"),
     "ListVolumes": Event(QUERY, "E"),
@@ -128,6 +131,9 @@ ALERTS: dict[str, Event] = {
     AlertKind.PERMISSION_REFUSED: Event(SECURITY_ALERT, "E", AUTHORIZATION_DECISION),
     AlertKind.PIN_LOCKOUT: Event(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
 }
+# A DeleteStudy that only asked for a second admin's approval deleted nothing: it is the first
+# half of a restricted function (two-person rule), not a deletion; its approval is the deletion.
+DELETION_REQUESTED = Event(SECURITY_ALERT, "E", RESTRICTED_FUNCTION)
 # An RPC added later without an entry is still exported, conservatively as an access.
 FALLBACK = Event(INSTANCES_ACCESSED, "R")
 
@@ -151,6 +157,8 @@ def event_for(record: Mapping[str, object]) -> Event:
         return REFUSAL
     if record.get("phase") == "alert":
         return ALERTS.get(str(record.get("alert", "")), Event(SECURITY_ALERT, "E"))
+    if record.get("action") == "DeleteStudy" and record.get("approval_request_id"):
+        return DELETION_REQUESTED
     return EVENTS.get(str(record.get("action", "")), FALLBACK)
 
 
@@ -163,13 +171,14 @@ def outcome_indicator(outcome: str) -> str:
 
 
 def to_audit_messages(record: Mapping[str, object], source_id: str) -> list[bytes]:
-    """Every AuditMessage of ``record``: none, one, or for a refusal two (authentication, alert)."""
+    """Every AuditMessage of ``record``: none, one, or for a refusal two (the event, and the alert)."""
     primary = to_audit_message(record, source_id)
     if primary is None:
         return []
     kind = alert_of(record)
-    if record.get("phase") != "refused" or kind is None:
+    if not is_refusal(kind) or record.get("phase") == "alert":
         return [primary]
+    assert kind is not None
     return [primary, _message(record, source_id, ALERTS[kind], alert=True)]
 
 
@@ -186,7 +195,7 @@ def _message(record: Mapping[str, object], source_id: str, event: Event, *, aler
     _event_identification(root, record, event, outcome)
     if alert:
         _reporter(root, source_id)
-        if record.get("phase") == "refused":
+        if record.get("phase") != "alert":
             _performer(root, record)
     else:
         _requestor(root, record, event)

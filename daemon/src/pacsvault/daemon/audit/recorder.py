@@ -41,13 +41,13 @@ QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/pacsvault.v1.Applia
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
     "ListVolumes", "PlanMoves", "GetReplicationStatus", "ListTokens", "ListShares", "QueryAudit", "VerifyAudit",
-    "GetEncryptionStatus",
+    "GetEncryptionStatus", "ListStudyDeletionRequests",
 })
 # Fields of a request that hold a whole query (Find's filter).
 QUERY_MESSAGES = frozenset({"filter"})
 IDENTIFYING_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id",
                       "issuer_of_patient_id", "share_id", "token_id", "principal", "identity", "path", "volume",
-                      "tier", "level", "reason")
+                      "tier", "level", "reason", "request_id", "approval_request_id", "requested_by")
 
 
 def describe(message: Any) -> dict[str, object]:

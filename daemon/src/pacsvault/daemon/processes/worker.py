@@ -26,6 +26,7 @@ from pacsvault.daemon.audit.verification import AuditVerification
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.deletion_approval import DeletionApproval
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
 from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
@@ -142,7 +143,9 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
             peer, lambda sop: catalog.known_instance(sop) is not None, ingest.store_from_peer)
     services: list[Registration] = [
         (archive_pb2_grpc.add_ArchiveServiceServicer_to_server, ArchiveServicer(
-            config.limits, ingest, search, retrieval, deletion, requests, credentials)),
+            config.limits, ingest, search, retrieval,
+            DeletionApproval(deletion, catalog, index, config.security.delete_requires_second_admin, clock),
+            requests, credentials)),
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, forwarding_servicer(
             appliance_pb2_grpc.ApplianceServiceServicer,
             appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"], back_office)),
