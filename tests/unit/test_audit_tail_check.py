@@ -128,3 +128,17 @@ def test_checkpoints_wait_while_the_witness_is_away(tmp_path: Path, witness: Wit
     assert (records[16]["action"], records[16]["seq"], records[16]["cut_after"]) == (RESUMED, 17, 7)
     problem = verify(again, witness)
     assert problem is not None and problem.seq == 8 and "cut off" in problem.reason
+
+
+def test_a_damaged_newest_record_is_an_alert_at_start(tmp_path: Path, witness: Witness) -> None:
+    first = open_trail(tmp_path, witness)
+    write(first, 6)
+    first.close()
+    lines = first.path.read_bytes().splitlines(keepends=True)
+    first.path.write_bytes(b"".join(lines[:-1]) + b'{"seq": 6, "damaged\n')
+    again = open_trail(tmp_path, witness)
+    assert again.damaged_tail
+    TailCheck(again, witness.listed, AlertSink(again)).run_once()
+    again.close()
+    raised = [r for r in audit.read_records(again.path) if r.get("alert") == "AuditChainBroken"]
+    assert len(raised) == 1 and "newest record" in str(raised[0]["summary"])

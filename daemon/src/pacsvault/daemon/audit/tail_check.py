@@ -57,6 +57,11 @@ class TailCheck:
         """One try; True once the check is done (then checkpoints go on)."""
         if self.done:
             return True
+        damaged = self._trail.damaged_tail
+        if damaged:
+            self._alerts.alert(AlertKind.AUDIT_CHAIN_BROKEN, f"at this start, the trail's newest record {damaged}; "
+                               "run `pacsvault audit verify`", outcome="DATA_LOSS")
+            self._trail.damaged_tail = ""  # said once
         local = self._valid(read_checkpoints(self._trail.checkpoints_path))
         base = max((seq for c in local if (seq := seq_of(c)) is not None and seq <= self.start_seq), default=0)
         witnessed: list[dict[str, object]] = []
@@ -71,7 +76,7 @@ class TailCheck:
         vouched = max((seq_of(c) or 0 for c in newest), default=0)
         if vouched > self.start_seq:
             self._record_cut(vouched)
-        else:
+        elif not damaged:  # a damaged newest record disagrees with its checkpoint: said above already
             self._compare(newest)
         self.done = True
         self._trail.release_checkpoints()

@@ -146,6 +146,8 @@ class AuditTrail:
         # Orders appends across threads (_lock) and processes (flock on the trail, see _appending).
         self._lock = threading.Lock()
         self._seq, self._prev, self._size = 0, GENESIS, 0
+        # Why the newest record could not be read at open, if it could not (the tail check raises an alert).
+        self.damaged_tail = ""
         if path.exists():
             with self._appending():
                 self._current_tail()
@@ -459,6 +461,7 @@ class AuditTrail:
                               f"appliance's keys (the first {first_problem}); start it with the keyring and "
                               f"[encryption] setting it was written under")
         # The chain is broken at the damaged record whatever follows; `audit verify` names it.
+        self.damaged_tail = reason
         log.error("audit trail %s: the newest record %s; new records follow it, and `pacsvault audit verify` "
                   "names it", self.path, reason)
         return lines, GENESIS
