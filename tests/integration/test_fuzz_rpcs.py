@@ -341,6 +341,10 @@ UNARY_AND_SERVER_STREAMING = [
     # hostile or merely unknown, must be refused without harm.
     Rpc(A, "DeleteStudy", "uu", archive_pb2.DeleteStudyRequest, archive_pb2.DeleteStudyResponse,
         overrides={"study_instance_uid": st.one_of(st.none(), uid_text.filter(lambda u: u not in REAL_UIDS))}),
+    Rpc(A, "ApproveStudyDeletion", "uu", archive_pb2.ApproveStudyDeletionRequest,
+        archive_pb2.ApproveStudyDeletionResponse),
+    Rpc(A, "ListStudyDeletionRequests", "uu", archive_pb2.ListStudyDeletionRequestsRequest,
+        archive_pb2.ListStudyDeletionRequestsResponse),
     Rpc(AP, "GetApplianceHealth", "uu", appliance_pb2.GetApplianceHealthRequest,
         appliance_pb2.GetApplianceHealthResponse),
     Rpc(AP, "WatchHealth", "us", appliance_pb2.WatchHealthRequest, appliance_pb2.WatchHealthResponse,

@@ -317,9 +317,23 @@ class PacsvaultClient:
                                                                      until=until))
 
     def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
-        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail."""
+        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail.
+
+        Where a second admin must approve, nothing is deleted yet: the answer's
+        ``approval_request_id`` is what they approve.
+        """
         return self._unary(self._archive.DeleteStudy, archive_pb2.DeleteStudyRequest(
             study_instance_uid=study_instance_uid, reason=reason))
+
+    def approve_study_deletion(self, request_id: str) -> archive_pb2.ApproveStudyDeletionResponse:
+        """Approves another admin's deletion request: the study is deleted now."""
+        return self._unary(self._archive.ApproveStudyDeletion,
+                           archive_pb2.ApproveStudyDeletionRequest(request_id=request_id))
+
+    def study_deletion_requests(self) -> list[archive_pb2.StudyDeletionRequest]:
+        """Deletions waiting for a second admin."""
+        return list(self._unary(self._archive.ListStudyDeletionRequests,
+                                archive_pb2.ListStudyDeletionRequestsRequest()).requests)
 
     def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return self._unary(self._storage.ListVolumes, storage_pb2.ListVolumesRequest())

@@ -43,9 +43,11 @@ class ApplianceHealth:
 class ApplianceHealthReport:
     def __init__(self, index: IndexEnvironment, tiering: TieringManager,
                  replication: Callable[[], ReplicationStatus] | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None, insecure: list[str] | None = None) -> None:
+        """``insecure``: acknowledged weakened settings (security.production_guard), each a warning."""
         self._index, self._tiering, self._replication = index, tiering, replication
         self._started = time.monotonic() if started is None else started
+        self._insecure = list(insecure or [])
 
     def health(self) -> ApplianceHealth:
         volumes = [_volume_health(v) for v in self._tiering.status()]
@@ -67,6 +69,9 @@ class ApplianceHealthReport:
                     f"replication to {replication.peer} is {replication.oldest_pending_age_s:.0f}s behind "
                     f"(warning at {replication.rpo_warning_s:.0f}s; peer {replication.state}, "
                     f"{replication.pending_entries} changes pending)")
+        if self._insecure:
+            state = _at_least_warning(state)
+            reasons.extend(self._insecure)
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
 
 

@@ -56,6 +56,13 @@ class LimitsConfig:
     max_instance_bytes: int = 1024**3
     default_page_size: int = 100
     max_page_size: int = 1000
+    # Streams (uploads, retrievals, watches) one principal may have open at once in one
+    # serving process: below server.max_workers, so no caller can take all its threads.
+    max_streams_per_principal: int = 16
+    # An upload that sends nothing for this long is ended (DEADLINE_EXCEEDED), its thread freed.
+    upload_idle_timeout_s: float = 30.0
+    # No call runs longer, whatever deadline the caller set (WatchHealth and RestoreFromPeer excepted).
+    max_call_s: float = 3600.0
 
 
 VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid")
@@ -173,6 +180,7 @@ class AuditRepositoryConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     # Record every access to patient data; calls that cannot be recorded are refused.
+    # Off needs security.insecure_no_audit.
     enabled: bool = True
     # The trail, relative to data_dir; sealed when [encryption] is on. keys_dir holds
     # its keys only with encryption off (otherwise they derive from the keyring).
@@ -197,6 +205,7 @@ class AuditConfig:
 class EncryptionConfig:
     # Encrypt blobs, the index values that carry PHI and the audit store (AES-256-GCM).
     # Fixed when the data dir is first used: the daemon refuses a later change.
+    # Off needs security.insecure_no_encryption.
     enabled: bool = True
     # The keyring: key-encryption keys and the root of the derived keys. Keep it
     # off the data disks (the daemon refuses a path inside data_dir). Empty means
@@ -241,6 +250,18 @@ class SecurityConfig:
     # Who may break the glass (identities, or "local:loopback"), and what it grants.
     break_glass_principals: tuple[str, ...] = ()
     break_glass_roles: tuple[str, ...] = ("reader",)
+    # The longest a bearer token may live (30 days; more needs insecure_long_token_ttl).
+    max_token_ttl_s: float = 30 * 86400.0
+    # The idle timeout of a token created without one (0, none, needs insecure_no_token_idle_timeout).
+    token_idle_timeout_s: float = 3600.0
+    # Acknowledgements of settings that weaken a protection (security.production_guard): each is
+    # refused without its key, and reported by health as a warning while in force.
+    insecure_no_encryption: bool = False
+    insecure_no_audit: bool = False
+    insecure_long_token_ttl: bool = False
+    insecure_no_token_idle_timeout: bool = False
+    # DeleteStudy only asks; another admin approves (ApproveStudyDeletion) within a day.
+    delete_requires_second_admin: bool = False
 
     @property
     def tls(self) -> bool:
@@ -436,6 +457,7 @@ def validate(config: Config) -> None:
     _positive("limits.default_page_size", config.limits.default_page_size)
     if config.limits.max_page_size < config.limits.default_page_size:
         raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
+    _check_call_limits(config)
     _check_tiers(config.tiers)
     _check_tiering(config.tiering)
     if config.replication.enabled:
@@ -536,6 +558,16 @@ def _host_is_loopback(host: str) -> bool:
         return False
 
 
+def _check_call_limits(config: Config) -> None:
+    limits = config.limits
+    if not 1 <= limits.max_streams_per_principal < config.server.max_workers:
+        raise ConfigError(f"limits.max_streams_per_principal must be at least 1 and below server.max_workers "
+                          f"({config.server.max_workers}), so that one caller never holds every thread")
+    for key in ("upload_idle_timeout_s", "max_call_s"):
+        if getattr(limits, key) <= 0:
+            raise ConfigError(f"limits.{key} must be positive")
+
+
 def _check_encryption(config: Config) -> None:
     if not config.encryption.enabled or config.encryption.key_command:
         return
@@ -595,7 +627,10 @@ def _check_security(config: Config) -> None:
             "in clear text)")
     if sec.max_connection_age_s < 10:
         raise ConfigError("security.max_connection_age_s must be at least 10")
+    from pacsvault.daemon.security import production_guard
     from pacsvault.daemon.security.access_table import parse_roles
+
+    production_guard.check(config)
 
     try:
         parse_roles(sec.loopback_roles, "security.loopback_roles")

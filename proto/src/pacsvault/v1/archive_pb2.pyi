@@ -710,19 +710,143 @@ class DeleteStudyResponse(_message.Message):
 
     INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
     BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     instances_deleted: _builtins.int
     blobs_destroyed: _builtins.int
     """Blobs whose last reference went: their data keys zeroed, then removed."""
+    approval_request_id: _builtins.str
+    """Set when the deletion waits for a second admin (nothing deleted yet)."""
     def __init__(
         self,
         *,
         instances_deleted: _builtins.int = ...,
         blobs_destroyed: _builtins.int = ...,
+        approval_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request_id", b"approval_request_id", "blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteStudyResponse: _TypeAlias = DeleteStudyResponse  # noqa: Y015
+
+@_typing.final
+class StudyDeletionRequest(_message.Message):
+    """A deletion one admin asked for, waiting for another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    requested_by: _builtins.str
+    requested_at: _builtins.float
+    expires_at: _builtins.float
+    """Unapproved by then, it lapses."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudyDeletionRequest: _TypeAlias = StudyDeletionRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStudyDeletionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStudyDeletionRequest: _TypeAlias = ApproveStudyDeletionRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStudyDeletionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
+    BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    instances_deleted: _builtins.int
+    blobs_destroyed: _builtins.int
+    study_instance_uid: _builtins.str
+    requested_by: _builtins.str
+    """The admin who asked for it."""
+    def __init__(
+        self,
+        *,
+        instances_deleted: _builtins.int = ...,
+        blobs_destroyed: _builtins.int = ...,
+        study_instance_uid: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStudyDeletionResponse: _TypeAlias = ApproveStudyDeletionResponse  # noqa: Y015
+
+@_typing.final
+class ListStudyDeletionRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStudyDeletionRequestsRequest: _TypeAlias = ListStudyDeletionRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListStudyDeletionRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___StudyDeletionRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___StudyDeletionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStudyDeletionRequestsResponse: _TypeAlias = ListStudyDeletionRequestsResponse  # noqa: Y015

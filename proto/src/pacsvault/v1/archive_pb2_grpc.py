@@ -95,6 +95,16 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
                 _registered_method=True)
+        self.ApproveStudyDeletion = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/ApproveStudyDeletion',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.FromString,
+                _registered_method=True)
+        self.ListStudyDeletionRequests = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/ListStudyDeletionRequests',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -195,6 +205,24 @@ class ArchiveServiceServicer:
         """Deletes a study: its instances leave the index at once, and each blob no
         other instance refers to is destroyed, its data key first (crypto-
         shredding), here and at the peer. The reason is kept in the audit trail.
+        With security.delete_requires_second_admin, nothing is deleted yet: the
+        answer carries approval_request_id, which another admin approves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveStudyDeletion(self, request, context):
+        """Deletes a study another admin asked to delete (DeleteStudy), for the
+        reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+        for a request approved already or older than a day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStudyDeletionRequests(self, request, context):
+        """The deletions waiting for a second admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +290,16 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.DeleteStudy,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.SerializeToString,
+            ),
+            'ApproveStudyDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStudyDeletion,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.SerializeToString,
+            ),
+            'ListStudyDeletionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudyDeletionRequests,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +627,60 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/DeleteStudy',
             pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStudyDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/ApproveStudyDeletion',
+            pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudyDeletionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/ListStudyDeletionRequests',
+            pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

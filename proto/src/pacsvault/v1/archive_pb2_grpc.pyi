@@ -80,7 +80,16 @@ class ArchiveServiceStub:
     """Deletes a study: its instances leave the index at once, and each blob no
     other instance refers to is destroyed, its data key first (crypto-
     shredding), here and at the peer. The reason is kept in the audit trail.
+    With security.delete_requires_second_admin, nothing is deleted yet: the
+    answer carries approval_request_id, which another admin approves.
     """
+    ApproveStudyDeletion: _grpc.UnaryUnaryMultiCallable[_archive_pb2.ApproveStudyDeletionRequest, _archive_pb2.ApproveStudyDeletionResponse]
+    """Deletes a study another admin asked to delete (DeleteStudy), for the
+    reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+    for a request approved already or older than a day.
+    """
+    ListStudyDeletionRequests: _grpc.UnaryUnaryMultiCallable[_archive_pb2.ListStudyDeletionRequestsRequest, _archive_pb2.ListStudyDeletionRequestsResponse]
+    """The deletions waiting for a second admin."""
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -132,7 +141,16 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """Deletes a study: its instances leave the index at once, and each blob no
     other instance refers to is destroyed, its data key first (crypto-
     shredding), here and at the peer. The reason is kept in the audit trail.
+    With security.delete_requires_second_admin, nothing is deleted yet: the
+    answer carries approval_request_id, which another admin approves.
     """
+    ApproveStudyDeletion: _aio.UnaryUnaryMultiCallable[_archive_pb2.ApproveStudyDeletionRequest, _archive_pb2.ApproveStudyDeletionResponse]  # type: ignore[assignment]
+    """Deletes a study another admin asked to delete (DeleteStudy), for the
+    reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+    for a request approved already or older than a day.
+    """
+    ListStudyDeletionRequests: _aio.UnaryUnaryMultiCallable[_archive_pb2.ListStudyDeletionRequestsRequest, _archive_pb2.ListStudyDeletionRequestsResponse]  # type: ignore[assignment]
+    """The deletions waiting for a second admin."""
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores, finds and retrieves DICOM instances."""
@@ -253,6 +271,27 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a study: its instances leave the index at once, and each blob no
         other instance refers to is destroyed, its data key first (crypto-
         shredding), here and at the peer. The reason is kept in the audit trail.
+        With security.delete_requires_second_admin, nothing is deleted yet: the
+        answer carries approval_request_id, which another admin approves.
         """
+
+    @_abc_1.abstractmethod
+    def ApproveStudyDeletion(
+        self,
+        request: _archive_pb2.ApproveStudyDeletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.ApproveStudyDeletionResponse, _abc.Awaitable[_archive_pb2.ApproveStudyDeletionResponse]]:
+        """Deletes a study another admin asked to delete (DeleteStudy), for the
+        reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+        for a request approved already or older than a day.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStudyDeletionRequests(
+        self,
+        request: _archive_pb2.ListStudyDeletionRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.ListStudyDeletionRequestsResponse, _abc.Awaitable[_archive_pb2.ListStudyDeletionRequestsResponse]]:
+        """The deletions waiting for a second admin."""
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

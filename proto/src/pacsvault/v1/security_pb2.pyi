@@ -70,8 +70,11 @@ class CreateTokenRequest(_message.Message):
     principal: _builtins.str
     """The principal's identity URI, as configured (spiffe://pacsvault/...)."""
     ttl_seconds: _builtins.float
+    """At most security.max_token_ttl_s (30 days unless acknowledged otherwise)."""
     idle_timeout_seconds: _builtins.float
-    """0: no idle timeout (service accounts); interactive tokens set one."""
+    """Unused this long, the token stops working. 0: security.token_idle_timeout_s
+    (an hour unless configured otherwise).
+    """
     def __init__(
         self,
         *,

@@ -64,6 +64,8 @@ DATABASES = {
     "revoked_certificates": "identity URI, or 'serial:' + hex serial -> RevocationRecord",
     "break_glass": "principal identity -> BreakGlassGrant",
     "audit_checkpoints": "peer appliance name NUL sequence (8 bytes big-endian) -> its signed checkpoint JSON",
+    "witness_keys": "peer appliance name -> WitnessKey (the key its audit checkpoints must be signed with)",
+    "deletion_requests": "request id -> DeletionRequest (a study deletion waiting for a second admin)",
     "promotions": "StudyInstanceUID -> when it was asked for (8-byte big-endian double): the mover brings it up",
     "rewrap_pending": "digest function byte + digest -> '': sealed under a key version older than the active one",
     "commitments": "Transaction UID -> CommitmentRecord: a DICOM Storage Commitment request not yet reported",

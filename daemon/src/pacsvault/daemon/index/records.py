@@ -48,6 +48,8 @@ RevocationRecord = records_pb2.RevocationRecord
 BreakGlassGrant = records_pb2.BreakGlassGrant
 StudyMonths = records_pb2.StudyMonths
 CommitmentRecord = records_pb2.CommitmentRecord
+WitnessKey = records_pb2.WitnessKey
+DeletionRequest = records_pb2.DeletionRequest
 
 M = TypeVar("M", bound=Message)
 
@@ -61,6 +63,8 @@ PHI_FIELDS: dict[type[Message], tuple[str, ...]] = {
     # A share's patient (PatientID NUL issuer).
     CredentialRecord: ("patient_key",),
     StudyMonths: ("months",),
+    # Why a study is to be deleted may name its patient.
+    DeletionRequest: ("reason",),
 }
 
 

@@ -20,18 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.audit.alerts import AlertSink
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.audit.verification import AuditVerification
 from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.deletion_approval import DeletionApproval
 from pacsvault.daemon.dicomweb.door import UseCases, start_web_door
 from pacsvault.daemon.dicomweb.links import web_root
 from pacsvault.daemon.dimse import server as dimse_server
 from pacsvault.daemon.dimse.commitment import CommitmentScp
+from pacsvault.daemon.dimse.connection import ConnectionPolicy
 from pacsvault.daemon.dimse.find import FindScp
 from pacsvault.daemon.dimse.guard import Guard
-from pacsvault.daemon.dimse.connection import ConnectionPolicy
 from pacsvault.daemon.dimse.retrieve import RetrieveScp
 from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
@@ -152,8 +155,9 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
             peer, lambda sop: catalog.known_instance(sop) is not None, ingest.store_from_peer)
     services: list[Registration] = [
         (archive_pb2_grpc.add_ArchiveServiceServicer_to_server, ArchiveServicer(
-            config.limits, ingest, search, retrieval, deletion, requests, credentials,
-            one_message_bytes=config.server.max_message_bytes - 64 * 1024)),
+            config.limits, ingest, search, retrieval,
+            DeletionApproval(deletion, catalog, index, config.security.delete_requires_second_admin, clock),
+            requests, credentials, one_message_bytes=config.server.max_message_bytes - 64 * 1024)),
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, forwarding_servicer(
             appliance_pb2_grpc.ApplianceServiceServicer,
             appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"], back_office)),
@@ -165,7 +169,7 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                                                                                    back_office)),
         (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials,
                                                                                  web_root(config, web_port))),
-        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
+        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, _verification(audit, peer))),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
                        deletion, requests, credentials, back_office, locks, bell, services)
@@ -185,6 +189,12 @@ def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
                     tls.client if tls else None),
         CommitmentScp(guard, commitments, parts.index, config.dicom.ae_title))
     return dimse_server.serve(config, port, handlers, tls)
+
+
+def _verification(audit: AuditTrail | None, peer: PeerClient | None) -> AuditVerification | None:
+    if audit is None:
+        return None
+    return AuditVerification(audit, peer.list_audit_checkpoints if peer else None, AlertSink(audit))
 
 
 def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]

@@ -80,19 +80,11 @@ class PrincipalResolver:
 
     def _certificate(self, context: grpc.ServicerContext) -> ClientCertificate | None:
         """The verified, unrevoked client certificate; None on a plaintext (loopback) listener."""
-        auth = context.auth_context()
-        if auth.get("transport_security_type", [b""])[0] != b"ssl":
-            return None
-        return self.checked_certificate(_parsed(auth.get("x509_pem_cert", [b""])[0]))
+        return unrevoked_certificate(context, self._credentials)
 
     def checked_certificate(self, certificate: ClientCertificate | None) -> ClientCertificate:
         """A certificate TLS verified, refused when it is on the daemon's revocation list."""
-        if certificate is None:  # the TLS listener requires a certificate: not expected
-            raise Unauthenticated("no client certificate")
-        if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
-                                                                                   certificate.serial):
-            raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
-        return certificate
+        return checked_certificate(certificate, self._credentials)
 
     def resolve_certificate(self, pem: bytes | None) -> Principal:
         """The principal of a connection that carries no token (the DIMSE door): the holder of the
@@ -121,7 +113,7 @@ class PrincipalResolver:
             if certificate is None or not certificate.identity:
                 raise  # named by the token: its principal, share:<id> or token:<id>
             # TLS authenticated who is calling; the token is only what they claimed.
-            raise Unauthenticated(str(exc), who=certificate.identity) from exc
+            raise Unauthenticated(str(exc), who=certificate.identity, locked_out=exc.locked_out) from exc
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
@@ -164,6 +156,29 @@ class ClientCertificate:
     def described(self) -> str:
         """How logs and refusal records name the holder."""
         return self.identity or f"certificate:{self.serial}"
+
+
+def unrevoked_certificate(context: grpc.ServicerContext,
+                          credentials: CredentialStore | None) -> ClientCertificate | None:
+    """The client certificate TLS verified, checked against the revocation list; None without TLS.
+
+    Unauthenticated when it is revoked (by any URI it carries, or by serial).
+    The API and the peer listener both ask this.
+    """
+    auth = context.auth_context()
+    if auth.get("transport_security_type", [b""])[0] != b"ssl":
+        return None
+    return checked_certificate(_parsed(auth.get("x509_pem_cert", [b""])[0]), credentials)
+
+
+def checked_certificate(certificate: ClientCertificate | None,
+                        credentials: CredentialStore | None) -> ClientCertificate:
+    """A certificate TLS verified (whichever door), refused when it is on the revocation list."""
+    if certificate is None:  # the TLS listeners require a certificate: not expected
+        raise Unauthenticated("no client certificate")
+    if credentials is not None and credentials.certificate_revoked(certificate.uris, certificate.serial):
+        raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
+    return certificate
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from pacsvault.daemon.config import LimitsConfig
-from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.deletion_approval import DeletionApproval
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.dicom.reading_order import in_reading_order
-from pacsvault.daemon.errors import InvalidInput, OutOfRange, TooLarge, Unavailable
+from pacsvault.daemon.errors import InvalidInput, OutOfRange, PermissionDenied, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.ingest import Ingest, StoreResult
@@ -25,6 +25,14 @@ from pacsvault.daemon.tiering.reads import ClinicalRequests
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
+
+
+def _caller() -> str:
+    principal = current_principal.get()
+    if principal is None:
+        raise PermissionDenied("no authenticated caller")
+    return principal.id
+
 _STATUS = {
     AddOutcome.STORED: archive_pb2.STORE_STATUS_STORED,
     AddOutcome.DUPLICATE: archive_pb2.STORE_STATUS_DUPLICATE,
@@ -43,13 +51,13 @@ def _stored(result: StoreResult) -> archive_pb2.StoreInstanceResponse:
 
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
-                 deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore,
+                 deletions: DeletionApproval, requests: ClinicalRequests, credentials: CredentialStore,
                  one_message_bytes: int = 3 * CHUNK_BYTES) -> None:
         """``one_message_bytes``: the largest instance ReadInstance answers (the server's message
         size less room for the attributes)."""
         self._one_message_bytes = one_message_bytes
         self._limits, self._ingest, self._search, self._retrieval = limits, ingest, search, retrieval
-        self._deletion, self._requests, self._credentials = deletion, requests, credentials
+        self._deletions, self._requests, self._credentials = deletions, requests, credentials
 
     @mapped
     def StoreInstance(
@@ -195,8 +203,27 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     @mapped
     def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
                     context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
-        instances, destroyed = self._deletion.delete_study(request.study_instance_uid, request.reason)
-        return archive_pb2.DeleteStudyResponse(instances_deleted=instances, blobs_destroyed=destroyed)
+        outcome = self._deletions.delete(request.study_instance_uid, request.reason, _caller())
+        return archive_pb2.DeleteStudyResponse(instances_deleted=outcome.instances_deleted,
+                                               blobs_destroyed=outcome.blobs_destroyed,
+                                               approval_request_id=outcome.request_id)
+
+    @mapped
+    def ApproveStudyDeletion(self, request: archive_pb2.ApproveStudyDeletionRequest,
+                             context: grpc.ServicerContext) -> archive_pb2.ApproveStudyDeletionResponse:
+        done = self._deletions.approve(request.request_id, _caller())
+        return archive_pb2.ApproveStudyDeletionResponse(
+            instances_deleted=done.instances_deleted, blobs_destroyed=done.blobs_destroyed,
+            study_instance_uid=done.request.study_instance_uid, requested_by=done.request.requested_by)
+
+    @mapped
+    def ListStudyDeletionRequests(self, request: archive_pb2.ListStudyDeletionRequestsRequest,
+                                  context: grpc.ServicerContext) -> archive_pb2.ListStudyDeletionRequestsResponse:
+        return archive_pb2.ListStudyDeletionRequestsResponse(requests=[
+            archive_pb2.StudyDeletionRequest(
+                request_id=r.request_id, study_instance_uid=r.study_instance_uid, reason=r.reason,
+                requested_by=r.requested_by, requested_at=r.requested_at, expires_at=r.expires_at)
+            for r in self._deletions.pending()])
 
     @mapped
     def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:

@@ -18,7 +18,7 @@ from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.key_rotation import KeyRotation
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
-from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.credentials import CredentialStore, TokenPolicy
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.forwarding import BackOffice, forwarded
 from pacsvault.daemon.security.serials import normalise_serial
@@ -54,6 +54,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
     def __init__(self, config: Config, credentials: CredentialStore, back_office: BackOffice) -> None:
         self._config, self._credentials, self._back_office = config, credentials, back_office
         self._principals = {p.identity for p in config.security.principals}
+        self._tokens = TokenPolicy(config.security.max_token_ttl_s, config.security.token_idle_timeout_s)
 
     RotateKeys = forwarded(_SECURITY.methods_by_name["RotateKeys"])
     GetEncryptionStatus = forwarded(_SECURITY.methods_by_name["GetEncryptionStatus"])
@@ -64,7 +65,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
         if request.principal not in self._principals:
             raise InvalidInput("principal must be a configured identity (security.principals)")
         issued = self._credentials.create_access_token(request.principal, request.ttl_seconds,
-                                                       request.idle_timeout_seconds, _caller())
+                                                       request.idle_timeout_seconds, _caller(), self._tokens)
         return security_pb2.CreateTokenResponse(token=issued.token, info=_token_info(issued.record))
 
     @mapped

@@ -613,10 +613,13 @@ class BreakGlassGrant(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     GRANTED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    END_RECORDED_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     reason: _builtins.str
     granted_at: _builtins.float
     expires_at: _builtins.float
+    end_recorded: _builtins.bool
+    """Its end (expiry) is recorded in the audit trail, a security alert."""
     def __init__(
         self,
         *,
@@ -624,14 +627,85 @@ class BreakGlassGrant(_message.Message):
         reason: _builtins.str = ...,
         granted_at: _builtins.float = ...,
         expires_at: _builtins.float = ...,
+        end_recorded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_recorded", b"end_recorded", "expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BreakGlassGrant: _TypeAlias = BreakGlassGrant  # noqa: Y015
+
+@_typing.final
+class DeletionRequest(_message.Message):
+    """A study deletion one admin asked for, waiting for a second admin
+    (security.delete_requires_second_admin). Keyed by its request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    """May name a patient ("wrong patient: ..."): sealed at rest."""
+    requested_by: _builtins.str
+    requested_at: _builtins.float
+    expires_at: _builtins.float
+    sealed: _builtins.bytes
+    """reason."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "sealed", b"sealed", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionRequest: _TypeAlias = DeletionRequest  # noqa: Y015
+
+@_typing.final
+class WitnessKey(_message.Message):
+    """The Ed25519 public key this appliance, as its peer's audit witness, trusts
+    for the peer's checkpoints: the first one the peer presented (trust on first
+    use, over the pair's mutual TLS). Checkpoints under any other are refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PINNED_AT_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    pinned_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        pinned_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pinned_at", b"pinned_at", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessKey: _TypeAlias = WitnessKey  # noqa: Y015
 
 @_typing.final
 class CommitmentRecord(_message.Message):
