@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path

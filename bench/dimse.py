@@ -19,7 +19,6 @@ or the run fails.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess

@@ -18,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from pacsvault.client import PacsvaultClient
 from pacsvault.daemon.replication import certs
-from tests.conftest import Daemon, dicom_bytes, identity
+from tests.conftest import dicom_bytes, identity
 from tests.dicomweb_support import stow_body
 
 ROOT = "1.2.826.0.1.3680043.10.91"
