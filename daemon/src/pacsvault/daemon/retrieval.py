@@ -18,7 +18,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavaila
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.security.scope import ScopeGuard
-from pacsvault.daemon.storage.blob_access import BlobReader, read_all
+from pacsvault.daemon.storage.blob_access import BlobReader, authenticated, read_all
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
 from pacsvault.daemon.tiering.reads import ReadRecorder
 
@@ -80,7 +80,7 @@ class Retrieval:
                 data = read_all(reader)
             finally:
                 reader.close()
-            if self._store.address(data).hash == digest.hash:
+            if authenticated(reader) or self._store.address(data).hash == digest.hash:
                 return data
             problem: PacsvaultError = DataLoss("the stored bytes fail their digest")
         except (NotFound, DataLoss, Unavailable) as exc:

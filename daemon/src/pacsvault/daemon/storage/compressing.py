@@ -74,7 +74,13 @@ class CompressingBlobAccess:
         self._inner.flush()
 
     def open(self, digest: Digest) -> FramedReader:
-        return FramedReader(self._inner.open(digest), str(digest), self.sealer)
+        reader = FramedReader(self._inner.open(digest), str(digest), self.sealer)
+        if reader.header.digest.hash != digest.hash:
+            # A sealed blob's frames authenticate against the address in its own header: without
+            # this, another blob's intact file put in this one's place would read as this one.
+            reader.close()
+            raise DataLoss(f"{digest}: the file holds blob {reader.header.digest.hex[:16]}, not this one")
+        return reader
 
     def contains(self, digest: Digest) -> bool:
         return self._inner.contains(digest)
@@ -162,6 +168,9 @@ class FramedReader:
             self._cipher = sealer.open_cipher(self.slots, self.header.digest.hash, where)
         self._decompressor = zstandard.ZstdDecompressor()
         self._cached: tuple[int, bytes] | None = None
+        # Sealed: every byte read was authenticated (GCM, with the address, frame index and count),
+        # so a reader of the whole blob needs no second pass with the keyed hash (see blob_format).
+        self.authenticated = self._cipher is not None
 
     @property
     def dek(self) -> bytes:
