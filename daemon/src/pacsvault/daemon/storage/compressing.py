@@ -14,6 +14,7 @@ from pacsvault.daemon.storage import blob_format
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader, iter_chunks
 from pacsvault.daemon.storage.blob_format import SLOT_BYTES, BlobHeader, Codec
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.memory import BytesReader
 
 # A first frame that zstd shrinks by less than this is taken as already
 # compressed (JPEG, JPEG 2000, deflated pixel data): a sealed blob is then
@@ -84,7 +85,14 @@ class CompressingBlobAccess:
 
     def verify(self, digest: Digest) -> None:
         """Reads the whole blob (every frame authenticated) and checks it against its address."""
-        reader = self.open(digest)
+        self._verify_reader(digest, self.open(digest))
+
+    def verify_stored(self, digest: Digest, stored: bytes) -> None:
+        """Checks a stored form held in memory as verify() checks one at rest (e.g. before an upload
+        whose transfer the store itself checks)."""
+        self._verify_reader(digest, FramedReader(BytesReader(stored), str(digest), self.sealer))
+
+    def _verify_reader(self, digest: Digest, reader: FramedReader) -> None:
         try:
             hasher = _hasher_for(self, reader.header)
             for chunk in iter_chunks(reader, self._frame_size):
