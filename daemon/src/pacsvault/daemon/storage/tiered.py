@@ -149,6 +149,10 @@ class Volume:
     def placed(self, size: int) -> None:
         self._placed_since += size
 
+    def usage_changed(self) -> None:
+        """Bytes came or went outside placement (the mover): measure afresh at the next decision."""
+        self._measured = None
+
     def still_mounted(self) -> bool:
         """One stat: the directory is still on the filesystem it was opened on.
 

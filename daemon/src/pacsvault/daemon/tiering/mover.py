@@ -266,7 +266,11 @@ class TierMover:
             if not moves:
                 return 0
             self.limiter.take(sum(len(m.raw) for m in moves))  # type: ignore[union-attr]
-            switched = self._copy_verify_switch(moves)
+            try:
+                switched = self._copy_verify_switch(moves)
+            finally:
+                for volume in {id(v): v for m in moves for v in (m.source, m.target)}.values():
+                    volume.usage_changed()
         except PacsvaultError as exc:
             self.stats.failures += 1
             self.stats.last_error = str(exc)
