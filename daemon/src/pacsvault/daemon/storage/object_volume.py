@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 PROBE_S = 5.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 300.0
-# The listing of the tier's objects (one request per 1000) is refreshed this often at most.
-LISTING_TTL_S = 300.0
+# The listing of the tier's objects (one request per 1000) runs again after at least
+# LISTING_MIN_S and ten times as long as it last took (so it never takes more than a tenth of
+# the time); sooner than LISTING_MAX_S only when the index says the bytes there changed.
+LISTING_MIN_S = 10.0
+LISTING_MAX_S = 300.0
+LISTING_SHARE = 10
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class _Probe:
     state: S3StoreState | None = None
     listing: S3Usage | None = None
     listed_at: float | None = None
+    listing_took_s: float = 0.0
     warned_no_lock: bool = False
 
 
@@ -146,13 +151,28 @@ class ObjectStoreVolume(Volume):
             self.fail(reason)
 
     def _refresh_listing(self, now: float) -> None:
-        if self._probe.listed_at is not None and now - self._probe.listed_at < LISTING_TTL_S:
+        if not self._listing_due(now):
             return
         try:
             self._probe.listing = self.objects.usage()
-            self._probe.listed_at = now
         except Unavailable as exc:
             log.warning("object-store tier %s: listing its objects failed (%s); kept the last count", self.tier, exc)
+            return
+        finally:
+            self._probe.listed_at, self._probe.listing_took_s = now, time.monotonic() - now
+
+    def _listing_due(self, now: float) -> bool:
+        probe = self._probe
+        if probe.listed_at is None or probe.listing is None:
+            return True
+        age = now - probe.listed_at
+        if age < max(LISTING_MIN_S, LISTING_SHARE * probe.listing_took_s):
+            return False
+        try:
+            changed = self.usage().used != probe.listing.used
+        except OSError:
+            changed = True
+        return changed or age >= LISTING_MAX_S
 
     # -- what the mover asks ---------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class TieringManager:
         self.config, self.env, self.clock = config, env, clock
         self.store = store
         self.mover = TierMover(env, self.store, config, clock)
+        self._pending = object_tier.PendingObjectTiers(config, env, store, clock)
 
     @property
     def first_tier(self) -> str:
@@ -68,7 +69,7 @@ class TieringManager:
         self.store.refresh()
         for volume in self.store.volumes:
             volume.health_check()
-        object_tier.register_missing(self.config, self.env, self.store, self.clock)
+        self._pending.retry_due()
 
     def status(self) -> list[VolumeStatus]:
         self.store.refresh()

@@ -12,7 +12,7 @@ not stop the daemon: ingest never depends on the object store. A tier the
 index knows is recorded as failed (every process reads it as failed, nothing
 is placed there, its blobs answer UNAVAILABLE) and looked at again by the
 back office until it answers; one the index does not know yet is refused and
-registered as soon as the store answers (``register_missing``).
+registered as soon as the store answers (``PendingObjectTiers``).
 
 Serving processes build their volume from the index record (``build``),
 without asking the store: the back office has checked it.
@@ -31,7 +31,7 @@ from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import VolumeRecord
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
-from pacsvault.daemon.storage.object_volume import PROBE_S, ObjectStoreVolume
+from pacsvault.daemon.storage.object_volume import BACKOFF_FIRST_S, BACKOFF_MAX_S, PROBE_S, ObjectStoreVolume
 from pacsvault.daemon.storage.s3 import S3BlobAccess
 from pacsvault.daemon.storage.s3_client import S3Settings, deadline
 from pacsvault.daemon.storage.s3_marker import MARKER_NAME, holds_objects, read_marker, write_marker
@@ -81,17 +81,29 @@ def register(config: Config, tier: TierConfig, env: IndexEnvironment,
     return None
 
 
-def register_missing(config: Config, env: IndexEnvironment, store: TieredBlobStore,
-                     clock: Callable[[], float] = time.time) -> None:
-    """Registers the object-store tiers refused so far whose store answers now (back office, each pass)."""
-    for tier in config.tiers:
-        location = location_of(tier) if tier.is_object_store else None
-        refused = next((r for r in store.refused if r.path == location), None)
-        if refused is None:
-            continue
-        if register(config, tier, env, clock) is None:
-            store.refused.remove(refused)
-            store.refresh()
+class PendingObjectTiers:
+    """Object-store tiers refused at start (the index knew none of them), registered as soon as their
+    store answers; looked at each tiering pass, with backoff (1 s doubling to 5 minutes) per tier."""
+
+    def __init__(self, config: Config, env: IndexEnvironment, store: TieredBlobStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config, self._env, self._store, self._clock = config, env, store, clock
+        self._next: dict[str, tuple[float, float]] = {}  # tier -> (next try, backoff)
+
+    def retry_due(self) -> None:
+        for tier in self._config.tiers:
+            location = location_of(tier) if tier.is_object_store else None
+            refused = next((r for r in self._store.refused if r.path == location), None)
+            due, backoff = self._next.get(tier.name, (0.0, 0.0))
+            if refused is None or time.monotonic() < due:
+                continue
+            if register(self._config, tier, self._env, self._clock) is not None:
+                backoff = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, backoff * 2))
+                self._next[tier.name] = (time.monotonic() + backoff, backoff)
+                continue
+            self._next.pop(tier.name, None)
+            self._store.refused.remove(refused)
+            self._store.refresh()
             log.info("object-store tier %s (%s) is taken into use", tier.name, location)
 
 
