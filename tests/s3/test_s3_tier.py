@@ -18,7 +18,7 @@ import pytest
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.digest import Digest, DigestFunction
-from pacsvault.daemon.errors import DataLoss, InvalidInput
+from pacsvault.daemon.errors import DataLoss, InvalidInput, Unavailable
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.records import BlobRecord
 from pacsvault.daemon.processes.in_process import InProcess
@@ -338,3 +338,62 @@ def test_sigkill_at_every_step_of_a_move_loses_nothing(
         assert len(blob_objects(ceph, bucket)) == (len(expected) if where == "archive" else 0)
     finally:
         archive.close()
+
+
+@pytest.fixture
+def gateway(ceph: CephCluster) -> Any:
+    """The cluster, with its gateway running again after the test whatever the test did to it."""
+    yield ceph
+    ceph.start_gateway()
+
+
+@pytest.mark.parametrize("direction", ["into the store", "out of the store"])
+@pytest.mark.parametrize("step", STEPS[:-1])
+def test_the_gateway_stopped_after_each_step_pauses_the_move_until_it_is_back(
+        step: str, direction: str, gateway: CephCluster, credentials: None, tmp_path: Path,
+        corpus: list[corpus_module.GeneratedInstance]) -> None:
+    bucket = new_bucket(gateway)
+    now = [time.time()]
+    quick = {"s3_timeout_s": 1.0, "s3_connect_timeout_s": 0.3, "s3_read_timeout_s": 0.5}
+    config = config_module.from_dict(raw_config(tmp_path, [hot_tier(tmp_path / "hot"),
+                                                           s3_tier(gateway, bucket, **quick)], demote_after_days=1))
+    archive = InProcess(config, tmp_path / "run", clock=lambda: now[0])
+    try:
+        expected = store_all(archive, corpus[:9])
+        now[0] += 2 * DAY
+        if direction == "out of the store":
+            archive.mover.run_once(max_bytes=1 << 40)
+            placement.request_promotions(archive.index, {i.study_instance_uid: now[0] for i in corpus[:9]})
+        stopped: list[str] = []
+
+        def stop_after(name: str, digest: Digest) -> None:
+            if name == step and not stopped:
+                gateway.stop_gateway()
+                stopped.append(name)
+
+        archive.mover.on_step = stop_after
+        archive.mover.run_once(max_bytes=1 << 40)
+        assert stopped
+        for sop_uid, data in expected.items():  # each instance reads, or says the store is away
+            _, blob = archive.catalog.instance(sop_uid)
+            try:
+                assert read_all(archive.worker.retrieval.open_blob(blob)) == data
+            except Unavailable as exc:
+                assert blob.location.tier == "archive" and "archive" in str(exc)
+        more = store_all(archive, corpus[9:11])  # ingest goes on
+        archive.mover.on_step = lambda name, digest: None
+        gateway.start_gateway()
+        volume = object_volume(archive)
+        wait_until(lambda: archive.tiering.check_volumes() is None and not volume.failed)
+        archive.mover.run_once(max_bytes=1 << 40)
+        per_tier = check_consistent(archive, {**expected, **more})
+        assert per_tier == ({"archive": 9, "hot": 2} if direction == "into the store" else {"hot": 11})
+    finally:
+        archive.close()
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
