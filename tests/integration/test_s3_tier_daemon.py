@@ -18,9 +18,10 @@ from pacsvault.client import PacsvaultClient
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.crypto.appliance_keys import open_keys
+from pacsvault.daemon.replication import certs
 from pacsvault.daemon.digest import address_of
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
-from tests.ceph_cluster import CephCluster
+from tests.ceph_cluster import CephCluster, free_port
 from tests.conftest import Daemon, run_cli
 from tests.s3_support import new_bucket, plain_client, s3_credentials_env, s3_tier
 
@@ -44,10 +45,13 @@ def gateway(ceph: CephCluster) -> Iterator[CephCluster]:
     ceph.start_gateway()
 
 
-def write_config(path: Path, tiers: list[dict[str, Any]], **tiering: Any) -> Path:
+def write_config(path: Path, tiers: list[dict[str, Any]], replication: dict[str, Any] | None = None,
+                 **tiering: Any) -> Path:
     settings = {"mover_interval_s": 0.2, "access_flush_interval_s": 0.2, "mover_max_bytes_per_s": 1 << 30,
                 **tiering}
     lines = ["[tiering]", *(f"{k} = {_toml(v)}" for k, v in settings.items())]
+    if replication:
+        lines += ["[replication]", *(f"{k} = {_toml(v)}" for k, v in replication.items())]
     for tier in tiers:
         lines += ["", "[[tiers]]", *(f"{k} = {_toml(v)}" for k, v in tier.items())]
     path.write_text("\n".join(lines) + "\n")
@@ -294,3 +298,46 @@ def test_wrong_credentials_and_a_missing_bucket_are_clear_errors_and_ingest_goes
     store_parallel(other.target, corpus[:2])
     for log in (daemon.log(), other.log()):
         assert "Traceback" not in log
+
+
+def test_an_object_deleted_or_changed_behind_our_back_is_repaired_from_the_peer(
+        daemon_factory, ceph: CephCluster, tmp_path: Path,  # type: ignore[no-untyped-def]
+        corpus: list[corpus_module.GeneratedInstance]) -> None:
+    cert_dir = tmp_path / "certs"
+    certs.write_set(cert_dir, {"site-a": ["127.0.0.1"], "site-b": ["127.0.0.1"]})
+    ports = {"site-a": free_port(), "site-b": free_port()}
+
+    def replication(name: str, peer: str) -> dict[str, Any]:
+        return {"enabled": True, "appliance_name": name, "peer_name": peer, "peer_address": f"127.0.0.1:{ports[peer]}",
+                "listen": f"127.0.0.1:{ports[name]}", "ca_file": str(cert_dir / "ca.pem"),
+                "cert_file": str(cert_dir / f"{name}.pem"), "key_file": str(cert_dir / f"{name}.key"),
+                "sender_interval_s": 0.2, "max_backoff_s": 1.0}
+
+    bucket = new_bucket(ceph)
+    a_config = write_config(tmp_path / "a.toml", [local_tier("hot", tmp_path / "a-hot"), archive_tier(ceph, bucket)],
+                            replication("site-a", "site-b"))
+    b_config = write_config(tmp_path / "b.toml", [local_tier("hot", tmp_path / "b-hot")], replication("site-b", "site-a"))
+    daemon_factory("site-b", config=b_config)
+    a = daemon_factory("site-a", config=a_config, env=s3_credentials_env(ceph))
+    acknowledged, _ = store_parallel(a.target, corpus[:6])
+    wait_for(lambda: json.loads(run_cli(a.target, "replication", "status", "--json").stdout)["pending_entries"] == 0,
+             what="replicated to the peer")
+    assert run_cli(a.target, "tiers", "drain", str(tmp_path / "a-hot")).returncode == 0
+    wait_for(lambda: volumes(a)[str(tmp_path / "a-hot")]["state"] == "drained", what="hot drained into the bucket")
+    keys = open_keys(config_module.from_dict({"data_dir": str(a.data_dir)}))
+    assert keys is not None
+    sealer, plain = BlobSealer(keys), plain_client(ceph)
+
+    def key_of(uid: str) -> str:
+        address = address_of(acknowledged[uid], sealer.address_key)
+        return f"blobs/blake3/{address.hex[:2]}/{address.hex}"
+
+    deleted, changed = corpus[0].sop_instance_uid, corpus[1].sop_instance_uid
+    plain.delete_object(Bucket=bucket, Key=key_of(deleted))
+    body = bytearray(plain.get_object(Bucket=bucket, Key=key_of(changed))["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    plain.put_object(Bucket=bucket, Key=key_of(changed), Body=bytes(body))
+    check_reads(a, acknowledged)  # both come back from the peer's shards, verified
+    quarantined = plain.list_objects_v2(Bucket=bucket, Prefix="quarantine/").get("Contents", [])
+    assert len(quarantined) == 1, "the changed object was kept aside with its reason, not deleted"
+    check_reads(a, acknowledged)  # and read again from their new copies
