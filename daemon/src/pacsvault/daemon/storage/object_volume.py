@@ -11,9 +11,11 @@ differs from a directory, and why:
 - A read error does not fail it: a caller's short deadline is no fault of
   the store. Reads of blobs there answer UNAVAILABLE naming the tier.
 - Its capacity is the configured quota; its use is what the index counts on it.
-- A blob the mover copies in is proven by the transfer (the store checks each
-  upload against our MD5) and verified in memory, not downloaded again; an
-  object found there already is read back whole.
+- A blob the mover copies in is checked before it is sent (header, frame
+  table, key slot) and proven by the transfer (the store checks each upload
+  against our MD5): the object is exactly the source, and is not downloaded
+  again. An object found there already is read back whole. The frames are
+  authenticated at every read, and by the scrub.
 - Where the bucket has Object Lock, a blob moved in gets the retention and
   legal hold the rules give (``retain``), so the store refuses an early delete.
 - Scrub (the integrity issue) reads it as any volume: ``access.verify(digest)``
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -72,6 +75,7 @@ class _Probe:
     listed_at: float | None = None
     listing_took_s: float = 0.0
     warned_no_lock: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -108,12 +112,13 @@ class ObjectStoreVolume(Volume):
                 state = self.objects.check()
                 marker = read_marker(self.objects.calls, self.marker_key)
         except (ConfigError, Unavailable) as exc:
-            self._looked_bad(str(exc))
+            self._looked_bad(str(exc), by_look=True)
             return False
         if marker != self.volume_id:
             found = "is missing" if marker is None else f"names volume {marker}"
             self._looked_bad(f"object store {self.objects.label}: its marker {found}, not {self.volume_id} "
-                             "(another bucket or prefix, or it was emptied); nothing is written there")
+                             "(another bucket or prefix, or it was emptied); nothing is written there",
+                             by_look=True)
             return False
         self._probe.state, self._probe.backoff_s = state, 0.0
         if self.failed:
@@ -139,16 +144,21 @@ class ObjectStoreVolume(Volume):
             calls=self.objects.calls.stats.summary(),
             next_probe_in_s=max(0.0, probe.next_at - now) if self.failed else None)
 
-    def _looked_bad(self, reason: str) -> None:
+    def _looked_bad(self, reason: str, *, by_look: bool = False) -> None:
+        """A failed look waits twice as long as the last for the next; the transfers that fail
+        together (several in flight) count once."""
         probe = self._probe
-        probe.backoff_s = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, probe.backoff_s * 2))
-        probe.next_at = time.monotonic() + probe.backoff_s
-        log.error("object-store tier %s: %s; no data goes there, next look in %.0fs", self.tier, reason,
-                  probe.backoff_s)
-        # The numbers in a reason (attempts, seconds) change at every look; the index is written
-        # (and every process told) only when the reason itself changes.
-        if _shape(self.failed) != _shape(reason):
-            self.fail(reason)
+        with probe.lock:
+            if not by_look and self.failed:
+                return
+            probe.backoff_s = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, probe.backoff_s * 2))
+            probe.next_at = time.monotonic() + probe.backoff_s
+            log.error("object-store tier %s: %s; no data goes there, next look in %.0fs", self.tier, reason,
+                      probe.backoff_s)
+            # The numbers in a reason (attempts, seconds) change at every look; the index is written
+            # (and every process told) only when the reason itself changes.
+            if _shape(self.failed) != _shape(reason):
+                self.fail(reason)
 
     def _refresh_listing(self, now: float) -> None:
         if not self._listing_due(now):
@@ -180,12 +190,14 @@ class ObjectStoreVolume(Volume):
         return max(1, self.objects.settings.max_connections // 2)
 
     def copy_in(self, digest: Digest, stored: bytes) -> bool:
+        """Checks the stored form's header and frame table (it is the blob, whole, and opens with our
+        keyring), then uploads it: the store checks the bytes it received against our MD5, so the
+        object is proven to be exactly the source, without a read-back."""
+        self.access.check_structure(digest, stored)  # type: ignore[attr-defined]
         return self.objects.put_checked(digest, stored)[1]
 
     def verify_copy(self, digest: Digest, stored: bytes, proven: bool) -> None:
-        if proven:
-            self.access.verify_stored(digest, stored)  # type: ignore[attr-defined]
-        else:
+        if not proven:  # an object that was there already: read it back whole
             self.access.verify(digest)  # type: ignore[attr-defined]
 
     def retain(self, digest: Digest, retention: Retention | None) -> None:
