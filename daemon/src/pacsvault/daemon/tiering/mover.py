@@ -4,10 +4,12 @@ A blob moves in a fixed sequence, each step safe to interrupt with SIGKILL::
 
     intent   record (blob, from, to) in the index      crash: undone next pass
     copy     write the stored bytes to the target       crash: target copy removed
-    verify   check the copy: read it back whole, or,    crash: as above
-             where the transfer proved it (an object
-             store checks every upload's MD5), check
-             the bytes sent, in memory
+    verify   check the copy: read it back whole, every  crash: as above
+             frame authenticated. An object store's
+             copy is proven instead: its header and
+             frame table were checked before it was
+             sent, and the store checked the upload
+             against our MD5, so it is the source
     retain   an object store's Object Lock: the         crash: as above (a copy the store
              retention / legal hold the rules give      keeps under its lock stays there)
     switch   point the index at the target (one txn)    crash: source copy removed
@@ -47,7 +49,7 @@ STEPS = ("intent", "copy", "verify", "retain", "switch", "delete", "done")
 DRAIN_BATCH = 10_000
 # Blobs moved together share each step's index commit; the batch bounds the
 # memory held (the stored bytes are read into memory) and the work a crash redoes.
-BATCH_BLOBS = 64
+BATCH_BLOBS = 256
 BATCH_BYTES = 64 * 1024 * 1024
 
 
@@ -209,10 +211,17 @@ class TierMover:
     def _demote(self, budget: _Budget) -> None:
         for index, tier in enumerate(self.store.tiers[:-1]):
             targets = [t.name for t in self.store.tiers[index + 1 :]]
+            # The blobs of several small studies share a batch: fewer commits, more transfers in flight.
+            pending: list[BlobRecord] = []
             for heat, _ in self._demotion_candidates(tier, limit=10_000):
                 if budget.left <= 0:
                     return
-                self._move_study(heat.study_uid, tier.name, targets, budget, same_device_ok=False)
+                pending += self._blobs_of(heat.study_uid, tier.name, targets)
+                *full, pending = _batches(pending) or [[]]
+                for batch in full:
+                    self._move_blobs(batch, targets, budget, exclude=None, same_device_ok=False)
+            if pending and budget.left > 0:
+                self._move_blobs(pending, targets, budget, exclude=None, same_device_ok=False)
 
     def _refresh_demoting(self) -> None:
         """Hysteresis: a tier starts demoting past its high watermark (or once no volume of it takes
@@ -245,18 +254,22 @@ class TierMover:
     def _move_study(self, study_uid: str, from_tier: str | None, to_tiers: list[str], budget: _Budget,
                     same_device_ok: bool) -> bool:
         """Moves the study's blobs on ``from_tier`` (any tier not in to_tiers if None)."""
-        try:
-            members = self.catalog.study_instances(study_uid)
-        except NotFound:
-            return True
-        blobs = [b for _, b in members if b.location.tier not in to_tiers
-                 and (from_tier is None or b.location.tier == from_tier)]
+        blobs = self._blobs_of(study_uid, from_tier, to_tiers)
         moved = 0
         for batch in _batches(blobs):
             if budget.left <= 0:
                 return False
             moved += self._move_blobs(batch, to_tiers, budget, exclude=None, same_device_ok=same_device_ok)
         return moved == len(blobs)
+
+    def _blobs_of(self, study_uid: str, from_tier: str | None, to_tiers: list[str]) -> list[BlobRecord]:
+        """The study's blobs on ``from_tier`` (on any tier not in to_tiers if None)."""
+        try:
+            members = self.catalog.study_instances(study_uid)
+        except NotFound:
+            return []
+        return [b for _, b in members if b.location.tier not in to_tiers
+                and (from_tier is None or b.location.tier == from_tier)]
 
     def _move_blobs(self, blobs: list[BlobRecord], to_tiers: list[str], budget: _Budget,
                     exclude: Volume | None, same_device_ok: bool) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from pacsvault.daemon.tiering import transfers
 from pacsvault.daemon.tiering.manager import TieringManager
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class TieringScheduler:
             self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        transfers.yield_cpu()  # moves wait for serving, never the other way round
         interval = self._tiering.config.tiering.mover_interval_s
         while not self._stop.wait(interval):
             self._safely(self._tiering.check_volumes)

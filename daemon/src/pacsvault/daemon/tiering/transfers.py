@@ -9,8 +9,11 @@ begins, so the crash-safe order of the move holds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,8 +41,35 @@ def each(items: list[T], step: Callable[[T], R], at_once: int) -> list[R]:
     once every started step has ended."""
     if at_once <= 1 or len(items) <= 1:
         return [step(item) for item in items]
-    with ThreadPoolExecutor(min(at_once, len(items)), thread_name_prefix="mover-io") as pool:
-        return list(pool.map(step, items))
+    futures = [_pool(at_once).submit(step, item) for item in items]
+    concurrent.futures.wait(futures)
+    return [f.result() for f in futures]
+
+
+# One pool per width, kept: starting threads for every step of every batch cost more than the steps.
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(at_once: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(at_once)
+        if pool is None:
+            pool = _pools[at_once] = ThreadPoolExecutor(at_once, thread_name_prefix="mover-io",
+                                                        initializer=yield_cpu)
+        return pool
+
+
+# Background moves give the CPU to serving first: the mover's threads run this much nicer.
+MOVER_NICE = 10
+
+
+def yield_cpu() -> None:
+    """Lowers the calling thread's CPU priority (Linux: a thread is a task of its own)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MOVER_NICE)
+    except OSError:  # not allowed here (a container's seccomp): moves run at normal priority
+        pass
 
 
 @dataclass
@@ -72,11 +102,6 @@ def read_stored(item: tuple[BlobRecord, Volume, Digest]) -> bytes:
             reader.close()
 
 
-def copy(move: Move) -> None:
-    with pausing(move.target):
-        move.proven = move.target.copy_in(move.digest, move.raw)
-
-
 def verify(move: Move) -> None:
     target = move.target
     with pausing(target):
@@ -85,6 +110,15 @@ def verify(move: Move) -> None:
         except DataLoss as exc:
             target.local.delete(move.digest)
             raise DataLoss(f"copy on {target.path} failed verification ({exc}); removed, the source is kept") from exc
+
+
+def copy(move: Move) -> None:
+    with pausing(move.target):
+        try:
+            move.proven = move.target.copy_in(move.digest, move.raw)
+        except DataLoss as exc:  # checked before it was sent: the source itself is bad
+            raise DataLoss(f"blob {move.digest.hex[:16]} on {move.source.path} failed verification before its "
+                           f"copy to {move.target.path} ({exc}); nothing was copied") from exc
 
 
 def delete_leftover(item: tuple[Move, bool]) -> None:
