@@ -191,6 +191,10 @@ def test_object_lock_keeps_moved_blobs_until_their_retention_and_hold(
         assert {b.location.tier for _, b in archive.catalog.study_instances(held)} == {"hot"}
         kept = [volume.objects.contains(_address(b)) for _, b in archive.catalog.study_instances(held)]
         assert all(kept) and placement.move_intents(archive.index) == []
+        # A hold lifted later reaches the objects already in the store (the integrity issue's hook).
+        first_held = _address(archive.catalog.study_instances(held)[0][1])
+        retention_rules.apply_hold(volume, first_held, False)
+        assert not volume.objects.lock_state(first_held).legal_hold
         # A study deleted during its retention: the index forgets it, the store keeps its objects until then.
         released_blobs = [b for _, b in archive.catalog.study_instances(released)]
         archive.worker.deletion.delete_study(released, "test: retention")
