@@ -334,7 +334,8 @@ class TierMover:
             placement.switch_blob(txn, self.env, _key(m.blob), m.source.volume_id, m.target.tier, m.target.volume_id)
             for m in moves])
         self._each_step("switch", moves)
-        transfers.each(list(zip(moves, flags, strict=True)), transfers.delete_leftover, at_once)
+        transfers.each(list(zip(moves, flags, strict=True)), transfers.delete_leftover,
+                       transfers.DELETES_PER_TRANSFER * at_once)
         self._each_step("delete", moves)
         placement.drop_move_intents(self.env, intents)
         self._each_step("done", moves)

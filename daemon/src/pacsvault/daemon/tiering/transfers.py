@@ -31,6 +31,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Deleting a copy left behind waits for fsyncs (a shred, then the unlink), not the network:
+# more of them at once than transfers.
+DELETES_PER_TRANSFER = 4
+
+
 def width(volumes: Iterable[Volume]) -> int:
     """How many transfers at once the busiest-capable of ``volumes`` takes."""
     return max((v.transfers_at_once() for v in volumes), default=1)
