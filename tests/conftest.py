@@ -29,10 +29,12 @@ WORKERS = os.environ.get("PACSVAULT_TEST_WORKERS", "2")
 class Daemon:
     """One pacsvaultd subprocess with its own data dir and port."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
         self.extra = extra or []
+        self.env = env  # the daemon's whole environment (e.g. S3 credentials); None: the test's
         self.port_file = data_dir.parent / f"{data_dir.name}.port"
         # Metrics on a free port too, so daemons never fight over 9464.
         self.metrics_port_file = data_dir.parent / f"{data_dir.name}.metrics-port"
@@ -65,7 +67,7 @@ class Daemon:
         if self.config is not None:
             argv += ["--config", str(self.config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + timeout
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -117,8 +119,8 @@ def daemon_factory(tmp_path: Path) -> Iterator:
     started: list[Daemon] = []
 
     def make(name: str = "appliance", config: Path | None = None, extra: list[str] | None = None,
-             start: bool = True) -> Daemon:
-        daemon = Daemon(tmp_path / name, config, extra)
+             start: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(tmp_path / name, config, extra, env)
         started.append(daemon)
         return daemon.start() if start else daemon
 

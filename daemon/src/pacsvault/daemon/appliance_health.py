@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.health import object_store
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.replication.manager import ReplicationStatus
 from pacsvault.daemon.tiering.manager import TieringManager, VolumeStatus
+from pacsvault.hardware import Reason, Verdict
 
 _STATES = ["healthy", "warning", "critical"]
 
@@ -28,6 +30,8 @@ class VolumeHealth:
     used_bytes: int
     free_bytes: int
     accepts_writes: bool
+    # The volume's own figures where the disk monitor has none (an object-store tier's calls).
+    reasons: tuple[Reason, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,11 @@ def _volume_health(status: VolumeStatus) -> VolumeHealth:
         state, reason = "warning", f"draining: {status.blobs} blobs still to move"
     else:
         state, reason = "healthy", ""
+    found = tuple(object_store.reasons(status.store)) if status.store is not None else ()
+    warnings = [r for r in found if r.verdict is not Verdict.HEALTHY]
+    if warnings and state == "healthy":
+        state, reason = "warning", "; ".join(f"{r.attribute}: {r.value} ({r.rule})" for r in warnings)
     return VolumeHealth(
         status.tier, status.path, state, reason, status.capacity_bytes, status.used_bytes, status.free_bytes,
-        accepts_writes=status.accepts_writes,
+        accepts_writes=status.accepts_writes, reasons=found,
     )

@@ -65,21 +65,47 @@ class LimitsConfig:
     max_call_s: float = 3600.0
 
 
-VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid")
+VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid", "object")
 AGE_BASES = ("ingest", "study_date", "access")
+TIER_BACKENDS = ("local", "s3")
 
 
 @dataclass(frozen=True)
 class TierConfig:
     name: str
-    volumes: tuple[str, ...]
-    # What the volumes are; reported, and used to explain placement.
-    volume_class: str = "hdd"
-    # Fractions of each volume's filesystem. Past high, no new data lands on
-    # the volume and the mover demotes its coldest studies until below low.
+    # Directories (mount points) of a local tier; an s3 tier has none: its bucket is its one volume.
+    volumes: tuple[str, ...] = ()
+    # What the volumes are; reported, and used to explain placement. Empty: "hdd" for
+    # a local tier, "object" for an s3 tier.
+    volume_class: str = ""
+    # Fractions of each volume's filesystem (of s3_quota_bytes for an s3 tier). Past high,
+    # no new data lands on the volume and the mover demotes its coldest studies until below low.
     high_watermark: float = 0.85
     low_watermark: float = 0.70
     reserve_bytes: int = 256 * 1024 * 1024
+    # "local": directories on this appliance's disks. "s3": one bucket of an object store
+    # (S3 API: Ceph RGW, StorageGRID, ECS, MinIO, AWS), after every local tier. See
+    # config_object_tiers for the s3_ keys, which only an s3 tier takes.
+    backend: str = "local"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_profile: str = ""
+    s3_ca_file: str = ""
+    s3_quota_bytes: int = 0
+    s3_timeout_s: float = 30.0
+    s3_connect_timeout_s: float = 2.0
+    s3_read_timeout_s: float = 10.0
+    s3_max_connections: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.volume_class:
+            object.__setattr__(self, "volume_class", "object" if self.backend == "s3" else "hdd")
+
+    @property
+    def is_object_store(self) -> bool:
+        return self.backend == "s3"
 
 
 DEFAULT_TIERS = (
@@ -459,6 +485,7 @@ def validate(config: Config) -> None:
         raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
     _check_call_limits(config)
     _check_tiers(config.tiers)
+    _check_object_tiers(config)
     _check_tiering(config.tiering)
     if config.replication.enabled:
         _check_replication(config)
@@ -694,7 +721,9 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
         if tier.name in seen_names:
             raise ConfigError(f"tiers[{i}].name: tier {tier.name!r} is declared twice")
         seen_names.add(tier.name)
-        if not tier.volumes:
+        if tier.backend not in TIER_BACKENDS:
+            raise ConfigError(f"tiers[{i}].backend must be one of {', '.join(TIER_BACKENDS)}, got {tier.backend!r}")
+        if not tier.volumes and not tier.is_object_store:
             raise ConfigError(f"tiers[{i}].volumes: tier {tier.name!r} needs at least one volume")
         for j, path in enumerate(tier.volumes):
             if not path:
@@ -708,6 +737,12 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
             raise ConfigError(f"tiers[{i}]: need 0 < low_watermark <= high_watermark <= 1")
         if tier.reserve_bytes < 0:
             raise ConfigError(f"tiers[{i}].reserve_bytes must not be negative")
+
+
+def _check_object_tiers(config: Config) -> None:
+    from pacsvault.daemon.config_object_tiers import check_object_tiers
+
+    check_object_tiers(config)
 
 
 def _host_port(key: str, value: str) -> str:

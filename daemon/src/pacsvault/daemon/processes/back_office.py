@@ -62,6 +62,7 @@ from pacsvault.daemon.service.storage_service import StorageServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore, Volume
 from pacsvault.daemon.tiering.manager import TieringManager
+from pacsvault.daemon.tiering.object_tier import is_directory
 from pacsvault.daemon.tiering.scheduler import TieringScheduler
 from pacsvault.daemon.tiering.volumes import open_store, register_configured
 from pacsvault.v1 import appliance_pb2_grpc, replication_pb2_grpc, security_pb2_grpc, storage_pb2_grpc
@@ -185,7 +186,7 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
                                                                            blob.location.volume_id), stored=True),
             peer, bell.wait, clock, alerts)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
-    monitor = build_monitor(config, lambda: _refreshed(store))
+    monitor = build_monitor(config, lambda: [v for v in _refreshed(store) if is_directory(v)])
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
                                    insecure=production_guard.warnings(config))
     internal = create_internal_server(layout.back_office_socket(run_dir), [
@@ -241,7 +242,7 @@ def _peer_client(config: Config) -> PeerClient:
 def _lock_volumes(store: TieredBlobStore) -> list[DataDirLock]:
     """One daemon per volume: another pacsvaultd (another data dir) configured on ours is refused."""
     held = []
-    for volume in store.volumes:
+    for volume in filter(is_directory, store.volumes):
         lock = DataDirLock(Path(volume.path), VOLUME_LOCK_NAME, what="tier volume")
         try:
             lock.acquire()

@@ -58,6 +58,7 @@ from pacsvault.daemon.security.scope import ScopeGuard
 from pacsvault.daemon.server import Registration, Served, create_server, principal_resolver
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.service.audit_service import AuditServicer
+from pacsvault.daemon.service.caller_deadline import CallerDeadlineInterceptor
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
@@ -265,7 +266,8 @@ def main() -> int:
         parts = build(config, spec.run_dir, web_port=spec.web_port)
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
-                               parts.audit, [rpc_metrics_interceptor()], share_port=True)
+                               parts.audit, [rpc_metrics_interceptor(), CallerDeadlineInterceptor()],
+                               share_port=True)
         web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
                              principal_resolver(config, parts.credentials), parts.audit,
                              spec.web_port) if spec.web_port else None

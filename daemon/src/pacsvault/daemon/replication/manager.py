@@ -69,7 +69,9 @@ class ReplicationManager:
         self.peer = peer
         self._wait_for_work = wait_for_work
         self.sender = ReplicationSender(env, open_stored, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
-        shard_volumes = [config.resolve(path) / "replica" for path in config.tiers[-1].volumes]
+        # The peer's shards go on this appliance's own last disks (an object-store tier holds our blobs only).
+        last_local = next(t for t in reversed(config.tiers) if not t.is_object_store)
+        shard_volumes = [config.resolve(path) / "replica" for path in last_local.volumes]
         self.shards = ShardStore(shard_volumes, clock)
         self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,
                                       cursor_path=config.resolve(config.index.path) / "scrub-cursor.json")

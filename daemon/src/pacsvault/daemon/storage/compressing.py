@@ -14,6 +14,7 @@ from pacsvault.daemon.storage import blob_format
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader, iter_chunks
 from pacsvault.daemon.storage.blob_format import SLOT_BYTES, BlobHeader, Codec
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.memory import BytesReader
 
 # A first frame that zstd shrinks by less than this is taken as already
 # compressed (JPEG, JPEG 2000, deflated pixel data): a sealed blob is then
@@ -87,7 +88,26 @@ class CompressingBlobAccess:
 
     def verify(self, digest: Digest) -> None:
         """Reads the whole blob (every frame authenticated) and checks it against its address."""
-        reader = self.open(digest)
+        self._verify_reader(digest, self.open(digest))
+
+    def verify_stored(self, digest: Digest, stored: bytes) -> None:
+        """Checks a stored form held in memory as verify() checks one at rest."""
+        self._verify_reader(digest, FramedReader(BytesReader(stored), str(digest), self.sealer))
+
+    def check_structure(self, digest: Digest, stored: bytes) -> None:
+        """The cheap check of a stored form: its header (CRC) names ``digest``, its frame table
+        accounts for every byte, and (sealed) a key slot opens with our keyring. The frames
+        themselves are authenticated at every read (and by the scrub)."""
+        where = str(digest)
+        reader = FramedReader(BytesReader(stored), where, self.sealer)  # header, CRC, key slot
+        header = reader.header
+        if header.digest.hash != digest.hash or header.digest.size_bytes != digest.size_bytes:
+            raise DataLoss(f"blob {digest.hex[:16]}: its header names another blob ({header.digest})")
+        if header.encoded_size + sum(header.frame_lengths) != len(stored):
+            raise DataLoss(f"blob {digest.hex[:16]}: {len(stored)} bytes, its frame table says "
+                           f"{header.encoded_size + sum(header.frame_lengths)}")
+
+    def _verify_reader(self, digest: Digest, reader: FramedReader) -> None:
         try:
             hasher = _hasher_for(self, reader.header)
             for chunk in iter_chunks(reader, self._frame_size):
