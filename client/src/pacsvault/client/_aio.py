@@ -291,6 +291,17 @@ class AsyncPacsvaultClient:
         return await self._unary(self._archive.DeleteStudy, archive_pb2.DeleteStudyRequest(
             study_instance_uid=study_instance_uid, reason=reason))
 
+    async def approve_study_deletion(self, request_id: str) -> archive_pb2.ApproveStudyDeletionResponse:
+        """Approves another admin's deletion request: the study is deleted now."""
+        return await self._unary(self._archive.ApproveStudyDeletion,
+                                 archive_pb2.ApproveStudyDeletionRequest(request_id=request_id))
+
+    async def study_deletion_requests(self) -> list[archive_pb2.StudyDeletionRequest]:
+        """Deletions waiting for a second admin."""
+        response = await self._unary(self._archive.ListStudyDeletionRequests,
+                                     archive_pb2.ListStudyDeletionRequestsRequest())
+        return list(response.requests)
+
     async def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return await self._unary(self._storage.ListVolumes, storage_pb2.ListVolumesRequest())
 
