@@ -254,3 +254,18 @@ def test_hw_assess_json_gives_the_verdicts_of_the_captures(tmp_path: Path) -> No
     healthy = run_cli("127.0.0.1:1", "hw", "assess", str(FIXTURES / "smartctl" /
                                                           "smartctl_ata_wdc_ultrastar_HC550_healthy.json"))
     assert healthy.returncode == 0 and "HEALTHY" in healthy.stdout
+
+
+def test_standard_health_list_names_every_service_and_logs_no_error(daemon: Daemon) -> None:
+    """grpc.health.v1 List (a 2024 addition the library servicer leaves unimplemented) answers, quietly."""
+    with grpc.insecure_channel(daemon.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        listed = stub.List(health_pb2.HealthListRequest(), timeout=10)
+        checked = {name: stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+                   for name in listed.statuses}
+    statuses = {name: reply.status for name, reply in listed.statuses.items()}
+    assert {"", ARCHIVE, APPLIANCE} <= set(statuses), statuses
+    assert statuses == checked, "List and Check disagree"
+    assert statuses[""] == health_pb2.HealthCheckResponse.SERVING
+    log = daemon.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

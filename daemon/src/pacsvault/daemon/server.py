@@ -29,6 +29,7 @@ from pacsvault.daemon.security.authorization import AuthorizationInterceptor
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.draining import DrainingInterceptor
+from pacsvault.daemon.service.health_servicer import HealthServicer
 from pacsvault.daemon.service.request_decoding import RequestDecodingInterceptor
 from pacsvault.v1 import (
     appliance_pb2,
@@ -137,7 +138,7 @@ def create_server(config: Config, services: Sequence[Registration], credentials:
     )
     for add, servicer in services:
         add(servicer, server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
