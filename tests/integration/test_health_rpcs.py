@@ -173,14 +173,14 @@ def test_metrics_endpoint_has_the_expected_families(daemon: Daemon) -> None:
     for name in ("pacsvault_device_health", "pacsvault_disk_smart_value", "pacsvault_disk_reallocated_sectors",
                  "pacsvault_disk_pending_sectors", "pacsvault_disk_media_errors", "pacsvault_md_array_health",
                  "pacsvault_volume_capacity_bytes", "pacsvault_volume_used_bytes", "pacsvault_volume_accepts_writes",
-                 "pacsvault_appliance_accepts_writes", "pacsvault_health_events", "pacsvault_rpc_requests",
-                 "pacsvault_rpc_duration_seconds", "process_resident_memory_bytes"):
+                 "pacsvault_appliance_accepts_writes", "pacsvault_health_events", "grpc_server_handled",
+                 "grpc_server_handling_seconds", "process_resident_memory_bytes"):
         assert name in families, name
-    requests = {(s.labels["method"], s.labels["code"]): s.value for s in families["pacsvault_rpc_requests"].samples
-                if s.name.endswith("_total")}
-    assert requests[("/pacsvault.v1.ApplianceService/GetApplianceHealth", "OK")] >= 2
-    assert requests[("/pacsvault.v1.ArchiveService/ReadInstance", "NOT_FOUND")] == 1  # get_instance's call
-    buckets = [s for s in families["pacsvault_rpc_duration_seconds"].samples if s.name.endswith("_bucket")]
+    requests = {(s.labels["grpc_service"], s.labels["grpc_method"], s.labels["grpc_code"]): s.value
+                for s in families["grpc_server_handled"].samples if s.name.endswith("_total")}
+    assert requests[("pacsvault.v1.ApplianceService", "GetApplianceHealth", "OK")] >= 2
+    assert requests[("pacsvault.v1.ArchiveService", "ReadInstance", "NOT_FOUND")] == 1  # get_instance's call
+    buckets = [s for s in families["grpc_server_handling_seconds"].samples if s.name.endswith("_bucket")]
     assert buckets
     used = {s.labels["tier"]: s.value for s in families["pacsvault_volume_used_bytes"].samples}
     assert set(used) == {"hot", "capacity"} and all(v > 0 for v in used.values())

@@ -36,6 +36,8 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0
     # Chunks are at most 1 MiB; the margin covers the message envelope.
     max_message_bytes: int = 4 * 1024 * 1024
+    # Access-log lines a second, per serving process (service/access_log.py); 0: none.
+    access_log_per_s: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -449,6 +451,8 @@ def _check_server(config: Config) -> Problems:
         yield "server.max_message_bytes must be at least 2097152 (chunks are 1 MiB)"
     if server.shutdown_grace_s < 0:
         yield "server.shutdown_grace_s must not be negative"
+    if server.access_log_per_s < 0:
+        yield "server.access_log_per_s must not be negative (0 turns the access log off)"
 
 
 def _check_index_storage_limits(config: Config) -> Problems:

@@ -1,9 +1,8 @@
 """The Prometheus endpoint: disk verdicts, SMART counters, volumes, RPCs, processes.
 
 Built on the official ``prometheus-client``, served by the back office for
-every process of the daemon: serving processes count their RPCs
-(:class:`~pacsvault.daemon.service.rpc_metrics.RpcMetricsInterceptor`) in the
-library's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the
+every process of the daemon: serving processes count their calls, stores
+and reads (:mod:`pacsvault.daemon.instruments`) in the library's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the
 supervisor sets for its children), and a scrape sums them. Health figures are
 read from the monitor's current snapshot at scrape time (a custom collector),
 so a scrape never runs smartctl. Everything lives in the daemon's own
@@ -46,7 +45,7 @@ from wsgiref.simple_server import WSGIServer
 from pathlib import Path
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -56,7 +55,6 @@ from prometheus_client.registry import Collector
 from pacsvault.daemon.config import MetricsConfig, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.health import EventKind, HealthMonitor, HealthSnapshot
-from pacsvault.daemon.service.rpc_metrics import RpcMetricsInterceptor
 from pacsvault.hardware import Verdict
 
 log = logging.getLogger(__name__)
@@ -74,8 +72,6 @@ NAMED_COUNTERS = {
     "scsi.grown_defects": ("disk_grown_defects", "SAS grown defect list length"),
     "temperature_c": ("disk_temperature_celsius", "Current drive temperature"),
 }
-# Latency buckets for RPCs from a health check (sub-millisecond) to a study upload.
-RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class HealthCollector(Collector):
@@ -167,16 +163,6 @@ class MetricsServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def rpc_metrics_interceptor() -> RpcMetricsInterceptor:
-    """A serving process's RPC counters (written to the multiprocess files the back office sums)."""
-    registry = CollectorRegistry()
-    requests = Counter("pacsvault_rpc_requests", "gRPC calls by method and status code",
-                       ["method", "code"], registry=registry)
-    duration = Histogram("pacsvault_rpc_duration_seconds", "gRPC call duration by method (streams: whole stream)",
-                         ["method"], buckets=RPC_BUCKETS, registry=registry)
-    return RpcMetricsInterceptor(requests, duration)
 
 
 class ProcessesCollector(Collector):
