@@ -29,8 +29,14 @@ Families (``pacsvault_`` prefix):
   ``health_last_poll_timestamp_seconds``, ``health_poll_duration_seconds``,
   ``health_events_total{kind}``, ``health_events_dropped_total``,
   ``health_watchers``.
-* ``rpc_requests_total{method,code}``, ``rpc_duration_seconds{method}``: summed
-  over the serving processes.
+* From the serving processes, summed (:mod:`pacsvault.daemon.instruments`):
+  ``grpc_server_started_total``, ``grpc_server_handled_total``,
+  ``grpc_server_handling_seconds`` (``grpc_type``, ``grpc_service``,
+  ``grpc_method``, ``grpc_code``), ``pacsvault_http_requests_total`` and
+  ``pacsvault_http_request_duration_seconds`` (DICOMweb, by route template),
+  ``pacsvault_ingest_*``, ``pacsvault_retrieval_*``, ``pacsvault_security_alerts_total``.
+* From the back office (:mod:`pacsvault.daemon.appliance_metrics`): index,
+  replication backlog and recovery point, mover, audit trail and ATNA export.
 * ``process_cpu_seconds_total{role,pid}``, ``process_resident_memory_bytes{role,pid}``:
   each process of the daemon (supervisor, back office, workers).
 """
@@ -38,7 +44,7 @@ Families (``pacsvault_`` prefix):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -199,12 +205,15 @@ class DaemonMetrics:
         monitor: Source of the health figures.
         multiprocess_dir: Where the serving processes keep their counters.
         processes: The daemon's processes now, as (role, pid).
+        others: More collectors read at scrape time.
     """
 
     def __init__(self, monitor: HealthMonitor, multiprocess_dir: Path,
-                 processes: Callable[[], list[tuple[str, int]]]) -> None:
+                 processes: Callable[[], list[tuple[str, int]]], others: Sequence[Collector] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HealthCollector(monitor))
+        for collector in others:  # e.g. appliance_metrics.ApplianceCollector
+            self.registry.register(collector)
         MultiProcessCollector(self.registry, str(multiprocess_dir))
         self.registry.register(ProcessesCollector(processes))
         ProcessCollector(registry=self.registry)  # the back office's own, as process_* (the exporter convention)

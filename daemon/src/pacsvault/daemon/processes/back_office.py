@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from pacsvault.daemon.appliance_health import ApplianceHealthReport
+from pacsvault.daemon.appliance_metrics import ApplianceCollector
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
@@ -193,8 +194,11 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     parts.monitor.start()  # measures the volumes before anything reports on them
     metrics_server = None
     if parts.config.metrics.enabled:
+        appliance = ApplianceCollector(parts.index, parts.tiering.mover,
+                                       parts.replication.status if parts.replication else None,
+                                       parts.audit, parts.atna.exporters)
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
-                                lambda: layout.read_processes(parts.run_dir))
+                                lambda: layout.read_processes(parts.run_dir), [appliance])
         metrics_server = metrics.serve(parts.config.metrics)
     parts.scheduler.start()
     parts.atna.start()
