@@ -219,7 +219,7 @@ def test_off_loopback_without_tls_refuses_to_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:9464", "[::]:9464", "192.0.2.10:9464"])
 def test_check_config_refuses_a_metrics_listener_off_loopback(tmp_path: Path, listen: str) -> None:
-    """The metrics listener speaks plaintext only: refused at --check-config, not first at the start."""
+    """Without TLS files the metrics listener is plain HTTP: off loopback it is refused at --check-config."""
     import subprocess
     import sys
 

@@ -138,3 +138,47 @@ def test_metrics_of_a_working_pair_are_complete_conventional_and_promtool_clean(
                              timeout=60)
     assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), \
         checked.stdout + checked.stderr
+
+
+def test_metrics_over_https_admit_only_a_monitor_or_admin_certificate(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With the [security] TLS files, /metrics speaks HTTPS like the API: a Prometheus elsewhere
+    scrapes with its own certificate, which must name a principal holding monitor or admin."""
+    import requests
+
+    from pacsvault.client import PacsvaultClient
+    from tests.integration.test_dicomweb_tls import Pki, session
+
+    root = tmp_path / "pki"
+    root.mkdir()
+    pki = Pki(root)
+    for name in ("prometheus", "viewer", "stranger", "retired"):
+        pki.add(name)
+    principals = ", ".join(f'{{ identity = "{certs.identity_uri(name, "client")}", roles = ["{role}"] }}'
+                           for name, role in (("prometheus", "monitor"), ("viewer", "reader"),
+                                              ("retired", "monitor")))
+    config = tmp_path / "pv.toml"
+    config.write_text(f'[security]\ntls_cert_file = "{root / "s.pem"}"\ntls_key_file = "{root / "s.key"}"\n'
+                      f'client_ca_file = "{root / "ca.pem"}"\nprincipals = [{principals}, '
+                      f'{{ identity = "{certs.identity_uri("secadmin", "client")}", roles = ["security-admin"] }}]\n')
+    pki.add("secadmin")
+    daemon = daemon_factory(config=config)
+    url = f"https://127.0.0.1:{daemon.metrics_port}/metrics"
+    scraped = session(pki, "prometheus").get(url, timeout=30)
+    assert scraped.status_code == 200 and "pacsvault_index_entries" in scraped.text
+    checked = subprocess.run([promtool(), "check", "metrics"], input=scraped.text, capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for name, why in (("viewer", "may not read the metrics"), ("stranger", "names no principal configured")):
+        refused = session(pki, name).get(url, timeout=30)
+        assert refused.status_code == 403 and why in refused.text, (name, refused.text)
+    with pytest.raises(requests.exceptions.ConnectionError):  # no certificate: the handshake fails
+        session(pki, None).get(url, timeout=30)
+    with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP gets nowhere either
+        requests.get(url.replace("https:", "http:"), timeout=30)
+    # Revocation holds here too, at once.
+    assert session(pki, "retired").get(url, timeout=30).status_code == 200
+    with PacsvaultClient(daemon.target, **pki.grpc_files("secadmin")) as admin:
+        admin.revoke_certificate(identity=certs.identity_uri("retired", "client"), reason="scraper replaced")
+    refused = session(pki, "retired").get(url, timeout=30)
+    assert refused.status_code == 403 and "revoked" in refused.text
+    assert "Traceback" not in daemon.log()

@@ -118,6 +118,8 @@ class HealthConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
+    # With the [security] TLS files: HTTPS on any address, for a client certificate naming a
+    # principal with the monitor or admin role. Without: plain HTTP, loopback only.
     listen: str = "127.0.0.1:9464"
 
 
@@ -478,10 +480,10 @@ def _check_audit(config: Config) -> Problems:
 def _check_metrics(config: Config) -> Problems:
     metrics = config.metrics
     yield from _listen_problems(metrics.listen, "metrics.listen")
-    if metrics.enabled and _is_off_loopback(metrics.listen):
-        # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
-        yield (f"metrics.listen {metrics.listen!r} is not a loopback address; it serves "
-               "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
+    if metrics.enabled and not config.security.tls and _is_off_loopback(metrics.listen):
+        yield (f"metrics.listen {metrics.listen!r} is off loopback: set security.tls_cert_file, "
+               "security.tls_key_file and security.client_ca_file (HTTPS with client certificates), or keep it "
+               "on loopback for a local agent")
 
 
 def _check_web(config: Config) -> Problems:

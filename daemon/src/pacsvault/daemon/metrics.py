@@ -44,9 +44,10 @@ Families (``pacsvault_`` prefix):
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from socketserver import BaseServer
 
 from pathlib import Path
 
@@ -61,6 +62,7 @@ from prometheus_client.registry import Collector
 from pacsvault.daemon.config import MetricsConfig, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.health import EventKind, HealthMonitor, HealthSnapshot
+from pacsvault.daemon.metrics_https import Admission, serve_https
 from pacsvault.hardware import Verdict
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,7 @@ class HealthCollector(Collector):
 class MetricsServer:
     """A running ``/metrics`` listener; ``port`` is the bound one (port 0 resolved)."""
 
-    httpd: WSGIServer
+    httpd: BaseServer
     host: str
     port: int
 
@@ -219,19 +221,24 @@ class DaemonMetrics:
         ProcessCollector(registry=self.registry)  # the back office's own, as process_* (the exporter convention)
         PlatformCollector(registry=self.registry)
 
-    def serve(self, config: MetricsConfig) -> MetricsServer:
-        """Start the HTTP listener in a daemon thread.
+    def serve(self, config: MetricsConfig, tls: ssl.SSLContext | None = None,
+              admit: Admission | None = None) -> MetricsServer:
+        """Start the listener in a daemon thread: HTTPS with ``tls``, where ``admit`` judges each client
+        certificate (``metrics_https``); else plain HTTP, on loopback only.
 
         Raises:
-            ConfigError: The address is not loopback, or cannot be bound.
+            ConfigError: Off loopback without TLS, or the address cannot be bound.
         """
+        host, _, port = config.listen.rpartition(":")
+        host = host.strip("[]")
+        if tls is not None and admit is not None:
+            httpd, bound = serve_https(self.registry, host, int(port), tls, admit)
+            return MetricsServer(httpd, host, bound)
         if not listen_is_loopback(config.listen):
             # The same rule as server.listen: no plaintext listener off the machine.
             raise ConfigError(
-                f"metrics.listen {config.listen!r} is not a loopback address; this version serves "
-                "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
-        host, _, port = config.listen.rpartition(":")
-        host = host.strip("[]")
+                f"metrics.listen {config.listen!r} is off loopback: set security.tls_cert_file, "
+                "security.tls_key_file and security.client_ca_file (HTTPS with client certificates)")
         try:
             httpd, _thread = start_http_server(int(port), addr=host, registry=self.registry)
         except OSError as exc:

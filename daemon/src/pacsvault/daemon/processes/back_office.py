@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -37,14 +38,17 @@ from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.key_rotation import KeyRotation
+from pacsvault.daemon.dicomweb.door import server_ssl_context
 from pacsvault.daemon.metrics import DaemonMetrics, MetricsServer
+from pacsvault.daemon.metrics_https import Admission, admission
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import DoorbellListener
 from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK_NAME
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.retrieval import address
-from pacsvault.daemon.server import create_internal_server
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.server import create_internal_server, principal_resolver
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
 from pacsvault.daemon.service.security_service import KeyServicer
@@ -199,12 +203,21 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
                                        parts.audit, parts.atna.exporters)
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
                                 lambda: layout.read_processes(parts.run_dir), [appliance])
-        metrics_server = metrics.serve(parts.config.metrics)
+        metrics_server = metrics.serve(parts.config.metrics, *_metrics_tls(parts))
     parts.scheduler.start()
     parts.atna.start()
     if parts.replication is not None:
         parts.replication.start()
     return metrics_server
+
+
+def _metrics_tls(parts: BackOfficeParts) -> tuple[ssl.SSLContext | None, Admission | None]:
+    """HTTPS and who may scrape, with the [security] TLS files (as the API and DICOMweb: on any address)."""
+    config = parts.config
+    if not config.security.tls:
+        return None, None
+    resolver = principal_resolver(config, CredentialStore(parts.index))  # revocations, as the API checks them
+    return server_ssl_context(config), admission(resolver)
 
 
 def main() -> int:
