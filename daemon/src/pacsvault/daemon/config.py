@@ -29,6 +29,10 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # A second listener, plaintext and on loopback only, beside a TLS listen: the appliance's own
+    # tools (the CLI, health checks) use it without certificates, with security.loopback_roles.
+    # Empty: none.
+    local_listen: str = ""
     # Serving processes, all on the same port: 0 means one per core the daemon may run on.
     workers: int = 0
     # Threads of each serving process (calls in flight at once, per process).
@@ -446,6 +450,12 @@ def _error(problems: list[str]) -> ConfigError:
 def _check_server(config: Config) -> Problems:
     server = config.server
     yield from _listen_problems(server.listen)
+    if server.local_listen:
+        yield from _listen_problems(server.local_listen, "server.local_listen")
+        if _is_off_loopback(server.local_listen):
+            yield f"server.local_listen {server.local_listen!r} must be a loopback address (it speaks plaintext)"
+        if server.local_listen == server.listen:
+            yield "server.local_listen must differ from server.listen"
     if not 0 <= server.workers <= 1024:
         yield "server.workers must be between 0 (one per core) and 1024"
     yield from _positive("server.max_workers", server.max_workers)

@@ -35,6 +35,8 @@ class ChildSpec:
     metrics_port_wanted: bool = False
     # DICOMweb's port, reserved by the supervisor like the API's (0: web.enabled is false).
     web_port: int = 0
+    # server.local_listen's port, reserved like the API's (0: none).
+    local_port: int = 0
 
 
 def start(role: str) -> ChildSpec:
@@ -53,7 +55,8 @@ def start(role: str) -> ChildSpec:
     )
     config = config_module.from_dict(raw["config"])
     return ChildSpec(config, Path(raw["run_dir"]), role, int(raw.get("index", 0)), int(raw.get("port", 0)),
-                     bool(raw.get("metrics_port_wanted", False)), int(raw.get("web_port", 0)))
+                     bool(raw.get("metrics_port_wanted", False)), int(raw.get("web_port", 0)),
+                     int(raw.get("local_port", 0)))
 
 
 def report(**fields: Any) -> None:

@@ -72,6 +72,7 @@ class Supervisor:
     reload: Callable[[], Config] | None = None
     web_port_file: Path | None = None
     web_port: int = 0
+    local_port: int = 0
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     _hup: bool = False
@@ -90,6 +91,9 @@ class Supervisor:
         web_reserved = None
         if self.config.web.enabled:
             web_reserved, self.web_port = ports.reserve(self.config.web.listen, "web.listen")
+        local_reserved = None
+        if self.config.server.local_listen:
+            local_reserved, self.local_port = ports.reserve(self.config.server.local_listen, "server.local_listen")
         layout.config_file(self.run_dir).write_text(json.dumps(config_module.to_dict(self.config)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
@@ -100,8 +104,9 @@ class Supervisor:
         finally:
             self._stop_all()
             self._reserved.close()
-            if web_reserved is not None:
-                web_reserved.close()
+            for reserved in (web_reserved, local_reserved):
+                if reserved is not None:
+                    reserved.close()
             lock.release()
         log.info("stopped")
         return 0
@@ -123,6 +128,9 @@ class Supervisor:
         host = self.config.server.listen.rpartition(":")[0]
         log.info("pacsvaultd %s serving on %s:%d with %d workers, data in %s", __version__, host, self.port,
                  len(workers), self.config.data_dir)
+        if self.local_port:
+            log.info("the appliance's own tools (plaintext, loopback) on %s:%d",
+                     self.config.server.local_listen.rpartition(":")[0], self.local_port)
         if self.web_port:
             log.info("DICOMweb and the share page on port %d", self.web_port)
             if self.web_port_file is not None:
@@ -152,7 +160,8 @@ class Supervisor:
 
     def _send_orders(self, child: Child) -> None:
         spec = {"config": config_module.to_dict(self.config), "run_dir": str(self.run_dir), "index": child.index,
-                "port": self.port, "web_port": self.web_port, "log_level": self.log_level}
+                "port": self.port, "web_port": self.web_port, "local_port": self.local_port,
+                "log_level": self.log_level}
         assert child.proc.stdin is not None
         try:
             child.proc.stdin.write(json.dumps(spec).encode())

@@ -236,7 +236,7 @@ def main() -> int:
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
                                parts.audit, [CallObserver(parts.meters, AccessLog(config.server.access_log_per_s))],
-                               share_port=True)
+                               share_port=True, local_port=spec.local_port)
         web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
                              principal_resolver(config, parts.credentials), parts.audit,
                              spec.web_port, parts.meters) if spec.web_port else None
