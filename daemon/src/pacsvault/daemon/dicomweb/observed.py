@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from pacsvault.daemon.dicomweb.guard import CutOff, principal_of, peer_of
 from pacsvault.daemon.instruments import Instruments
@@ -20,8 +21,7 @@ from pacsvault.daemon.service.access_log import AccessLog
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def observing(meters: Instruments, access: AccessLog) -> Callable[[web.Request, Handler],
-                                                                  Awaitable[web.StreamResponse]]:
+def observing(meters: Instruments, access: AccessLog) -> Middleware:
     """The middleware, outermost, so it sees the status every other layer settled on."""
 
     @web.middleware
