@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test test-fast bench bench-quick profile proto wheelhouse lint-ansible clean
+.PHONY: venv run test test-fast bench bench-quick profile proto wheelhouse lint-ansible provision-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,17 @@ profile: venv
 # The offline install set the Ansible role copies to appliances.
 wheelhouse: venv
 	ansible/build-wheelhouse.sh
+
+# A field engineer's controller: only what provisioning needs (pyproject's [provision]:
+# pacsvault and ansible-core), the role's collections (ansible/requirements.yml), and
+# the wheelhouse. Then: cd ansible && ../.venv-provision/bin/ansible-playbook -i inventory/SITE pacsvault-pair.yml
+PROVISION_VENV ?= .venv-provision
+provision-venv:
+	$(PYTHON) -m venv $(PROVISION_VENV)
+	$(PROVISION_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PROVISION_VENV)/bin/python -m pip install --quiet '.[provision]'
+	$(PROVISION_VENV)/bin/ansible-galaxy collection install -r ansible/requirements.yml -p ansible/collections
+	PYTHON=$(CURDIR)/$(PROVISION_VENV)/bin/python ansible/build-wheelhouse.sh
 
 lint-ansible: venv
 	cd ansible && ../$(VENV)/bin/ansible-lint && ../$(VENV)/bin/ansible-playbook --syntax-check -i inventory/example pacsvault-pair.yml

@@ -29,7 +29,8 @@ MIRROR = "http://deb.debian.org/debian"
 INCLUDE = ("systemd",)
 DEBOOTSTRAP = ["debootstrap", "--variant=minbase", "--components=main", f"--include={','.join(INCLUDE)}", SUITE]
 
-TOOLS = ("debootstrap", "chroot", "unshare", "nsenter", "losetup", "mkswap", "systemd-analyze", "openssl")
+TOOLS = ("debootstrap", "chroot", "unshare", "nsenter", "losetup", "mkswap", "systemd-analyze", "openssl", "ip",
+         "age", "age-keygen")
 
 # What a real appliance's apt would use: the release, its updates and security.
 SOURCES = f"""\
@@ -61,7 +62,8 @@ def missing_prerequisites() -> list[str]:
         problems.append("it must run as root (chroot, mount namespaces, loop devices)")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        problems.append(f"missing tools: {', '.join(missing)} (apt-get install -y debootstrap systemd util-linux openssl)")
+        problems.append(f"missing tools: {', '.join(missing)} "
+                        "(apt-get install -y debootstrap systemd util-linux openssl iproute2 age)")
     return problems
 
 
@@ -116,6 +118,43 @@ class Namespace:
     def close(self) -> None:
         self._holder.send_signal(signal.SIGKILL)
         self._holder.wait()
+
+
+class NetNamespace:
+    """A network namespace the test made, joined to the host by a veth pair (/30).
+
+    A daemon started in it listens on its own addresses, never the host's, and
+    the host reaches it through the veth: a client from outside the appliance's
+    loopback, as a clinical system on the hospital's network.
+    """
+
+    def __init__(self, name: str, subnet: int) -> None:
+        self.name = name
+        self.host_address, self.address = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
+        self._host_link, link = f"{name}-h", f"{name}-n"
+        steps = [["ip", "netns", "add", name],
+                 ["ip", "link", "add", self._host_link, "type", "veth", "peer", "name", link],
+                 ["ip", "link", "set", link, "netns", name],
+                 ["ip", "addr", "add", f"{self.host_address}/30", "dev", self._host_link],
+                 ["ip", "link", "set", self._host_link, "up"],
+                 ["ip", "netns", "exec", name, "ip", "addr", "add", f"{self.address}/30", "dev", link],
+                 ["ip", "netns", "exec", name, "ip", "link", "set", link, "up"],
+                 ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"]]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True, capture_output=True, timeout=30)
+        except BaseException:
+            self.close()
+            raise
+
+    def join(self, argv: list[str]) -> list[str]:
+        """``argv`` (an nsenter of the mount namespace) run in this network namespace too."""
+        assert argv[0] == "nsenter", argv
+        return ["nsenter", f"--net=/run/netns/{self.name}", *argv[1:]]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self._host_link], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 
 
 class Target:

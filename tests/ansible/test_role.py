@@ -41,7 +41,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import debian_target
-from debian_target import Namespace, Target
+from debian_target import Namespace, NetNamespace, Target
 from tests.ceph_cluster import CephCluster
 from tests.s3_support import new_bucket, plain_client
 
@@ -596,3 +596,132 @@ def _stop_daemon(target: Target) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# Last in this file: it leaves site A provisioned for clinical systems (TLS, principals).
+def test_a_clinical_system_stores_and_finds_over_tls_from_outside_the_appliance(pair: Pair) -> None:
+    """Site A provisioned for clinical systems: the API, DICOMweb and /metrics on a network address
+    with mutual TLS, the pair's CA as client CA, client certificates the role issued for its
+    principals; the keyring backed up, encrypted with age on the appliance. The daemon runs in a
+    network namespace the test made; a RIS on the host, outside the appliance's loopback, stores
+    and finds over TLS through a veth, and Prometheus scrapes over HTTPS."""
+    import requests
+
+    from pacsvault.client import PacsvaultClient, PermissionDenied
+
+    _ensure_keyrings(pair)
+    a = pair.targets["site-a"]
+    net = NetNamespace(f"pv{os.getpid() % 10000}", subnet=os.getpid() % 250 + 1)
+    identity_file = pair.work / "backup-age-identity.txt"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity_file)], capture_output=True, text=True, check=True)
+    recipient = keygen.stderr.split("Public key:")[1].strip()
+    backups = pair.work / "keyrings-age"
+    ip = net.address
+    try:
+        inventory = pair.inventory("inventory-clinical", extra={"site-a": {
+            "pacsvault_appliance_api_tls": "pair",
+            "pacsvault_appliance_listen": f"{ip}:50051",
+            "pacsvault_appliance_web_listen": f"{ip}:8443",
+            "pacsvault_appliance_metrics_listen": f"{ip}:9464",
+            "pacsvault_appliance_tls_subject_alt_names": [ip],
+            "pacsvault_appliance_principals": [{"name": "ris", "roles": ["ingest", "reader"]},
+                                               {"name": "prometheus", "roles": ["monitor"]}],
+            "pacsvault_appliance_keyring_backup_recipients": [recipient],
+            "pacsvault_appliance_keyring_backup_dir": str(backups),
+        }})
+        first = pair.play(inventory, "converge-clinical", "--limit", "site-a")
+        assert first.returncode == 0, tail(first)
+        again = pair.play(inventory, "converge-clinical-2", "--limit", "site-a")
+        assert again.returncode == 0 and recap(again.stdout)["site-a"]["changed"] == 0, \
+            f"not idempotent:\n{tail(again, 120)}"
+        config = a.path("/etc/pacsvault/pacsvault.toml").read_text().splitlines()
+        for line in (f'listen = "{ip}:50051"', 'local_listen = "127.0.0.1:50050"', f'listen = "{ip}:8443"',
+                     f'listen = "{ip}:9464"', 'tls_cert_file = "/etc/pacsvault/tls/appliance.crt"',
+                     'client_ca_file = "/etc/pacsvault/tls/ca.crt"', "[[security.principals]]",
+                     'identity = "spiffe://pacsvault/client/ris"', 'roles = ["ingest", "reader"]'):
+            assert line in config, f"{line!r} missing from pacsvault.toml:\n" + "\n".join(config)
+        # The keyring: only ciphertext left the appliance, and it opens with the recipient's key.
+        ring = a.path(KEYRING).read_bytes()
+        backup = backups / "site-a.keyring.json.age"
+        assert backup.read_text().startswith("-----BEGIN AGE ENCRYPTED FILE-----")
+        assert subprocess.run(["age", "--decrypt", "-i", str(identity_file), str(backup)],
+                              capture_output=True, check=True).stdout == ring
+        assert json.loads(ring)["root"] not in first.stdout + first.stderr
+        pki = pair.work / "pki"
+        for name in ("ris", "prometheus"):
+            assert (pki / f"{name}.key").stat().st_mode & 0o077 == 0, name
+
+        _start_in(pair, a, net)
+        try:
+            study = _clinical_instance()
+            tls = {"ca_file": str(pki / "ca.pem")}
+            with PacsvaultClient(f"{ip}:50051", **tls, cert_file=str(pki / "ris.pem"),
+                                 key_file=str(pki / "ris.key"), retry=None) as ris:
+                assert ris.store(study.data).status == "stored"
+                found = list(ris.find("study", patient_id="RIS-FIELD-1"))
+                assert [m.study.study_instance_uid for m in found] == [study.study_uid]
+                assert ris.get_instance(study.sop_uid) == study.data
+            with PacsvaultClient(f"{ip}:50051", **tls, cert_file=str(pki / "prometheus.pem"),
+                                 key_file=str(pki / "prometheus.key"), retry=None) as monitor:
+                with pytest.raises(PermissionDenied):
+                    list(monitor.find("study", patient_id="RIS-FIELD-1"))
+            with grpc.insecure_channel(f"{ip}:50051") as plain, pytest.raises(grpc.RpcError):
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            web = requests.Session()
+            web.trust_env, web.verify = False, str(pki / "ca.pem")
+            web.cert = (str(pki / "ris.pem"), str(pki / "ris.key"))
+            qido = web.get(f"https://{ip}:8443/dicom-web/studies", params={"PatientID": "RIS-FIELD-1"}, timeout=30)
+            assert qido.status_code == 200 and study.study_uid in qido.text, qido.text
+            scrape = requests.Session()
+            scrape.trust_env, scrape.verify = False, str(pki / "ca.pem")
+            scrape.cert = (str(pki / "prometheus.pem"), str(pki / "prometheus.key"))
+            metrics = scrape.get(f"https://{ip}:9464/metrics", timeout=30)
+            assert metrics.status_code == 200 and "pacsvault_ingest_instances_total" in metrics.text
+            assert web.get(f"https://{ip}:9464/metrics", timeout=30).status_code == 403  # ris: no monitor role
+            # On the appliance, its own tools use the local listener without a certificate.
+            local = subprocess.run(net.join(pair.ns.command(
+                "chroot", str(a.root), "/opt/pacsvault/venv/bin/pacsvault", "--server", "127.0.0.1:50050",
+                "--timeout", "30", "find", "--level", "study", "--patient-id", "RIS-FIELD-1", "--json")),
+                capture_output=True, text=True, timeout=90)
+            assert local.returncode == 0 and study.study_uid in local.stdout, local.stdout + local.stderr
+        finally:
+            _stop_daemon(a)
+    finally:
+        net.close()
+
+
+class _Instance:
+    def __init__(self, data: bytes, study_uid: str, sop_uid: str) -> None:
+        self.data, self.study_uid, self.sop_uid = data, study_uid, sop_uid
+
+
+def _clinical_instance() -> _Instance:
+    """A real DICOM file (pydicom's CT_small) as a RIS would send it, with identifiers of its own."""
+    import io
+
+    dataset = pydicom.dcmread(DICOM_FILE)
+    root = "1.2.826.0.1.3680043.10.88"
+    dataset.PatientID, dataset.StudyInstanceUID = "RIS-FIELD-1", f"{root}.1"
+    dataset.SeriesInstanceUID, dataset.SOPInstanceUID = f"{root}.1.1", f"{root}.1.1.1"
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return _Instance(out.getvalue(), dataset.StudyInstanceUID, dataset.SOPInstanceUID)
+
+
+def _start_in(pair: Pair, target: Target, net: NetNamespace) -> None:
+    """pacsvaultd as its unit runs it, from the provisioned config alone, in the network namespace;
+    then the provisioned health-check helper, as the role runs it, on the local listener."""
+    uid, gid = _ids(target)
+    log = (pair.work / f"pacsvaultd-{target.name}-clinical.log").open("wb")
+    _daemons[target.name] = subprocess.Popen(net.join(pair.ns.command(
+        "chroot", f"--userspec={uid}:{gid}", str(target.root), "/usr/bin/env", "-i", "HOME=/var/lib/pacsvault",
+        "PATH=/usr/bin:/bin", "/bin/sh", "-c", "cd /var/lib/pacsvault && exec /opt/pacsvault/venv/bin/pacsvaultd"
+        " --config /etc/pacsvault/pacsvault.toml")), stdout=log, stderr=subprocess.STDOUT)
+    waited = subprocess.run(net.join(pair.ns.command(
+        "chroot", str(target.root), "/opt/pacsvault/venv/bin/python", "/opt/pacsvault/libexec/pacsvault-wait-serving",
+        "--server", "127.0.0.1:50050", "--timeout", "60")), capture_output=True, text=True, timeout=90)
+    if waited.returncode != 0:
+        _stop_daemon(target)
+        raise AssertionError(f"{target.name}: not SERVING: {waited.stdout}{waited.stderr}\n"
+                             + (pair.work / f"pacsvaultd-{target.name}-clinical.log").read_text()[-3000:])

@@ -28,7 +28,7 @@ from pacsvault.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from tests.conftest import Daemon
+from tests.conftest import Daemon, run_cli
 
 SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2, audit_pb2]
 CLIENT_ROLES = [r for r in Role if r not in (Role.PEER, Role.SHARE)]
@@ -227,7 +227,7 @@ def test_off_loopback_without_tls_refuses_to_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:9464", "[::]:9464", "192.0.2.10:9464"])
 def test_check_config_refuses_a_metrics_listener_off_loopback(tmp_path: Path, listen: str) -> None:
-    """The metrics listener speaks plaintext only: refused at --check-config, not first at the start."""
+    """Without TLS files the metrics listener is plain HTTP: off loopback it is refused at --check-config."""
     import subprocess
     import sys
 
@@ -317,3 +317,51 @@ def test_an_expired_client_certificate_is_refused(tls_daemon) -> None:  # type: 
     for method, call in calls(channel(daemon, ca, expired)).items():
         assert outcome(call) == grpc.StatusCode.UNAVAILABLE, method
     assert outcome(calls(channel(daemon, ca, valid))["/pacsvault.v1.ArchiveService/Find"]) == grpc.StatusCode.OK
+
+
+def test_a_local_listener_beside_tls_serves_the_appliance_s_own_tools_in_plaintext(
+        daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """server.local_listen: the CLI and health checks on the appliance itself need no certificate,
+    while the network listener stays TLS with client certificates only."""
+    import socket
+    import subprocess
+    import sys
+
+
+    ca = certs.make_ca()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    server = certs.issue_cert(ca, "site-a", ip_addresses=["127.0.0.1"])
+    for name, data in {"ca.pem": ca.cert_pem(), "server.pem": server.cert_pem(),
+                       "server.key": server.key_pem()}.items():
+        (pki / name).write_bytes(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local_port = s.getsockname()[1]
+    config = tmp_path / "tls.toml"
+    config.write_text(f'[server]\nlocal_listen = "127.0.0.1:{local_port}"\n\n'
+                      f'[security]\ntls_cert_file = "{pki / "server.pem"}"\ntls_key_file = "{pki / "server.key"}"\n'
+                      f'client_ca_file = "{pki / "ca.pem"}"\nloopback_roles = ["monitor", "reader"]\n')
+    daemon = daemon_factory(config=config)
+    with grpc.insecure_channel(f"127.0.0.1:{local_port}") as local:
+        reply = health_pb2_grpc.HealthStub(local).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        archive_pb2_grpc.ArchiveServiceStub(local).Find(
+            archive_pb2.FindRequest(level=archive_pb2.QUERY_LEVEL_STUDY), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:  # loopback_roles hold there: no ingest
+            archive_pb2_grpc.ArchiveServiceStub(local).StoreInstance(
+                iter([archive_pb2.StoreInstanceRequest(data=b"x")]), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with grpc.insecure_channel(daemon.target) as plain, pytest.raises(grpc.RpcError) as tls_only:
+        health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert tls_only.value.code() is grpc.StatusCode.UNAVAILABLE
+    # The CLI on the appliance, with no certificate at all.
+    health = run_cli(f"127.0.0.1:{local_port}", "health", "--json")
+    assert health.returncode in (0, 1) and '"state"' in health.stdout, health.stderr
+    assert f"the appliance's own tools (plaintext, loopback) on 127.0.0.1:{local_port}" in daemon.log()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nlocal_listen = "0.0.0.0:50050"\n')
+    checked = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--config", str(bad), "--data-dir",
+                              str(tmp_path / "d"), "--check-config"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 2 and "server.local_listen '0.0.0.0:50050' must be a loopback address" \
+        in checked.stderr, checked.stderr

@@ -173,14 +173,14 @@ def test_metrics_endpoint_has_the_expected_families(daemon: Daemon) -> None:
     for name in ("pacsvault_device_health", "pacsvault_disk_smart_value", "pacsvault_disk_reallocated_sectors",
                  "pacsvault_disk_pending_sectors", "pacsvault_disk_media_errors", "pacsvault_md_array_health",
                  "pacsvault_volume_capacity_bytes", "pacsvault_volume_used_bytes", "pacsvault_volume_accepts_writes",
-                 "pacsvault_appliance_accepts_writes", "pacsvault_health_events", "pacsvault_rpc_requests",
-                 "pacsvault_rpc_duration_seconds", "process_resident_memory_bytes"):
+                 "pacsvault_appliance_accepts_writes", "pacsvault_health_events", "grpc_server_handled",
+                 "grpc_server_handling_seconds", "process_resident_memory_bytes"):
         assert name in families, name
-    requests = {(s.labels["method"], s.labels["code"]): s.value for s in families["pacsvault_rpc_requests"].samples
-                if s.name.endswith("_total")}
-    assert requests[("/pacsvault.v1.ApplianceService/GetApplianceHealth", "OK")] >= 2
-    assert requests[("/pacsvault.v1.ArchiveService/ReadInstance", "NOT_FOUND")] == 1  # get_instance's call
-    buckets = [s for s in families["pacsvault_rpc_duration_seconds"].samples if s.name.endswith("_bucket")]
+    requests = {(s.labels["grpc_service"], s.labels["grpc_method"], s.labels["grpc_code"]): s.value
+                for s in families["grpc_server_handled"].samples if s.name.endswith("_total")}
+    assert requests[("pacsvault.v1.ApplianceService", "GetApplianceHealth", "OK")] >= 2
+    assert requests[("pacsvault.v1.ArchiveService", "ReadInstance", "NOT_FOUND")] == 1  # get_instance's call
+    buckets = [s for s in families["grpc_server_handling_seconds"].samples if s.name.endswith("_bucket")]
     assert buckets
     used = {s.labels["tier"]: s.value for s in families["pacsvault_volume_used_bytes"].samples}
     assert set(used) == {"hot", "capacity"} and all(v > 0 for v in used.values())
@@ -254,3 +254,18 @@ def test_hw_assess_json_gives_the_verdicts_of_the_captures(tmp_path: Path) -> No
     healthy = run_cli("127.0.0.1:1", "hw", "assess", str(FIXTURES / "smartctl" /
                                                           "smartctl_ata_wdc_ultrastar_HC550_healthy.json"))
     assert healthy.returncode == 0 and "HEALTHY" in healthy.stdout
+
+
+def test_standard_health_list_names_every_service_and_logs_no_error(daemon: Daemon) -> None:
+    """grpc.health.v1 List (a 2024 addition the library servicer leaves unimplemented) answers, quietly."""
+    with grpc.insecure_channel(daemon.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        listed = stub.List(health_pb2.HealthListRequest(), timeout=10)
+        checked = {name: stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+                   for name in listed.statuses}
+    statuses = {name: reply.status for name, reply in listed.statuses.items()}
+    assert {"", ARCHIVE, APPLIANCE} <= set(statuses), statuses
+    assert statuses == checked, "List and Check disagree"
+    assert statuses[""] == health_pb2.HealthCheckResponse.SERVING
+    log = daemon.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

@@ -60,7 +60,7 @@ def served_by(daemon: Daemon, method: str, since: int) -> set[str]:
     """Which workers logged a call of ``method`` after byte ``since`` of the log."""
     text = daemon.log()[since:]
     return {line.split("[", 1)[1].split("]", 1)[0] for line in text.splitlines()
-            if f"call {method} " in line and "[worker-" in line}
+            if f" grpc_method={method} " in line and "pacsvault.access" in line and "[worker-" in line}
 
 
 def test_every_worker_serves_the_shared_port_and_metrics_add_them_up(daemon: Daemon) -> None:
@@ -77,8 +77,8 @@ def test_every_worker_serves_the_shared_port_and_metrics_add_them_up(daemon: Dae
     assert served_by(daemon, "Find", since) == {"worker-1", "worker-2"}
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=10) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
-    finds = sum(s.value for s in families["pacsvault_rpc_requests"].samples
-                if s.name.endswith("_total") and s.labels["method"] == "/pacsvault.v1.ArchiveService/Find")
+    finds = sum(s.value for s in families["grpc_server_handled"].samples
+                if s.name.endswith("_total") and s.labels["grpc_method"] == "Find")
     assert finds == 16, "one /metrics counts the calls of every worker"
     roles = {s.labels["role"] for s in families["pacsvault_process_cpu_seconds"].samples}
     assert roles == {"supervisor", "back-office", "worker-1", "worker-2"}

@@ -158,3 +158,59 @@ def test_the_dicom_door_may_be_off_and_then_listen_anywhere() -> None:
     off = config.from_dict({"dicom": {"enabled": False, "listen": "0.0.0.0:104"}})
     assert not off.dicom.enabled
     assert config.Config().with_overrides(dicom_listen="127.0.0.1:0").dicom.listen == "127.0.0.1:0"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Type errors, unknown keys and bad values anywhere in the file: one ConfigError lists them all."""
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict({
+            "server": {"listen": "nohost", "workers": -1, "lisen": 1},
+            "storage": {"compression_level": 30, "frame_size_bytes": "big"},
+            "tiering": {"age_basis": "birthday"},
+            "tiers": [{"name": "a b", "volumes": ["x", "x"], "volume_class": "tape"}],
+            "security": {"loopback_roles": ["reader", "wizard"], "principals": [{"identity": "urn:x", "roles": []}]},
+        })
+    problems = caught.value.problems
+    for named in ("unknown key server.lisen", "server.listen: 'nohost' is not HOST:PORT", "server.workers",
+                  "storage.compression_level", "storage.frame_size_bytes: expected int, got str",
+                  "tiering.age_basis", "tiers[0].name", "tiers[0].volumes[1]", "tiers[0].volume_class",
+                  "security.loopback_roles", "security.principals[0].identity"):
+        assert sum(named in p for p in problems) == 1, (named, problems)
+    assert len(problems) == 11, problems
+    assert str(caught.value).startswith("11 problems: ")
+
+
+def test_a_value_of_the_wrong_type_takes_its_default_so_the_rest_is_still_judged() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict({"tiers": [{"name": "hot"}], "limits": {"default_page_size": "ten", "max_page_size": 0}})
+    assert caught.value.problems == (  # types first, then values in the order of the file's tables
+        "limits.default_page_size: expected int, got str 'ten'",
+        # judged against default_page_size's default (100), not left out
+        "limits.max_page_size must be at least limits.default_page_size",
+        # volumes may be left out (an object-store tier has none); a local tier needs them
+        "tiers[0].volumes: tier 'hot' needs at least one volume",
+    )
+
+
+def test_one_problem_reads_as_before() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict({"storage": {"compression_level": 25}})
+    assert str(caught.value) == "storage.compression_level must be between 1 and 19"
+    assert caught.value.problems == ("storage.compression_level must be between 1 and 19",)
+
+
+def test_check_config_prints_one_line_per_problem(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "pacsvault.toml"
+    bad.write_text('[server]\nlisten = "0.0.0.0:50051"\nworkers = 2000\n\n[storage]\ncompression_level = 0\n\n'
+                   '[metrics]\nlisten = "10.0.0.1:9464"\n\n[tiering]\nage_basis = "birthday"\n')
+    result = subprocess.run([sys.executable, "-m", "pacsvault.daemon", "--config", str(bad), "--check-config"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("pacsvaultd: configuration error: ") for line in lines), lines
+    keys = [line.removeprefix("pacsvaultd: configuration error: ").split(" ")[0] for line in lines]
+    assert keys == ["server.workers", "storage.compression_level", "tiering.age_basis", "server.listen",
+                    "metrics.listen"], lines

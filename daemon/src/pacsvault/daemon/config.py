@@ -16,6 +16,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # A second listener, plaintext and on loopback only, beside a TLS listen: the appliance's own
+    # tools (the CLI, health checks) use it without certificates, with security.loopback_roles.
+    # Empty: none.
+    local_listen: str = ""
     # Serving processes, all on the same port: 0 means one per core the daemon may run on.
     workers: int = 0
     # Threads of each serving process (calls in flight at once, per process).
@@ -35,6 +40,8 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0
     # Chunks are at most 1 MiB; the margin covers the message envelope.
     max_message_bytes: int = 4 * 1024 * 1024
+    # Access-log lines a second, per serving process (service/access_log.py); 0: none.
+    access_log_per_s: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ class HealthConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
+    # With the [security] TLS files: HTTPS on any address, for a client certificate naming a
+    # principal with the monitor or admin role. Without: plain HTTP, loopback only.
     listen: str = "127.0.0.1:9464"
 
 
@@ -400,8 +409,14 @@ def load(path: Path | None) -> Config:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    config = _build(Config, raw, "")
-    validate(config)
+    """Builds and validates a config; ConfigError lists every problem found, each naming its key."""
+    problems: list[str] = []
+    try:
+        config = _build(Config, raw, "", problems)
+    except _Recorded:
+        raise _error(problems) from None
+    # A value that could not be read takes its default, so the checks still judge everything else.
+    _raise_if_any(problems + _validation_problems(config))
     return config
 
 
@@ -423,32 +438,59 @@ def serving_processes(config: Config) -> int:
     return config.server.workers or len(os.sched_getaffinity(0))
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+class _Recorded(Exception):
+    """A table or list could not be built; why is already among the problems."""
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'}: expected a table")
+        problems.append(f"{where or 'config'}: expected a table")
+        raise _Recorded
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"unknown key {_key(where, unknown[0])} (known keys: {', '.join(sorted(names))})")
-    values = {}
+    for name in sorted(set(raw) - names):
+        problems.append(f"unknown key {_key(where, name)} (known keys: {', '.join(sorted(names))})")
+    values, complete = {}, True
     for f in dataclasses.fields(cls):
-        if f.name in raw:
-            values[f.name] = _convert(hints[f.name], raw[f.name], _key(where, f.name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing key {_key(where, f.name)}")
+        key = _key(where, f.name)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in raw:
+            if required:
+                problems.append(f"missing key {key}")
+                complete = False
+            continue
+        try:
+            values[f.name] = _convert(hints[f.name], raw[f.name], key, problems)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            complete = complete and not required
+        except _Recorded:
+            complete = complete and not required
+    if not complete:
+        raise _Recorded
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple:
         item_type = typing.get_args(hint)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        return tuple(_convert(item_type, item, f"{key}[{i}]") for i, item in enumerate(value))
+        items, failed = [], False
+        for i, item in enumerate(value):
+            try:
+                items.append(_convert(item_type, item, f"{key}[{i}]", problems))
+            except ConfigError as exc:
+                problems.append(str(exc))
+                failed = True
+            except _Recorded:
+                failed = True
+        if failed:
+            raise _Recorded  # the whole list keeps its default
+        return tuple(items)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
+        return _build(hint, value, key, problems)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(hint, type) and not isinstance(hint, types.GenericAlias):
@@ -462,70 +504,111 @@ def _key(where: str, name: str) -> str:
 
 
 def validate(config: Config) -> None:
-    """Checks values, not just types; each error names its key."""
-    _check_listen(config.server.listen)
-    if not 0 <= config.server.workers <= 1024:
-        raise ConfigError("server.workers must be between 0 (one per core) and 1024")
-    _positive("server.max_workers", config.server.max_workers)
-    _positive("server.max_message_bytes", config.server.max_message_bytes)
-    if config.server.max_message_bytes < 2 * 1024 * 1024:
-        raise ConfigError("server.max_message_bytes must be at least 2097152 (chunks are 1 MiB)")
-    if config.server.shutdown_grace_s < 0:
-        raise ConfigError("server.shutdown_grace_s must not be negative")
+    """Checks values, not just types; ConfigError lists every problem, each naming its key."""
+    _raise_if_any(_validation_problems(config))
+
+
+Problems = Iterator[str]
+
+
+def _validation_problems(config: Config) -> list[str]:
+    """Every check's problems, in the order of the example file."""
+    checks: list[Callable[[Config], Problems]] = [
+        _check_server, _check_index_storage_limits, lambda c: _check_tiers(c.tiers),
+        lambda c: _check_tiering(c.tiering), _check_replication, _check_security, _check_audit,
+        _check_audit_repositories, _check_encryption, lambda c: _check_health(c.health), _check_metrics,
+        _check_web, _check_dicom, _check_call_limits, _check_object_tiers,
+    ]
+    found: list[str] = []
+    for check in checks:
+        try:
+            found.extend(check(config))
+        except ConfigError as exc:  # a check that stops at its first problem
+            found.extend(exc.problems)
+    return found
+
+
+def _raise_if_any(problems: list[str]) -> None:
+    if problems:
+        raise _error(problems)
+
+
+def _error(problems: list[str]) -> ConfigError:
+    unique = list(dict.fromkeys(problems))
+    if len(unique) == 1:
+        return ConfigError(unique[0])
+    return ConfigError(f"{len(unique)} problems: " + "; ".join(unique), tuple(unique))
+
+
+def _check_server(config: Config) -> Problems:
+    server = config.server
+    yield from _listen_problems(server.listen)
+    if server.local_listen:
+        yield from _listen_problems(server.local_listen, "server.local_listen")
+        if _is_off_loopback(server.local_listen):
+            yield f"server.local_listen {server.local_listen!r} must be a loopback address (it speaks plaintext)"
+        if server.local_listen == server.listen:
+            yield "server.local_listen must differ from server.listen"
+    if not 0 <= server.workers <= 1024:
+        yield "server.workers must be between 0 (one per core) and 1024"
+    yield from _positive("server.max_workers", server.max_workers)
+    if server.max_message_bytes < 2 * 1024 * 1024:
+        yield "server.max_message_bytes must be at least 2097152 (chunks are 1 MiB)"
+    if server.shutdown_grace_s < 0:
+        yield "server.shutdown_grace_s must not be negative"
+    if server.access_log_per_s < 0:
+        yield "server.access_log_per_s must not be negative (0 turns the access log off)"
+
+
+def _check_index_storage_limits(config: Config) -> Problems:
     if config.index.map_size_bytes < 1024 * 1024:
-        raise ConfigError("index.map_size_bytes must be at least 1048576")
-    _positive("index.max_batch", config.index.max_batch)
+        yield "index.map_size_bytes must be at least 1048576"
+    yield from _positive("index.max_batch", config.index.max_batch)
     if not 1 <= config.storage.compression_level <= 19:
-        raise ConfigError("storage.compression_level must be between 1 and 19")
+        yield "storage.compression_level must be between 1 and 19"
     if not 4096 <= config.storage.frame_size_bytes <= 64 * 1024 * 1024:
-        raise ConfigError("storage.frame_size_bytes must be between 4096 and 67108864")
-    _positive("limits.max_instance_bytes", config.limits.max_instance_bytes)
-    _positive("limits.default_page_size", config.limits.default_page_size)
+        yield "storage.frame_size_bytes must be between 4096 and 67108864"
+    yield from _positive("limits.max_instance_bytes", config.limits.max_instance_bytes)
+    yield from _positive("limits.default_page_size", config.limits.default_page_size)
     if config.limits.max_page_size < config.limits.default_page_size:
-        raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
-    _check_call_limits(config)
-    _check_tiers(config.tiers)
-    _check_object_tiers(config)
-    _check_tiering(config.tiering)
-    if config.replication.enabled:
-        _check_replication(config)
-    _check_security(config)
-    _positive("audit.checkpoint_every", config.audit.checkpoint_every)
+        yield "limits.max_page_size must be at least limits.default_page_size"
+
+
+def _check_audit(config: Config) -> Problems:
+    yield from _positive("audit.checkpoint_every", config.audit.checkpoint_every)
     if config.audit.checkpoint_interval_s <= 0:
-        raise ConfigError("audit.checkpoint_interval_s must be positive")
-    _check_audit_repositories(config)
-    _check_encryption(config)
-    _check_health(config.health)
-    _check_dicom(config)
-    _check_listen(config.metrics.listen, "metrics.listen")
-    _check_web(config)
-    if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
-        # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
-        raise ConfigError(f"metrics.listen {config.metrics.listen!r} is not a loopback address; it serves "
-                          "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
+        yield "audit.checkpoint_interval_s must be positive"
 
 
-def _check_web(config: Config) -> None:
+def _check_metrics(config: Config) -> Problems:
+    metrics = config.metrics
+    yield from _listen_problems(metrics.listen, "metrics.listen")
+    if metrics.enabled and not config.security.tls and _is_off_loopback(metrics.listen):
+        yield (f"metrics.listen {metrics.listen!r} is off loopback: set security.tls_cert_file, "
+               "security.tls_key_file and security.client_ca_file (HTTPS with client certificates), or keep it "
+               "on loopback for a local agent")
+
+
+def _check_web(config: Config) -> Problems:
     web = config.web
-    _check_listen(web.listen, "web.listen")
+    yield from _listen_problems(web.listen, "web.listen")
     if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", web.base_path) or web.base_path.startswith("/share"):
-        raise ConfigError(f"web.base_path: {web.base_path!r} must be a path like /dicom-web (not under /share)")
+        yield f"web.base_path: {web.base_path!r} must be a path like /dicom-web (not under /share)"
     if web.public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", web.public_url):
-        raise ConfigError(f"web.public_url: {web.public_url!r} must be an http:// or https:// URL")
-    _positive("web.max_request_bytes", web.max_request_bytes)
-    if web.enabled and not config.security.tls and not listen_is_loopback(web.listen):
-        raise ConfigError(f"web.listen {web.listen!r} is off loopback: set security.tls_cert_file, "
-                          "security.tls_key_file and security.client_ca_file (HTTPS with client certificates, "
-                          "as the API)")
+        yield f"web.public_url: {web.public_url!r} must be an http:// or https:// URL"
+    yield from _positive("web.max_request_bytes", web.max_request_bytes)
+    if web.enabled and not config.security.tls and _is_off_loopback(web.listen):
+        yield (f"web.listen {web.listen!r} is off loopback: set security.tls_cert_file, "
+               "security.tls_key_file and security.client_ca_file (HTTPS with client certificates, as the API)")
 
 
-def _check_dicom(config: Config) -> None:
+def _check_dicom(config: Config) -> Problems:
     dicom = config.dicom
-    _check_listen(dicom.listen, "dicom.listen")
-    if dicom.enabled and not config.security.tls and not listen_is_loopback(dicom.listen):
-        raise ConfigError(f"dicom.listen {dicom.listen!r} is off loopback: set security.tls_cert_file, "
-                          "security.tls_key_file and security.client_ca_file (DICOM TLS, PS3.15 B.1; patient "
-                          "data never crosses a network in clear text)")
+    yield from _listen_problems(dicom.listen, "dicom.listen")
+    if dicom.enabled and not config.security.tls and _is_off_loopback(dicom.listen):
+        yield (f"dicom.listen {dicom.listen!r} is off loopback: set security.tls_cert_file, "
+               "security.tls_key_file and security.client_ca_file (DICOM TLS, PS3.15 B.1; patient "
+               "data never crosses a network in clear text)")
     check_ae_title("dicom.ae_title", dicom.ae_title)
     identities = {p.identity for p in config.security.principals}
     seen: set[str] = set()
@@ -533,22 +616,22 @@ def _check_dicom(config: Config) -> None:
         where = f"dicom.calling_aes[{i}]"
         check_ae_title(f"{where}.ae_title", calling.ae_title)
         if calling.ae_title in seen:
-            raise ConfigError(f"{where}.ae_title: {calling.ae_title!r} is listed twice")
+            yield f"{where}.ae_title: {calling.ae_title!r} is listed twice"
         seen.add(calling.ae_title)
         if calling.identity not in identities:
-            raise ConfigError(f"{where}.identity: {calling.identity!r} is not in security.principals, so it "
+            yield (f"{where}.identity: {calling.identity!r} is not in security.principals, so it "
                               "holds no roles")
     _check_destinations(config)
     for key in ("idle_timeout_s", "commitment_timeout_s"):
         if getattr(dicom, key) <= 0:
-            raise ConfigError(f"dicom.{key} must be positive")
+            yield f"dicom.{key} must be positive"
     if not 1 <= dicom.max_associations <= 1024:
-        raise ConfigError("dicom.max_associations must be between 1 and 1024")
+        yield "dicom.max_associations must be between 1 and 1024"
     if not 16 * 1024 <= dicom.max_pdu_bytes <= 64 * 1024 * 1024:
-        raise ConfigError("dicom.max_pdu_bytes must be between 16384 and 67108864")
+        yield "dicom.max_pdu_bytes must be between 16384 and 67108864"
     if dicom.commit_after_replication and not config.replication.enabled:
-        raise ConfigError("dicom.commit_after_replication needs replication.enabled: without a peer nothing "
-                          "would ever be committed")
+        yield ("dicom.commit_after_replication needs replication.enabled: without a peer nothing "
+               "would ever be committed")
 
 
 def _check_destinations(config: Config) -> None:
@@ -559,7 +642,8 @@ def _check_destinations(config: Config) -> None:
         if destination.name in names:
             raise ConfigError(f"{where}.name: {destination.name!r} is listed twice")
         names.add(destination.name)
-        _host_port(f"{where}.host", f"{destination.host}:{destination.port}")
+        if not _host_port(f"{destination.host}:{destination.port}"):
+            raise ConfigError(f"{where}.host: {destination.host!r} is not a host name or address")
         if not 1 <= destination.port <= 65535:
             raise ConfigError(f"{where}.port must be between 1 and 65535")
         if destination.tls and not config.security.tls:
@@ -585,186 +669,202 @@ def _host_is_loopback(host: str) -> bool:
         return False
 
 
-def _check_call_limits(config: Config) -> None:
+def _check_call_limits(config: Config) -> Problems:
     limits = config.limits
     if not 1 <= limits.max_streams_per_principal < config.server.max_workers:
-        raise ConfigError(f"limits.max_streams_per_principal must be at least 1 and below server.max_workers "
-                          f"({config.server.max_workers}), so that one caller never holds every thread")
+        yield (f"limits.max_streams_per_principal must be at least 1 and below server.max_workers "
+               f"({config.server.max_workers}), so that one caller never holds every thread")
     for key in ("upload_idle_timeout_s", "max_call_s"):
         if getattr(limits, key) <= 0:
-            raise ConfigError(f"limits.{key} must be positive")
+            yield f"limits.{key} must be positive"
 
 
-def _check_encryption(config: Config) -> None:
+def _check_encryption(config: Config) -> Problems:
     if not config.encryption.enabled or config.encryption.key_command:
         return
     key_file = config.key_file_path()
     data = Path(config.data_dir).resolve()
     if key_file == data or data in key_file.parents:
-        raise ConfigError(f"encryption.key_file {key_file} is inside data_dir {data}: whoever takes the "
-                          "data disks would take the key with them; keep it elsewhere")
+        yield (f"encryption.key_file {key_file} is inside data_dir {data}: whoever takes the "
+               "data disks would take the key with them; keep it elsewhere")
 
 
-def _check_audit_repositories(config: Config) -> None:
+def _check_audit_repositories(config: Config) -> Problems:
     audit = config.audit
     for key in ("export_interval_s", "export_max_backoff_s"):
         if getattr(audit, key) <= 0:
-            raise ConfigError(f"audit.{key} must be positive")
+            yield f"audit.{key} must be positive"
     names: set[str] = set()
     for i, repo in enumerate(audit.repositories):
         where = f"audit.repositories[{i}]"
         if not _NAME_PATTERN.match(repo.name) or repo.name in names:
-            raise ConfigError(f"{where}.name: {repo.name!r} must be unique, letters, digits, - or _")
+            yield f"{where}.name: {repo.name!r} must be unique, letters, digits, - or _"
         names.add(repo.name)
-        _check_address(f"{where}.address", repo.address, allow_names=True)
+        yield from _address_problems(f"{where}.address", repo.address, allow_names=True)
         if bool(repo.cert_file) != bool(repo.key_file):
-            raise ConfigError(f"{where}: cert_file and key_file go together")
+            yield f"{where}: cert_file and key_file go together"
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(repo, key)
             if (value or key == "ca_file") and not config.resolve(value).is_file():
-                raise ConfigError(f"{where}.{key}: {config.resolve(value)} is not a readable file")
+                yield f"{where}.{key}: {config.resolve(value)} is not a readable file"
 
 
-def _check_health(health: HealthConfig) -> None:
+def _check_health(health: HealthConfig) -> Problems:
     for key in ("poll_interval_s", "capacity_interval_s", "smartctl_timeout_s", "nvme_timeout_s"):
         if getattr(health, key) <= 0:
-            raise ConfigError(f"health.{key} must be positive")
+            yield f"health.{key} must be positive"
     if not health.state_file:
-        raise ConfigError("health.state_file: empty path")
+        yield "health.state_file: empty path"
     if not 0 < health.capacity_warning_percent <= 100:
-        raise ConfigError("health.capacity_warning_percent must be above 0 and at most 100")
-    _positive("health.max_watchers", health.max_watchers)
-    _positive("health.watch_queue_size", health.watch_queue_size)
+        yield "health.capacity_warning_percent must be above 0 and at most 100"
+    yield from _positive("health.max_watchers", health.max_watchers)
+    yield from _positive("health.watch_queue_size", health.watch_queue_size)
 
 
-def _check_security(config: Config) -> None:
+def _check_security(config: Config) -> Problems:
     sec = config.security
     files = {"tls_cert_file": sec.tls_cert_file, "tls_key_file": sec.tls_key_file,
              "client_ca_file": sec.client_ca_file}
     if any(files.values()):
         for key, value in files.items():
             if not value:
-                raise ConfigError(f"security.{key} is required with the other TLS files")
-            if not config.resolve(value).is_file():
-                raise ConfigError(f"security.{key}: {config.resolve(value)} is not a readable file")
-    elif not listen_is_loopback(config.server.listen):
-        raise ConfigError(
-            f"server.listen {config.server.listen!r} is off loopback: set security.tls_cert_file, "
-            "security.tls_key_file and security.client_ca_file (patient data never crosses a network "
-            "in clear text)")
+                yield f"security.{key} is required with the other TLS files"
+            elif not config.resolve(value).is_file():
+                yield f"security.{key}: {config.resolve(value)} is not a readable file"
+    elif _is_off_loopback(config.server.listen):
+        yield (f"server.listen {config.server.listen!r} is off loopback: set security.tls_cert_file, "
+               "security.tls_key_file and security.client_ca_file (patient data never crosses a network "
+               "in clear text)")
     if sec.max_connection_age_s < 10:
-        raise ConfigError("security.max_connection_age_s must be at least 10")
+        yield "security.max_connection_age_s must be at least 10"
     from pacsvault.daemon.security import production_guard
     from pacsvault.daemon.security.access_table import parse_roles
 
-    production_guard.check(config)
+    production_guard.check(config)  # raises at its first problem
 
-    try:
-        parse_roles(sec.loopback_roles, "security.loopback_roles")
-        parse_roles(sec.break_glass_roles, "security.break_glass_roles")
-        for i, principal in enumerate(sec.principals):
-            if not principal.identity.startswith("spiffe://pacsvault/"):
-                raise ConfigError(f"security.principals[{i}].identity must be a spiffe://pacsvault/... URI")
-            parse_roles(principal.roles, f"security.principals[{i}].roles")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    roles = [(sec.loopback_roles, "security.loopback_roles"), (sec.break_glass_roles, "security.break_glass_roles")]
+    for i, principal in enumerate(sec.principals):
+        if not principal.identity.startswith("spiffe://pacsvault/"):
+            yield f"security.principals[{i}].identity must be a spiffe://pacsvault/... URI"
+        roles.append((principal.roles, f"security.principals[{i}].roles"))
+    for names, key in roles:
+        try:
+            parse_roles(names, key)
+        except ValueError as exc:
+            yield str(exc)
 
 
-def _check_replication(config: Config) -> None:
+def _check_replication(config: Config) -> Problems:
     r = config.replication
+    if not r.enabled:
+        return
     for key in ("appliance_name", "peer_name", "peer_address", "ca_file", "cert_file", "key_file"):
         if not getattr(r, key):
-            raise ConfigError(f"replication.{key} is required when replication.enabled is true")
-    if r.appliance_name == r.peer_name:
-        raise ConfigError("replication.peer_name must differ from replication.appliance_name")
-    _check_address("replication.listen", r.listen)
-    _check_address("replication.peer_address", r.peer_address, allow_names=True)
-    for key in ("ca_file", "cert_file", "key_file"):
-        if not config.resolve(getattr(r, key)).is_file():
-            raise ConfigError(f"replication.{key}: {config.resolve(getattr(r, key))} is not a readable file")
+            yield f"replication.{key} is required when replication.enabled is true"
+        elif key.endswith("_file") and not config.resolve(getattr(r, key)).is_file():
+            yield f"replication.{key}: {config.resolve(getattr(r, key))} is not a readable file"
+    if r.appliance_name and r.appliance_name == r.peer_name:
+        yield "replication.peer_name must differ from replication.appliance_name"
+    yield from _address_problems("replication.listen", r.listen)
+    if r.peer_address:
+        yield from _address_problems("replication.peer_address", r.peer_address, allow_names=True)
     if r.data_shards < 1 or r.parity_shards < 1 or r.data_shards + r.parity_shards > 32:
-        raise ConfigError("replication.data_shards and parity_shards must be >= 1, at most 32 together")
+        yield "replication.data_shards and parity_shards must be >= 1, at most 32 together"
     for key in ("max_bytes_per_s", "scrub_max_bytes_per_s"):
-        _positive(f"replication.{key}", getattr(r, key))
+        yield from _positive(f"replication.{key}", getattr(r, key))
     for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s"):
         if getattr(r, key) <= 0:
-            raise ConfigError(f"replication.{key} must be positive")
+            yield f"replication.{key} must be positive"
 
 
-def _check_address(key: str, value: str, allow_names: bool = False) -> None:
+def _address_problems(key: str, value: str, allow_names: bool = False) -> Problems:
     if allow_names:
-        _host_port(key, value)
+        if not _host_port(value):
+            yield f"{key}: {value!r} is not HOST:PORT"
     else:
-        _check_listen(value, key)
+        yield from _listen_problems(value, key)
 
 
-def _check_tiering(tiering: TieringConfig) -> None:
+def _check_tiering(tiering: TieringConfig) -> Problems:
     if tiering.mover_interval_s <= 0:
-        raise ConfigError("tiering.mover_interval_s must be positive")
-    _positive("tiering.mover_max_bytes_per_s", tiering.mover_max_bytes_per_s)
+        yield "tiering.mover_interval_s must be positive"
+    yield from _positive("tiering.mover_max_bytes_per_s", tiering.mover_max_bytes_per_s)
     if tiering.demote_after_days < 0:
-        raise ConfigError("tiering.demote_after_days must not be negative")
+        yield "tiering.demote_after_days must not be negative"
     if tiering.age_basis not in AGE_BASES:
-        raise ConfigError(f"tiering.age_basis must be one of {', '.join(AGE_BASES)}, got {tiering.age_basis!r}")
+        yield f"tiering.age_basis must be one of {', '.join(AGE_BASES)}, got {tiering.age_basis!r}"
     if tiering.access_flush_interval_s <= 0:
-        raise ConfigError("tiering.access_flush_interval_s must be positive")
+        yield "tiering.access_flush_interval_s must be positive"
 
 
-def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
+def _check_tiers(tiers: tuple[TierConfig, ...]) -> Problems:
     if not tiers:
-        raise ConfigError("tiers: at least one tier is needed")
+        yield "tiers: at least one tier is needed"
     seen_names: set[str] = set()
     seen_paths: set[str] = set()
     for i, tier in enumerate(tiers):
         if not tier.name or not tier.name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"tiers[{i}].name: {tier.name!r} must be letters, digits, '-' or '_'")
+            yield f"tiers[{i}].name: {tier.name!r} must be letters, digits, '-' or '_'"
         if tier.name in seen_names:
-            raise ConfigError(f"tiers[{i}].name: tier {tier.name!r} is declared twice")
+            yield f"tiers[{i}].name: tier {tier.name!r} is declared twice"
         seen_names.add(tier.name)
         if tier.backend not in TIER_BACKENDS:
-            raise ConfigError(f"tiers[{i}].backend must be one of {', '.join(TIER_BACKENDS)}, got {tier.backend!r}")
+            yield f"tiers[{i}].backend must be one of {', '.join(TIER_BACKENDS)}, got {tier.backend!r}"
         if not tier.volumes and not tier.is_object_store:
-            raise ConfigError(f"tiers[{i}].volumes: tier {tier.name!r} needs at least one volume")
+            yield f"tiers[{i}].volumes: tier {tier.name!r} needs at least one volume"
         for j, path in enumerate(tier.volumes):
             if not path:
-                raise ConfigError(f"tiers[{i}].volumes[{j}]: empty path")
-            if path in seen_paths:
-                raise ConfigError(f"tiers[{i}].volumes[{j}]: {path!r} is used twice")
+                yield f"tiers[{i}].volumes[{j}]: empty path"
+            elif path in seen_paths:
+                yield f"tiers[{i}].volumes[{j}]: {path!r} is used twice"
             seen_paths.add(path)
         if tier.volume_class not in VOLUME_CLASSES:
-            raise ConfigError(f"tiers[{i}].volume_class must be one of {', '.join(VOLUME_CLASSES)}")
+            yield f"tiers[{i}].volume_class must be one of {', '.join(VOLUME_CLASSES)}"
         if not 0 < tier.low_watermark <= tier.high_watermark <= 1:
-            raise ConfigError(f"tiers[{i}]: need 0 < low_watermark <= high_watermark <= 1")
+            yield f"tiers[{i}]: need 0 < low_watermark <= high_watermark <= 1"
         if tier.reserve_bytes < 0:
-            raise ConfigError(f"tiers[{i}].reserve_bytes must not be negative")
+            yield f"tiers[{i}].reserve_bytes must not be negative"
 
 
-def _check_object_tiers(config: Config) -> None:
+def _check_object_tiers(config: Config) -> Problems:
     from pacsvault.daemon.config_object_tiers import check_object_tiers
 
-    check_object_tiers(config)
+    check_object_tiers(config)  # raises at its first problem
+    yield from ()
 
 
-def _host_port(key: str, value: str) -> str:
+def _host_port(value: str) -> str:
+    """The HOST of HOST:PORT, or "" when ``value`` is not that."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+        return ""
     return host
 
 
-def _check_listen(listen: str, key: str = "server.listen") -> None:
-    host = _host_port(key, listen)
+def _listen_problems(listen: str, key: str = "server.listen") -> Problems:
+    host = _host_port(listen)
+    if not host:
+        yield f"{key}: {listen!r} is not HOST:PORT"
+        return
     bare = host.strip("[]")
     if bare != "localhost":
         try:
             ipaddress.ip_address(bare)
-        except ValueError as exc:
-            raise ConfigError(f"{key}: {host!r} is not an IP address or localhost") from exc
+        except ValueError:
+            yield f"{key}: {host!r} is not an IP address or localhost"
 
 
-def _positive(key: str, value: int) -> None:
+def _positive(key: str, value: int) -> Problems:
     if value <= 0:
-        raise ConfigError(f"{key} must be positive, got {value}")
+        yield f"{key} must be positive, got {value}"
+
+
+def _is_off_loopback(listen: str) -> bool:
+    """Whether a listen address that may be malformed (reported elsewhere) is a valid one off loopback."""
+    try:
+        return not listen_is_loopback(listen)
+    except ValueError:
+        return False
 
 
 def listen_is_loopback(listen: str) -> bool:

@@ -100,7 +100,15 @@ class BlobGone(PacsvaultError):
 
 
 class ConfigError(PacsvaultError):
-    """The configuration is invalid; the message names the key."""
+    """The configuration is invalid; the message names the key.
+
+    ``problems``: each problem on its own (one, or every one a check of the
+    whole file found), so a person fixes them all in one go.
+    """
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 def shown(value: str, limit: int = 64) -> str:

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load()
     except ConfigError as exc:
-        print(f"pacsvaultd: configuration error: {exc}", file=sys.stderr)
+        # One line per problem: a person fixes them all in one go, a script greps one.
+        for problem in exc.problems:
+            print(f"pacsvaultd: configuration error: {problem}", file=sys.stderr)
         return 2
     if args.check_config:
         print("configuration is valid")

@@ -1,9 +1,8 @@
 """The Prometheus endpoint: disk verdicts, SMART counters, volumes, RPCs, processes.
 
 Built on the official ``prometheus-client``, served by the back office for
-every process of the daemon: serving processes count their RPCs
-(:class:`~pacsvault.daemon.service.rpc_metrics.RpcMetricsInterceptor`) in the
-library's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the
+every process of the daemon: serving processes count their calls, stores
+and reads (:mod:`pacsvault.daemon.instruments`) in the library's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the
 supervisor sets for its children), and a scrape sums them. Health figures are
 read from the monitor's current snapshot at scrape time (a custom collector),
 so a scrape never runs smartctl. Everything lives in the daemon's own
@@ -30,10 +29,17 @@ Families (``pacsvault_`` prefix):
   ``health_last_poll_timestamp_seconds``, ``health_poll_duration_seconds``,
   ``health_events_total{kind}``, ``health_events_dropped_total``,
   ``health_watchers``.
-* ``security_alerts_total{kind}``: security alerts recorded in the audit trail
-  (``audit.alert_follower``), since the back office started.
-* ``rpc_requests_total{method,code}``, ``rpc_duration_seconds{method}``: summed
-  over the serving processes.
+* From the serving processes, summed (:mod:`pacsvault.daemon.instruments`):
+  ``grpc_server_started_total``, ``grpc_server_handled_total``,
+  ``grpc_server_handling_seconds`` (``grpc_type``, ``grpc_service``,
+  ``grpc_method``, ``grpc_code``), ``pacsvault_http_requests_total`` and
+  ``pacsvault_http_request_duration_seconds`` (DICOMweb, by route template),
+  ``pacsvault_ingest_*``, ``pacsvault_retrieval_*``, ``pacsvault_security_alerts_total``.
+* From the back office (:mod:`pacsvault.daemon.appliance_metrics`): index,
+  replication backlog and recovery point, mover, audit trail and ATNA export.
+* From the back office's audit follower (:mod:`pacsvault.daemon.audit.alert_follower`):
+  ``pacsvault_security_alerts_total{kind}``, every security alert recorded in the
+  audit trail by any process, since the back office started.
 * ``process_cpu_seconds_total{role,pid}``, ``process_resident_memory_bytes{role,pid}``:
   each process of the daemon (supervisor, back office, workers).
 """
@@ -41,14 +47,15 @@ Families (``pacsvault_`` prefix):
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from socketserver import BaseServer
 
 from pathlib import Path
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -58,7 +65,7 @@ from prometheus_client.registry import Collector
 from pacsvault.daemon.config import MetricsConfig, listen_is_loopback
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.health import EventKind, HealthMonitor, HealthSnapshot
-from pacsvault.daemon.service.rpc_metrics import RpcMetricsInterceptor
+from pacsvault.daemon.metrics_https import Admission, serve_https
 from pacsvault.hardware import Verdict
 
 log = logging.getLogger(__name__)
@@ -76,8 +83,6 @@ NAMED_COUNTERS = {
     "scsi.grown_defects": ("disk_grown_defects", "SAS grown defect list length"),
     "temperature_c": ("disk_temperature_celsius", "Current drive temperature"),
 }
-# Latency buckets for RPCs from a health check (sub-millisecond) to a study upload.
-RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class HealthCollector(Collector):
@@ -162,23 +167,13 @@ class HealthCollector(Collector):
 class MetricsServer:
     """A running ``/metrics`` listener; ``port`` is the bound one (port 0 resolved)."""
 
-    httpd: WSGIServer
+    httpd: BaseServer
     host: str
     port: int
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def rpc_metrics_interceptor() -> RpcMetricsInterceptor:
-    """A serving process's RPC counters (written to the multiprocess files the back office sums)."""
-    registry = CollectorRegistry()
-    requests = Counter("pacsvault_rpc_requests", "gRPC calls by method and status code",
-                       ["method", "code"], registry=registry)
-    duration = Histogram("pacsvault_rpc_duration_seconds", "gRPC call duration by method (streams: whole stream)",
-                         ["method"], buckets=RPC_BUCKETS, registry=registry)
-    return RpcMetricsInterceptor(requests, duration)
 
 
 class ProcessesCollector(Collector):
@@ -215,33 +210,38 @@ class DaemonMetrics:
         monitor: Source of the health figures.
         multiprocess_dir: Where the serving processes keep their counters.
         processes: The daemon's processes now, as (role, pid).
+        others: More collectors read at scrape time.
     """
 
     def __init__(self, monitor: HealthMonitor, multiprocess_dir: Path,
-                 processes: Callable[[], list[tuple[str, int]]], extra: Sequence[Collector] = ()) -> None:
-        """``extra``: more of the back office's own collectors (the security alert counts)."""
+                 processes: Callable[[], list[tuple[str, int]]], others: Sequence[Collector] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HealthCollector(monitor))
-        for collector in extra:
+        for collector in others:  # e.g. appliance_metrics.ApplianceCollector
             self.registry.register(collector)
         MultiProcessCollector(self.registry, str(multiprocess_dir))
         self.registry.register(ProcessesCollector(processes))
         ProcessCollector(registry=self.registry)  # the back office's own, as process_* (the exporter convention)
         PlatformCollector(registry=self.registry)
 
-    def serve(self, config: MetricsConfig) -> MetricsServer:
-        """Start the HTTP listener in a daemon thread.
+    def serve(self, config: MetricsConfig, tls: ssl.SSLContext | None = None,
+              admit: Admission | None = None) -> MetricsServer:
+        """Start the listener in a daemon thread: HTTPS with ``tls``, where ``admit`` judges each client
+        certificate (``metrics_https``); else plain HTTP, on loopback only.
 
         Raises:
-            ConfigError: The address is not loopback, or cannot be bound.
+            ConfigError: Off loopback without TLS, or the address cannot be bound.
         """
+        host, _, port = config.listen.rpartition(":")
+        host = host.strip("[]")
+        if tls is not None and admit is not None:
+            httpd, bound = serve_https(self.registry, host, int(port), tls, admit)
+            return MetricsServer(httpd, host, bound)
         if not listen_is_loopback(config.listen):
             # The same rule as server.listen: no plaintext listener off the machine.
             raise ConfigError(
-                f"metrics.listen {config.listen!r} is not a loopback address; this version serves "
-                "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
-        host, _, port = config.listen.rpartition(":")
-        host = host.strip("[]")
+                f"metrics.listen {config.listen!r} is off loopback: set security.tls_cert_file, "
+                "security.tls_key_file and security.client_ca_file (HTTPS with client certificates)")
         try:
             httpd, _thread = start_http_server(int(port), addr=host, registry=self.registry)
         except OSError as exc:

@@ -30,6 +30,7 @@ from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.service.call_limits import CallLimitsInterceptor
 from pacsvault.daemon.service.draining import DrainingInterceptor
+from pacsvault.daemon.service.health_servicer import HealthServicer
 from pacsvault.daemon.service.request_decoding import RequestDecodingInterceptor
 from pacsvault.v1 import (
     appliance_pb2,
@@ -102,7 +103,7 @@ class Served:
 
 def create_server(config: Config, services: Sequence[Registration], credentials: CredentialStore,
                   audit: AuditTrail | None, interceptors: Sequence[grpc.ServerInterceptor] = (),
-                  share_port: bool = False) -> Served:
+                  share_port: bool = False, local_port: int | None = None) -> Served:
     """A server bound to ``config.server.listen`` (port 0 picks one); not started.
 
     ``share_port``: bind with SO_REUSEPORT, beside the daemon's other serving
@@ -110,6 +111,8 @@ def create_server(config: Config, services: Sequence[Registration], credentials:
     NOT_SERVING until the caller starts the server and calls
     ``set_serving(True)``. ``interceptors`` (e.g. RPC metrics) run outside
     the draining one, so they also see the calls refused at shutdown.
+    ``local_port``: also serve plaintext on ``server.local_listen`` at that
+    port (the supervisor reserved it; None: as configured).
     """
     if not config.security.tls and not listen_is_loopback(config.server.listen):
         # Patient data never crosses a network in clear text.
@@ -138,7 +141,7 @@ def create_server(config: Config, services: Sequence[Registration], credentials:
     )
     for add, servicer in services:
         add(servicer, server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -152,6 +155,12 @@ def create_server(config: Config, services: Sequence[Registration], credentials:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen}: {exc}") from exc
     if port == 0:
         raise ConfigError(f"server.listen: cannot bind {config.server.listen} (in use?)")
+    local = config.server.local_listen
+    if local:
+        # Plaintext, so the principal resolver sees no certificate: the loopback principal.
+        address = local if local_port is None else f"{local.rpartition(':')[0]}:{local_port}"
+        if server.add_insecure_port(address) == 0:
+            raise ConfigError(f"server.local_listen: cannot bind {address} (in use?)")
     return Served(server, port, health_servicer, calls)
 
 

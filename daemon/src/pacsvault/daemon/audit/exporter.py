@@ -124,6 +124,10 @@ class AtnaScheduler:
         self._next = {e.name: 0.0 for e in self._exporters}
         self._backoff = {e.name: interval_s for e in self._exporters}
 
+    @property
+    def exporters(self) -> list[AtnaExporter]:
+        return list(self._exporters)
+
     def start(self) -> None:
         if self._exporters:
             self._thread.start()

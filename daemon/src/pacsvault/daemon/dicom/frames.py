@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
-import warnings
+import logging
 
 import pydicom
 
+from pacsvault.daemon.dicom import diagnostics
 from pacsvault.daemon.errors import DataLoss, NotFound
 
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -18,8 +19,8 @@ UNCOMPRESSED = frozenset({IMPLICIT_LITTLE, EXPLICIT_LITTLE})
 def extract(data: bytes, numbers: list[int], sop_uid: str) -> list[bytes]:
     """Frames ``numbers`` (from 1) of the Part 10 file ``data``; NotFound names a frame past the last."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with diagnostics.summarised(logging.DEBUG) as notes:  # summarised once at ingest already
+            notes.subject = f"instance {sop_uid} (frames)"
             dataset = pydicom.dcmread(io.BytesIO(data))
         pixels = dataset.get("PixelData")
         rows, columns = int(dataset.Rows), int(dataset.Columns)

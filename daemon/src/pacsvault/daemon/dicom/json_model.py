@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pydicom
 from pydicom.dataelem import DataElement
 
+from pacsvault.daemon.dicom import diagnostics
 from pacsvault.daemon.errors import DataLoss
 from pacsvault.daemon.storage.blob_access import BlobFile, BlobReader
 
@@ -53,8 +54,8 @@ def bulk_value(reader: BlobReader, sop_uid: str, number: int) -> bytes | None:
 
 def _walk(reader: BlobReader, sop_uid: str, bulk: Callable[[DataElement], str]) -> dict[str, Any]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with diagnostics.summarised(logging.DEBUG) as notes:  # summarised once at ingest already
+            notes.subject = f"instance {sop_uid} (metadata)"
             dataset = pydicom.dcmread(BlobFile(reader), stop_before_pixels=True)
             return dataset.to_json_dict(BULK_DATA_THRESHOLD, bulk)
     except (pydicom.errors.InvalidDicomError, EOFError, ValueError) as exc:

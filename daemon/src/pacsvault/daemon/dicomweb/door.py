@@ -31,6 +31,7 @@ from aiohttp import web
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config, listen_is_loopback
 from pacsvault.daemon.dicomweb.find import Find
+from pacsvault.daemon.dicomweb.observed import observing
 from pacsvault.daemon.dicomweb.guard import CutOff, Guard, error_response
 from pacsvault.daemon.dicomweb.retrieve import Retrieve
 from pacsvault.daemon.dicomweb.services import Services
@@ -39,10 +40,12 @@ from pacsvault.daemon.dicomweb.stow import Stow
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.index.query import Level
 from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.instruments import Instruments
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
+from pacsvault.daemon.service.access_log import AccessLog
 
 log = logging.getLogger("pacsvault.dicomweb")
 _START_TIMEOUT_S = 30.0
@@ -57,13 +60,15 @@ class UseCases:
 
 
 def create_app(config: Config, cases: UseCases, resolver: PrincipalResolver, trail: AuditTrail | None,
-               executor: ThreadPoolExecutor) -> web.Application:
+               executor: ThreadPoolExecutor, meters: Instruments | None = None) -> web.Application:
+    """The app; with ``meters``, every request is counted and gets an access-log line."""
     guard = Guard(resolver, trail, executor, config.audit.flush_before_read)
     services = Services(guard, cases.search, cases.retrieval, cases.ingest, cases.credentials, config.limits,
                         config.web)
     find, retrieve, stow, share = Find(services), Retrieve(services), Stow(services), SharePage(services)
     # STOW-RS reads its body itself, bounded by web.max_request_bytes; forms are small.
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+    observed = [observing(meters, AccessLog(config.server.access_log_per_s))] if meters is not None else []
+    app = web.Application(middlewares=[*observed, _errors], client_max_size=64 * 1024)
     base = config.web.base_path
     study, series, instance = "/studies/{study}", "/series/{series}", "/instances/{instance}"
     get = [
@@ -212,8 +217,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def start_web_door(config: Config, cases: UseCases, resolver: PrincipalResolver, trail: AuditTrail | None,
-                   port: int) -> WebDoor:
+                   port: int, meters: Instruments | None = None) -> WebDoor:
     executor = ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="dicomweb")
-    door = WebDoor(config, create_app(config, cases, resolver, trail, executor), port, executor)
+    door = WebDoor(config, create_app(config, cases, resolver, trail, executor, meters), port, executor)
     door.start()
     return door

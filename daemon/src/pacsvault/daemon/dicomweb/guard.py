@@ -101,6 +101,18 @@ class Call:
     record: dict[str, object]
 
 
+# Where a request keeps who it turned out to be, for its access-log line (dicomweb/observed.py).
+_PRINCIPAL = "pacsvault.principal"
+
+
+def principal_of(request: web.Request) -> str:
+    return str(request.get(_PRINCIPAL, "-"))
+
+
+def peer_of(request: web.Request) -> str:
+    return _peer(request)
+
+
 class Guard:
     def __init__(self, resolver: PrincipalResolver, trail: AuditTrail | None, executor: Executor,
                  flush_before_read: bool = False) -> None:
@@ -130,7 +142,13 @@ class Guard:
             authorization = request.headers.get("Authorization", "")
         if pin is None:
             pin = request.headers.get("X-Pacsvault-Pin")
-        return await self.run(None, self._admit, method, what, authorization, pin, certificate, peer, door)
+        try:
+            call = await self.run(None, self._admit, method, what, authorization, pin, certificate, peer, door)
+        except errors.PermissionDenied as exc:
+            request[_PRINCIPAL] = exc.who or "-"
+            raise
+        request[_PRINCIPAL] = call.principal.id
+        return call
 
     async def admit_then(self, request: web.Request, method: str, what: dict[str, object],
                          function: Callable[..., T], *args: Any) -> tuple[Call, T | errors.PacsvaultError]:
@@ -150,7 +168,13 @@ class Guard:
                 return call, exc
             finally:
                 current_principal.reset(token)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, both)
+        try:
+            call, result = await asyncio.get_running_loop().run_in_executor(self._executor, both)
+        except errors.PermissionDenied as exc:
+            request[_PRINCIPAL] = exc.who or "-"
+            raise
+        request[_PRINCIPAL] = call.principal.id
+        return call, result
 
     def _admit(self, method: str, what: dict[str, object], authorization: str, pin: str | None,
                certificate: ClientCertificate | None, peer: str, door: str) -> Call:

@@ -11,7 +11,7 @@ stored, 202 when some were, 409 when none was.
 from __future__ import annotations
 
 import io
-import warnings
+import logging
 from dataclasses import dataclass
 
 import pydicom
@@ -19,6 +19,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pacsvault.daemon import errors
+from pacsvault.daemon.dicom import diagnostics
 from pacsvault.daemon.dicomweb import guard as routes
 from pacsvault.daemon.dicomweb.guard import Call, error_response
 from pacsvault.daemon.dicomweb.media import UnsupportedMediaType, dumps, json_choice, parse_media_type
@@ -145,8 +146,8 @@ def _reason(exc: errors.PacsvaultError) -> int:
 def _identified(data: bytes) -> Outcome:
     """The UIDs of a part, as far as they can be read (a failed store still names its instance)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with diagnostics.summarised(logging.DEBUG) as notes:  # summarised once at ingest already
+            notes.subject = "a STOW-RS part (identifying it)"
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
                                  specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
         return Outcome(str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ import grpc
 from pacsvault.daemon.appliance_health import ApplianceHealthReport
 from pacsvault.daemon.audit.alert_follower import AlertFollower
 from pacsvault.daemon.audit.alerts import AlertKind, AlertSink, describe_alert
+from pacsvault.daemon.appliance_metrics import ApplianceCollector
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
 from pacsvault.daemon.audit.tail_check import TailCheck
 from pacsvault.daemon.audit.witness import delivery
@@ -44,7 +46,9 @@ from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.key_rotation import KeyRotation
+from pacsvault.daemon.dicomweb.door import server_ssl_context
 from pacsvault.daemon.metrics import DaemonMetrics, MetricsServer
+from pacsvault.daemon.metrics_https import Admission, admission
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import DoorbellListener
 from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK_NAME
@@ -54,7 +58,7 @@ from pacsvault.daemon.retrieval import address
 from pacsvault.daemon.security import production_guard
 from pacsvault.daemon.security.break_glass_watch import BreakGlassWatch
 from pacsvault.daemon.security.credentials import CredentialStore
-from pacsvault.daemon.server import create_internal_server
+from pacsvault.daemon.server import create_internal_server, principal_resolver
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
 from pacsvault.daemon.service.security_service import KeyServicer
@@ -274,10 +278,13 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     if parts.duties.tail_check is not None:
         parts.duties.tail_check.start()
     if parts.config.metrics.enabled:
+        appliance = ApplianceCollector(parts.index, parts.tiering.mover,
+                                       parts.replication.status if parts.replication else None,
+                                       parts.audit, parts.atna.exporters)
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
                                 lambda: layout.read_processes(parts.run_dir),
-                                [parts.duties.follower] if parts.duties.follower else [])
-        metrics_server = metrics.serve(parts.config.metrics)
+                                [appliance, *([parts.duties.follower] if parts.duties.follower else [])])
+        metrics_server = metrics.serve(parts.config.metrics, *_metrics_tls(parts))
     parts.scheduler.start()
     parts.atna.start()
     if parts.replication is not None:
@@ -285,6 +292,15 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     if parts.commitment_reporter is not None:
         parts.commitment_reporter.start()
     return metrics_server
+
+
+def _metrics_tls(parts: BackOfficeParts) -> tuple[ssl.SSLContext | None, Admission | None]:
+    """HTTPS and who may scrape, with the [security] TLS files (as the API and DICOMweb: on any address)."""
+    config = parts.config
+    if not config.security.tls:
+        return None, None
+    resolver = principal_resolver(config, CredentialStore(parts.index))  # revocations, as the API checks them
+    return server_ssl_context(config), admission(resolver)
 
 
 def main() -> int:

@@ -37,6 +37,8 @@ class ChildSpec:
     web_port: int = 0
     # The DIMSE door's port, reserved by the supervisor too (0: the door is off).
     dicom_port: int = 0
+    # server.local_listen's port, reserved like the API's (0: none).
+    local_port: int = 0
 
 
 def start(role: str) -> ChildSpec:
@@ -56,7 +58,8 @@ def start(role: str) -> ChildSpec:
     config = config_module.from_dict(raw["config"])
     return ChildSpec(config, Path(raw["run_dir"]), role, int(raw.get("index", 0)), int(raw.get("port", 0)),
                      bool(raw.get("metrics_port_wanted", False)), int(raw.get("web_port", 0)),
-                     int(raw.get("dicom_port", 0)))
+                     int(raw.get("dicom_port", 0)),
+                     int(raw.get("local_port", 0)))
 
 
 def report(**fields: Any) -> None:

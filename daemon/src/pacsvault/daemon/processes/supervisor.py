@@ -74,6 +74,7 @@ class Supervisor:
     web_port: int = 0
     dicom_port_file: Path | None = None
     dicom_port: int = 0
+    local_port: int = 0
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     _hup: bool = False
@@ -97,6 +98,9 @@ class Supervisor:
         if self.config.dicom.enabled:
             dicom_reserved, self.dicom_port = ports.reserve(self.config.dicom.listen, "dicom.listen")
             doors.append(dicom_reserved)
+        if self.config.server.local_listen:
+            local_reserved, self.local_port = ports.reserve(self.config.server.local_listen, "server.local_listen")
+            doors.append(local_reserved)
         layout.config_file(self.run_dir).write_text(json.dumps(config_module.to_dict(self.config)))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
@@ -129,6 +133,9 @@ class Supervisor:
         host = self.config.server.listen.rpartition(":")[0]
         log.info("pacsvaultd %s serving on %s:%d with %d workers, data in %s", __version__, host, self.port,
                  len(workers), self.config.data_dir)
+        if self.local_port:
+            log.info("the appliance's own tools (plaintext, loopback) on %s:%d",
+                     self.config.server.local_listen.rpartition(":")[0], self.local_port)
         if self.web_port:
             log.info("DICOMweb and the share page on port %d", self.web_port)
             if self.web_port_file is not None:
@@ -165,6 +172,7 @@ class Supervisor:
     def _send_orders(self, child: Child) -> None:
         spec = {"config": config_module.to_dict(self.config), "run_dir": str(self.run_dir), "index": child.index,
                 "port": self.port, "web_port": self.web_port, "dicom_port": self.dicom_port,
+                "local_port": self.local_port,
                 "log_level": self.log_level}
         assert child.proc.stdin is not None
         try:

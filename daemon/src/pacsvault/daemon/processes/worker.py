@@ -42,8 +42,9 @@ from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import InstanceRecord
-from pacsvault.daemon.ingest import Ingest
-from pacsvault.daemon.metrics import rpc_metrics_interceptor
+from pacsvault.daemon.instruments import (
+    Instruments, MeteredIngest, MeteredRetrieval, instruments,
+)
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import Doorbell
 from pacsvault.daemon.processes.locks import BlobLocks
@@ -51,12 +52,13 @@ from pacsvault.daemon.processes.ports import with_port
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.replication.restore import restore_from_peer
 from pacsvault.daemon.repair import Repairer
-from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import ScopeGuard
 from pacsvault.daemon.server import Registration, Served, create_server, principal_resolver
+from pacsvault.daemon.service.access_log import AccessLog
 from pacsvault.daemon.service.archive_service import ArchiveServicer
+from pacsvault.daemon.service.call_observer import CallObserver
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.caller_deadline import CallerDeadlineInterceptor
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
@@ -93,8 +95,8 @@ class WorkerParts:
     audit: AuditTrail | None
     peer: PeerClient | None
     reads: ReadRecorder
-    ingest: Ingest
-    retrieval: Retrieval
+    ingest: MeteredIngest
+    retrieval: MeteredRetrieval
     search: Search
     deletion: Deletion
     requests: ClinicalRequests
@@ -103,6 +105,7 @@ class WorkerParts:
     locks: BlobLocks
     bell: Doorbell
     services: list[Registration]
+    meters: Instruments
 
     def close(self) -> None:
         self.reads.flush()
@@ -141,10 +144,11 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                                                                                   r.key_file))))
     first_tier = config.tiers[0].name
     reads = ReadRecorder(index, first_tier, config.tiering.promote_on_access, clock)
-    ingest = Ingest(config.limits, catalog, store, locks, on_stored=bell.ring, clock=clock)
-    retrieval = Retrieval(catalog, store, ScopeGuard(catalog, index.tags), reads,
-                          Repairer(catalog, store, peer.fetch_verified) if peer else None,
-                          _alert_to(audit))
+    meters = instruments()
+    ingest = MeteredIngest(meters, config.limits, catalog, store, locks, on_stored=bell.ring, clock=clock)
+    retrieval = MeteredRetrieval(meters, catalog, store, ScopeGuard(catalog, index.tags), reads,
+                                 Repairer(catalog, store, peer.fetch_verified) if peer else None,
+                                 _alert_to(audit))
     search = Search(index, config.limits)
     deletion = Deletion(catalog, store, locks, on_changed=bell.ring, clock=clock)
     credentials = CredentialStore(index, clock)
@@ -173,7 +177,7 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, _verification(audit, peer))),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
-                       deletion, requests, credentials, back_office, locks, bell, services)
+                       deletion, requests, credentials, back_office, locks, bell, services, meters)
 
 
 def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
@@ -266,11 +270,12 @@ def main() -> int:
         parts = build(config, spec.run_dir, web_port=spec.web_port)
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
-                               parts.audit, [rpc_metrics_interceptor(), CallerDeadlineInterceptor()],
-                               share_port=True)
+                               parts.audit, [CallObserver(parts.meters, AccessLog(config.server.access_log_per_s)),
+                                             CallerDeadlineInterceptor()],
+                               share_port=True, local_port=spec.local_port)
         web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
                              principal_resolver(config, parts.credentials), parts.audit,
-                             spec.web_port) if spec.web_port else None
+                             spec.web_port, parts.meters) if spec.web_port else None
         dicom = open_dimse_door(parts, spec.dicom_port) if spec.dicom_port else None
     except ConfigError as exc:
         child.report(error=f"configuration error: {exc}", exit=2)

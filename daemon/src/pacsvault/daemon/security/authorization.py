@@ -13,9 +13,13 @@ from pacsvault.daemon.errors import PermissionDenied, Unauthenticated
 from pacsvault.daemon.security.access_table import allowed_roles
 from pacsvault.daemon.security.principals import PrincipalResolver
 from pacsvault.daemon.security.scope import current_principal
+from pacsvault.daemon.service.access_log import RateBound, note_principal
 from pacsvault.daemon.service.call_wrapping import wrap_handler
 
-log = logging.getLogger("pacsvault.access")
+log = logging.getLogger("pacsvault.authorization")
+# Refusals are warnings, but a client retrying without credentials must not flood the log:
+# every one is in the audit trail and the access log's counts; the log gets this many a second.
+REFUSALS_LOGGED_PER_S = 5.0
 
 
 Refusal = Callable[..., None]  # (method, principal, outcome, peer, **detail)
@@ -26,6 +30,7 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         self._resolver = resolver
         # Refusals go to the audit trail too (login failures, permission denials).
         self._on_refused = on_refused or (lambda *_: None)
+        self._refusals = RateBound(REFUSALS_LOGGED_PER_S)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -39,17 +44,20 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         try:
             principal = self._resolver.resolve(context)
         except Unauthenticated as exc:
-            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            note_principal(exc.who)
+            self._warn("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
             detail = {"locked_out": True} if exc.locked_out else {}
             self._on_refused(method, exc.who, "UNAUTHENTICATED", context.peer(), **detail)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except PermissionDenied as exc:
-            log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
+            note_principal(exc.who)
+            self._warn("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
             self._on_refused(method, exc.who, "PERMISSION_DENIED", context.peer())
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        note_principal(principal.id)
         needed = allowed_roles(method)
         if not principal.roles & needed:
-            log.warning("refused %s for principal %s", name, principal.id)
+            self._warn("refused %s for principal %s", name, principal.id)
             self._on_refused(method, principal.id, "PERMISSION_DENIED", context.peer())
             shown = ", ".join(sorted(r.value for r in needed)) or "nobody"
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"principal {principal.id} may not call {name} "
@@ -59,7 +67,9 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             log.warning("BREAK-GLASS %s by %s (reason of %d characters in the audit trail)", name, principal.id,
                         len(principal.break_glass_reason))
         else:
-            log.info("call %s by %s", name, principal.id)
+            # One access line per call is the access log's (INFO, rate-bounded); this is for debugging.
+            log.debug("call %s by %s (roles %s) from %s", method, principal.id,
+                      ",".join(sorted(r.value for r in principal.roles)), context.peer())
         token = current_principal.set(principal)
         try:
             yield
@@ -69,3 +79,8 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             except ValueError:
                 # A stream closed from another context: that context never saw the set.
                 current_principal.set(None)
+
+    def _warn(self, message: str, *args: object) -> None:
+        admitted, unlogged = self._refusals.admit()
+        if admitted:
+            log.warning(message + (f" ({unlogged} more refusals not logged)" if unlogged else ""), *args)
