@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test test-fast bench bench-quick profile proto wheelhouse lint-ansible provision-venv clean
+.PHONY: venv run test system-packages test-fast bench bench-quick profile proto wheelhouse lint-ansible provision-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ run: venv
 	$(VENV)/bin/pacsvaultd $(ARGS)
 
 # Every test, slow ones included (CI runs exactly this).
-test: venv
+test: system-packages venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The Debian packages the tests drive (Ceph, dcmtk, Chromium, rsyslog, ...), installed when missing (root).
+system-packages:
+	bash tests/system-packages.sh
 
 # Skips tests marked slow; for quick local iterations only.
 test-fast: venv
