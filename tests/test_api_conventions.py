@@ -30,6 +30,18 @@ def test_buf_lint_standard_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The API as it stood before the process-model round (commit e513606), built with
+# `buf build -o` from that commit's proto/: clients written against it must keep working.
+API_BASELINE = ROOT / "tests" / "fixtures" / "api" / "pacsvault-v1-e513606.binpb"
+
+
+def test_api_changes_are_additive() -> None:
+    buf = shutil.which("buf") or str(Path(sys.executable).parent / "buf")
+    result = subprocess.run([buf, "breaking", "--against", str(API_BASELINE)], cwd=ROOT / "proto",
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_no_namespace_package_init() -> None:
     for root in ("daemon", "client", "hardware", "proto"):
         assert not (ROOT / root / "src" / "pacsvault" / "__init__.py").exists(), root
