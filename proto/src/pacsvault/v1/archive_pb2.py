@@ -22,68 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pacsvault.v1 import common_pb2 as pacsvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xfe\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x08 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x13ReadInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"X\n\x14ReadInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t\"@\n\x12\x44\x65leteStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x13\x44\x65leteStudyResponse\x12\x19\n\x11instances_deleted\x18\x01 \x01(\x03\x12\x17\n\x0f\x62lobs_destroyed\x18\x02 \x01(\x03*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\x9e\x07\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12U\n\x0cReadInstance\x12!.pacsvault.v1.ReadInstanceRequest\x1a\".pacsvault.v1.ReadInstanceResponse\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponse\x12R\n\x0b\x44\x65leteStudy\x12 .pacsvault.v1.DeleteStudyRequest\x1a!.pacsvault.v1.DeleteStudyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/archive.proto\x12\x0cpacsvault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19pacsvault/v1/common.proto\"S\n\x14StoreInstanceRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x0f\x65xpected_digest\x18\x02 \x01(\x0b\x32\x14.pacsvault.v1.Digest\"\xfe\x01\n\x15StoreInstanceResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.pacsvault.v1.StoreStatus\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12$\n\x06\x64igest\x18\x05 \x01(\x0b\x32\x14.pacsvault.v1.Digest\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x12\n\npatient_id\x18\x07 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x08 \x01(\t\"\'\n\tDateRange\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\"\xe7\x01\n\x0bQueryFilter\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x14\n\x0cpatient_name\x18\x03 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65ssion_number\x18\x05 \x01(\t\x12\x10\n\x08modality\x18\x06 \x01(\t\x12+\n\nstudy_date\x18\x07 \x01(\x0b\x32\x17.pacsvault.v1.DateRange\x12\x1b\n\x13series_instance_uid\x18\x08 \x01(\t\"\x88\x01\n\x0b\x46indRequest\x12\'\n\x05level\x18\x01 \x01(\x0e\x32\x18.pacsvault.v1.QueryLevel\x12)\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.QueryFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x0c\x46indResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x19ListPatientStudiesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x1aListPatientStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.pacsvault.v1.Match\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12GetInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"W\n\x13GetInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x13ReadInstanceRequest\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\"X\n\x14ReadInstanceResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"/\n\x10GetSeriesRequest\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\"U\n\x11GetSeriesResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"-\n\x0fGetStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"T\n\x10GetStudyResponse\x12\x32\n\x08instance\x18\x01 \x01(\x0b\x32 .pacsvault.v1.InstanceAttributes\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"5\n\x17GetStudyMetadataRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\"V\n\x18GetStudyMetadataResponse\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x12\n\ndicom_json\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\"C\n\x0fPrefetchRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x02 \x01(\t\"@\n\x10PrefetchResponse\x12\x16\n\x0estudies_queued\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_queued\x18\x02 \x01(\x03\"7\n\nPinRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\"?\n\x0bPinResponse\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x14\n\x0cpinned_until\x18\x02 \x01(\t\"@\n\x12\x44\x65leteStudyRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"y\n\x13\x44\x65leteStudyResponse\x12\x19\n\x11instances_deleted\x18\x01 \x01(\x03\x12\x17\n\x0f\x62lobs_destroyed\x18\x02 \x01(\x03\x12.\n\npurge_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*`\n\x0bStoreStatus\x12\x1c\n\x18STORE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STORE_STATUS_STORED\x10\x01\x12\x1a\n\x16STORE_STATUS_DUPLICATE\x10\x02*\x8b\x01\n\nQueryLevel\x12\x1b\n\x17QUERY_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13QUERY_LEVEL_PATIENT\x10\x01\x12\x15\n\x11QUERY_LEVEL_STUDY\x10\x02\x12\x16\n\x12QUERY_LEVEL_SERIES\x10\x03\x12\x18\n\x14QUERY_LEVEL_INSTANCE\x10\x04\x32\x9e\x07\n\x0e\x41rchiveService\x12Z\n\rStoreInstance\x12\".pacsvault.v1.StoreInstanceRequest\x1a#.pacsvault.v1.StoreInstanceResponse(\x01\x12=\n\x04\x46ind\x12\x19.pacsvault.v1.FindRequest\x1a\x1a.pacsvault.v1.FindResponse\x12g\n\x12ListPatientStudies\x12\'.pacsvault.v1.ListPatientStudiesRequest\x1a(.pacsvault.v1.ListPatientStudiesResponse\x12T\n\x0bGetInstance\x12 .pacsvault.v1.GetInstanceRequest\x1a!.pacsvault.v1.GetInstanceResponse0\x01\x12U\n\x0cReadInstance\x12!.pacsvault.v1.ReadInstanceRequest\x1a\".pacsvault.v1.ReadInstanceResponse\x12N\n\tGetSeries\x12\x1e.pacsvault.v1.GetSeriesRequest\x1a\x1f.pacsvault.v1.GetSeriesResponse0\x01\x12K\n\x08GetStudy\x12\x1d.pacsvault.v1.GetStudyRequest\x1a\x1e.pacsvault.v1.GetStudyResponse0\x01\x12\x63\n\x10GetStudyMetadata\x12%.pacsvault.v1.GetStudyMetadataRequest\x1a&.pacsvault.v1.GetStudyMetadataResponse0\x01\x12I\n\x08Prefetch\x12\x1d.pacsvault.v1.PrefetchRequest\x1a\x1e.pacsvault.v1.PrefetchResponse\x12:\n\x03Pin\x12\x18.pacsvault.v1.PinRequest\x1a\x19.pacsvault.v1.PinResponse\x12R\n\x0b\x44\x65leteStudy\x12 .pacsvault.v1.DeleteStudyRequest\x1a!.pacsvault.v1.DeleteStudyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacsvault.v1.archive_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STORESTATUS']._serialized_start=2203
-  _globals['_STORESTATUS']._serialized_end=2299
-  _globals['_QUERYLEVEL']._serialized_start=2302
-  _globals['_QUERYLEVEL']._serialized_end=2441
-  _globals['_STOREINSTANCEREQUEST']._serialized_start=71
-  _globals['_STOREINSTANCEREQUEST']._serialized_end=154
-  _globals['_STOREINSTANCERESPONSE']._serialized_start=157
-  _globals['_STOREINSTANCERESPONSE']._serialized_end=411
-  _globals['_DATERANGE']._serialized_start=413
-  _globals['_DATERANGE']._serialized_end=452
-  _globals['_QUERYFILTER']._serialized_start=455
-  _globals['_QUERYFILTER']._serialized_end=686
-  _globals['_FINDREQUEST']._serialized_start=689
-  _globals['_FINDREQUEST']._serialized_end=825
-  _globals['_FINDRESPONSE']._serialized_start=827
-  _globals['_FINDRESPONSE']._serialized_end=904
-  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_start=906
-  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_end=1022
-  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_start=1024
-  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_end=1115
-  _globals['_GETINSTANCEREQUEST']._serialized_start=1117
-  _globals['_GETINSTANCEREQUEST']._serialized_end=1163
-  _globals['_GETINSTANCERESPONSE']._serialized_start=1165
-  _globals['_GETINSTANCERESPONSE']._serialized_end=1252
-  _globals['_READINSTANCEREQUEST']._serialized_start=1254
-  _globals['_READINSTANCEREQUEST']._serialized_end=1301
-  _globals['_READINSTANCERESPONSE']._serialized_start=1303
-  _globals['_READINSTANCERESPONSE']._serialized_end=1391
-  _globals['_GETSERIESREQUEST']._serialized_start=1393
-  _globals['_GETSERIESREQUEST']._serialized_end=1440
-  _globals['_GETSERIESRESPONSE']._serialized_start=1442
-  _globals['_GETSERIESRESPONSE']._serialized_end=1527
-  _globals['_GETSTUDYREQUEST']._serialized_start=1529
-  _globals['_GETSTUDYREQUEST']._serialized_end=1574
-  _globals['_GETSTUDYRESPONSE']._serialized_start=1576
-  _globals['_GETSTUDYRESPONSE']._serialized_end=1660
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1662
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1715
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1717
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1803
-  _globals['_PREFETCHREQUEST']._serialized_start=1805
-  _globals['_PREFETCHREQUEST']._serialized_end=1872
-  _globals['_PREFETCHRESPONSE']._serialized_start=1874
-  _globals['_PREFETCHRESPONSE']._serialized_end=1938
-  _globals['_PINREQUEST']._serialized_start=1940
-  _globals['_PINREQUEST']._serialized_end=1995
-  _globals['_PINRESPONSE']._serialized_start=1997
-  _globals['_PINRESPONSE']._serialized_end=2060
-  _globals['_DELETESTUDYREQUEST']._serialized_start=2062
-  _globals['_DELETESTUDYREQUEST']._serialized_end=2126
-  _globals['_DELETESTUDYRESPONSE']._serialized_start=2128
-  _globals['_DELETESTUDYRESPONSE']._serialized_end=2201
-  _globals['_ARCHIVESERVICE']._serialized_start=2444
-  _globals['_ARCHIVESERVICE']._serialized_end=3370
+  _globals['_STORESTATUS']._serialized_start=2284
+  _globals['_STORESTATUS']._serialized_end=2380
+  _globals['_QUERYLEVEL']._serialized_start=2383
+  _globals['_QUERYLEVEL']._serialized_end=2522
+  _globals['_STOREINSTANCEREQUEST']._serialized_start=104
+  _globals['_STOREINSTANCEREQUEST']._serialized_end=187
+  _globals['_STOREINSTANCERESPONSE']._serialized_start=190
+  _globals['_STOREINSTANCERESPONSE']._serialized_end=444
+  _globals['_DATERANGE']._serialized_start=446
+  _globals['_DATERANGE']._serialized_end=485
+  _globals['_QUERYFILTER']._serialized_start=488
+  _globals['_QUERYFILTER']._serialized_end=719
+  _globals['_FINDREQUEST']._serialized_start=722
+  _globals['_FINDREQUEST']._serialized_end=858
+  _globals['_FINDRESPONSE']._serialized_start=860
+  _globals['_FINDRESPONSE']._serialized_end=937
+  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_start=939
+  _globals['_LISTPATIENTSTUDIESREQUEST']._serialized_end=1055
+  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_start=1057
+  _globals['_LISTPATIENTSTUDIESRESPONSE']._serialized_end=1148
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1150
+  _globals['_GETINSTANCEREQUEST']._serialized_end=1196
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1198
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1285
+  _globals['_READINSTANCEREQUEST']._serialized_start=1287
+  _globals['_READINSTANCEREQUEST']._serialized_end=1334
+  _globals['_READINSTANCERESPONSE']._serialized_start=1336
+  _globals['_READINSTANCERESPONSE']._serialized_end=1424
+  _globals['_GETSERIESREQUEST']._serialized_start=1426
+  _globals['_GETSERIESREQUEST']._serialized_end=1473
+  _globals['_GETSERIESRESPONSE']._serialized_start=1475
+  _globals['_GETSERIESRESPONSE']._serialized_end=1560
+  _globals['_GETSTUDYREQUEST']._serialized_start=1562
+  _globals['_GETSTUDYREQUEST']._serialized_end=1607
+  _globals['_GETSTUDYRESPONSE']._serialized_start=1609
+  _globals['_GETSTUDYRESPONSE']._serialized_end=1693
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=1695
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=1748
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=1750
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1836
+  _globals['_PREFETCHREQUEST']._serialized_start=1838
+  _globals['_PREFETCHREQUEST']._serialized_end=1905
+  _globals['_PREFETCHRESPONSE']._serialized_start=1907
+  _globals['_PREFETCHRESPONSE']._serialized_end=1971
+  _globals['_PINREQUEST']._serialized_start=1973
+  _globals['_PINREQUEST']._serialized_end=2028
+  _globals['_PINRESPONSE']._serialized_start=2030
+  _globals['_PINRESPONSE']._serialized_end=2093
+  _globals['_DELETESTUDYREQUEST']._serialized_start=2095
+  _globals['_DELETESTUDYREQUEST']._serialized_end=2159
+  _globals['_DELETESTUDYRESPONSE']._serialized_start=2161
+  _globals['_DELETESTUDYRESPONSE']._serialized_end=2282
+  _globals['_ARCHIVESERVICE']._serialized_start=2525
+  _globals['_ARCHIVESERVICE']._serialized_end=3451
 # @@protoc_insertion_point(module_scope)

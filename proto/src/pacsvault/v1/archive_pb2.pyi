@@ -8,6 +8,7 @@ DICOM instances. Identities are DICOM UIDs; payloads stream in chunks.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pacsvault.v1 import common_pb2 as _common_pb2
@@ -662,18 +663,28 @@ class DeleteStudyResponse(_message.Message):
 
     INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
     BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     instances_deleted: _builtins.int
     blobs_destroyed: _builtins.int
-    """Blobs whose last reference went: their data keys zeroed, then removed."""
+    """Blobs whose last reference went: their data keys zeroed, then removed.
+    Zero while the study waits in the trash ([retention] soft_delete_days).
+    """
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """Until then the study is in the trash: invisible, still replicated, and
+        restorable with LifecycleService.Undelete; unset when it was purged at once.
+        """
+
     def __init__(
         self,
         *,
         instances_deleted: _builtins.int = ...,
         blobs_destroyed: _builtins.int = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -177,9 +177,12 @@ class ArchiveServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteStudy(self, request, context):
-        """Deletes a study: its instances leave the index at once, and each blob no
+        """Deletes a study: its instances leave the index at once (into the trash for
+        [retention] soft_delete_days, restorable meanwhile), then each blob no
         other instance refers to is destroyed, its data key first (crypto-
-        shredding), here and at the peer. The reason is kept in the audit trail.
+        shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
+        study under legal hold or younger than [retention] min_days. The reason
+        is kept in the audit trail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

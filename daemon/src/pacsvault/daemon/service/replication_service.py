@@ -40,7 +40,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
                 return
             yield replication_pb2.RestoreFromPeerResponse(
                 instances_total=p.total, instances_done=p.done, instances_already_present=p.already_present,
-                bytes_restored=p.bytes_restored, instances_failed=p.failed)
+                bytes_restored=p.bytes_restored, instances_failed=p.failed,
+                failures=[replication_pb2.RestoreFailure(sop_instance_uid=f.sop_instance_uid,
+                                                         study_instance_uid=f.study_instance_uid, reason=f.reason)
+                          for f in p.failures])
 
 
 class ReplicationStatusServicer(replication_pb2_grpc.ReplicationServiceServicer):
