@@ -7,7 +7,7 @@ replication sender; serving processes forward GetApplianceHealth there.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pacsvault.daemon import __version__
@@ -40,12 +40,17 @@ class ApplianceHealth:
     volumes: list[VolumeHealth] = field(default_factory=list)
 
 
+# One more thing health must reflect, from elsewhere (integrity.concerns): (state, reason) pairs.
+Concerns = Callable[[], list[tuple[str, str]]]
+
+
 class ApplianceHealthReport:
     def __init__(self, index: IndexEnvironment, tiering: TieringManager,
                  replication: Callable[[], ReplicationStatus] | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None, concerns: Sequence[Concerns] = ()) -> None:
         self._index, self._tiering, self._replication = index, tiering, replication
         self._started = time.monotonic() if started is None else started
+        self._concerns = list(concerns)
 
     def health(self) -> ApplianceHealth:
         volumes = [_volume_health(v) for v in self._tiering.status()]
@@ -56,9 +61,9 @@ class ApplianceHealthReport:
         if not any(v.accepts_writes for v in volumes):
             state = "critical"
             reasons.insert(0, "no volume can take new data: stores will fail")
-        if index["map_used"] > 0.9 * index["map_size"]:
+        if index["map_live"] > 0.9 * index["map_size"]:
             state = _at_least_warning(state)
-            reasons.append(f"index is {100 * index['map_used'] / index['map_size']:.0f}% of index.map_size_bytes")
+            reasons.append(f"index is {100 * index['map_live'] / index['map_size']:.0f}% of index.map_size_bytes")
         if self._replication is not None:
             replication = self._replication()
             if replication.oldest_pending_age_s > replication.rpo_warning_s:
@@ -67,6 +72,10 @@ class ApplianceHealthReport:
                     f"replication to {replication.peer} is {replication.oldest_pending_age_s:.0f}s behind "
                     f"(warning at {replication.rpo_warning_s:.0f}s; peer {replication.state}, "
                     f"{replication.pending_entries} changes pending)")
+        for concerns in self._concerns:
+            for level, reason in concerns():
+                state = "critical" if level == "critical" else _at_least_warning(state)
+                (reasons.insert(0, reason) if level == "critical" else reasons.append(reason))
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
 
 

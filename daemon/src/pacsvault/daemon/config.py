@@ -42,6 +42,12 @@ class IndexConfig:
     path: str = "index"
     map_size_bytes: int = 16 * 1024**3
     max_batch: int = 256
+    # Kept free for deletes, purges and repairs: stores are refused (RESOURCE_EXHAUSTED) once
+    # only this part of the map is left, so a full index is never a dead end.
+    reserve_percent: float = 5.0
+    # At start, walk every page of the index once (seconds for millions of instances): a damaged
+    # index is refused with the command that rebuilds it, instead of failing calls later.
+    verify_on_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,47 @@ class ReplicationConfig:
     rpo_warning_s: float = 300.0
     scrub_interval_s: float = 3600.0
     scrub_max_bytes_per_s: int = 20 * 1024 * 1024
+    # The peer is asked a cheap question this often, each with this deadline: a peer that
+    # accepts connections but answers nothing (frozen) shows as "stalled" within seconds,
+    # though the sender's own calls may wait much longer. The answer also lists the
+    # replicas the peer cannot rebuild, which this appliance then sends again.
+    probe_interval_s: float = 2.0
+    probe_timeout_s: float = 3.0
+
+
+RETENTION_BASES = ("ingest", "study_date")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # No study younger than this may be deleted (FAILED_PRECONDITION); 0: no minimum.
+    min_days: int = 0
+    # What "younger" counts from: when the study was first stored, or its StudyDate.
+    basis: str = "ingest"
+    # A delete moves the study (series, instance) to the trash for this long: invisible, still
+    # replicated, restorable with `pacsvault undelete`; only then are its blobs crypto-shredded
+    # and the peer told. 0: at once.
+    soft_delete_days: float = 7.0
+    # How often the back office purges what is past its time in the trash.
+    purge_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ScrubConfig:
+    # The local scrub: every blob on every tier read back, each frame authenticated and the whole
+    # checked against its digest, in the back office, resumable across restarts.
+    enabled: bool = True
+    # Bytes read a second at most (its cost to ingest stays within 10% at the default, bench/).
+    max_bytes_per_s: int = 16 * 1024 * 1024
+    # A new pass starts this long after the previous one started (at once if that one took longer).
+    interval_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class IntegrityConfig:
+    # `pacsvault check --repair` deletes orphan blobs and temp files only when older than this,
+    # and never while a store could still commit them (it takes the blob's lock first).
+    orphan_grace_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -246,6 +293,9 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
@@ -363,6 +413,8 @@ def validate(config: Config) -> None:
     if config.index.map_size_bytes < 1024 * 1024:
         raise ConfigError("index.map_size_bytes must be at least 1048576")
     _positive("index.max_batch", config.index.max_batch)
+    if not 0 <= config.index.reserve_percent <= 50:
+        raise ConfigError("index.reserve_percent must be between 0 and 50")
     if not 1 <= config.storage.compression_level <= 19:
         raise ConfigError("storage.compression_level must be between 1 and 19")
     if not 4096 <= config.storage.frame_size_bytes <= 64 * 1024 * 1024:
@@ -382,6 +434,7 @@ def validate(config: Config) -> None:
     _check_audit_repositories(config)
     _check_encryption(config)
     _check_health(config.health)
+    _check_lifecycle(config)
     _check_listen(config.metrics.listen, "metrics.listen")
     if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
         # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
@@ -417,6 +470,23 @@ def _check_audit_repositories(config: Config) -> None:
             value = getattr(repo, key)
             if (value or key == "ca_file") and not config.resolve(value).is_file():
                 raise ConfigError(f"{where}.{key}: {config.resolve(value)} is not a readable file")
+
+
+def _check_lifecycle(config: Config) -> None:
+    retention = config.retention
+    if retention.min_days < 0:
+        raise ConfigError("retention.min_days must not be negative")
+    if retention.basis not in RETENTION_BASES:
+        raise ConfigError(f"retention.basis must be one of {', '.join(RETENTION_BASES)}, got {retention.basis!r}")
+    if retention.soft_delete_days < 0:
+        raise ConfigError("retention.soft_delete_days must not be negative")
+    if retention.purge_interval_s <= 0:
+        raise ConfigError("retention.purge_interval_s must be positive")
+    _positive("scrub.max_bytes_per_s", config.scrub.max_bytes_per_s)
+    if config.scrub.interval_s <= 0:
+        raise ConfigError("scrub.interval_s must be positive")
+    if config.integrity.orphan_grace_s < 0:
+        raise ConfigError("integrity.orphan_grace_s must not be negative")
 
 
 def _check_health(health: HealthConfig) -> None:
@@ -477,7 +547,8 @@ def _check_replication(config: Config) -> None:
         raise ConfigError("replication.data_shards and parity_shards must be >= 1, at most 32 together")
     for key in ("max_bytes_per_s", "scrub_max_bytes_per_s"):
         _positive(f"replication.{key}", getattr(r, key))
-    for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s"):
+    for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s", "probe_interval_s",
+                "probe_timeout_s"):
         if getattr(r, key) <= 0:
             raise ConfigError(f"replication.{key} must be positive")
 

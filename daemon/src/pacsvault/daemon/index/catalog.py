@@ -202,7 +202,7 @@ class Catalog:
         names them, in one transaction; blobs whose last instance went are moved
         to doomed_blobs, where ``destroy_doomed`` finds them (crash-safe: the
         files go only after this commit, and a crash between is redone)."""
-        return self.env.write(lambda txn: self._delete_study(txn, study_uid, now))
+        return self.env.write(lambda txn: self._delete_study(txn, study_uid, now), reserve_ok=True)
 
     def _delete_study(self, txn: lmdb.Transaction, study_uid: str, now: float) -> DeletedStudy:
         db, tags = self._db, self.env.tags
@@ -304,7 +304,7 @@ class Catalog:
             destroy(blob)
             return True
 
-        return self.env.write(op)
+        return self.env.write(op, reserve_ok=True)
 
     def relocate(self, digest: Digest, location: BlobLocation, stored_bytes: int) -> None:
         """Points the blob at a fresh copy (after a repair), in one transaction."""
@@ -315,11 +315,11 @@ class Catalog:
                 placement.relocate(txn, self.env, decode(BlobRecord, value), location.tier,
                                    location.volume_id, stored_bytes)
 
-        self.env.write(op)
+        self.env.write(op, reserve_ok=True)
 
     def count_repair(self) -> None:
         """One more blob repaired from the peer (shown in the replication status)."""
-        self.env.write(lambda txn: _add_counter(txn, self._db["meta"], REPAIRS, 1))
+        self.env.write(lambda txn: _add_counter(txn, self._db["meta"], REPAIRS, 1), reserve_ok=True)
 
     def repairs(self) -> int:
         with self.env.read() as txn:

@@ -66,6 +66,14 @@ DATABASES = {
     "audit_checkpoints": "peer appliance name NUL sequence (8 bytes big-endian) -> its signed checkpoint JSON",
     "promotions": "StudyInstanceUID -> when it was asked for (8-byte big-endian double): the mover brings it up",
     "rewrap_pending": "digest function byte + digest -> '': sealed under a key version older than the active one",
+    "lost_replicas": "peer appliance name NUL SOPInstanceUID -> LostReplica: the peer's, not rebuildable here",
+    "peer_lost": "SOPInstanceUID -> LostReplica: ours, that the peer reported it cannot rebuild (being re-sent)",
+    "legal_holds": "StudyInstanceUID -> LegalHold",
+    "peer_holds": "peer appliance name NUL StudyInstanceUID -> LegalHold: the peer's studies held here too",
+    "trash": "SOPInstanceUID -> TrashedInstance: deleted, restorable until its purge time",
+    "trash_by_target": "what a delete named (level NUL UID) NUL SOPInstanceUID -> ''",
+    "trash_by_purge": "purge time (ms, 8 bytes big-endian) SOPInstanceUID -> ''",
+    "integrity_problems": "digest function byte + digest -> IntegrityProblem: found bad, not repaired yet",
 }
 
 # (value, purpose) -> TAG_BYTES; ApplianceKeys.index_tag, or plain_tag with encryption off.

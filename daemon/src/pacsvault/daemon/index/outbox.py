@@ -78,7 +78,7 @@ def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]],
                 blob.replica_digest, blob.replica_size = name.hash, name.size_bytes
             txn.put(blob_key, encode(blob), db=env.dbs["blobs"])
 
-    env.write(op)
+    env.write(op, reserve_ok=True)
 
 
 def backlog(env: IndexEnvironment) -> Backlog:

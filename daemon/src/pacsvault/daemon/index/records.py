@@ -47,6 +47,11 @@ CredentialRecord = records_pb2.CredentialRecord
 RevocationRecord = records_pb2.RevocationRecord
 BreakGlassGrant = records_pb2.BreakGlassGrant
 StudyMonths = records_pb2.StudyMonths
+LegalHold = records_pb2.LegalHold
+TrashedInstance = records_pb2.TrashedInstance
+ScrubState = records_pb2.ScrubState
+IntegrityProblem = records_pb2.IntegrityProblem
+LostReplica = records_pb2.LostReplica
 
 M = TypeVar("M", bound=Message)
 

@@ -35,6 +35,8 @@ from pacsvault.daemon.health import HealthMonitor, build_monitor
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.integrity.wiring import IntegrityParts
+from pacsvault.daemon.integrity.wiring import build as build_integrity
 from pacsvault.daemon.key_rotation import KeyRotation
 from pacsvault.daemon.metrics import DaemonMetrics, MetricsServer
 from pacsvault.daemon.processes import child, layout
@@ -81,10 +83,12 @@ class BackOfficeParts:
     scheduler: TieringScheduler
     atna: AtnaScheduler
     internal: grpc.Server
+    integrity: IntegrityParts
     volume_locks: list[DataDirLock] = field(default_factory=list)
 
     def close(self) -> None:
-        for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop):
+        for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop,
+                     self.integrity.stop):
             step()
         if self.replication is not None:
             self.bell.ring()
@@ -107,7 +111,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     """Checks the data dir and builds the back office; nothing runs until ``start``."""
     keys = open_keys(config)
     index = IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-                             max_batch=config.index.max_batch, keys=keys)
+                             max_batch=config.index.max_batch, keys=keys,
+                             reserve_percent=config.index.reserve_percent)
     check_encryption_settings(index, keys)
     refused = register_configured(config, index, clock)
     sealer = BlobSealer(keys) if keys else None
@@ -133,17 +138,20 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             peer, bell.wait, clock)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: store.volumes)
-    report = ApplianceHealthReport(index, tiering, replication.status if replication else None)
+    integrity = build_integrity(config, index, replication, clock)
+    report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
+                                   concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
         (storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(tiering)),
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
          ReplicationStatusServicer(replication, lambda: _reseed(index, bell))),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),
+        *integrity.services,
     ])
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal, volume_locks)
+                           build_scheduler(config, audit), internal, integrity, volume_locks)
 
 
 def _reseed(index: IndexEnvironment, bell: DoorbellListener) -> int:
@@ -192,6 +200,7 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
         metrics_server = metrics.serve(parts.config.metrics)
     parts.scheduler.start()
     parts.atna.start()
+    parts.integrity.start()
     if parts.replication is not None:
         parts.replication.start()
     return metrics_server

@@ -112,7 +112,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
     """
     keys = open_keys(config) if index is None else index.keys
     index = index or IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-                                      max_batch=config.index.max_batch, keys=keys)
+                                      max_batch=config.index.max_batch, keys=keys,
+                                      reserve_percent=config.index.reserve_percent)
     store = open_store(config, index, BlobSealer(keys) if keys else None)
     catalog = Catalog(index, replicate=config.replication.enabled)
     locks = BlobLocks(layout.blob_locks(run_dir))
@@ -182,7 +183,8 @@ class Housekeeping:
     def check_writable(self) -> None:
         store = self._parts.store
         store.refresh()
-        self._served.set_writable(any(v.accepts(0) for v in store.volumes))
+        # A full index refuses stores as surely as full disks do (its reserve is for deletes).
+        self._served.set_writable(any(v.accepts(0) for v in store.volumes) and not self._parts.index.usage().exhausted)
 
     def start(self) -> None:
         self._thread.start()

@@ -101,6 +101,14 @@ class PeerClient:
         self._stub.PutAuditCheckpoint(peer_pb2.PutAuditCheckpointRequest(checkpoint_json=checkpoint_json),
                                       timeout=self.timeout_s)
 
+    def list_lost_replicas(self, timeout_s: float) -> list[peer_pb2.LostReplica]:
+        """The replicas of ours the peer cannot rebuild; also the liveness probe (a short deadline)."""
+        return list(self._stub.ListLostReplicas(peer_pb2.ListLostReplicasRequest(), timeout=timeout_s).replicas)
+
+    def set_legal_hold(self, study_uid: str, held: bool, reason: str) -> None:
+        self._stub.SetLegalHold(peer_pb2.SetLegalHoldRequest(study_instance_uid=study_uid, held=held, reason=reason),
+                                timeout=self.timeout_s)
+
     def list_audit_checkpoints(self) -> list[str]:
         response = self._stub.ListAuditCheckpoints(peer_pb2.ListAuditCheckpointsRequest(), timeout=self.timeout_s)
         return list(response.checkpoint_json)

@@ -78,6 +78,8 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _PEER + "PutAuditCheckpoint": frozenset({R.PEER}),
     _PEER + "ListAuditCheckpoints": frozenset({R.PEER}),
     _PEER + "DeleteReplicas": frozenset({R.PEER}),
+    _PEER + "ListLostReplicas": frozenset({R.PEER}),
+    _PEER + "SetLegalHold": frozenset({R.PEER}),
     # A load balancer's health check works with the monitor role (or from loopback).
     "/grpc.health.v1.Health/Check": frozenset(Role) - {R.SHARE},
     "/grpc.health.v1.Health/Watch": frozenset(Role) - {R.SHARE},
