@@ -88,7 +88,8 @@ def _volume_health(status: VolumeStatus) -> VolumeHealth:
     if status.state in ("failed", "refused"):
         state, reason = "critical", f"{status.state}: {status.reason}"
     elif not status.accepts_writes and status.state == "active":
-        state, reason = "warning", f"full: past its high watermark or reserve ({status.free_bytes} bytes free)"
+        state, reason = "warning", f"full: {status.reason or 'past its high watermark or reserve'} " \
+                                   f"({status.free_bytes} bytes free)"
     elif status.state == "draining":
         state, reason = "warning", f"draining: {status.blobs} blobs still to move"
     else:

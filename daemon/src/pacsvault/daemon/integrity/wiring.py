@@ -15,6 +15,8 @@ from pacsvault.daemon.config import Config
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.integrity import concerns as concern_checks
 from pacsvault.daemon.replication.manager import ReplicationManager
+from pacsvault.daemon.storage.tiered import TieredBlobStore
+from pacsvault.daemon.tiering.readmission import readmit_returned
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,12 @@ class IntegrityParts:
                 log.exception("%s: step failed", name)
 
 
-def build(config: Config, index: IndexEnvironment, replication: ReplicationManager | None,
+def build(config: Config, index: IndexEnvironment, store: TieredBlobStore, replication: ReplicationManager | None,
           clock: Callable[[], float] = time.time) -> IntegrityParts:
     parts = IntegrityParts()
     parts.concerns += [concern_checks.index(index), concern_checks.stored_data(index, clock)]
+    parts.jobs.append(("readmit-volumes", lambda: readmit_returned(store),
+                       lambda: config.health.capacity_interval_s))
     if replication is not None:
         parts.concerns += [concern_checks.replication(replication.status),
                            concern_checks.kept_for_peer(index, config.replication.peer_name)]

@@ -138,7 +138,7 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             peer, bell.wait, clock)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: store.volumes)
-    integrity = build_integrity(config, index, replication, clock)
+    integrity = build_integrity(config, index, store, replication, clock)
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
                                    concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [

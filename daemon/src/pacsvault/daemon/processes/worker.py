@@ -30,6 +30,7 @@ from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import InstanceRecord
 from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.integrity.read_books import ReadBooks
 from pacsvault.daemon.metrics import rpc_metrics_interceptor
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import Doorbell
@@ -131,7 +132,7 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
     ingest = Ingest(config.limits, catalog, store, locks, on_stored=bell.ring, clock=clock)
     retrieval = Retrieval(catalog, store, ScopeGuard(catalog, index.tags), reads,
                           Repairer(catalog, store, peer.fetch_verified) if peer else None,
-                          _alert_to(audit))
+                          _alert_to(audit), ReadBooks(index, clock).failed_read)
     search = Search(index, config.limits)
     deletion = Deletion(catalog, store, locks, on_changed=bell.ring, clock=clock)
     credentials = CredentialStore(index, clock)
