@@ -91,6 +91,8 @@ class _HealthEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Healt
     HEALTH_EVENT_KIND_WRITES_STOPPED: _HealthEventKind.ValueType  # 5
     """A volume stopped taking new data (failing disk, degraded array, full)."""
     HEALTH_EVENT_KIND_WRITES_RESUMED: _HealthEventKind.ValueType  # 6
+    HEALTH_EVENT_KIND_STORED_DATA: _HealthEventKind.ValueType  # 7
+    """A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 
 class HealthEventKind(_HealthEventKind, metaclass=_HealthEventKindEnumTypeWrapper): ...
 
@@ -104,6 +106,8 @@ HEALTH_EVENT_KIND_CAPACITY_THRESHOLD: HealthEventKind.ValueType  # 4
 HEALTH_EVENT_KIND_WRITES_STOPPED: HealthEventKind.ValueType  # 5
 """A volume stopped taking new data (failing disk, degraded array, full)."""
 HEALTH_EVENT_KIND_WRITES_RESUMED: HealthEventKind.ValueType  # 6
+HEALTH_EVENT_KIND_STORED_DATA: HealthEventKind.ValueType  # 7
+"""A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 Global___HealthEventKind: _TypeAlias = HealthEventKind  # noqa: Y015
 
 @_typing.final

@@ -12,8 +12,9 @@ Alert Type Code"):
     110105 DICOM Study Deleted         study deletion (D), once the API has it
     110101 Audit Log Used              the audit trail read or verified (R)
     110112 Query                       Find, ListPatientStudies and other listings (E)
-    110113 Security Alert              tokens, certificates, break-glass, shares, volumes (E);
-                                       stored data that failed authentication at rest (E)
+    110113 Security Alert              tokens, certificates, break-glass, shares, volumes, legal holds (E);
+                                       stored data that failed authentication at rest, or was lost
+                                       beyond repair (E); scrub, check repair, volume rebuild started (E)
     110114 User Authentication         a call refused: no credentials or not allowed (E)
 
 Only identifiers from the record travel: patient ID, study / series /
@@ -31,6 +32,9 @@ from dataclasses import dataclass
 from xml.etree import ElementTree
 
 from pacsvault.daemon.audit.trail import BLOB_AUTHENTICATION_FAILED
+
+# The scrub's alert of a blob lost here and not repairable (integrity.findings.STORED_DATA_UNREPAIRABLE).
+UNREPAIRABLE_ALERT = "StoredDataUnrepairable"
 
 __all__ = ["EVENTS", "Event", "event_for", "outcome_indicator", "to_audit_message"]
 
@@ -74,6 +78,9 @@ USER_SECURITY_CHANGED = Code("110137", "User Security Attributes Changed")
 # breaks the "M". CID 403 is extensible, so a code of our own private scheme (a "99"
 # designator, PS3.16 section 8) extends it, and names exactly what happened.
 STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authentication", "99PACSVAULT")
+# The same private extension of CID 403: stored data found missing or damaged and repairable from nowhere.
+STORED_DATA_UNREPAIRABLE = Code("PV-AT-REST-LOST", "Stored Data Lost (Unrepairable)", "99PACSVAULT")
+LOCAL_SERVICE_OPERATION = Code("110141", "Local Service Operation Started")
 
 # Every audited RPC by name; a test keeps this in step with the access table.
 EVENTS: dict[str, Event] = {
@@ -107,11 +114,24 @@ EVENTS: dict[str, Event] = {
     "BreakGlass": Event(SECURITY_ALERT, "E", EMERGENCY_OVERRIDE),
     "CreateShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
     "RevokeShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "GetScrubStatus": Event(QUERY, "E"),
+    "StartScrub": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "CheckIntegrity": Event(QUERY, "E"),
+    "RepairIntegrity": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "RebuildVolume": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "AddLegalHold": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "RemoveLegalHold": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "ListLegalHolds": Event(QUERY, "E"),
+    "ListDeleted": Event(QUERY, "E"),
+    "DeleteSeries": Event(STUDY_DELETED, "D"),
+    "DeleteInstance": Event(STUDY_DELETED, "D"),
+    "Undelete": Event(INSTANCES_ACCESSED, "U"),
 }
 REFUSAL = Event(USER_AUTHENTICATION, "E", LOGIN)
 # Alerts the archive raises on its own (phase "alert"), by kind.
 ALERTS: dict[str, Event] = {
     BLOB_AUTHENTICATION_FAILED: Event(SECURITY_ALERT, "E", STORED_DATA_AUTHENTICATION),
+    UNREPAIRABLE_ALERT: Event(SECURITY_ALERT, "E", STORED_DATA_UNREPAIRABLE),
 }
 # An RPC added later without an entry is still exported, conservatively as an access.
 FALLBACK = Event(INSTANCES_ACCESSED, "R")

@@ -44,7 +44,7 @@ DURABLE_AT_COMMIT = frozenset({"StoreInstance"})
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "ReadInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
     "ListVolumes", "PlanMoves", "GetReplicationStatus", "ListTokens", "ListShares", "QueryAudit", "VerifyAudit",
-    "GetEncryptionStatus",
+    "GetEncryptionStatus", "GetScrubStatus", "CheckIntegrity", "ListLegalHolds", "ListDeleted",
 })
 IDENTIFYING_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id",
                       "issuer_of_patient_id", "share_id", "token_id", "principal", "identity", "path", "volume",

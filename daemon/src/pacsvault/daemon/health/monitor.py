@@ -232,6 +232,10 @@ class HealthMonitor:
         self._map_new_volumes()
         return self._refresh([])
 
+    def publish(self, events: list[Event]) -> list[Event]:
+        """Events raised elsewhere in the daemon (the scrub's findings), numbered and published with the rest."""
+        return self._refresh(events)
+
     # -- reading ----------------------------------------------------------
 
     def snapshot(self) -> HealthSnapshot:

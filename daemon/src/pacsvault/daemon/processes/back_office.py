@@ -35,6 +35,7 @@ from pacsvault.daemon.health import HealthMonitor, build_monitor
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.integrity.wiring import Collaborators as IntegrityCollaborators
 from pacsvault.daemon.integrity.wiring import IntegrityParts
 from pacsvault.daemon.integrity.wiring import build as build_integrity
 from pacsvault.daemon.key_rotation import KeyRotation
@@ -138,7 +139,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             peer, bell.wait, clock)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: store.volumes)
-    integrity = build_integrity(config, index, store, replication, clock)
+    integrity = build_integrity(config, IntegrityCollaborators(index, store, catalog, locks, deletion, audit, peer,
+                                                               replication, monitor), clock)
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
                                    concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
@@ -197,6 +199,8 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     if parts.config.metrics.enabled:
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
                                 lambda: layout.read_processes(parts.run_dir))
+        for collector in parts.integrity.collectors:
+            metrics.registry.register(collector)
         metrics_server = metrics.serve(parts.config.metrics)
     parts.scheduler.start()
     parts.atna.start()

@@ -58,6 +58,8 @@ from pacsvault.v1 import (
     appliance_pb2_grpc,
     archive_pb2_grpc,
     audit_pb2_grpc,
+    integrity_pb2,
+    integrity_pb2_grpc,
     replication_pb2_grpc,
     security_pb2_grpc,
     storage_pb2,
@@ -152,6 +154,9 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (storage_pb2_grpc.add_StorageServiceServicer_to_server, forwarding_servicer(
             storage_pb2_grpc.StorageServiceServicer, storage_pb2.DESCRIPTOR.services_by_name["StorageService"],
             back_office)),
+        (integrity_pb2_grpc.add_IntegrityServiceServicer_to_server, forwarding_servicer(
+            integrity_pb2_grpc.IntegrityServiceServicer,
+            integrity_pb2.DESCRIPTOR.services_by_name["IntegrityService"], back_office)),
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server, ReplicationServicer(restore, back_office)),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
                                                                                    back_office)),

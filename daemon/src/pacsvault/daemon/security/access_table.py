@@ -33,6 +33,8 @@ _PEER = "/pacsvault.v1.PeerService/"
 _SECURITY = "/pacsvault.v1.SecurityService/"
 _SHARE = "/pacsvault.v1.ShareService/"
 _AUDIT = "/pacsvault.v1.AuditService/"
+_INTEGRITY = "/pacsvault.v1.IntegrityService/"
+_LIFECYCLE = "/pacsvault.v1.LifecycleService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
@@ -53,6 +55,12 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _STORAGE + "PlanMoves": frozenset({R.ADMIN}),
     _STORAGE + "AddVolume": frozenset({R.ADMIN}),
     _STORAGE + "DrainVolume": frozenset({R.ADMIN}),
+    _STORAGE + "RebuildVolume": frozenset({R.ADMIN}),
+    # Counts, study and instance UIDs of bad blobs: no name, ID or date.
+    _INTEGRITY + "GetScrubStatus": frozenset({R.ADMIN, R.MONITOR}),
+    _INTEGRITY + "StartScrub": frozenset({R.ADMIN}),
+    _INTEGRITY + "CheckIntegrity": frozenset({R.ADMIN}),
+    _INTEGRITY + "RepairIntegrity": frozenset({R.ADMIN}),
     _REPLICATION + "GetReplicationStatus": frozenset({R.ADMIN, R.MONITOR}),
     _REPLICATION + "RestoreFromPeer": frozenset({R.ADMIN}),
     _REPLICATION + "ReseedPeer": frozenset({R.ADMIN}),
