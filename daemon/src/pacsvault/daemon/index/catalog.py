@@ -15,7 +15,7 @@ import lmdb
 
 from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
-from pacsvault.daemon.errors import BlobGone, Conflict, InvalidInput, NotFound
+from pacsvault.daemon.errors import BlobGone, Conflict, InvalidInput, NotFound, PacsvaultError
 from pacsvault.daemon.index import keys, placement, rotation
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment, prefix_keys
 from pacsvault.daemon.index import outbox
@@ -85,6 +85,22 @@ class Catalog:
         already stored.
         """
         return self.env.write(lambda txn: self._add(txn, parsed, blob, now), durable_first)
+
+    def add_instances(self, items: Sequence[tuple[ParsedInstance, NewBlob, float]]) -> list[AddOutcome | PacsvaultError]:
+        """Indexes many instances in one transaction (the index rebuild, which reads them from blobs
+        already durable); a refused one gives its error in its place and the others commit (``_add``
+        raises before it changes anything)."""
+
+        def op(txn: lmdb.Transaction) -> list[AddOutcome | PacsvaultError]:
+            outcomes: list[AddOutcome | PacsvaultError] = []
+            for parsed, blob, now in items:
+                try:
+                    outcomes.append(self._add(txn, parsed, blob, now))
+                except PacsvaultError as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+        return self.env.write(op)
 
     def _add(self, txn: lmdb.Transaction, p: ParsedInstance, blob: NewBlob, now: float) -> AddOutcome:
         db = self._db

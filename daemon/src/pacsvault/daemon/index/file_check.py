@@ -19,7 +19,9 @@ import os
 import struct
 from pathlib import Path
 
-from pacsvault.daemon.errors import ConfigError
+import lmdb
+
+from pacsvault.daemon.errors import PacsvaultError
 
 _MAGIC = 0xBEEFC0DE
 _P_META = 0x08
@@ -32,8 +34,8 @@ REBUILD_HINT = ("stop pacsvaultd and run `pacsvaultd --rebuild-index` (with the 
                 "rebuild the index from the blobs on the volumes, or restore it from a backup")
 
 
-class IndexDamaged(ConfigError):
-    """The index file cannot be opened safely; the message names the command that rebuilds it."""
+class IndexDamaged(PacsvaultError):
+    """The index cannot be used safely; the message names the command that rebuilds it."""
 
 
 def check_file(directory: Path) -> None:
@@ -74,3 +76,22 @@ def _meta(raw: bytes) -> tuple[int, int, int] | None:
         return None
     last_page, txnid = _LAST_TXN.unpack_from(raw, 136)
     return page_size, last_page, txnid
+
+
+def walk(env: lmdb.Environment, dbs: dict[str, object]) -> int:
+    """Reads every page of every database once (keys only: every branch and leaf page); raises
+    IndexDamaged naming the database when LMDB finds a page that is not what it should be, or a
+    database holds another number of entries than its header says. Returns the entries seen."""
+    seen = 0
+    with env.begin() as txn:
+        for name, db in dbs.items():
+            try:
+                expected = int(txn.stat(db)["entries"])
+                count = sum(1 for _ in txn.cursor(db=db).iternext(keys=True, values=False))
+            except lmdb.Error as exc:
+                raise IndexDamaged(f"the index's {name} table is damaged ({exc}); {REBUILD_HINT}") from exc
+            if count != expected:
+                raise IndexDamaged(f"the index's {name} table is damaged ({count} entries read, its header says "
+                                   f"{expected}); {REBUILD_HINT}")
+            seen += count
+    return seen

@@ -35,6 +35,7 @@ from pacsvault.daemon.health import HealthMonitor, build_monitor
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.integrity.startup import open_index
 from pacsvault.daemon.integrity.wiring import Collaborators as IntegrityCollaborators
 from pacsvault.daemon.integrity.wiring import IntegrityParts
 from pacsvault.daemon.integrity.wiring import build as build_integrity
@@ -111,9 +112,7 @@ class BackOfficeParts:
 def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
     """Checks the data dir and builds the back office; nothing runs until ``start``."""
     keys = open_keys(config)
-    index = IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-                             max_batch=config.index.max_batch, keys=keys,
-                             reserve_percent=config.index.reserve_percent)
+    index = open_index(config, keys)  # refused when damaged, or empty beside volumes full of blobs
     check_encryption_settings(index, keys)
     refused = register_configured(config, index, clock)
     sealer = BlobSealer(keys) if keys else None
