@@ -25,6 +25,7 @@ from pacsvault.daemon.integrity.check import Checker, PeerBooks
 from pacsvault.daemon.integrity.findings import Alerts, ScrubFindings
 from pacsvault.daemon.integrity.metrics import IntegrityCollector
 from pacsvault.daemon.integrity.scrub import LocalScrubber, ScrubRunner
+from pacsvault.daemon.integrity.volume_rebuild import VolumeRebuilder
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.service.integrity_service import IntegrityServicer
@@ -41,6 +42,7 @@ class IntegrityParts:
     scrub: ScrubRunner
     checker: Checker
     repair: BlobRepair
+    rebuilder: VolumeRebuilder
     concerns: list[Concerns] = field(default_factory=list)
     # (add_*Servicer_to_server, servicer) for the back office's internal listener.
     services: list[tuple[Callable[..., None], object]] = field(default_factory=list)
@@ -52,6 +54,7 @@ class IntegrityParts:
 
     def start(self) -> None:
         self.scrub.start()
+        self.rebuilder.start()
         for name, step, interval in self.jobs:
             thread = threading.Thread(target=self._loop, args=(name, step, interval), name=name, daemon=True)
             thread.start()
@@ -60,6 +63,7 @@ class IntegrityParts:
     def stop(self) -> None:
         self._stop.set()
         self.scrub.stop()
+        self.rebuilder.stop()
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -98,7 +102,7 @@ def build(config: Config, c: Collaborators, clock: Callable[[], float] = time.ti
                                lambda name: len(shards.indexes(_Name(name))))
     checker = Checker(c.index, c.store, c.catalog, c.locks, repair, c.deletion.destroy_doomed_blobs,
                       config.integrity.orphan_grace_s, peer_books, clock)
-    parts = IntegrityParts(scrub, checker, repair)
+    parts = IntegrityParts(scrub, checker, repair, VolumeRebuilder(c.index, repair, c.peer is not None))
     parts.concerns += [concern_checks.index(c.index), concern_checks.stored_data(c.index, clock)]
     if c.replication is not None:
         parts.concerns += [concern_checks.replication(c.replication.status),
@@ -108,6 +112,7 @@ def build(config: Config, c: Collaborators, clock: Callable[[], float] = time.ti
     parts.collectors.append(IntegrityCollector(c.index))
     parts.jobs.append(("readmit-volumes", lambda: readmit_returned(c.store),
                        lambda: config.health.capacity_interval_s))
+    parts.jobs.append(("purge-trash", c.deletion.purge_due, lambda: config.retention.purge_interval_s))
     return parts
 
 

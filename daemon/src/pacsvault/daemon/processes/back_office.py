@@ -51,7 +51,7 @@ from pacsvault.daemon.server import create_internal_server
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
 from pacsvault.daemon.service.security_service import KeyServicer
-from pacsvault.daemon.service.storage_service import StorageServicer
+from pacsvault.daemon.service.rebuild_service import RebuildingStorageServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
 from pacsvault.daemon.tiering.manager import TieringManager
@@ -121,8 +121,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     tiering = TieringManager(config, index, store, clock)
     locks = BlobLocks(layout.blob_locks(run_dir))
     catalog = Catalog(index, replicate=config.replication.enabled)
-    deletion = Deletion(catalog, store, locks, clock=clock)
     bell = DoorbellListener(layout.outbox_bell(run_dir))
+    deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
     peer = _peer_client(config) if config.replication.enabled else None
     audit = None
     if config.audit.enabled:
@@ -144,7 +144,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
                                    concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
-        (storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(tiering)),
+        (storage_pb2_grpc.add_StorageServiceServicer_to_server,
+         RebuildingStorageServicer(tiering, integrity.rebuilder)),
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
          ReplicationStatusServicer(replication, lambda: _reseed(index, bell))),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),

@@ -31,6 +31,7 @@ from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import InstanceRecord
 from pacsvault.daemon.ingest import Ingest
 from pacsvault.daemon.integrity.read_books import ReadBooks
+from pacsvault.daemon.lifecycle import Lifecycle
 from pacsvault.daemon.metrics import rpc_metrics_interceptor
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import Doorbell
@@ -47,6 +48,7 @@ from pacsvault.daemon.server import Registration, Served, create_server
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
+from pacsvault.daemon.service.lifecycle_service import LifecycleServicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
@@ -60,6 +62,7 @@ from pacsvault.v1 import (
     audit_pb2_grpc,
     integrity_pb2,
     integrity_pb2_grpc,
+    lifecycle_pb2_grpc,
     replication_pb2_grpc,
     security_pb2_grpc,
     storage_pb2,
@@ -136,7 +139,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                           Repairer(catalog, store, peer.fetch_verified) if peer else None,
                           _alert_to(audit), ReadBooks(index, clock).failed_read)
     search = Search(index, config.limits)
-    deletion = Deletion(catalog, store, locks, on_changed=bell.ring, clock=clock)
+    deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
+    lifecycle = Lifecycle(index, config.replication.enabled, on_changed=bell.ring, clock=clock)
     credentials = CredentialStore(index, clock)
     requests = ClinicalRequests(index, search, first_tier, clock)
     back_office = BackOffice(layout.back_office_socket(run_dir))
@@ -162,6 +166,7 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                                                                                    back_office)),
         (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials)),
         (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
+        (lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server, LifecycleServicer(lifecycle, deletion)),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
                        deletion, requests, credentials, back_office, locks, bell, services)

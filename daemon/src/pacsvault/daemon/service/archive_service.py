@@ -20,6 +20,7 @@ from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.security.stream_watch import CredentialWatch
 from pacsvault.daemon.service import convert
+from pacsvault.daemon.service.lifecycle_service import caller, set_purge_time
 from pacsvault.daemon.service.status import mapped
 from pacsvault.daemon.tiering.reads import ClinicalRequests
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
@@ -175,8 +176,11 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     @mapped
     def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
                     context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
-        instances, destroyed = self._deletion.delete_study(request.study_instance_uid, request.reason)
-        return archive_pb2.DeleteStudyResponse(instances_deleted=instances, blobs_destroyed=destroyed)
+        deleted = self._deletion.delete_study(request.study_instance_uid, request.reason, caller())
+        response = archive_pb2.DeleteStudyResponse(instances_deleted=deleted.instances,
+                                                   blobs_destroyed=deleted.blobs_destroyed)
+        set_purge_time(response, deleted)  # in the trash until then: restorable
+        return response
 
     @mapped
     def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:

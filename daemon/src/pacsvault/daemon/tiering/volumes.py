@@ -52,7 +52,8 @@ def register_configured(config: Config, env: IndexEnvironment,
     removed here, before any serving process starts writing.
     """
     known = {r.volume_id: r for r in placement.volumes(env)}
-    by_path = {r.path: r for r in known.values()}
+    # A drained volume's path may hold its replacement now (a new disk, a new identity).
+    by_path = {r.path: r for r in known.values() if r.state != "drained"}
     refused = []
     for tier_config in config.tiers:
         for configured in tier_config.volumes:
