@@ -107,6 +107,7 @@ def test_with_a_peer_dangling_entries_and_replicas_without_shards_are_repaired(d
     assert next(f for f in findings if f["kind"] == "dangling")["action"].startswith("left: "), "peer away"
     assert next(f for f in findings if f["kind"] == "stale-outbox")["action"] == "deleted"
     pair.b.start()
+    wait_drained(pair.a)  # site-a is talking to its peer again
     code, findings, _ = check(pair.a, "--repair")
     assert code == 0, findings
     assert {f["kind"]: f["action"] for f in findings} == {"dangling": "repaired from the peer"}
