@@ -28,8 +28,9 @@ class Repaired:
     done: bool
     # "another local copy" or "the peer" when done; else why not.
     how: str
-    # The blob's record is gone (deleted meanwhile): nothing to repair.
-    gone: bool = False
+    # Nothing to repair after all: the blob was deleted meanwhile, or moved (the mover) and its
+    # copy where the record now points is intact.
+    moot: bool = False
 
 
 class BlobRepair:
@@ -43,8 +44,11 @@ class BlobRepair:
         with self._locks.holding(blob.digest):
             current = self._catalog.blob(digest)
             if current is None:
-                return Repaired(False, "deleted meanwhile", gone=True)
+                return Repaired(False, "deleted meanwhile", moot=True)
             bad = self._store.volume(current.location.volume_id)
+            if current.location.volume_id != blob.location.volume_id and bad is not None \
+                    and self._good_copy(bad, digest):
+                return Repaired(False, "moved meanwhile, intact", moot=True)
             if bad is not None and not bad.failed and bad.local.contains(digest):
                 bad.local.quarantine(digest, problem)
             for volume in self._store.volumes:

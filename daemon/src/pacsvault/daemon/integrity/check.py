@@ -93,15 +93,21 @@ class Checker:
     def check(self) -> Report:
         self._store.refresh()
         report = Report()
-        report.findings += self._index_side(report)
+        report.findings += [f for f in self._index_side(report) if self._still_so(f)]
         report.findings += [f for f in self._volume_side(report) if self._still_so(f)]
         report.findings += self._replication_side()
         return report
 
     def _still_so(self, f: Finding) -> bool:
-        """A file found unnamed is looked at again once the walk is over: a move or a store that
-        began during the walk names its copies in the index by now (or has removed them)."""
-        if f.path is None or not f.path.exists():
+        """A finding is looked at again once the walk is over: a move, a store or a delete that ran
+        during the walk has named, moved or removed its copies by now (the index and the volumes
+        are read at different moments)."""
+        if f.kind in ("dangling", "misplaced") and f.blob is not None:
+            now = self._catalog.blob(address(f.blob))
+            return now is not None and not _recorded_copy_present(self._store, now)
+        if f.path is None:
+            return True
+        if not f.path.exists():
             return False
         return f.kind != "orphan" or not consistency.blob_named(self._env, f.key, f.volume.volume_id)  # type: ignore[union-attr]
 

@@ -133,7 +133,7 @@ class LocalScrubber:
         kind = describe(problem)
         reason = f"scrub: {kind}: {problem}"[:500]
         outcome = self._repair.repair(blob, reason)
-        if outcome.gone:
+        if outcome.moot:
             return 0
         self._findings.found(blob, kind, reason, outcome)
         return 1

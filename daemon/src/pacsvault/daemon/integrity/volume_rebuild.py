@@ -150,7 +150,7 @@ class VolumeRebuilder:
         except PacsvaultError as exc:
             outcome = None
             progress.last_error = str(exc)
-        if outcome is not None and (outcome.done or outcome.gone):
+        if outcome is not None and (outcome.done or outcome.moot):
             progress.blobs_done += 1
             progress.bytes_done += blob.stored_bytes
         else:
