@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test test-fast bench bench-quick profile proto wheelhouse lint-ansible clean
+.PHONY: venv run test test-fast soak bench bench-quick profile proto wheelhouse lint-ansible clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: venv
 # Skips tests marked slow; for quick local iterations only.
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# A bounded thrash soak of a real pair (kill -9, bit-flips, a full volume, peer outages under a
+# model-based client), ending with a full scrub and a clean check; not part of `make test`.
+# 10 minutes by default: make soak ARGS="--minutes 2".
+soak: venv
+	$(PY) -m tests.soak.thrash $(ARGS)
 
 # Every benchmark; each prints its table and writes bench/results/*.json.
 # side_by_side.py installs the Debian package orthanc if it is missing (root or sudo);
