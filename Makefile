@@ -43,6 +43,7 @@ bench: venv
 	$(PY) bench/index_scale.py
 	$(PY) bench/security_cost.py
 	$(PY) bench/s3_tier.py
+	$(PY) bench/integrity.py
 
 bench-quick: venv
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
@@ -52,6 +53,7 @@ bench-quick: venv
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
 	$(PY) bench/s3_tier.py --quick
+	$(PY) bench/integrity.py --quick --json-out bench/results/integrity_quick.json
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
 profile: venv
