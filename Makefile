@@ -33,26 +33,33 @@ soak: venv
 	$(PY) -m tests.soak.thrash $(ARGS)
 
 # Every benchmark; each prints its table and writes bench/results/*.json.
-# side_by_side.py installs the Debian package orthanc if it is missing (root or sudo);
+# side_by_side.py and dimse.py install the Debian package orthanc if it is missing (root or sudo);
+# dimse.py needs dcmtk's storescu;
 # s3_tier.py needs Ceph's (.ci/run installs them).
 bench: venv
+	$(PY) bench/compression.py
 	$(PY) bench/ingest_retrieve.py
 	$(PY) bench/tier_mover.py
 	$(PY) bench/replication.py
 	$(PY) bench/side_by_side.py
+	$(PY) bench/dimse.py
 	$(PY) bench/index_scale.py
 	$(PY) bench/security_cost.py
 	$(PY) bench/s3_tier.py
+	$(PY) bench/dicomweb.py
 	$(PY) bench/integrity.py
 
 bench-quick: venv
+	$(PY) bench/compression.py --quick --json-out bench/results/compression_quick.json
 	$(PY) bench/ingest_retrieve.py --quick --json-out bench/results/quick.json
 	$(PY) bench/tier_mover.py --quick --json-out bench/results/tier_mover_quick.json
 	$(PY) bench/replication.py --quick --json-out bench/results/replication_quick.json
 	$(PY) bench/side_by_side.py --quick
+	$(PY) bench/dimse.py --quick
 	$(PY) bench/index_scale.py --quick
 	$(PY) bench/security_cost.py --quick
 	$(PY) bench/s3_tier.py --quick
+	$(PY) bench/dicomweb.py --quick
 	$(PY) bench/integrity.py --quick --json-out bench/results/integrity_quick.json
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.

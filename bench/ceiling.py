@@ -22,7 +22,7 @@ import pydicom
 import zstandard
 
 # The daemon's defaults (storage.compression_level, storage.frame_size_bytes).
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 FRAME_BYTES = 1024 * 1024
 # Above this the daemon hashes on several threads (pacsvault.daemon.digest).
 MULTITHREAD_DIGEST_BYTES = 1 << 22

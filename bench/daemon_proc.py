@@ -26,7 +26,9 @@ class Daemon:
     proc: subprocess.Popen[bytes]
     target: str
     log_path: Path
+    dicom_port: int = 0
     exit_code: int | None = None
+    web_port: int = 0  # DICOMweb (bench/dicomweb.py)
     stop_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -55,8 +57,11 @@ def running_daemon(work_dir: Path, config: Path | None = None, workers: int | No
     ``workers``: serving processes (None: the daemon's default, one per core).
     """
     data_dir, port_file, log_path = work_dir / "daemon-data", work_dir / "daemon.port", work_dir / "daemon.log"
+    dicom_port_file = work_dir / "daemon.dicom-port"
     argv = [daemon_command(), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0"]
+            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0",
+            "--web-listen", "127.0.0.1:0", "--web-port-file", str(work_dir / "daemon.web-port"),
+            "--dicom-listen", "127.0.0.1:0", "--dicom-port-file", str(dicom_port_file)]
     if config is not None:
         argv += ["--config", str(config)]
     if workers is not None:
@@ -64,11 +69,15 @@ def running_daemon(work_dir: Path, config: Path | None = None, workers: int | No
     work_dir.mkdir(parents=True, exist_ok=True)
     # A daemon restarted on the same work dir (index_scale.py) must not read its predecessor's port.
     port_file.unlink(missing_ok=True)
+    dicom_port_file.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log)
     daemon = Daemon(proc, "", log_path)
     try:
         daemon.target = f"127.0.0.1:{_wait_for_port(daemon, port_file)}"
+        daemon.web_port = int((work_dir / "daemon.web-port").read_text())  # written before the port file
+        if dicom_port_file.exists():  # written before the port file; absent with [dicom] enabled = false
+            daemon.dicom_port = int(dicom_port_file.read_text())
         _wait_until_serving(daemon)
         yield daemon
     finally:

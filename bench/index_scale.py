@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pacsvault-index-scale-", dir=params.work_dir))
     data_dir = work / "daemon-data"
     params.config_file = work / "encryption.toml"
-    params.config_file.write_text(f"[encryption]\nenabled = {'true' if params.encryption == 'on' else 'false'}\n")
+    # The production guard wants encryption or audit off acknowledged (the audit-off run appends [audit]).
+    params.config_file.write_text(f"[encryption]\nenabled = {'true' if params.encryption == 'on' else 'false'}\n"
+                                  "[security]\ninsecure_no_encryption = true\ninsecure_no_audit = true\n")
     raw: dict = {"fill_path": "InProcess(config) + Catalog._add on synthetic ParsedInstance, "
                  f"{BATCH} per IndexEnvironment.write transaction; no blob files",
                  "fills": []}

@@ -171,7 +171,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_config(work_dir: Path, port: int) -> dict:
+def bench_config(work_dir: Path, port: int, extra: dict | None = None) -> dict:
     storage = work_dir / "storage"
     return {
         "Name": "pacsvault-bench-peer",
@@ -202,7 +202,7 @@ def bench_config(work_dir: Path, port: int) -> dict:
         "HttpCompressionEnabled": False,
         "StorageAccessOnFind": "Never",
         "SaveJobs": False,
-    }
+    } | (extra or {})
 
 
 def _build_shim(work_dir: Path) -> Path:
@@ -215,12 +215,25 @@ def _build_shim(work_dir: Path) -> Path:
     return lib
 
 
+def with_dicom(config: dict, dicom_port: int) -> dict:
+    """Orthanc's C-STORE SCP on (loopback, through the shim) ``dicom_port``, AE title ORTHANC: every storage
+    SOP class and transfer syntax accepted (its defaults), any calling AE, PDUs as large as dcmtk sends."""
+    return {**config, "DicomServerEnabled": True, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
+            "DicomCheckCalledAet": False, "DicomCheckModalityHost": False, "DicomAlwaysAllowStore": True,
+            "MaximumPduLength": 131072, "DicomThreadsCount": 4}
+
+
 @contextmanager
-def running_orthanc(work_dir: Path, version: str) -> Iterator[Orthanc]:
+def running_orthanc(work_dir: Path, version: str, extra: dict | None = None,
+                    dicom_port: int | None = None) -> Iterator[Orthanc]:
+    """Orthanc on loopback. ``extra``: config keys over the bench's (the DICOMweb plugin for
+    bench/dicomweb.py); with ``dicom_port`` its DICOM server too (see ``with_dicom``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "tmp").mkdir(exist_ok=True)
     port = free_port()
-    config = bench_config(work_dir, port)
+    config = bench_config(work_dir, port, extra)
+    if dicom_port is not None:
+        config = with_dicom(config, dicom_port)
     config_path = work_dir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log_path = work_dir / "orthanc.log"
@@ -303,8 +316,10 @@ class HttpPool:
         return conn
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, bytes]:
+                content_type: str = "application/json", accept: str | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         for attempt in (1, 2):
             conn = self._conn()
             try:

@@ -132,10 +132,10 @@ def retrieve_phase(client: PacsvaultClient, items: list[Item], datas: list[bytes
     raw["local_read"] = {"all": measure.summary_ms(local), "by_size_class": ref}
     figures = _latency_figures("retrieve", f"GetInstance (n={len(chosen)})", raw["get_instance"]["all"],
                                raw["local_read"]["all"])
-    for size_class in SIZE_CLASSES:
-        if size_class in got:
-            label = f"GetInstance {size_class} (n={got[size_class]['n']})"
-            figures += _latency_figures("retrieve", label, got[size_class], ref[size_class])
+    for sized in SIZE_CLASSES:
+        if sized in got:
+            label = f"GetInstance {sized} (n={got[sized]['n']})"
+            figures += _latency_figures("retrieve", label, got[sized], ref[sized])
     return figures + _study_figures(client, items, base, index_of, params, raw)
 
 

@@ -69,8 +69,10 @@ class Variant:
         return {"off": "both off", "enc": "encryption only", "audit": "audit only", "both": "both on"}[self.key]
 
     def toml(self) -> str:
+        # The production guard wants turning either off acknowledged (a benchmark, not a hospital).
         return (f"[encryption]\nenabled = {str(self.encryption).lower()}\n"
-                f"[audit]\nenabled = {str(self.audit).lower()}\n")
+                f"[audit]\nenabled = {str(self.audit).lower()}\n"
+                "[security]\ninsecure_no_encryption = true\ninsecure_no_audit = true\n")
 
 
 VARIANTS = (Variant("off", False, False), Variant("enc", True, False), Variant("audit", False, True),

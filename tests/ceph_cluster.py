@@ -27,7 +27,6 @@ object store that goes away or stops answering in the middle of work.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket

@@ -29,14 +29,22 @@ WORKERS = os.environ.get("PACSVAULT_TEST_WORKERS", "2")
 class Daemon:
     """One pacsvaultd subprocess with its own data dir and port."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
         self.extra = extra or []
+        self.env = env  # the daemon's whole environment (e.g. S3 credentials); None: the test's
         self.port_file = data_dir.parent / f"{data_dir.name}.port"
         # Metrics on a free port too, so daemons never fight over 9464.
         self.metrics_port_file = data_dir.parent / f"{data_dir.name}.metrics-port"
         self.metrics_port = 0
+        # DICOMweb on a free port too (the default 8080 would be shared by every daemon).
+        self.web_port_file = data_dir.parent / f"{data_dir.name}.web-port"
+        self.web_port = 0
+        # The DIMSE door, on a free loopback port too.
+        self.dicom_port_file = data_dir.parent / f"{data_dir.name}.dicom-port"
+        self.dicom_port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -48,14 +56,18 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> Daemon:
         self.port_file.unlink(missing_ok=True)
         self.metrics_port_file.unlink(missing_ok=True)
+        self.web_port_file.unlink(missing_ok=True)
+        self.dicom_port_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pacsvault.daemon", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
                 "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(self.metrics_port_file),
+                "--web-listen", "127.0.0.1:0", "--web-port-file", str(self.web_port_file),
+                "--dicom-listen", "127.0.0.1:0", "--dicom-port-file", str(self.dicom_port_file),
                 "--workers", WORKERS, *self.extra]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + timeout
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -66,7 +78,15 @@ class Daemon:
         self.port = int(self.port_file.read_text())
         if self.metrics_port_file.exists():  # absent when [metrics] enabled = false
             self.metrics_port = int(self.metrics_port_file.read_text())
+        if self.web_port_file.exists():  # absent when [web] enabled = false
+            self.web_port = int(self.web_port_file.read_text())
+        if self.dicom_port_file.exists():  # absent when [dicom] enabled = false
+            self.dicom_port = int(self.dicom_port_file.read_text())
         return self
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
 
     def client(self, **kwargs: object) -> PacsvaultClient:
         return PacsvaultClient(self.target, **kwargs)  # type: ignore[arg-type]
@@ -99,8 +119,8 @@ def daemon_factory(tmp_path: Path) -> Iterator:
     started: list[Daemon] = []
 
     def make(name: str = "appliance", config: Path | None = None, extra: list[str] | None = None,
-             start: bool = True) -> Daemon:
-        daemon = Daemon(tmp_path / name, config, extra)
+             start: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(tmp_path / name, config, extra, env)
         started.append(daemon)
         return daemon.start() if start else daemon
 

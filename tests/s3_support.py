@@ -65,3 +65,23 @@ def s3_access(ceph: CephCluster, monkeypatch: pytest.MonkeyPatch, *, object_lock
               **overrides: Any) -> S3BlobAccess:
     use_credentials_file(ceph, monkeypatch)
     return S3BlobAccess(settings(ceph, new_bucket(ceph, object_lock=object_lock), **overrides))
+
+
+def s3_tier(ceph: CephCluster, bucket: str, name: str = "archive", **overrides: Any) -> dict[str, Any]:
+    """A [[tiers]] entry for an object-store tier on the test Ceph: quick timeouts, a 1 GiB quota."""
+    tier: dict[str, Any] = {"name": name, "backend": "s3", "s3_endpoint": ceph.endpoint, "s3_bucket": bucket,
+                            "s3_profile": PROFILE, "s3_quota_bytes": 1 << 30, "reserve_bytes": 0,
+                            "high_watermark": 0.95, "low_watermark": 0.9, "s3_timeout_s": 5.0,
+                            "s3_connect_timeout_s": 1.0, "s3_read_timeout_s": 3.0}
+    tier.update(overrides)
+    return tier
+
+
+def s3_credentials_env(ceph: CephCluster, **overrides: str) -> dict[str, str]:
+    """The AWS chain's environment variables for a daemon subprocess: the admin user's keys, nothing else."""
+    assert ceph.admin is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_ACCESS_KEY_ID": ceph.admin.access_key, "AWS_SECRET_ACCESS_KEY": ceph.admin.secret_key,
+                "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+    env.update(overrides)
+    return env

@@ -42,6 +42,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import debian_target
 from debian_target import Namespace, Target
+from tests.ceph_cluster import CephCluster
+from tests.s3_support import new_bucket, plain_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -463,6 +465,66 @@ def test_safe_mode_and_daemon_config_check_stop_the_play(pair: Pair) -> None:
     assert pair.targets["site-b"].path("/etc/pacsvault/pacsvault.toml").read_text() == before
 
 
+def test_an_object_store_tier_gets_its_vaulted_credentials_and_serves(pair: Pair, ceph: CephCluster) -> None:
+    """Site B with an S3 tier on the test Ceph: its keys given vault-encrypted, placed 0600, never shown."""
+    assert ceph.admin is not None
+    b = pair.targets["site-b"]
+    uid, gid = _ids(b)
+    if not pair.vault_password_file.exists():
+        pair.vault_password_file.write_text("field-engineer-secret\n")
+        pair.vault_password_file.chmod(0o600)
+    bucket = new_bucket(ceph)
+    tiers = [
+        {"name": "hot", "volumes": ["/srv/pacsvault/hot"], "volume_class": "ssd", "reserve_bytes": 1048576},
+        {"name": "capacity", "volumes": ["/srv/pacsvault/capacity"], "volume_class": "hdd", "reserve_bytes": 1048576},
+        {"name": "archive", "backend": "s3", "s3_endpoint": ceph.endpoint, "s3_bucket": bucket,
+         "s3_profile": "archive-store", "s3_quota_bytes": 1 << 30, "reserve_bytes": 0},
+    ]
+    credentials = {"archive-store": {"access_key_id": ceph.admin.access_key,
+                                     "secret_access_key": _vaulted(pair, ceph.admin.secret_key)}}
+    inventory = pair.inventory("inventory-s3", extra={"site-b": {
+        "pacsvault_appliance_tiers": tiers, "pacsvault_appliance_s3_credentials": credentials}})
+    converged = pair.play(inventory, "converge-s3", "--limit", "site-b")
+    assert converged.returncode == 0, tail(converged)
+    assert ceph.admin.secret_key not in converged.stdout + converged.stderr
+    again = pair.play(inventory, "converge-s3-2", "--limit", "site-b")
+    assert again.returncode == 0 and recap(again.stdout)["site-b"]["changed"] == 0, tail(again, 120)
+    placed = b.path("/etc/pacsvault/s3-credentials")
+    info = placed.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (uid, gid, 0o600), info
+    assert "[archive-store]" in placed.read_text() and ceph.admin.secret_key in placed.read_text()
+    unit = b.path("/etc/systemd/system/pacsvaultd.service").read_text().splitlines()
+    assert "Environment=AWS_SHARED_CREDENTIALS_FILE=/etc/pacsvault/s3-credentials" in unit
+    config = b.path("/etc/pacsvault/pacsvault.toml").read_text().splitlines()
+    assert 'backend = "s3"' in config and f's3_bucket = "{bucket}"' in config
+    verified = subprocess.run(["systemd-analyze", "verify", f"--root={b.root}",
+                               "/etc/systemd/system/pacsvaultd.service"], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    port = _start_daemon(pair, b)
+    try:
+        listed = _client(pair, b, port, "tiers", "--json")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        archive = next(v for v in map(json.loads, listed.stdout.splitlines()) if v["tier"] == "archive")
+        assert archive["backend"] == "s3" and archive["state"] == "active", archive
+    finally:
+        _stop_daemon(b)
+    marker = plain_client(ceph).get_object(Bucket=bucket, Key=".pacsvault-volume")["Body"].read()
+    assert json.loads(marker)["volume_id"] == archive["volume"]
+    # Without an s3 tier (as the other tests expect site B): the credentials file goes away.
+    back = pair.play(pair.inventory("inventory"), "converge-s3-removed", "--limit", "site-b")
+    assert back.returncode == 0, tail(back)
+    assert not placed.exists()
+
+
+def _vaulted(pair: Pair, secret: str) -> dict[str, str]:
+    """``secret`` encrypted with ansible-vault, as a JSON inventory carries a !vault value."""
+    out = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file",
+                          str(pair.vault_password_file), "--name", "secret", secret],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.split("!vault |", 1)[1].strip().splitlines()
+    return {"__ansible_vault": "\n".join(line.strip() for line in lines)}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -503,12 +565,16 @@ def _start_daemon(pair: Pair, target: Target) -> int:
     port_file = target.path("/var/lib/pacsvault/test.port")
     port_file.unlink(missing_ok=True)
     log = (pair.work / f"pacsvaultd-{target.name}.log").open("wb")
+    # The environment the unit gives it (the object store's credentials file).
+    unit = target.path("/etc/systemd/system/pacsvaultd.service").read_text().splitlines()
+    environment = [line.removeprefix("Environment=") for line in unit if line.startswith("Environment=")]
     _daemons[target.name] = subprocess.Popen(
         pair.ns.command("chroot", f"--userspec={uid}:{gid}", str(target.root), "/usr/bin/env", "-i",
-                        "HOME=/var/lib/pacsvault", "PATH=/usr/bin:/bin", "/bin/sh", "-c",
+                        "HOME=/var/lib/pacsvault", "PATH=/usr/bin:/bin", *environment, "/bin/sh", "-c",
                         "cd /var/lib/pacsvault && exec /opt/pacsvault/venv/bin/pacsvaultd"
                         " --config /etc/pacsvault/pacsvault.toml --listen 127.0.0.1:0"
-                        " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"),
+                        " --port-file /var/lib/pacsvault/test.port --metrics-listen 127.0.0.1:0"
+                        " --web-listen 127.0.0.1:0 --dicom-listen 127.0.0.1:0"),
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60

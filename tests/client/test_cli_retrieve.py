@@ -39,7 +39,7 @@ def test_get_study_resumes_keeping_verified_files(daemon: Daemon, numbered_study
     out = tmp_path / "deep" / "study"  # parents are made, when the first instance arrives
     first = run_cli(daemon.target, "get-study", STUDY, "-o", str(out))
     assert first.returncode == 0, first.stderr
-    assert first.stderr.startswith(f"wrote 15 instances (") and first.stderr.rstrip().endswith(f"to {out}")
+    assert first.stderr.startswith("wrote 15 instances (") and first.stderr.rstrip().endswith(f"to {out}")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {f"{u}.dcm": d for u, d in numbered_study.items()}
     # An interrupted earlier run: files missing, one cut short, a stale .part; the rest untouched.
     names = sorted(out.iterdir())

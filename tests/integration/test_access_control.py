@@ -57,9 +57,11 @@ def test_every_method_of_every_service_has_an_entry_and_no_entry_is_stale() -> N
 
 def test_roles_that_must_not_read_patient_data_reach_no_such_method() -> None:
     # PlanMoves (admin) names studies by UID and size only: no name, ID or date.
-    # DeleteStudy (admin) returns counts only: it removes patient data without showing any.
+    # DeleteStudy (admin) returns counts only: it removes patient data without showing any; so does
+    # its approval by a second admin, and the list of requests shows study UIDs and the admins' own reasons.
     phi = {m for m in METHOD_ROLES if m.startswith("/pacsvault.v1.ArchiveService/")} - {
-        "/pacsvault.v1.ArchiveService/DeleteStudy"}
+        "/pacsvault.v1.ArchiveService/DeleteStudy", "/pacsvault.v1.ArchiveService/ApproveStudyDeletion",
+        "/pacsvault.v1.ArchiveService/ListStudyDeletionRequests"}
     phi |= {"/pacsvault.v1.ShareService/CreateShare", "/pacsvault.v1.ShareService/ListShares"}
     for method in phi:
         assert not METHOD_ROLES[method] & {Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.MONITOR,
@@ -136,6 +138,8 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
             lambda: lc.ListDeleted(lifecycle_pb2.ListDeletedRequest(), timeout=t),
         "/pacsvault.v1.ArchiveService/StoreInstance":
             lambda: a.StoreInstance(iter([archive_pb2.StoreInstanceRequest(data=b"x")]), timeout=t),
+        "/pacsvault.v1.ArchiveService/PutInstance":
+            lambda: a.PutInstance(archive_pb2.PutInstanceRequest(data=b"x"), timeout=t),
         "/pacsvault.v1.ArchiveService/Find":
             lambda: a.Find(archive_pb2.FindRequest(level=archive_pb2.QUERY_LEVEL_STUDY), timeout=t),
         "/pacsvault.v1.ArchiveService/ListPatientStudies":
@@ -156,6 +160,10 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
             lambda: a.Pin(archive_pb2.PinRequest(study_instance_uid=uid, until="20991231"), timeout=t),
         "/pacsvault.v1.ArchiveService/DeleteStudy": lambda: a.DeleteStudy(
             archive_pb2.DeleteStudyRequest(study_instance_uid=uid, reason="access test"), timeout=t),
+        "/pacsvault.v1.ArchiveService/ApproveStudyDeletion": lambda: a.ApproveStudyDeletion(
+            archive_pb2.ApproveStudyDeletionRequest(request_id="0123456789abcdef"), timeout=t),
+        "/pacsvault.v1.ArchiveService/ListStudyDeletionRequests": lambda: a.ListStudyDeletionRequests(
+            archive_pb2.ListStudyDeletionRequestsRequest(), timeout=t),
         "/pacsvault.v1.ApplianceService/GetApplianceHealth":
             lambda: ap.GetApplianceHealth(appliance_pb2.GetApplianceHealthRequest(), timeout=t),
         "/pacsvault.v1.ApplianceService/WatchHealth":

@@ -102,7 +102,7 @@ def test_store_retrieve_query_arrive_in_order_with_their_event_ids(daemon_factor
     got = received(repository)
     assert [(seq, action) for seq, action, _ in got] == expected
     assert {action: event for _, action, event in got} == {
-        "StoreInstance": "110104", "ReadInstance": "110103", "ListPatientStudies": "110112",
+        "PutInstance": "110104", "ReadInstance": "110103", "ListPatientStudies": "110112",
         "GetStudyMetadata": "110103"}
     store, _, query, _ = (validate(m[3]) for m in repository.messages())
     patient = query.find("ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='1']")
@@ -138,7 +138,7 @@ def test_nothing_is_lost_across_an_outage_and_a_daemon_restart(daemon_factory, t
     # and apart from repeats they arrive in trail order.
     first_seen = list(dict.fromkeys(got))
     assert first_seen == expected
-    assert [action for _, action in expected].count("StoreInstance") == 5
+    assert [action for _, action in expected].count("PutInstance") == 5
 
 
 def test_the_repository_is_verified_against_the_configured_ca(tmp_path: Path,

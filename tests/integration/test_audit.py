@@ -33,14 +33,14 @@ def test_accesses_are_recorded_verified_and_queryable(daemon: Daemon) -> None:
     time.sleep(0.2)  # outcome records are queued, not awaited
     records = audit_records(daemon)
     actions = [(r["action"], r["phase"]) for r in records]
-    # get_instance reads an instance that fits one message with ReadInstance.
-    assert ("StoreInstance", "end") in actions and ("ReadInstance", "begin") in actions
-    store_end = next(r for r in records if r["action"] == "StoreInstance" and r["phase"] == "end")
+    # An instance that fits one message is stored with PutInstance and read with ReadInstance.
+    assert ("PutInstance", "end") in actions and ("ReadInstance", "begin") in actions
+    store_end = next(r for r in records if r["action"] == "PutInstance" and r["phase"] == "end")
     assert store_end["sop_instance_uid"] == identity(1)["SOPInstanceUID"] and store_end["outcome"] == "OK"
     assert all(r["principal"] == "local:loopback" for r in records)
     by_patient = audit_records(daemon, "--patient-id", "AUD-1")
     # The search is itself an access to that patient's records, and recorded as one.
-    assert [r["action"] for r in by_patient] == ["StoreInstance", "ListPatientStudies", "ListPatientStudies",
+    assert [r["action"] for r in by_patient] == ["PutInstance", "ListPatientStudies", "ListPatientStudies",
                                                  "QueryAudit"]
     verified = run_cli(daemon.target, "audit", "verify", "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["intact"]

@@ -175,7 +175,7 @@ def test_the_keyring_is_guarded(daemon_factory, tmp_path: Path) -> None:  # type
     keyring.write_bytes(original)
 
     config = tmp_path / "off.toml"
-    config.write_text("[encryption]\nenabled = false\n")
+    config.write_text("[encryption]\nenabled = false\n[security]\ninsecure_no_encryption = true\n")
     changed = daemon_factory("guarded", config=config, start=False)
     with pytest.raises(RuntimeError, match="this data dir was created with it on"):
         changed.start()
@@ -185,7 +185,7 @@ def test_the_keyring_is_guarded(daemon_factory, tmp_path: Path) -> None:  # type
 
 def test_encryption_off_is_said_plainly(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "off.toml"
-    config.write_text("[encryption]\nenabled = false\n")
+    config.write_text("[encryption]\nenabled = false\n[security]\ninsecure_no_encryption = true\n")
     plain = daemon_factory("plain", config=config)
     assert "OFF" in run_cli(plain.target, "keys", "status").stdout
     refused = run_cli(plain.target, "keys", "rotate")
@@ -218,7 +218,7 @@ def test_a_keyring_from_the_kms_hook_never_touches_a_disk_of_ours(daemon_factory
 
 def test_with_encryption_off_retrieved_bytes_still_carry_their_digest(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "off.toml"
-    config.write_text("[encryption]\nenabled = false\n")
+    config.write_text("[encryption]\nenabled = false\n[security]\ninsecure_no_encryption = true\n")
     plain = daemon_factory("plain-digest", config=config)
     data, _ = canary(40)
     with plain.client() as client:

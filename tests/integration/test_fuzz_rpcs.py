@@ -9,8 +9,8 @@ wire (valid protobuf a server must ignore). Asserted for every call:
 * the status is never UNKNOWN or INTERNAL (an unhandled exception in the daemon);
 * the daemon still answers SERVING on grpc.health.v1 afterwards;
 * the index counts (patients, studies, series, instances, blobs from
-  GetApplianceHealth) are unchanged, except that StoreInstance may add one
-  instance when, and only when, it answered OK with STORED;
+  GetApplianceHealth) are unchanged, except that StoreInstance and PutInstance
+  may add one instance when, and only when, they answered OK with STORED;
 * calls that do not legitimately take long do not hit their deadline.
 
 Methods that change state when given valid input:
@@ -341,6 +341,10 @@ UNARY_AND_SERVER_STREAMING = [
     # hostile or merely unknown, must be refused without harm.
     Rpc(A, "DeleteStudy", "uu", archive_pb2.DeleteStudyRequest, archive_pb2.DeleteStudyResponse,
         overrides={"study_instance_uid": st.one_of(st.none(), uid_text.filter(lambda u: u not in REAL_UIDS))}),
+    Rpc(A, "ApproveStudyDeletion", "uu", archive_pb2.ApproveStudyDeletionRequest,
+        archive_pb2.ApproveStudyDeletionResponse),
+    Rpc(A, "ListStudyDeletionRequests", "uu", archive_pb2.ListStudyDeletionRequestsRequest,
+        archive_pb2.ListStudyDeletionRequestsResponse),
     Rpc(AP, "GetApplianceHealth", "uu", appliance_pb2.GetApplianceHealthRequest,
         appliance_pb2.GetApplianceHealthResponse),
     Rpc(AP, "WatchHealth", "us", appliance_pb2.WatchHealthRequest, appliance_pb2.WatchHealthResponse,
@@ -373,6 +377,8 @@ UNARY_AND_SERVER_STREAMING = [
 ADD_VOLUME = Rpc(S, "AddVolume", "uu", storage_pb2.AddVolumeRequest, storage_pb2.AddVolumeResponse)
 DRAIN_VOLUME = Rpc(S, "DrainVolume", "uu", storage_pb2.DrainVolumeRequest, storage_pb2.DrainVolumeResponse)
 STORE = Rpc(A, "StoreInstance", "su", archive_pb2.StoreInstanceRequest, archive_pb2.StoreInstanceResponse)
+PUT = Rpc(A, "PutInstance", "uu", archive_pb2.PutInstanceRequest, archive_pb2.PutInstanceResponse)
+STORING = (STORE, PUT)
 
 
 # Served on the client listener but outside this file's brief; each must be named here with a reason, so a
@@ -381,7 +387,7 @@ NOT_FUZZED: dict[str, str] = {}
 
 
 def test_the_table_covers_every_client_api_method(channel: grpc.Channel) -> None:
-    fuzzed = {r.path for r in (*UNARY_AND_SERVER_STREAMING, ADD_VOLUME, DRAIN_VOLUME, STORE)}
+    fuzzed = {r.path for r in (*UNARY_AND_SERVER_STREAMING, ADD_VOLUME, DRAIN_VOLUME, *STORING)}
     in_scope = {f"/{s.full_name}/{m.name}" for mod in (archive_pb2, appliance_pb2, storage_pb2, replication_pb2,
                                                          security_pb2, audit_pb2)
                 for s in mod.DESCRIPTOR.services_by_name.values() for m in s.methods}
@@ -404,13 +410,14 @@ def check(daemon: Daemon, ch: grpc.Channel, rpc: Rpc, outcome: Outcome, before: 
         assert outcome.code != StatusCode.DEADLINE_EXCEEDED, f"hung: {context}"
     if rpc.name == "WatchHealth":  # streams until its deadline; a refusal would be a watcher slot not freed
         assert outcome.code == StatusCode.DEADLINE_EXCEEDED, context
-    if rpc not in (ADD_VOLUME, DRAIN_VOLUME, STORE):  # those two: test_size_limits.py
+    if rpc not in (ADD_VOLUME, DRAIN_VOLUME, *STORING):  # those two: test_size_limits.py
         echoed = _echo(outcome.details, _strings(request))
         assert not echoed, f"the error echoes {len(echoed)}+ characters of the input: {context}"
     assert serving(ch) == "SERVING", context
     after = index_counts(ch)
-    if rpc is STORE and outcome.code == StatusCode.OK:
-        stored = outcome.response.status == archive_pb2.STORE_STATUS_STORED
+    if rpc in STORING and outcome.code == StatusCode.OK:
+        response = outcome.response.outcome if rpc is PUT else outcome.response
+        stored = response.status == archive_pb2.STORE_STATUS_STORED
         assert after[3] == before[3] + (1 if stored else 0), context
         assert after[4] >= before[4] and all(a >= b for a, b in zip(after, before, strict=True)), context
     else:
@@ -570,6 +577,25 @@ def test_generated_store_streams(fuzz_daemon: Daemon, channel: grpc.Channel) -> 
     run()
 
 
+@st.composite
+def put_requests(draw: st.DrawFn) -> Message:
+    request = archive_pb2.PutInstanceRequest(data=draw(store_payloads))
+    if draw(st.integers(0, 3)) == 0:  # expected_digest: usually absent, sometimes fuzzed
+        request.expected_digest.CopyFrom(draw(message_strategy(common_pb2.Digest.DESCRIPTOR)))
+    return request
+
+
+def test_generated_put_instances(fuzz_daemon: Daemon, channel: grpc.Channel) -> None:
+    @settings(FUZZ, max_examples=80)
+    @given(request=put_requests(), extra=unknown_fields())
+    def run(request: Message, extra: bytes) -> None:
+        before = index_counts(channel)
+        outcome = PUT(channel, wire(request, extra))
+        check(fuzz_daemon, channel, PUT, outcome, before, len(request.data))
+
+    run()
+
+
 # ---------------------------------------------------------------------------------------------
 # Bytes that are not a protobuf message at all.
 
@@ -580,7 +606,7 @@ CORRUPT = {
     "field number 0": b"\x00\x01",
     "bad UTF-8 in field 1": b"\x0a\x02\xc3\x28",
 }
-ALL_RPCS = [*UNARY_AND_SERVER_STREAMING, ADD_VOLUME, DRAIN_VOLUME, STORE]
+ALL_RPCS = [*UNARY_AND_SERVER_STREAMING, ADD_VOLUME, DRAIN_VOLUME, *STORING]
 
 
 def _corrupt_outcomes(daemon: Daemon, ch: grpc.Channel) -> dict[tuple[str, str], Outcome]:

@@ -13,7 +13,7 @@ import blake3
 import pytest
 
 from pacsvault.daemon import config as config_module
-from pacsvault.daemon.index import keys, outbox
+from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.records import BlobRecord, OutboxEntry, decode, encode
 from pacsvault.daemon.processes.in_process import InProcess
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli

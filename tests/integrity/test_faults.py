@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from pacsvault.client import PacsvaultClient
-from pacsvault.client import corpus as corpus_module
 from tests.client.cli_support import paused
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli
 

@@ -142,3 +142,41 @@ def test_a_security_alert_of_stored_data_names_the_instance_and_the_reporter() -
     unknown = message({**rec, "alert": "SomethingNew"})
     assert unknown.find("EventIdentification/EventID").get("csd-code") == "110113"
     assert unknown.find("EventIdentification/EventTypeCode") is None
+
+
+def messages(rec: dict[str, object]):  # type: ignore[no-untyped-def]
+    return [validate(xml) for xml in atna.to_audit_messages(rec, "site-a")]
+
+
+@pytest.mark.parametrize(("kind", "rec", "type_code"), [
+    ("AuthenticationRefused", record("Find", phase="refused", outcome="UNAUTHENTICATED", principal="share:ab"),
+     "110143"),
+    ("PermissionRefused", record("StoreInstance", phase="refused", outcome="PERMISSION_DENIED"), "110144"),
+    ("PinLockout", record("Find", phase="refused", outcome="UNAUTHENTICATED", locked_out=True), "110137"),
+    ("BreakGlassStarted", record("BreakGlass"), "110127"),
+    ("CredentialRevoked", record("RevokeToken", token_id="ab12"), "110137"),
+    ("BreakGlassEnded", record("SecurityAlert", phase="alert", alert="BreakGlassEnded",
+                               summary="break-glass of local:loopback ended"), "110138"),
+    ("AuditChainBroken", record("AuditTrailResumed", phase="alert", alert="AuditChainBroken", outcome="DATA_LOSS",
+                                cut_after=7, vouched=12), "PV-AUDIT-CHAIN"),
+    ("WitnessConflict", record("SecurityAlert", phase="alert", alert="WitnessConflict", outcome="ALREADY_EXISTS",
+                               peer_appliance="site-b", checkpoint_seq=10), "PV-AUDIT-WITNESS"),
+])
+def test_every_security_alert_is_a_valid_110113(kind: str, rec: dict[str, object], type_code: str) -> None:
+    from pacsvault.daemon.audit.alerts import alert_of
+
+    assert alert_of(rec) == kind
+    alerts = [m for m in messages(rec) if m.find("EventIdentification/EventID").get("csd-code") == "110113"]
+    assert len(alerts) == 1
+    assert alerts[0].find("EventIdentification/EventTypeCode").get("csd-code") == type_code
+
+
+def test_a_refusal_is_also_a_security_alert_naming_the_refused_caller() -> None:
+    authentication, alert = messages(record("GetInstance", phase="refused", outcome="UNAUTHENTICATED",
+                                            principal="token:0123456789abcdef"))
+    assert authentication.find("EventIdentification/EventID").get("csd-code") == "110114"
+    assert alert.find("EventIdentification/EventID").get("csd-code") == "110113"
+    assert [(p.get("UserID"), p.get("UserIsRequestor"), p.get("NetworkAccessPointID"))
+            for p in alert.findall("ActiveParticipant")] == \
+        [("site-a", "true", None), ("token:0123456789abcdef", "false", "10.1.2.3")]
+    assert len(messages(record("GetStudy"))) == 1, "other records stay one message"

@@ -180,7 +180,8 @@ def test_a_sealed_trail_holds_no_patient_data_and_reads_back(sealed: SimpleNames
         raw = stored.read_bytes()
         assert raw and not any(marker.encode() in raw for marker in MARKERS), stored
     assert all(set(json.loads(line)) == {"seq", "sealed"} for line in lines(sealed.path))
-    assert all(set(c) == {"seq", "tag", "time", "signature"} for c in sealed.witnessed)
+    # Numbers, tags, signatures and the (public) key that signed them: nothing about any access.
+    assert all(set(c) == {"seq", "tag", "time", "signature", "key"} for c in sealed.witnessed)
     records = list(sealed.trail.read_records())
     assert [r["seq"] for r in records] == list(range(1, 13))
     assert records[3]["patient_id"] == PATIENT_ID and records[3]["study_instance_uid"] == f"{STUDY_UID}.3"

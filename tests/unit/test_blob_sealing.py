@@ -13,7 +13,7 @@ from pacsvault.daemon.crypto.keyring import Keyring, KeyringHolder, load_command
 from pacsvault.daemon.digest import address_of, compute
 from pacsvault.daemon.errors import ConfigError, DataLoss, FailedPrecondition
 from pacsvault.daemon.storage import blob_format
-from pacsvault.daemon.storage.blob_access import read_all
+from pacsvault.daemon.storage.blob_access import authenticated, read_all
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import LocalBlobAccess
@@ -90,6 +90,21 @@ def test_frames_cannot_be_moved_between_blobs(tmp_path: Path, holder: KeyringHol
     local.path_of(a).write_bytes(bytes(raw_a))
     with pytest.raises(DataLoss, match="frame 1"):
         read_all(access.open(a))
+
+
+def test_another_intact_blob_in_its_place_is_data_loss(tmp_path: Path, holder: KeyringHolder) -> None:
+    """Reads of a sealed blob trust its frames' tags instead of hashing the whole again (Retrieval.read),
+    and those authenticate against the header's address: so the header must be the one asked for."""
+    access, local = _sealed(tmp_path / "v", holder)
+    first, second = os.urandom(8192), os.urandom(8192)
+    a, b = access.address(first), access.address(second)
+    access.put(a, first)
+    access.put(b, second)
+    reader = access.open(a)
+    assert authenticated(reader) and read_all(reader) == first
+    local.path_of(a).write_bytes(local.path_of(b).read_bytes())  # b's intact file under a's name
+    with pytest.raises(DataLoss, match="holds blob"):
+        access.open(a)
 
 
 def test_another_keyring_opens_nothing(tmp_path: Path, holder: KeyringHolder) -> None:

@@ -57,8 +57,11 @@ def test_identity_is_read_from_the_header() -> None:
         (pydicom_file("CT_small.dcm")[:20000], InvalidInput, "truncated"),
         (pydicom_file("CT_small.dcm")[:1000], InvalidInput, ""),
         (pydicom_file("JPEG2000.dcm")[:-100], InvalidInput, "truncated"),
+        # Found by the RPC fuzzer: a 1-byte (0002,0000) UL made pydicom raise BytesLengthException.
+        (b"\x00" * 128 + b"DICM\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00", InvalidInput, ""),
     ],
-    ids=["empty", "text", "garbage after DICM", "cut in pixel data", "cut in header", "cut in encapsulated"],
+    ids=["empty", "text", "garbage after DICM", "cut in pixel data", "cut in header", "cut in encapsulated",
+         "odd-length group length"],
 )
 def test_not_dicom_and_truncated(data: bytes, error: type, message: str) -> None:
     with pytest.raises(error, match=message):

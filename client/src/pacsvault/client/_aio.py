@@ -7,6 +7,7 @@ File writes and hashing of local files run in worker threads
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -19,10 +20,10 @@ import grpc.aio
 import pydicom
 from grpc_health.v1 import health_pb2
 
+from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._lifecycle import AsyncLifecycleCalls
-from pacsvault.client._channel import DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._consume import aio_as_datasets, aio_assembled, aio_save
-from pacsvault.client._errors import PacsvaultError, mapped_errors
+from pacsvault.client._errors import DeadlineExceeded, PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
     DatasetInstance,
@@ -30,8 +31,10 @@ from pacsvault.client._messages import (
     Instance,
     InstanceMetadata,
     Level,
+    ONE_MESSAGE_BYTES,
     StoreResult,
     check_digest,
+    expected_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -69,14 +72,17 @@ class AsyncPacsvaultClient(AsyncLifecycleCalls):
     def __init__(self, target: str | None = None, *, timeout: float | None = 300.0,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  token: str | None = None, pin: str | None = None,
-                 retry: RetryPolicy | None = DEFAULT_RETRY) -> None:
+                 retry: RetryPolicy | None = DEFAULT_RETRY, connections: int = DEFAULT_CONNECTIONS) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         connection = Connection.resolve(target, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
                                         token=token, pin=pin, retry=retry)
         self.target = connection.target
         self.timeout = timeout
         self._metadata = connection.metadata
-        self._channel = connection.aio_channel()
-        self._archive = archive_pb2_grpc.ArchiveServiceStub(self._channel)
+        self._channels = [connection.aio_channel(own_connection=connections > 1) for _ in range(connections)]
+        self._channel = self._channels[0]
+        self._archives = itertools.cycle([archive_pb2_grpc.ArchiveServiceStub(c) for c in self._channels])
         self._appliance = appliance_pb2_grpc.ApplianceServiceStub(self._channel)
         self._storage = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
@@ -87,8 +93,14 @@ class AsyncPacsvaultClient(AsyncLifecycleCalls):
             HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString)
 
+    @property
+    def _archive(self) -> archive_pb2_grpc.ArchiveServiceAsyncStub:
+        """The next connection's stub (round-robin, as PacsvaultClient)."""
+        return next(self._archives)
+
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def __aenter__(self) -> AsyncPacsvaultClient:
         return self
@@ -108,7 +120,18 @@ class AsyncPacsvaultClient(AsyncLifecycleCalls):
     # -- store ------------------------------------------------------------
 
     async def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
-        """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
+        """Stores one DICOM Part 10 file; a rejection is a result, not an exception (see PacsvaultClient.store)."""
+        if len(data) <= ONE_MESSAGE_BYTES:
+            digest, expected = expected_digest(data)
+            try:
+                with mapped_errors():
+                    put = await self._archive.PutInstance(
+                        archive_pb2.PutInstanceRequest(data=data, expected_digest=expected),
+                        timeout=timeout or self.timeout, metadata=self._metadata)
+                return store_result(path, put.outcome)
+            except PacsvaultError as error:
+                if error.code() not in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED):
+                    return rejected(path, digest, error)
         digest, chunks = store_requests(data)
         try:
             with mapped_errors():
@@ -180,6 +203,11 @@ class AsyncPacsvaultClient(AsyncLifecycleCalls):
                                          archive_pb2.ReadInstanceRequest(sop_instance_uid=sop_instance_uid))
             data = response.data
             check_digest(response.instance, blake3.blake3(data).hexdigest(), len(data))
+        except DeadlineExceeded as error:
+            if self.timeout is None:
+                raise
+            raise DeadlineExceeded(f"no data from the appliance for {self.timeout:g} s (the deadline of the "
+                                   "call)") from error
         except PacsvaultError as error:
             if error.code() != grpc.StatusCode.OUT_OF_RANGE:
                 raise
@@ -263,6 +291,17 @@ class AsyncPacsvaultClient(AsyncLifecycleCalls):
     async def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
         return await self._unary(self._archive.DeleteStudy, archive_pb2.DeleteStudyRequest(
             study_instance_uid=study_instance_uid, reason=reason))
+
+    async def approve_study_deletion(self, request_id: str) -> archive_pb2.ApproveStudyDeletionResponse:
+        """Approves another admin's deletion request: the study is deleted now."""
+        return await self._unary(self._archive.ApproveStudyDeletion,
+                                 archive_pb2.ApproveStudyDeletionRequest(request_id=request_id))
+
+    async def study_deletion_requests(self) -> list[archive_pb2.StudyDeletionRequest]:
+        """Deletions waiting for a second admin."""
+        response = await self._unary(self._archive.ListStudyDeletionRequests,
+                                     archive_pb2.ListStudyDeletionRequestsRequest())
+        return list(response.requests)
 
     async def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return await self._unary(self._storage.ListVolumes, storage_pb2.ListVolumesRequest())

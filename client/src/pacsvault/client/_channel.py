@@ -127,7 +127,8 @@ class Connection:
             return grpc.insecure_channel(self.target, options=options)
         return grpc.secure_channel(self.target, self.tls, options=options)
 
-    def aio_channel(self) -> grpc.aio.Channel:
+    def aio_channel(self, *, own_connection: bool = False) -> grpc.aio.Channel:
+        options = [*self.options, ("grpc.use_local_subchannel_pool", 1)] if own_connection else self.options
         if self.tls is None:
-            return grpc.aio.insecure_channel(self.target, options=self.options)
-        return grpc.aio.secure_channel(self.target, self.tls, options=self.options)
+            return grpc.aio.insecure_channel(self.target, options=options)
+        return grpc.aio.secure_channel(self.target, self.tls, options=options)

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2
 
 from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._consume import as_datasets, assembled, save
-from pacsvault.client._errors import PacsvaultError, mapped_errors
+from pacsvault.client._errors import DeadlineExceeded, PacsvaultError, mapped_errors
 from pacsvault.client._lifecycle import LifecycleCalls
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
@@ -27,8 +27,10 @@ from pacsvault.client._messages import (
     Instance,
     InstanceMetadata,
     Level,
+    ONE_MESSAGE_BYTES,
     StoreResult,
     check_digest,
+    expected_digest,
     metadata_item,
     metadata_order,
     rejected,
@@ -129,7 +131,21 @@ class PacsvaultClient(LifecycleCalls):
     # -- store ------------------------------------------------------------
 
     def store(self, data: bytes, *, path: str = "", timeout: float | None = None) -> StoreResult:
-        """Stores one DICOM Part 10 file; a rejection is a result, not an exception."""
+        """Stores one DICOM Part 10 file; a rejection is a result, not an exception.
+
+        A file that fits in one message goes whole in one call (PutInstance); a larger one,
+        or one an older appliance will not take so, is streamed in chunks (StoreInstance).
+        """
+        if len(data) <= ONE_MESSAGE_BYTES:
+            digest, expected = expected_digest(data)
+            try:
+                with mapped_errors():
+                    put = self._archive.PutInstance(archive_pb2.PutInstanceRequest(data=data, expected_digest=expected),
+                                                    timeout=timeout or self.timeout, metadata=self._metadata)
+                return store_result(path, put.outcome)
+            except PacsvaultError as error:
+                if error.code() not in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED):
+                    return rejected(path, digest, error)
         digest, chunks = store_requests(data)
         try:
             with mapped_errors():
@@ -207,6 +223,11 @@ class PacsvaultClient(LifecycleCalls):
                     metadata=self._metadata)
             data = response.data
             check_digest(response.instance, blake3.blake3(data).hexdigest(), len(data))
+        except DeadlineExceeded as error:
+            if self.timeout is None:
+                raise
+            raise DeadlineExceeded(f"no data from the appliance for {self.timeout:g} s (the deadline of the "
+                                   "call)") from error
         except PacsvaultError as error:
             if error.code() != grpc.StatusCode.OUT_OF_RANGE:
                 raise
@@ -297,9 +318,23 @@ class PacsvaultClient(LifecycleCalls):
                                                                      until=until))
 
     def delete_study(self, study_instance_uid: str, reason: str) -> archive_pb2.DeleteStudyResponse:
-        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail."""
+        """Deletes a study for good, here and at the peer (admin role); ``reason`` goes to the audit trail.
+
+        Where a second admin must approve, nothing is deleted yet: the answer's
+        ``approval_request_id`` is what they approve.
+        """
         return self._unary(self._archive.DeleteStudy, archive_pb2.DeleteStudyRequest(
             study_instance_uid=study_instance_uid, reason=reason))
+
+    def approve_study_deletion(self, request_id: str) -> archive_pb2.ApproveStudyDeletionResponse:
+        """Approves another admin's deletion request: the study is deleted now."""
+        return self._unary(self._archive.ApproveStudyDeletion,
+                           archive_pb2.ApproveStudyDeletionRequest(request_id=request_id))
+
+    def study_deletion_requests(self) -> list[archive_pb2.StudyDeletionRequest]:
+        """Deletions waiting for a second admin."""
+        return list(self._unary(self._archive.ListStudyDeletionRequests,
+                                archive_pb2.ListStudyDeletionRequestsRequest()).requests)
 
     def list_volumes(self) -> storage_pb2.ListVolumesResponse:
         return self._unary(self._storage.ListVolumes, storage_pb2.ListVolumesRequest())

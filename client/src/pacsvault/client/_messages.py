@@ -63,10 +63,20 @@ class InstanceMetadata:
     dicom_json: dict[str, object]
 
 
+# The largest file sent whole in one PutInstance message (the server's default message size, 4 MiB,
+# less room for the envelope); larger ones are streamed in chunks with StoreInstance.
+ONE_MESSAGE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+
+def expected_digest(data: bytes) -> tuple[str, common_pb2.Digest]:
+    """The file's BLAKE3, hex and as the API's Digest."""
+    digest = blake3.blake3(data).hexdigest()
+    return digest, common_pb2.Digest(function=common_pb2.DIGEST_FUNCTION_BLAKE3, hash=digest, size_bytes=len(data))
+
+
 def store_requests(data: bytes) -> tuple[str, Iterator[archive_pb2.StoreInstanceRequest]]:
     """The file's BLAKE3 and its upload in chunks, the digest in the first one."""
-    digest = blake3.blake3(data).hexdigest()
-    expected = common_pb2.Digest(function=common_pb2.DIGEST_FUNCTION_BLAKE3, hash=digest, size_bytes=len(data))
+    digest, expected = expected_digest(data)
 
     def chunks() -> Iterator[archive_pb2.StoreInstanceRequest]:
         yield archive_pb2.StoreInstanceRequest(data=data[:CHUNK_BYTES], expected_digest=expected)

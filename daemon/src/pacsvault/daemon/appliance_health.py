@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.health import object_store
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.replication.manager import ReplicationStatus
 from pacsvault.daemon.tiering.manager import TieringManager, VolumeStatus
+from pacsvault.hardware import Reason, Verdict
 
 _STATES = ["healthy", "warning", "critical"]
 
@@ -28,6 +30,8 @@ class VolumeHealth:
     used_bytes: int
     free_bytes: int
     accepts_writes: bool
+    # The volume's own figures where the disk monitor has none (an object-store tier's calls).
+    reasons: tuple[Reason, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,12 @@ Concerns = Callable[[], list[tuple[str, str]]]
 class ApplianceHealthReport:
     def __init__(self, index: IndexEnvironment, tiering: TieringManager,
                  replication: Callable[[], ReplicationStatus] | None = None,
-                 started: float | None = None, concerns: Sequence[Concerns] = ()) -> None:
+                 started: float | None = None, insecure: list[str] | None = None,
+                 concerns: Sequence[Concerns] = ()) -> None:
+        """``insecure``: acknowledged weakened settings (security.production_guard), each a warning."""
         self._index, self._tiering, self._replication = index, tiering, replication
         self._started = time.monotonic() if started is None else started
+        self._insecure = list(insecure or [])
         self._concerns = list(concerns)
 
     def health(self) -> ApplianceHealth:
@@ -72,6 +79,9 @@ class ApplianceHealthReport:
                     f"replication to {replication.peer} is {replication.oldest_pending_age_s:.0f}s behind "
                     f"(warning at {replication.rpo_warning_s:.0f}s; peer {replication.state}, "
                     f"{replication.pending_entries} changes pending)")
+        if self._insecure:
+            state = _at_least_warning(state)
+            reasons.extend(self._insecure)
         for concerns in self._concerns:
             for level, reason in concerns():
                 state = "critical" if level == "critical" else _at_least_warning(state)
@@ -94,7 +104,11 @@ def _volume_health(status: VolumeStatus) -> VolumeHealth:
         state, reason = "warning", f"draining: {status.blobs} blobs still to move"
     else:
         state, reason = "healthy", ""
+    found = tuple(object_store.reasons(status.store)) if status.store is not None else ()
+    warnings = [r for r in found if r.verdict is not Verdict.HEALTHY]
+    if warnings and state == "healthy":
+        state, reason = "warning", "; ".join(f"{r.attribute}: {r.value} ({r.rule})" for r in warnings)
     return VolumeHealth(
         status.tier, status.path, state, reason, status.capacity_bytes, status.used_bytes, status.free_bytes,
-        accepts_writes=status.accepts_writes,
+        accepts_writes=status.accepts_writes, reasons=found,
     )

@@ -62,23 +62,56 @@ class LimitsConfig:
     max_instance_bytes: int = 1024**3
     default_page_size: int = 100
     max_page_size: int = 1000
+    # Streams (uploads, retrievals, watches) one principal may have open at once in one
+    # serving process: below server.max_workers, so no caller can take all its threads.
+    max_streams_per_principal: int = 16
+    # An upload that sends nothing for this long is ended (DEADLINE_EXCEEDED), its thread freed.
+    upload_idle_timeout_s: float = 30.0
+    # No call runs longer, whatever deadline the caller set (WatchHealth and RestoreFromPeer excepted).
+    max_call_s: float = 3600.0
 
 
-VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid")
+VOLUME_CLASSES = ("nvme", "ssd", "hdd", "raid", "object")
 AGE_BASES = ("ingest", "study_date", "access")
+TIER_BACKENDS = ("local", "s3")
 
 
 @dataclass(frozen=True)
 class TierConfig:
     name: str
-    volumes: tuple[str, ...]
-    # What the volumes are; reported, and used to explain placement.
-    volume_class: str = "hdd"
-    # Fractions of each volume's filesystem. Past high, no new data lands on
-    # the volume and the mover demotes its coldest studies until below low.
+    # Directories (mount points) of a local tier; an s3 tier has none: its bucket is its one volume.
+    volumes: tuple[str, ...] = ()
+    # What the volumes are; reported, and used to explain placement. Empty: "hdd" for
+    # a local tier, "object" for an s3 tier.
+    volume_class: str = ""
+    # Fractions of each volume's filesystem (of s3_quota_bytes for an s3 tier). Past high,
+    # no new data lands on the volume and the mover demotes its coldest studies until below low.
     high_watermark: float = 0.85
     low_watermark: float = 0.70
     reserve_bytes: int = 256 * 1024 * 1024
+    # "local": directories on this appliance's disks. "s3": one bucket of an object store
+    # (S3 API: Ceph RGW, StorageGRID, ECS, MinIO, AWS), after every local tier. See
+    # config_object_tiers for the s3_ keys, which only an s3 tier takes.
+    backend: str = "local"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_profile: str = ""
+    s3_ca_file: str = ""
+    s3_quota_bytes: int = 0
+    s3_timeout_s: float = 30.0
+    s3_connect_timeout_s: float = 2.0
+    s3_read_timeout_s: float = 10.0
+    s3_max_connections: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.volume_class:
+            object.__setattr__(self, "volume_class", "object" if self.backend == "s3" else "hdd")
+
+    @property
+    def is_object_store(self) -> bool:
+        return self.backend == "s3"
 
 
 DEFAULT_TIERS = (
@@ -122,6 +155,21 @@ class HealthConfig:
 class MetricsConfig:
     enabled: bool = True
     listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    # DICOMweb (PS3.18: QIDO-RS, WADO-RS, STOW-RS) under base_path, and the share page under /share/.
+    enabled: bool = True
+    # HOST:PORT; off loopback it speaks HTTPS only, with the API's TLS files and client-CA rule.
+    listen: str = "127.0.0.1:8080"
+    base_path: str = "/dicom-web"
+    # How people reach it (the links `share create` prints), e.g. "https://pacs.hospital.example:8443".
+    # Empty: from listen (the machine's name when listening on every address).
+    public_url: str = ""
+    # A STOW-RS request is held whole until every part has arrived, so a cut-off
+    # upload stores nothing; larger requests get 413.
+    max_request_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -205,6 +253,7 @@ class AuditRepositoryConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     # Record every access to patient data; calls that cannot be recorded are refused.
+    # Off needs security.insecure_no_audit.
     enabled: bool = True
     # The trail, relative to data_dir; sealed when [encryption] is on. keys_dir holds
     # its keys only with encryption off (otherwise they derive from the keyring).
@@ -229,6 +278,7 @@ class AuditConfig:
 class EncryptionConfig:
     # Encrypt blobs, the index values that carry PHI and the audit store (AES-256-GCM).
     # Fixed when the data dir is first used: the daemon refuses a later change.
+    # Off needs security.insecure_no_encryption.
     enabled: bool = True
     # The keyring: key-encryption keys and the root of the derived keys. Keep it
     # off the data disks (the daemon refuses a path inside data_dir). Empty means
@@ -273,10 +323,65 @@ class SecurityConfig:
     # Who may break the glass (identities, or "local:loopback"), and what it grants.
     break_glass_principals: tuple[str, ...] = ()
     break_glass_roles: tuple[str, ...] = ("reader",)
+    # The longest a bearer token may live (30 days; more needs insecure_long_token_ttl).
+    max_token_ttl_s: float = 30 * 86400.0
+    # The idle timeout of a token created without one (0, none, needs insecure_no_token_idle_timeout).
+    token_idle_timeout_s: float = 3600.0
+    # Acknowledgements of settings that weaken a protection (security.production_guard): each is
+    # refused without its key, and reported by health as a warning while in force.
+    insecure_no_encryption: bool = False
+    insecure_no_audit: bool = False
+    insecure_long_token_ttl: bool = False
+    insecure_no_token_idle_timeout: bool = False
+    # DeleteStudy only asks; another admin approves (ApproveStudyDeletion) within a day.
+    delete_requires_second_admin: bool = False
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert_file)
+
+
+@dataclass(frozen=True)
+class CallingAeConfig:
+    # A modality's or viewer's AE title and the principal (an identity of security.principals,
+    # whose roles it gets) it acts as. Off loopback the title is accepted only together with
+    # that principal's client certificate.
+    ae_title: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class DicomDestinationConfig:
+    # An AE pacsvault connects to: C-MOVE's Move Destination, and where a Storage Commitment
+    # report goes when the requesting association has closed (the calling AE's title).
+    name: str
+    host: str
+    port: int
+    # DICOM TLS (PS3.15 B.1) with this appliance's certificate (security.tls_cert_file), the
+    # destination's checked against security.client_ca_file. Required off loopback.
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    # The DIMSE door: C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, Storage Commitment.
+    enabled: bool = True
+    listen: str = "127.0.0.1:11112"
+    ae_title: str = "PACSVAULT"
+    calling_aes: tuple[CallingAeConfig, ...] = ()
+    destinations: tuple[DicomDestinationConfig, ...] = ()
+    # An association with no traffic for this long is aborted (and a connection that
+    # never completes its TLS handshake or association request is closed).
+    idle_timeout_s: float = 60.0
+    # Associations each serving process accepts at once; more are rejected (transient).
+    max_associations: int = 16
+    # Largest PDU we receive (the sender cuts datasets into PDUs of at most this size).
+    max_pdu_bytes: int = 1024 * 1024
+    # Storage Commitment: report an instance committed only once the peer appliance holds
+    # it too (needs replication.enabled); a reference still not replicated after
+    # commitment_timeout_s is reported failed, so the modality keeps its copy.
+    commit_after_replication: bool = False
+    commitment_timeout_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -289,10 +394,12 @@ class Config:
     tiering: TieringConfig = field(default_factory=TieringConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
@@ -310,8 +417,13 @@ class Config:
         return data.parent / f"{data.name}-keys" / "keyring.json"
 
     def with_overrides(self, *, listen: str | None = None, data_dir: str | None = None,
-                       metrics_listen: str | None = None, workers: int | None = None) -> Config:
+                       metrics_listen: str | None = None, workers: int | None = None,
+                       web_listen: str | None = None, dicom_listen: str | None = None) -> Config:
         new = self
+        if web_listen is not None:
+            new = dataclasses.replace(new, web=dataclasses.replace(new.web, listen=web_listen))
+        if dicom_listen is not None:
+            new = dataclasses.replace(new, dicom=dataclasses.replace(new.dicom, listen=dicom_listen))
         if listen is not None:
             new = dataclasses.replace(new, server=dataclasses.replace(new.server, listen=listen))
         if workers is not None:
@@ -423,7 +535,9 @@ def validate(config: Config) -> None:
     _positive("limits.default_page_size", config.limits.default_page_size)
     if config.limits.max_page_size < config.limits.default_page_size:
         raise ConfigError("limits.max_page_size must be at least limits.default_page_size")
+    _check_call_limits(config)
     _check_tiers(config.tiers)
+    _check_object_tiers(config)
     _check_tiering(config.tiering)
     if config.replication.enabled:
         _check_replication(config)
@@ -434,12 +548,104 @@ def validate(config: Config) -> None:
     _check_audit_repositories(config)
     _check_encryption(config)
     _check_health(config.health)
+    _check_dicom(config)
     _check_lifecycle(config)
     _check_listen(config.metrics.listen, "metrics.listen")
+    _check_web(config)
     if config.metrics.enabled and not listen_is_loopback(config.metrics.listen):
         # The metrics listener has no TLS: the same rule as server.listen, caught before any start.
         raise ConfigError(f"metrics.listen {config.metrics.listen!r} is not a loopback address; it serves "
                           "plaintext only (scrape through a local agent or a TLS-terminating proxy)")
+
+
+def _check_web(config: Config) -> None:
+    web = config.web
+    _check_listen(web.listen, "web.listen")
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", web.base_path) or web.base_path.startswith("/share"):
+        raise ConfigError(f"web.base_path: {web.base_path!r} must be a path like /dicom-web (not under /share)")
+    if web.public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", web.public_url):
+        raise ConfigError(f"web.public_url: {web.public_url!r} must be an http:// or https:// URL")
+    _positive("web.max_request_bytes", web.max_request_bytes)
+    if web.enabled and not config.security.tls and not listen_is_loopback(web.listen):
+        raise ConfigError(f"web.listen {web.listen!r} is off loopback: set security.tls_cert_file, "
+                          "security.tls_key_file and security.client_ca_file (HTTPS with client certificates, "
+                          "as the API)")
+
+
+def _check_dicom(config: Config) -> None:
+    dicom = config.dicom
+    _check_listen(dicom.listen, "dicom.listen")
+    if dicom.enabled and not config.security.tls and not listen_is_loopback(dicom.listen):
+        raise ConfigError(f"dicom.listen {dicom.listen!r} is off loopback: set security.tls_cert_file, "
+                          "security.tls_key_file and security.client_ca_file (DICOM TLS, PS3.15 B.1; patient "
+                          "data never crosses a network in clear text)")
+    check_ae_title("dicom.ae_title", dicom.ae_title)
+    identities = {p.identity for p in config.security.principals}
+    seen: set[str] = set()
+    for i, calling in enumerate(dicom.calling_aes):
+        where = f"dicom.calling_aes[{i}]"
+        check_ae_title(f"{where}.ae_title", calling.ae_title)
+        if calling.ae_title in seen:
+            raise ConfigError(f"{where}.ae_title: {calling.ae_title!r} is listed twice")
+        seen.add(calling.ae_title)
+        if calling.identity not in identities:
+            raise ConfigError(f"{where}.identity: {calling.identity!r} is not in security.principals, so it "
+                              "holds no roles")
+    _check_destinations(config)
+    for key in ("idle_timeout_s", "commitment_timeout_s"):
+        if getattr(dicom, key) <= 0:
+            raise ConfigError(f"dicom.{key} must be positive")
+    if not 1 <= dicom.max_associations <= 1024:
+        raise ConfigError("dicom.max_associations must be between 1 and 1024")
+    if not 16 * 1024 <= dicom.max_pdu_bytes <= 64 * 1024 * 1024:
+        raise ConfigError("dicom.max_pdu_bytes must be between 16384 and 67108864")
+    if dicom.commit_after_replication and not config.replication.enabled:
+        raise ConfigError("dicom.commit_after_replication needs replication.enabled: without a peer nothing "
+                          "would ever be committed")
+
+
+def _check_destinations(config: Config) -> None:
+    names: set[str] = set()
+    for i, destination in enumerate(config.dicom.destinations):
+        where = f"dicom.destinations[{i}]"
+        check_ae_title(f"{where}.name", destination.name)
+        if destination.name in names:
+            raise ConfigError(f"{where}.name: {destination.name!r} is listed twice")
+        names.add(destination.name)
+        _host_port(f"{where}.host", f"{destination.host}:{destination.port}")
+        if not 1 <= destination.port <= 65535:
+            raise ConfigError(f"{where}.port must be between 1 and 65535")
+        if destination.tls and not config.security.tls:
+            raise ConfigError(f"{where}.tls needs security.tls_cert_file, tls_key_file and client_ca_file")
+        if not destination.tls and not _host_is_loopback(destination.host):
+            raise ConfigError(f"{where}: {destination.host} is off loopback: set tls = true (patient data never "
+                              "crosses a network in clear text)")
+
+
+def check_ae_title(key: str, value: str) -> None:
+    """An AE title (PS3.5 AE): 1-16 printable ASCII characters, no backslash, not only spaces."""
+    if not value.strip() or len(value) > 16 or any(not 0x20 <= ord(c) <= 0x7E or c == "\\" for c in value):
+        raise ConfigError(f"{key}: {value!r} is not an AE title (1-16 printable ASCII characters, no backslash)")
+
+
+def _host_is_loopback(host: str) -> bool:
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_call_limits(config: Config) -> None:
+    limits = config.limits
+    if not 1 <= limits.max_streams_per_principal < config.server.max_workers:
+        raise ConfigError(f"limits.max_streams_per_principal must be at least 1 and below server.max_workers "
+                          f"({config.server.max_workers}), so that one caller never holds every thread")
+    for key in ("upload_idle_timeout_s", "max_call_s"):
+        if getattr(limits, key) <= 0:
+            raise ConfigError(f"limits.{key} must be positive")
 
 
 def _check_encryption(config: Config) -> None:
@@ -518,7 +724,10 @@ def _check_security(config: Config) -> None:
             "in clear text)")
     if sec.max_connection_age_s < 10:
         raise ConfigError("security.max_connection_age_s must be at least 10")
+    from pacsvault.daemon.security import production_guard
     from pacsvault.daemon.security.access_table import parse_roles
+
+    production_guard.check(config)
 
     try:
         parse_roles(sec.loopback_roles, "security.loopback_roles")
@@ -583,7 +792,9 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
         if tier.name in seen_names:
             raise ConfigError(f"tiers[{i}].name: tier {tier.name!r} is declared twice")
         seen_names.add(tier.name)
-        if not tier.volumes:
+        if tier.backend not in TIER_BACKENDS:
+            raise ConfigError(f"tiers[{i}].backend must be one of {', '.join(TIER_BACKENDS)}, got {tier.backend!r}")
+        if not tier.volumes and not tier.is_object_store:
             raise ConfigError(f"tiers[{i}].volumes: tier {tier.name!r} needs at least one volume")
         for j, path in enumerate(tier.volumes):
             if not path:
@@ -597,6 +808,12 @@ def _check_tiers(tiers: tuple[TierConfig, ...]) -> None:
             raise ConfigError(f"tiers[{i}]: need 0 < low_watermark <= high_watermark <= 1")
         if tier.reserve_bytes < 0:
             raise ConfigError(f"tiers[{i}].reserve_bytes must not be negative")
+
+
+def _check_object_tiers(config: Config) -> None:
+    from pacsvault.daemon.config_object_tiers import check_object_tiers
+
+    check_object_tiers(config)
 
 
 def _host_port(key: str, value: str) -> str:

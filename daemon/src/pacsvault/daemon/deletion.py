@@ -130,6 +130,9 @@ class Deletion:
             with self._locks.holding(blob.digest):
                 try:
                     destroyed += self._catalog.destroy_doomed(blob, self._destroy_copy)
+                except FailedPrecondition as exc:  # an object store keeps it under Object Lock until then
+                    log.info("blob %s: its copy is kept for now (%s); destroyed at a later start",
+                             blob.digest.hex()[:16], exc)
                 except PacsvaultError as exc:
                     log.error("blob %s: its copy could not be destroyed yet (%s); retried at the next start",
                               blob.digest.hex()[:16], exc)

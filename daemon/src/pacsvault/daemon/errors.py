@@ -89,6 +89,11 @@ class PermissionDenied(PacsvaultError):
 class Unauthenticated(PermissionDenied):
     """The credential presented is unknown, expired, revoked or used up."""
 
+    def __init__(self, message: str = "", *, who: str = "", locked_out: bool = False) -> None:
+        super().__init__(message, who=who)
+        # This very attempt locked the credential (too many wrong PINs): a security alert of its own.
+        self.locked_out = locked_out
+
 
 class BlobGone(PacsvaultError):
     """The blob record ingest meant to reuse was deleted or moved before its commit; write a copy."""

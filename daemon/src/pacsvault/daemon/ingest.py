@@ -56,12 +56,15 @@ class Ingest:
     def store(
         self, data: bytes | bytearray, expected: Digest | None = None,
         still_wanted: Callable[[], bool] = lambda: True, from_peer: bool = False, replica: Digest | None = None,
+        claimed: tuple[str, str] | None = None,
     ) -> StoreResult:
         """Stores one Part 10 file; durable before it returns.
 
         ``still_wanted`` is asked just before the index commit: a caller that
         has gone (cancelled, deadline passed) gets nothing indexed, since it
-        could never learn that the store succeeded.
+        could never learn that the store succeeded. ``claimed``: the (SOP Class UID,
+        SOP Instance UID) the sender named beside the bytes (DIMSE C-STORE's command);
+        a dataset that says otherwise is refused.
         """
         limit = self._limits.max_instance_bytes
         if len(data) > limit:
@@ -72,6 +75,8 @@ class Ingest:
                                "nothing stored")
         digest = self._store.address(data) if self._store.sealer else received
         parsed = parse(data)
+        if claimed is not None:
+            _check_claim(parsed, claimed)
         known = self._catalog.known_instance(parsed.sop_instance_uid)
         if known is not None:
             outcome = repeat_outcome(known, parsed.sop_instance_uid, digest)
@@ -134,3 +139,13 @@ class Ingest:
         data = open_stored_form(stored, self._store.sealer, self._store.address, None,
                                 f"blob {name.hex[:16]} from the peer")
         return self.store(data, from_peer=True, replica=name)
+
+
+def _check_claim(parsed: ParsedInstance, claimed: tuple[str, str]) -> None:
+    sop_class, sop_instance = claimed
+    if parsed.sop_class_uid != sop_class:
+        raise InvalidInput(f"the data set's SOP Class UID {parsed.sop_class_uid} is not the one sent with it "
+                           f"({sop_class}); nothing stored")
+    if parsed.sop_instance_uid != sop_instance:
+        raise InvalidInput(f"the data set's SOP Instance UID {parsed.sop_instance_uid} is not the one sent with it "
+                           f"({sop_instance}); nothing stored")

@@ -113,8 +113,10 @@ class KeyRotation:
     def _rewrap_one(self, blob: BlobRecord, progress: RewrapProgress) -> None:
         digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
         progress.checked += 1
-        # Every copy: the indexed volume's, and any other a move left behind for now.
-        holders = [v for v in self._store.volumes if not v.failed and v.local.contains(digest)]
+        # Every copy: the indexed volume's, and any other a move left behind for now on a disk (an
+        # object store's is looked for only where the index points: a request per blob otherwise).
+        holders = [v for v in self._store.volumes if not v.failed
+                   and (v.backend == "local" or v.volume_id == blob.location.volume_id) and v.local.contains(digest)]
         if not holders:
             progress.failed += 1
             progress.last_error = f"blob {digest.hex[:16]} is on no available volume"

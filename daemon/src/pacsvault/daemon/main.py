@@ -27,6 +27,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override metrics.listen (port 0 picks a free port)")
     parser.add_argument("--metrics-port-file", type=Path,
                         help="write the bound metrics port here (before --port-file is written)")
+    parser.add_argument("--web-listen", metavar="HOST:PORT",
+                        help="override web.listen: DICOMweb and the share page (port 0 picks a free port)")
+    parser.add_argument("--web-port-file", type=Path,
+                        help="write the bound DICOMweb port here (before --port-file is written)")
+    parser.add_argument("--dicom-listen", metavar="HOST:PORT",
+                        help="override dicom.listen, the DIMSE door (port 0 picks a free port)")
+    parser.add_argument("--dicom-port-file", type=Path,
+                        help="write the bound DICOM port here (before --port-file is written)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--collect-hardware", type=Path, metavar="DIR",
@@ -48,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def load() -> config_module.Config:
         return config_module.load(args.config).with_overrides(
-            listen=args.listen, data_dir=args.data_dir, metrics_listen=args.metrics_listen, workers=args.workers)
+            listen=args.listen, data_dir=args.data_dir, metrics_listen=args.metrics_listen, workers=args.workers,
+            web_listen=args.web_listen, dicom_listen=args.dicom_listen)
 
     try:
         config = load()
@@ -63,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rebuild_index:
         return rebuild(config)
     try:
-        return Supervisor(config, args.port_file, args.metrics_port_file, args.log_level, load).run()
+        return Supervisor(config, args.port_file, args.metrics_port_file, args.log_level, load,
+                          web_port_file=args.web_port_file, dicom_port_file=args.dicom_port_file).run()
     except StartFailed as exc:
         print(f"pacsvaultd: {exc}", file=sys.stderr)
         return exc.exit_code

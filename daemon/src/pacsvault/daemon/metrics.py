@@ -30,6 +30,8 @@ Families (``pacsvault_`` prefix):
   ``health_last_poll_timestamp_seconds``, ``health_poll_duration_seconds``,
   ``health_events_total{kind}``, ``health_events_dropped_total``,
   ``health_watchers``.
+* ``security_alerts_total{kind}``: security alerts recorded in the audit trail
+  (``audit.alert_follower``), since the back office started.
 * ``rpc_requests_total{method,code}``, ``rpc_duration_seconds{method}``: summed
   over the serving processes.
 * ``process_cpu_seconds_total{role,pid}``, ``process_resident_memory_bytes{role,pid}``:
@@ -39,7 +41,7 @@ Families (``pacsvault_`` prefix):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -216,9 +218,12 @@ class DaemonMetrics:
     """
 
     def __init__(self, monitor: HealthMonitor, multiprocess_dir: Path,
-                 processes: Callable[[], list[tuple[str, int]]]) -> None:
+                 processes: Callable[[], list[tuple[str, int]]], extra: Sequence[Collector] = ()) -> None:
+        """``extra``: more of the back office's own collectors (the security alert counts)."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HealthCollector(monitor))
+        for collector in extra:
+            self.registry.register(collector)
         MultiProcessCollector(self.registry, str(multiprocess_dir))
         self.registry.register(ProcessesCollector(processes))
         ProcessCollector(registry=self.registry)  # the back office's own, as process_* (the exporter convention)

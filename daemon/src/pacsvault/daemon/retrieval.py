@@ -18,7 +18,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavaila
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
 from pacsvault.daemon.security.scope import ScopeGuard
-from pacsvault.daemon.storage.blob_access import BlobReader, read_all
+from pacsvault.daemon.storage.blob_access import BlobReader, authenticated, read_all
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
 from pacsvault.daemon.tiering.reads import ReadRecorder
 
@@ -85,7 +85,7 @@ class Retrieval:
                 data = read_all(reader)
             finally:
                 reader.close()
-            if self._store.address(data).hash == digest.hash:
+            if authenticated(reader) or self._store.address(data).hash == digest.hash:
                 return data
             problem: PacsvaultError = DataLoss("the stored bytes fail their digest")
         except (NotFound, DataLoss, Unavailable) as exc:
@@ -120,15 +120,28 @@ class Retrieval:
 
     def study_metadata(self, study_uid: str) -> Iterator[tuple[str, str, str]]:
         """(SOP Instance UID, DICOM JSON, tier) for each instance, reading headers only."""
-        for instance, blob in self.study_instances(study_uid):
+        return self.metadata(self.study_instances(study_uid))
+
+    def metadata(self, members: list[Member], root: str = json_model.PACSVAULT_ROOT) -> Iterator[tuple[str, str, str]]:
+        """(SOP Instance UID, DICOM JSON, tier) of each member, reading headers only;
+        ``root``: where BulkDataURIs point."""
+        for instance, blob in members:
             reader = self.open_blob(blob)
             try:
                 yield instance.sop_instance_uid, json_model.instance_json(
                     reader, instance.study_instance_uid, instance.series_instance_uid,
-                    instance.sop_instance_uid,
+                    instance.sop_instance_uid, root,
                 ), blob.location.tier
             finally:
                 reader.close()
+
+    def bulk_value(self, instance: InstanceRecord, blob: BlobRecord, number: int) -> bytes | None:
+        """The value of the instance's ``number``-th bulk data element (its BulkDataURI's last part)."""
+        reader = self.open_blob(blob)
+        try:
+            return json_model.bulk_value(reader, instance.sop_instance_uid, number)
+        finally:
+            reader.close()
 
 
 def address(blob: BlobRecord) -> Digest:

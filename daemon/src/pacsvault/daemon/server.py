@@ -28,6 +28,7 @@ from pacsvault.daemon.security.access_table import parse_roles
 from pacsvault.daemon.security.authorization import AuthorizationInterceptor
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import PrincipalResolver
+from pacsvault.daemon.service.call_limits import CallLimitsInterceptor
 from pacsvault.daemon.service.draining import DrainingInterceptor
 from pacsvault.daemon.service.request_decoding import RequestDecodingInterceptor
 from pacsvault.v1 import (
@@ -156,12 +157,14 @@ def create_server(config: Config, services: Sequence[Registration], credentials:
 
 def _access_interceptors(config: Config, trail: AuditTrail | None,
                          credentials: CredentialStore) -> list[grpc.ServerInterceptor]:
-    """Authorization first (it names the caller), then the audit record of what it does."""
+    """Authorization first (it names the caller), then the caller's limits (refused cheaply, before
+    any record), then the audit record of what it does."""
     resolver = principal_resolver(config, credentials)
+    limits = CallLimitsInterceptor(config.limits)
     if trail is None:
-        return [AuthorizationInterceptor(resolver)]
+        return [AuthorizationInterceptor(resolver), limits]
     audit = AuditInterceptor(trail, flush_before_read=config.audit.flush_before_read)
-    return [AuthorizationInterceptor(resolver, audit.record_refusal), audit]
+    return [AuthorizationInterceptor(resolver, audit.record_refusal), limits, audit]
 
 
 def create_internal_server(socket_path: Path, services: Sequence[Registration], threads: int = 16) -> grpc.Server:

@@ -91,7 +91,12 @@ class _HealthEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Healt
     HEALTH_EVENT_KIND_WRITES_STOPPED: _HealthEventKind.ValueType  # 5
     """A volume stopped taking new data (failing disk, degraded array, full)."""
     HEALTH_EVENT_KIND_WRITES_RESUMED: _HealthEventKind.ValueType  # 6
-    HEALTH_EVENT_KIND_STORED_DATA: _HealthEventKind.ValueType  # 7
+    HEALTH_EVENT_KIND_SECURITY_ALERT: _HealthEventKind.ValueType  # 7
+    """A security alert (also an ATNA Security Alert, 110113, and a count in
+    pacsvault_security_alerts_total): subject is its kind, device the
+    principal or appliance concerned.
+    """
+    HEALTH_EVENT_KIND_STORED_DATA: _HealthEventKind.ValueType  # 8
     """A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 
 class HealthEventKind(_HealthEventKind, metaclass=_HealthEventKindEnumTypeWrapper): ...
@@ -106,7 +111,12 @@ HEALTH_EVENT_KIND_CAPACITY_THRESHOLD: HealthEventKind.ValueType  # 4
 HEALTH_EVENT_KIND_WRITES_STOPPED: HealthEventKind.ValueType  # 5
 """A volume stopped taking new data (failing disk, degraded array, full)."""
 HEALTH_EVENT_KIND_WRITES_RESUMED: HealthEventKind.ValueType  # 6
-HEALTH_EVENT_KIND_STORED_DATA: HealthEventKind.ValueType  # 7
+HEALTH_EVENT_KIND_SECURITY_ALERT: HealthEventKind.ValueType  # 7
+"""A security alert (also an ATNA Security Alert, 110113, and a count in
+pacsvault_security_alerts_total): subject is its kind, device the
+principal or appliance concerned.
+"""
+HEALTH_EVENT_KIND_STORED_DATA: HealthEventKind.ValueType  # 8
 """A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 Global___HealthEventKind: _TypeAlias = HealthEventKind  # noqa: Y015
 

@@ -98,6 +98,54 @@ class StoreInstanceRequest(_message.Message):
 Global___StoreInstanceRequest: _TypeAlias = StoreInstanceRequest  # noqa: Y015
 
 @_typing.final
+class PutInstanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The whole file."""
+    @_builtins.property
+    def expected_digest(self) -> _common_pb2.Digest:
+        """Optional: the digest the client computed. A mismatch is INVALID_ARGUMENT
+        and nothing is stored.
+        """
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        expected_digest: _common_pb2.Digest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_digest", b"expected_digest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "expected_digest", b"expected_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInstanceRequest: _TypeAlias = PutInstanceRequest  # noqa: Y015
+
+@_typing.final
+class PutInstanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___StoreInstanceResponse: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___StoreInstanceResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInstanceResponse: _TypeAlias = PutInstanceResponse  # noqa: Y015
+
+@_typing.final
 class StoreInstanceResponse(_message.Message):
     """The outcome of storing one instance."""
 
@@ -664,11 +712,14 @@ class DeleteStudyResponse(_message.Message):
     INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
     BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
     PURGE_TIME_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     instances_deleted: _builtins.int
     blobs_destroyed: _builtins.int
     """Blobs whose last reference went: their data keys zeroed, then removed.
     Zero while the study waits in the trash ([retention] soft_delete_days).
     """
+    approval_request_id: _builtins.str
+    """Set when the deletion waits for a second admin (nothing deleted yet)."""
     @_builtins.property
     def purge_time(self) -> _timestamp_pb2.Timestamp:
         """Until then the study is in the trash: invisible, still replicated, and
@@ -681,11 +732,138 @@ class DeleteStudyResponse(_message.Message):
         instances_deleted: _builtins.int = ...,
         blobs_destroyed: _builtins.int = ...,
         purge_time: _timestamp_pb2.Timestamp | None = ...,
+        approval_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request_id", b"approval_request_id", "blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteStudyResponse: _TypeAlias = DeleteStudyResponse  # noqa: Y015
+
+@_typing.final
+class StudyDeletionRequest(_message.Message):
+    """A deletion one admin asked for, waiting for another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    requested_by: _builtins.str
+    requested_at: _builtins.float
+    expires_at: _builtins.float
+    """Unapproved by then, it lapses."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudyDeletionRequest: _TypeAlias = StudyDeletionRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStudyDeletionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStudyDeletionRequest: _TypeAlias = ApproveStudyDeletionRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStudyDeletionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
+    BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    instances_deleted: _builtins.int
+    blobs_destroyed: _builtins.int
+    study_instance_uid: _builtins.str
+    requested_by: _builtins.str
+    """The admin who asked for it."""
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """As in DeleteStudyResponse: in the trash until then."""
+
+    def __init__(
+        self,
+        *,
+        instances_deleted: _builtins.int = ...,
+        blobs_destroyed: _builtins.int = ...,
+        study_instance_uid: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStudyDeletionResponse: _TypeAlias = ApproveStudyDeletionResponse  # noqa: Y015
+
+@_typing.final
+class ListStudyDeletionRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStudyDeletionRequestsRequest: _TypeAlias = ListStudyDeletionRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListStudyDeletionRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___StudyDeletionRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___StudyDeletionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStudyDeletionRequestsResponse: _TypeAlias = ListStudyDeletionRequestsResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.FromString,
                 _registered_method=True)
+        self.PutInstance = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/PutInstance',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.FromString,
+                _registered_method=True)
         self.Find = channel.unary_unary(
                 '/pacsvault.v1.ArchiveService/Find',
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.FindRequest.SerializeToString,
@@ -90,6 +95,16 @@ class ArchiveServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
                 _registered_method=True)
+        self.ApproveStudyDeletion = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/ApproveStudyDeletion',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.FromString,
+                _registered_method=True)
+        self.ListStudyDeletionRequests = channel.unary_unary(
+                '/pacsvault.v1.ArchiveService/ListStudyDeletionRequests',
+                request_serializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -102,6 +117,16 @@ class ArchiveServiceServicer:
         INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
         ALREADY_EXISTS (the stored version is kept), a full archive
         RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutInstance(self, request, context):
+        """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+        for a file that fits in one (most do: up to the server's message size less
+        64 KiB), and cheaper than a stream on both sides. A larger file answers
+        OUT_OF_RANGE: stream it with StoreInstance.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +208,24 @@ class ArchiveServiceServicer:
         shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
         study under legal hold or younger than [retention] min_days. The reason
         is kept in the audit trail.
+        With security.delete_requires_second_admin, nothing is deleted yet: the
+        answer carries approval_request_id, which another admin approves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveStudyDeletion(self, request, context):
+        """Deletes a study another admin asked to delete (DeleteStudy), for the
+        reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+        for a request approved already or older than a day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStudyDeletionRequests(self, request, context):
+        """The deletions waiting for a second admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,6 +238,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.StoreInstance,
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.SerializeToString,
+            ),
+            'PutInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutInstance,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.SerializeToString,
             ),
             'Find': grpc.unary_unary_rpc_method_handler(
                     servicer.Find,
@@ -246,6 +294,16 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     request_deserializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.SerializeToString,
             ),
+            'ApproveStudyDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStudyDeletion,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.SerializeToString,
+            ),
+            'ListStudyDeletionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStudyDeletionRequests,
+                    request_deserializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pacsvault.v1.ArchiveService', rpc_method_handlers)
@@ -275,6 +333,33 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/StoreInstance',
             pacsvault_dot_v1_dot_archive__pb2.StoreInstanceRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.StoreInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/PutInstance',
+            pacsvault_dot_v1_dot_archive__pb2.PutInstanceRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.PutInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -545,6 +630,60 @@ class ArchiveService:
             '/pacsvault.v1.ArchiveService/DeleteStudy',
             pacsvault_dot_v1_dot_archive__pb2.DeleteStudyRequest.SerializeToString,
             pacsvault_dot_v1_dot_archive__pb2.DeleteStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStudyDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/ApproveStudyDeletion',
+            pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.ApproveStudyDeletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStudyDeletionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.ArchiveService/ListStudyDeletionRequests',
+            pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsRequest.SerializeToString,
+            pacsvault_dot_v1_dot_archive__pb2.ListStudyDeletionRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

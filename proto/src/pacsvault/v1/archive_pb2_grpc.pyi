@@ -42,6 +42,12 @@ class ArchiveServiceStub:
     ALREADY_EXISTS (the stored version is kept), a full archive
     RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
     """
+    PutInstance: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PutInstanceRequest, _archive_pb2.PutInstanceResponse]
+    """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+    for a file that fits in one (most do: up to the server's message size less
+    64 KiB), and cheaper than a stream on both sides. A larger file answers
+    OUT_OF_RANGE: stream it with StoreInstance.
+    """
     Find: _grpc.UnaryUnaryMultiCallable[_archive_pb2.FindRequest, _archive_pb2.FindResponse]
     """Finds patients, studies, series or instances. Results come in pages;
     follow next_page_token until it is empty to see every match.
@@ -77,7 +83,16 @@ class ArchiveServiceStub:
     shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
     study under legal hold or younger than [retention] min_days. The reason
     is kept in the audit trail.
+    With security.delete_requires_second_admin, nothing is deleted yet: the
+    answer carries approval_request_id, which another admin approves.
     """
+    ApproveStudyDeletion: _grpc.UnaryUnaryMultiCallable[_archive_pb2.ApproveStudyDeletionRequest, _archive_pb2.ApproveStudyDeletionResponse]
+    """Deletes a study another admin asked to delete (DeleteStudy), for the
+    reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+    for a request approved already or older than a day.
+    """
+    ListStudyDeletionRequests: _grpc.UnaryUnaryMultiCallable[_archive_pb2.ListStudyDeletionRequestsRequest, _archive_pb2.ListStudyDeletionRequestsResponse]
+    """The deletions waiting for a second admin."""
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -90,6 +105,12 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
     ALREADY_EXISTS (the stored version is kept), a full archive
     RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+    """
+    PutInstance: _aio.UnaryUnaryMultiCallable[_archive_pb2.PutInstanceRequest, _archive_pb2.PutInstanceResponse]  # type: ignore[assignment]
+    """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+    for a file that fits in one (most do: up to the server's message size less
+    64 KiB), and cheaper than a stream on both sides. A larger file answers
+    OUT_OF_RANGE: stream it with StoreInstance.
     """
     Find: _aio.UnaryUnaryMultiCallable[_archive_pb2.FindRequest, _archive_pb2.FindResponse]  # type: ignore[assignment]
     """Finds patients, studies, series or instances. Results come in pages;
@@ -126,7 +147,16 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
     study under legal hold or younger than [retention] min_days. The reason
     is kept in the audit trail.
+    With security.delete_requires_second_admin, nothing is deleted yet: the
+    answer carries approval_request_id, which another admin approves.
     """
+    ApproveStudyDeletion: _aio.UnaryUnaryMultiCallable[_archive_pb2.ApproveStudyDeletionRequest, _archive_pb2.ApproveStudyDeletionResponse]  # type: ignore[assignment]
+    """Deletes a study another admin asked to delete (DeleteStudy), for the
+    reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+    for a request approved already or older than a day.
+    """
+    ListStudyDeletionRequests: _aio.UnaryUnaryMultiCallable[_archive_pb2.ListStudyDeletionRequestsRequest, _archive_pb2.ListStudyDeletionRequestsResponse]  # type: ignore[assignment]
+    """The deletions waiting for a second admin."""
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores, finds and retrieves DICOM instances."""
@@ -142,6 +172,18 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT, the same SOP Instance UID with different bytes gets
         ALREADY_EXISTS (the stored version is kept), a full archive
         RESOURCE_EXHAUSTED. Nothing is acknowledged before it is durable.
+        """
+
+    @_abc_1.abstractmethod
+    def PutInstance(
+        self,
+        request: _archive_pb2.PutInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.PutInstanceResponse, _abc.Awaitable[_archive_pb2.PutInstanceResponse]]:
+        """Stores one DICOM Part 10 file sent whole in one message: as StoreInstance,
+        for a file that fits in one (most do: up to the server's message size less
+        64 KiB), and cheaper than a stream on both sides. A larger file answers
+        OUT_OF_RANGE: stream it with StoreInstance.
         """
 
     @_abc_1.abstractmethod
@@ -238,6 +280,27 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
         study under legal hold or younger than [retention] min_days. The reason
         is kept in the audit trail.
+        With security.delete_requires_second_admin, nothing is deleted yet: the
+        answer carries approval_request_id, which another admin approves.
         """
+
+    @_abc_1.abstractmethod
+    def ApproveStudyDeletion(
+        self,
+        request: _archive_pb2.ApproveStudyDeletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.ApproveStudyDeletionResponse, _abc.Awaitable[_archive_pb2.ApproveStudyDeletionResponse]]:
+        """Deletes a study another admin asked to delete (DeleteStudy), for the
+        reason they gave. PERMISSION_DENIED for the admin who asked; NOT_FOUND
+        for a request approved already or older than a day.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStudyDeletionRequests(
+        self,
+        request: _archive_pb2.ListStudyDeletionRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_pb2.ListStudyDeletionRequestsResponse, _abc.Awaitable[_archive_pb2.ListStudyDeletionRequestsResponse]]:
+        """The deletions waiting for a second admin."""
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

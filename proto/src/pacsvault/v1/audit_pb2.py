@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pacsvault/v1/audit.proto\x12\x0cpacsvault.v1\"\x14\n\x12VerifyAuditRequest\"\xb0\x01\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x03\x12\x18\n\x10\x66irst_bad_record\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x19\n\x11local_checkpoints\x18\x05 \x01(\x03\x12\x1b\n\x13witness_checkpoints\x18\x06 \x01(\x03\x12\x15\n\rwitness_error\x18\x07 \x01(\t\"t\n\x11QueryAuditRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\x12\r\n\x05until\x18\x04 \x01(\x01\x12\x1a\n\x12study_instance_uid\x18\x05 \x01(\t\")\n\x12QueryAuditResponse\x12\x13\n\x0brecord_json\x18\x01 \x01(\t2\xb5\x01\n\x0c\x41uditService\x12R\n\x0bVerifyAudit\x12 .pacsvault.v1.VerifyAuditRequest\x1a!.pacsvault.v1.VerifyAuditResponse\x12Q\n\nQueryAudit\x12\x1f.pacsvault.v1.QueryAuditRequest\x1a .pacsvault.v1.QueryAuditResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pacsvault/v1/audit.proto\x12\x0cpacsvault.v1\"\x14\n\x12VerifyAuditRequest\"\xc8\x01\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x03\x12\x18\n\x10\x66irst_bad_record\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x19\n\x11local_checkpoints\x18\x05 \x01(\x03\x12\x1b\n\x13witness_checkpoints\x18\x06 \x01(\x03\x12\x15\n\rwitness_error\x18\x07 \x01(\t\x12\x16\n\x0epeer_consulted\x18\x08 \x01(\x08\"t\n\x11QueryAuditRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\x12\r\n\x05until\x18\x04 \x01(\x01\x12\x1a\n\x12study_instance_uid\x18\x05 \x01(\t\")\n\x12QueryAuditResponse\x12\x13\n\x0brecord_json\x18\x01 \x01(\t2\xb5\x01\n\x0c\x41uditService\x12R\n\x0bVerifyAudit\x12 .pacsvault.v1.VerifyAuditRequest\x1a!.pacsvault.v1.VerifyAuditResponse\x12Q\n\nQueryAudit\x12\x1f.pacsvault.v1.QueryAuditRequest\x1a .pacsvault.v1.QueryAuditResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYAUDITREQUEST']._serialized_start=42
   _globals['_VERIFYAUDITREQUEST']._serialized_end=62
   _globals['_VERIFYAUDITRESPONSE']._serialized_start=65
-  _globals['_VERIFYAUDITRESPONSE']._serialized_end=241
-  _globals['_QUERYAUDITREQUEST']._serialized_start=243
-  _globals['_QUERYAUDITREQUEST']._serialized_end=359
-  _globals['_QUERYAUDITRESPONSE']._serialized_start=361
-  _globals['_QUERYAUDITRESPONSE']._serialized_end=402
-  _globals['_AUDITSERVICE']._serialized_start=405
-  _globals['_AUDITSERVICE']._serialized_end=586
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=265
+  _globals['_QUERYAUDITREQUEST']._serialized_start=267
+  _globals['_QUERYAUDITREQUEST']._serialized_end=383
+  _globals['_QUERYAUDITRESPONSE']._serialized_start=385
+  _globals['_QUERYAUDITRESPONSE']._serialized_end=426
+  _globals['_AUDITSERVICE']._serialized_start=429
+  _globals['_AUDITSERVICE']._serialized_end=610
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,7 @@ class VerifyAuditResponse(_message.Message):
     LOCAL_CHECKPOINTS_FIELD_NUMBER: _builtins.int
     WITNESS_CHECKPOINTS_FIELD_NUMBER: _builtins.int
     WITNESS_ERROR_FIELD_NUMBER: _builtins.int
+    PEER_CONSULTED_FIELD_NUMBER: _builtins.int
     intact: _builtins.bool
     records: _builtins.int
     first_bad_record: _builtins.int
@@ -51,6 +52,11 @@ class VerifyAuditResponse(_message.Message):
     witness_checkpoints: _builtins.int
     witness_error: _builtins.str
     """Why the peer's checkpoints could not be consulted, if they could not."""
+    peer_consulted: _builtins.bool
+    """Whether the witness (the peer appliance, when replication is on) was
+    asked. A configured witness that could not be asked makes the answer
+    not intact: a cut tail cannot be ruled out without it.
+    """
     def __init__(
         self,
         *,
@@ -61,10 +67,11 @@ class VerifyAuditResponse(_message.Message):
         local_checkpoints: _builtins.int = ...,
         witness_checkpoints: _builtins.int = ...,
         witness_error: _builtins.str = ...,
+        peer_consulted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_bad_record", b"first_bad_record", "intact", b"intact", "local_checkpoints", b"local_checkpoints", "problem", b"problem", "records", b"records", "witness_checkpoints", b"witness_checkpoints", "witness_error", b"witness_error"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_bad_record", b"first_bad_record", "intact", b"intact", "local_checkpoints", b"local_checkpoints", "peer_consulted", b"peer_consulted", "problem", b"problem", "records", b"records", "witness_checkpoints", b"witness_checkpoints", "witness_error", b"witness_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,8 +52,8 @@ class AuditServiceServicer:
     """
 
     def VerifyAudit(self, request, context):
-        """Checks the whole chain and every checkpoint, the peer's included; names
-        the first bad record.
+        """Checks the whole chain and every checkpoint, every one the peer keeps
+        included; names the first bad record.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,8 +34,8 @@ class AuditServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     VerifyAudit: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditRequest, _audit_pb2.VerifyAuditResponse]
-    """Checks the whole chain and every checkpoint, the peer's included; names
-    the first bad record.
+    """Checks the whole chain and every checkpoint, every one the peer keeps
+    included; names the first bad record.
     """
     QueryAudit: _grpc.UnaryStreamMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]
     """Records matching a patient, a principal and a time window, oldest first."""
@@ -46,8 +46,8 @@ class AuditServiceAsyncStub(AuditServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     VerifyAudit: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditRequest, _audit_pb2.VerifyAuditResponse]  # type: ignore[assignment]
-    """Checks the whole chain and every checkpoint, the peer's included; names
-    the first bad record.
+    """Checks the whole chain and every checkpoint, every one the peer keeps
+    included; names the first bad record.
     """
     QueryAudit: _aio.UnaryStreamMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]  # type: ignore[assignment]
     """Records matching a patient, a principal and a time window, oldest first."""
@@ -61,8 +61,8 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.VerifyAuditRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyAuditResponse, _abc.Awaitable[_audit_pb2.VerifyAuditResponse]]:
-        """Checks the whole chain and every checkpoint, the peer's included; names
-        the first bad record.
+        """Checks the whole chain and every checkpoint, every one the peer keeps
+        included; names the first bad record.
         """
 
     @_abc_1.abstractmethod

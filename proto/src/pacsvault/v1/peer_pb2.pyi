@@ -335,7 +335,9 @@ class PutAuditCheckpointRequest(_message.Message):
 
     CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
     checkpoint_json: _builtins.str
-    """The signed checkpoint as canonical JSON: seq, tag, time, signature."""
+    """The signed checkpoint as canonical JSON: seq, tag, time, signature, and
+    key (the signer's Ed25519 public key, base64 of its 32 raw bytes).
+    """
     def __init__(
         self,
         *,
@@ -368,12 +370,25 @@ Global___PutAuditCheckpointResponse: _TypeAlias = PutAuditCheckpointResponse  # 
 class ListAuditCheckpointsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_SEQ_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many in one page (default 500, at most 5000)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    min_seq: _builtins.int
+    """Only checkpoints of this sequence number and later."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_seq", b"min_seq", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,16 +399,20 @@ class ListAuditCheckpointsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more."""
     @_builtins.property
     def checkpoint_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         checkpoint_json: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

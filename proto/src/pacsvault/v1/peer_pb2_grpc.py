@@ -133,14 +133,20 @@ class PeerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutAuditCheckpoint(self, request, context):
-        """Keeps a signed checkpoint of the caller's audit trail, as a witness.
+        """Keeps a signed checkpoint of the caller's audit trail, as a witness:
+        append-only. The first checkpoint held for a sequence number stays; one
+        with other content for that number is ALREADY_EXISTS. Only checkpoints
+        signed by the key the witness pinned for the caller (the first one it
+        presented) are kept; any other is PERMISSION_DENIED. Both are raised as
+        security alerts on the witness.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditCheckpoints(self, request, context):
-        """The caller's newest checkpoints, so it can prove its trail was not cut.
+        """Pages through every checkpoint the witness keeps for the caller, oldest
+        first, so it can prove its trail was not cut.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

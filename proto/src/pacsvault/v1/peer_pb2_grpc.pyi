@@ -56,9 +56,17 @@ class PeerServiceStub:
     ListReplicaRecords: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListReplicaRecordsRequest, _peer_pb2.ListReplicaRecordsResponse]
     """Pages through the instance records the peer keeps for the caller."""
     PutAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PutAuditCheckpointRequest, _peer_pb2.PutAuditCheckpointResponse]
-    """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+    """Keeps a signed checkpoint of the caller's audit trail, as a witness:
+    append-only. The first checkpoint held for a sequence number stays; one
+    with other content for that number is ALREADY_EXISTS. Only checkpoints
+    signed by the key the witness pinned for the caller (the first one it
+    presented) are kept; any other is PERMISSION_DENIED. Both are raised as
+    security alerts on the witness.
+    """
     ListAuditCheckpoints: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]
-    """The caller's newest checkpoints, so it can prove its trail was not cut."""
+    """Pages through every checkpoint the witness keeps for the caller, oldest
+    first, so it can prove its trail was not cut.
+    """
     DeleteReplicas: _grpc.UnaryUnaryMultiCallable[_peer_pb2.DeleteReplicasRequest, _peer_pb2.DeleteReplicasResponse]
     """Forgets instances the caller deleted, and removes the shards of blobs
     whose last instance went with them.
@@ -97,9 +105,17 @@ class PeerServiceAsyncStub(PeerServiceStub):
     ListReplicaRecords: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListReplicaRecordsRequest, _peer_pb2.ListReplicaRecordsResponse]  # type: ignore[assignment]
     """Pages through the instance records the peer keeps for the caller."""
     PutAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.PutAuditCheckpointRequest, _peer_pb2.PutAuditCheckpointResponse]  # type: ignore[assignment]
-    """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+    """Keeps a signed checkpoint of the caller's audit trail, as a witness:
+    append-only. The first checkpoint held for a sequence number stays; one
+    with other content for that number is ALREADY_EXISTS. Only checkpoints
+    signed by the key the witness pinned for the caller (the first one it
+    presented) are kept; any other is PERMISSION_DENIED. Both are raised as
+    security alerts on the witness.
+    """
     ListAuditCheckpoints: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListAuditCheckpointsRequest, _peer_pb2.ListAuditCheckpointsResponse]  # type: ignore[assignment]
-    """The caller's newest checkpoints, so it can prove its trail was not cut."""
+    """Pages through every checkpoint the witness keeps for the caller, oldest
+    first, so it can prove its trail was not cut.
+    """
     DeleteReplicas: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeleteReplicasRequest, _peer_pb2.DeleteReplicasResponse]  # type: ignore[assignment]
     """Forgets instances the caller deleted, and removes the shards of blobs
     whose last instance went with them.
@@ -171,7 +187,13 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _peer_pb2.PutAuditCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.PutAuditCheckpointResponse, _abc.Awaitable[_peer_pb2.PutAuditCheckpointResponse]]:
-        """Keeps a signed checkpoint of the caller's audit trail, as a witness."""
+        """Keeps a signed checkpoint of the caller's audit trail, as a witness:
+        append-only. The first checkpoint held for a sequence number stays; one
+        with other content for that number is ALREADY_EXISTS. Only checkpoints
+        signed by the key the witness pinned for the caller (the first one it
+        presented) are kept; any other is PERMISSION_DENIED. Both are raised as
+        security alerts on the witness.
+        """
 
     @_abc_1.abstractmethod
     def ListAuditCheckpoints(
@@ -179,7 +201,9 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _peer_pb2.ListAuditCheckpointsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.ListAuditCheckpointsResponse, _abc.Awaitable[_peer_pb2.ListAuditCheckpointsResponse]]:
-        """The caller's newest checkpoints, so it can prove its trail was not cut."""
+        """Pages through every checkpoint the witness keeps for the caller, oldest
+        first, so it can prove its trail was not cut.
+        """
 
     @_abc_1.abstractmethod
     def DeleteReplicas(

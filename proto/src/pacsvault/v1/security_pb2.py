@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsvault/v1/security.proto\x12\x0cpacsvault.v1\"\xb1\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x05 \x01(\x01\x12\x14\n\x0clast_used_at\x18\x06 \x01(\x01\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"Z\n\x12\x43reateTokenRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x03 \x01(\x01\"K\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.pacsvault.v1.TokenInfo\"\x13\n\x11ListTokensRequest\"=\n\x12ListTokensResponse\x12\'\n\x06tokens\x18\x01 \x03(\x0b\x32\x17.pacsvault.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"P\n\x18RevokeCertificateRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nserial_hex\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1b\n\x19RevokeCertificateResponse\"4\n\x11\x42reakGlassRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07minutes\x18\x02 \x01(\x05\"(\n\x12\x42reakGlassResponse\x12\x12\n\nexpires_at\x18\x01 \x01(\x01\"\xee\x01\n\tShareInfo\x12\x10\n\x08share_id\x18\x01 \x01(\t\x12\x12\n\ncreated_by\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x05\x12\x0c\n\x04uses\x18\t \x01(\x05\x12\x14\n\x0cpin_required\x18\n \x01(\x08\x12\x0f\n\x07revoked\x18\x0b \x01(\x08\"\x96\x01\n\x12\x43reateShareRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x01\x12\x10\n\x08max_uses\x18\x05 \x01(\x05\x12\x0b\n\x03pin\x18\x06 \x01(\t\"L\n\x13\x43reateShareResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12&\n\x05share\x18\x02 \x01(\x0b\x32\x17.pacsvault.v1.ShareInfo\"\x13\n\x11ListSharesRequest\"=\n\x12ListSharesResponse\x12\'\n\x06shares\x18\x01 \x03(\x0b\x32\x17.pacsvault.v1.ShareInfo\"&\n\x12RevokeShareRequest\x12\x10\n\x08share_id\x18\x01 \x01(\t\"\x15\n\x13RevokeShareResponse\"\x13\n\x11RotateKeysRequest\",\n\x12RotateKeysResponse\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\x05\"\x1c\n\x1aGetEncryptionStatusRequest\"\xfe\x01\n\x1bGetEncryptionStatusResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x16\n\x0ekeyring_source\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x05\x12\x10\n\x08versions\x18\x04 \x03(\x05\x12\x14\n\x0crewrap_state\x18\x05 \x01(\t\x12\x15\n\rblobs_checked\x18\x06 \x01(\x03\x12\x17\n\x0f\x62lobs_rewrapped\x18\x07 \x01(\x03\x12\x14\n\x0c\x62lobs_failed\x18\x08 \x01(\x03\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x1c\n\x14rewrapped_to_version\x18\n \x01(\x05\x32\xfe\x04\n\x0fSecurityService\x12R\n\x0b\x43reateToken\x12 .pacsvault.v1.CreateTokenRequest\x1a!.pacsvault.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.pacsvault.v1.ListTokensRequest\x1a .pacsvault.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .pacsvault.v1.RevokeTokenRequest\x1a!.pacsvault.v1.RevokeTokenResponse\x12\x64\n\x11RevokeCertificate\x12&.pacsvault.v1.RevokeCertificateRequest\x1a\'.pacsvault.v1.RevokeCertificateResponse\x12O\n\nBreakGlass\x12\x1f.pacsvault.v1.BreakGlassRequest\x1a .pacsvault.v1.BreakGlassResponse\x12O\n\nRotateKeys\x12\x1f.pacsvault.v1.RotateKeysRequest\x1a .pacsvault.v1.RotateKeysResponse\x12j\n\x13GetEncryptionStatus\x12(.pacsvault.v1.GetEncryptionStatusRequest\x1a).pacsvault.v1.GetEncryptionStatusResponse2\x87\x02\n\x0cShareService\x12R\n\x0b\x43reateShare\x12 .pacsvault.v1.CreateShareRequest\x1a!.pacsvault.v1.CreateShareResponse\x12O\n\nListShares\x12\x1f.pacsvault.v1.ListSharesRequest\x1a .pacsvault.v1.ListSharesResponse\x12R\n\x0bRevokeShare\x12 .pacsvault.v1.RevokeShareRequest\x1a!.pacsvault.v1.RevokeShareResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacsvault/v1/security.proto\x12\x0cpacsvault.v1\"\xb1\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x05 \x01(\x01\x12\x14\n\x0clast_used_at\x18\x06 \x01(\x01\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"Z\n\x12\x43reateTokenRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x03 \x01(\x01\"K\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.pacsvault.v1.TokenInfo\"\x13\n\x11ListTokensRequest\"=\n\x12ListTokensResponse\x12\'\n\x06tokens\x18\x01 \x03(\x0b\x32\x17.pacsvault.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"P\n\x18RevokeCertificateRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x12\n\nserial_hex\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1b\n\x19RevokeCertificateResponse\"4\n\x11\x42reakGlassRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07minutes\x18\x02 \x01(\x05\"(\n\x12\x42reakGlassResponse\x12\x12\n\nexpires_at\x18\x01 \x01(\x01\"\xee\x01\n\tShareInfo\x12\x10\n\x08share_id\x18\x01 \x01(\t\x12\x12\n\ncreated_by\x18\x02 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x03 \x01(\t\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x05\x12\x0c\n\x04uses\x18\t \x01(\x05\x12\x14\n\x0cpin_required\x18\n \x01(\x08\x12\x0f\n\x07revoked\x18\x0b \x01(\x08\"\x96\x01\n\x12\x43reateShareRequest\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x1c\n\x14issuer_of_patient_id\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x01\x12\x10\n\x08max_uses\x18\x05 \x01(\x05\x12\x0b\n\x03pin\x18\x06 \x01(\t\"Z\n\x13\x43reateShareResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12&\n\x05share\x18\x02 \x01(\x0b\x32\x17.pacsvault.v1.ShareInfo\x12\x0c\n\x04link\x18\x03 \x01(\t\"\x13\n\x11ListSharesRequest\"=\n\x12ListSharesResponse\x12\'\n\x06shares\x18\x01 \x03(\x0b\x32\x17.pacsvault.v1.ShareInfo\"&\n\x12RevokeShareRequest\x12\x10\n\x08share_id\x18\x01 \x01(\t\"\x15\n\x13RevokeShareResponse\"\x13\n\x11RotateKeysRequest\",\n\x12RotateKeysResponse\x12\x16\n\x0e\x61\x63tive_version\x18\x01 \x01(\x05\"\x1c\n\x1aGetEncryptionStatusRequest\"\xfe\x01\n\x1bGetEncryptionStatusResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x16\n\x0ekeyring_source\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x05\x12\x10\n\x08versions\x18\x04 \x03(\x05\x12\x14\n\x0crewrap_state\x18\x05 \x01(\t\x12\x15\n\rblobs_checked\x18\x06 \x01(\x03\x12\x17\n\x0f\x62lobs_rewrapped\x18\x07 \x01(\x03\x12\x14\n\x0c\x62lobs_failed\x18\x08 \x01(\x03\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x1c\n\x14rewrapped_to_version\x18\n \x01(\x05\x32\xfe\x04\n\x0fSecurityService\x12R\n\x0b\x43reateToken\x12 .pacsvault.v1.CreateTokenRequest\x1a!.pacsvault.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.pacsvault.v1.ListTokensRequest\x1a .pacsvault.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .pacsvault.v1.RevokeTokenRequest\x1a!.pacsvault.v1.RevokeTokenResponse\x12\x64\n\x11RevokeCertificate\x12&.pacsvault.v1.RevokeCertificateRequest\x1a\'.pacsvault.v1.RevokeCertificateResponse\x12O\n\nBreakGlass\x12\x1f.pacsvault.v1.BreakGlassRequest\x1a .pacsvault.v1.BreakGlassResponse\x12O\n\nRotateKeys\x12\x1f.pacsvault.v1.RotateKeysRequest\x1a .pacsvault.v1.RotateKeysResponse\x12j\n\x13GetEncryptionStatus\x12(.pacsvault.v1.GetEncryptionStatusRequest\x1a).pacsvault.v1.GetEncryptionStatusResponse2\x87\x02\n\x0cShareService\x12R\n\x0b\x43reateShare\x12 .pacsvault.v1.CreateShareRequest\x1a!.pacsvault.v1.CreateShareResponse\x12O\n\nListShares\x12\x1f.pacsvault.v1.ListSharesRequest\x1a .pacsvault.v1.ListSharesResponse\x12R\n\x0bRevokeShare\x12 .pacsvault.v1.RevokeShareRequest\x1a!.pacsvault.v1.RevokeShareResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,25 +58,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESHAREREQUEST']._serialized_start=990
   _globals['_CREATESHAREREQUEST']._serialized_end=1140
   _globals['_CREATESHARERESPONSE']._serialized_start=1142
-  _globals['_CREATESHARERESPONSE']._serialized_end=1218
-  _globals['_LISTSHARESREQUEST']._serialized_start=1220
-  _globals['_LISTSHARESREQUEST']._serialized_end=1239
-  _globals['_LISTSHARESRESPONSE']._serialized_start=1241
-  _globals['_LISTSHARESRESPONSE']._serialized_end=1302
-  _globals['_REVOKESHAREREQUEST']._serialized_start=1304
-  _globals['_REVOKESHAREREQUEST']._serialized_end=1342
-  _globals['_REVOKESHARERESPONSE']._serialized_start=1344
-  _globals['_REVOKESHARERESPONSE']._serialized_end=1365
-  _globals['_ROTATEKEYSREQUEST']._serialized_start=1367
-  _globals['_ROTATEKEYSREQUEST']._serialized_end=1386
-  _globals['_ROTATEKEYSRESPONSE']._serialized_start=1388
-  _globals['_ROTATEKEYSRESPONSE']._serialized_end=1432
-  _globals['_GETENCRYPTIONSTATUSREQUEST']._serialized_start=1434
-  _globals['_GETENCRYPTIONSTATUSREQUEST']._serialized_end=1462
-  _globals['_GETENCRYPTIONSTATUSRESPONSE']._serialized_start=1465
-  _globals['_GETENCRYPTIONSTATUSRESPONSE']._serialized_end=1719
-  _globals['_SECURITYSERVICE']._serialized_start=1722
-  _globals['_SECURITYSERVICE']._serialized_end=2360
-  _globals['_SHARESERVICE']._serialized_start=2363
-  _globals['_SHARESERVICE']._serialized_end=2626
+  _globals['_CREATESHARERESPONSE']._serialized_end=1232
+  _globals['_LISTSHARESREQUEST']._serialized_start=1234
+  _globals['_LISTSHARESREQUEST']._serialized_end=1253
+  _globals['_LISTSHARESRESPONSE']._serialized_start=1255
+  _globals['_LISTSHARESRESPONSE']._serialized_end=1316
+  _globals['_REVOKESHAREREQUEST']._serialized_start=1318
+  _globals['_REVOKESHAREREQUEST']._serialized_end=1356
+  _globals['_REVOKESHARERESPONSE']._serialized_start=1358
+  _globals['_REVOKESHARERESPONSE']._serialized_end=1379
+  _globals['_ROTATEKEYSREQUEST']._serialized_start=1381
+  _globals['_ROTATEKEYSREQUEST']._serialized_end=1400
+  _globals['_ROTATEKEYSRESPONSE']._serialized_start=1402
+  _globals['_ROTATEKEYSRESPONSE']._serialized_end=1446
+  _globals['_GETENCRYPTIONSTATUSREQUEST']._serialized_start=1448
+  _globals['_GETENCRYPTIONSTATUSREQUEST']._serialized_end=1476
+  _globals['_GETENCRYPTIONSTATUSRESPONSE']._serialized_start=1479
+  _globals['_GETENCRYPTIONSTATUSRESPONSE']._serialized_end=1733
+  _globals['_SECURITYSERVICE']._serialized_start=1736
+  _globals['_SECURITYSERVICE']._serialized_end=2374
+  _globals['_SHARESERVICE']._serialized_start=2377
+  _globals['_SHARESERVICE']._serialized_end=2640
 # @@protoc_insertion_point(module_scope)

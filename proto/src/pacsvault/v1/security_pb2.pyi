@@ -70,8 +70,11 @@ class CreateTokenRequest(_message.Message):
     principal: _builtins.str
     """The principal's identity URI, as configured (spiffe://pacsvault/...)."""
     ttl_seconds: _builtins.float
+    """At most security.max_token_ttl_s (30 days unless acknowledged otherwise)."""
     idle_timeout_seconds: _builtins.float
-    """0: no idle timeout (service accounts); interactive tokens set one."""
+    """Unused this long, the token stops working. 0: security.token_idle_timeout_s
+    (an hour unless configured otherwise).
+    """
     def __init__(
         self,
         *,
@@ -354,8 +357,11 @@ class CreateShareResponse(_message.Message):
 
     TOKEN_FIELD_NUMBER: _builtins.int
     SHARE_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """Shown once; only its hash is stored."""
+    link: _builtins.str
+    """The share page for the holder's browser (https://HOST/share/<token>); empty when the web door is off."""
     @_builtins.property
     def share(self) -> Global___ShareInfo: ...
     def __init__(
@@ -363,10 +369,11 @@ class CreateShareResponse(_message.Message):
         *,
         token: _builtins.str = ...,
         share: Global___ShareInfo | None = ...,
+        link: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["share", b"share"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["share", b"share", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link", "share", b"share", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,9 @@ class Volume(_message.Message):
     STORED_BYTES_FIELD_NUMBER: _builtins.int
     WATERMARK_FIELD_NUMBER: _builtins.int
     ACCEPTS_WRITES_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    STORE_OBJECTS_FIELD_NUMBER: _builtins.int
+    STORE_BYTES_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     volume_id: _builtins.str
     path: _builtins.str
@@ -52,6 +55,15 @@ class Volume(_message.Message):
     watermark: _builtins.str
     """below-low, between or above-high."""
     accepts_writes: _builtins.bool
+    backend: _builtins.str
+    """"local" (a directory) or "s3" (the bucket and prefix of an object-store tier,
+    whose path is its endpoint, bucket and prefix, and whose capacity is its quota).
+    """
+    store_objects: _builtins.int
+    """Object-store tiers: the objects and bytes under the tier's prefix as the store
+    lists them (refreshed every few minutes; absent until the first listing).
+    """
+    store_bytes: _builtins.int
     def __init__(
         self,
         *,
@@ -68,12 +80,22 @@ class Volume(_message.Message):
         stored_bytes: _builtins.int = ...,
         watermark: _builtins.str = ...,
         accepts_writes: _builtins.bool = ...,
+        backend: _builtins.str = ...,
+        store_objects: _builtins.int | None = ...,
+        store_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_store_bytes", b"_store_bytes", "_store_objects", b"_store_objects", "store_bytes", b"store_bytes", "store_objects", b"store_objects"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_writes", b"accepts_writes", "blobs", b"blobs", "capacity_bytes", b"capacity_bytes", "free_bytes", b"free_bytes", "path", b"path", "reason", b"reason", "state", b"state", "stored_bytes", b"stored_bytes", "tier", b"tier", "used_bytes", b"used_bytes", "volume_class", b"volume_class", "volume_id", b"volume_id", "watermark", b"watermark"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_store_bytes", b"_store_bytes", "_store_objects", b"_store_objects", "accepts_writes", b"accepts_writes", "backend", b"backend", "blobs", b"blobs", "capacity_bytes", b"capacity_bytes", "free_bytes", b"free_bytes", "path", b"path", "reason", b"reason", "state", b"state", "store_bytes", b"store_bytes", "store_objects", b"store_objects", "stored_bytes", b"stored_bytes", "tier", b"tier", "used_bytes", b"used_bytes", "volume_class", b"volume_class", "volume_id", b"volume_id", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__store_bytes: _TypeAlias = _typing.Literal["store_bytes"]  # noqa: Y015
+    _WhichOneofArgType__store_bytes: _TypeAlias = _typing.Literal["_store_bytes", b"_store_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__store_objects: _TypeAlias = _typing.Literal["store_objects"]  # noqa: Y015
+    _WhichOneofArgType__store_objects: _TypeAlias = _typing.Literal["_store_objects", b"_store_objects"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__store_bytes) -> _WhichOneofReturnType__store_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__store_objects) -> _WhichOneofReturnType__store_objects | None: ...
 
 Global___Volume: _TypeAlias = Volume  # noqa: Y015
 

@@ -28,15 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_verify(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    """Exit 0 intact, 1 tampered, 5 not verified (the witness could not be asked; nothing found here)."""
     r = client.audit_verify()
+    unverified = not r.intact and r.witness_error and not r.first_bad_record
     if args.json:
         print(json.dumps(as_json(r)))
     elif r.intact:
         print(f"intact: {r.records} records, {r.local_checkpoints} local and {r.witness_checkpoints} witness "
-              "checkpoints agree" + (f" (peer not consulted: {r.witness_error})" if r.witness_error else ""))
+              "checkpoints agree" + ("" if r.peer_consulted else " (this appliance has no witness)"))
+    elif unverified:
+        print(f"NOT VERIFIED: {r.problem}")
     else:
         print(f"TAMPERED: record {r.first_bad_record}: {r.problem}")
-    return exit_codes.OK if r.intact else exit_codes.UNHEALTHY
+    if r.intact:
+        return exit_codes.OK
+    return exit_codes.UNAVAILABLE if unverified else exit_codes.UNHEALTHY
 
 
 def _epoch(text: str) -> float:

@@ -40,10 +40,12 @@ def run_create(args: argparse.Namespace, client: PacsvaultClient) -> int:
                                    issuer_of_patient_id=args.issuer, ttl_seconds=args.days * 86400,
                                    max_uses=args.max_uses, pin=args.pin)
     if args.json:
-        print(json.dumps({"token": response.token, **as_json(response.share)}))
+        print(json.dumps({"token": response.token, "link": response.link, **as_json(response.share)}))
         return 0
     print(f"share {response.share.share_id}, valid until {_when(response.share.expires_at)}")
     print(f"token (shown once, give it to the recipient): {response.token}")
+    if response.link:
+        print(f"link for a browser (holds the token; the PIN is asked there): {response.link}")
     return 0
 
 

@@ -53,6 +53,8 @@ def run_list(args: argparse.Namespace, client: PacsvaultClient) -> int:
     for v in response.volumes:
         print(f"{v.tier:10} {v.state:9} {human_bytes(v.used_bytes):>10} {human_bytes(v.free_bytes):>10} "
               f"{v.blobs:>8} {human_bytes(v.stored_bytes):>10} {v.watermark:11} {v.path}"
+              + (f"  ({v.store_objects} objects, {human_bytes(v.store_bytes)} listed in the store)"
+                 if v.HasField("store_objects") else "")
               + (f"  ({v.reason})" if v.reason else ""))
     for r in response.rebuilds:
         print(f"rebuild of {r.path}: {_rebuild_line(r)}")

@@ -1,11 +1,12 @@
 """Audit records as DICOM audit messages (PS3.15 Annex A.5), the IHE ATNA payload.
 
-One trail record of an outcome (phase ``end``), a refusal (phase
-``refused``) or an alert the archive raised itself (phase ``alert``) becomes
-one ``AuditMessage``; ``begin`` records are the
-fail-closed guard, not events, and become nothing. The event codes come from
-the DCM coding scheme (PS3.16 CID 400 "Audit Event ID", CID 403 "Security
-Alert Type Code"):
+One trail record of an outcome (phase ``end``) or an alert the archive
+raised itself (phase ``alert``) becomes one ``AuditMessage``; a refusal
+(phase ``refused``) becomes two, the User Authentication event and the
+Security Alert every refusal also is (see ``alerts``); ``begin`` records are
+the fail-closed guard, not events, and become nothing. The event codes come
+from the DCM coding scheme (PS3.16 CID 400 "Audit Event ID", CID 403
+"Security Alert Type Code"):
 
     110103 DICOM Instances Accessed    retrieve and metadata reads (R), pins (U)
     110104 DICOM Instances Transferred store (C), replication restore/reseed (C/R)
@@ -13,8 +14,9 @@ Alert Type Code"):
     110101 Audit Log Used              the audit trail read or verified (R)
     110112 Query                       Find, ListPatientStudies and other listings (E)
     110113 Security Alert              tokens, certificates, break-glass, shares, volumes, legal holds (E);
-                                       stored data that failed authentication at rest, or was lost
-                                       beyond repair (E); scrub, check repair, volume rebuild started (E)
+                                       every alert of ``alerts.AlertKind`` (E), refusals included, stored
+                                       data lost beyond repair among them; scrub, check repair, volume
+                                       rebuild started (E)
     110114 User Authentication         a call refused: no credentials or not allowed (E)
 
 Only identifiers from the record travel: patient ID, study / series /
@@ -31,12 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-from pacsvault.daemon.audit.trail import BLOB_AUTHENTICATION_FAILED
+from pacsvault.daemon.audit.alerts import AlertKind, alert_of, is_refusal
 
-# The scrub's alert of a blob lost here and not repairable (integrity.findings.STORED_DATA_UNREPAIRABLE).
-UNREPAIRABLE_ALERT = "StoredDataUnrepairable"
-
-__all__ = ["EVENTS", "Event", "event_for", "outcome_indicator", "to_audit_message"]
+__all__ = ["EVENTS", "Event", "event_for", "outcome_indicator", "to_audit_message", "to_audit_messages"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,12 @@ USER_AUTHENTICATION = Code("110114", "User Authentication")
 
 LOGIN = Code("110122", "Login")
 EMERGENCY_OVERRIDE = Code("110127", "Emergency Override Started")
+EMERGENCY_OVERRIDE_STOPPED = Code("110138", "Emergency Override Stopped")
+AUTHENTICATION_DECISION = Code("110143", "Authentication Decision")
+AUTHORIZATION_DECISION = Code("110144", "Authorization Decision")
 SECURITY_CONFIGURATION = Code("110129", "Security Configuration")
 HARDWARE_CONFIGURATION = Code("110130", "Hardware Configuration")
+RESTRICTED_FUNCTION = Code("110132", "Use of Restricted Function")
 OBJECT_SECURITY_CHANGED = Code("110135", "Object Security Attributes Changed")
 USER_SECURITY_CHANGED = Code("110137", "User Security Attributes Changed")
 # PS3.15 A.5.3.11 makes EventTypeCode mandatory in a Security Alert, from CID 403.
@@ -81,10 +84,16 @@ STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authent
 # The same private extension of CID 403: stored data found missing or damaged and repairable from nowhere.
 STORED_DATA_UNREPAIRABLE = Code("PV-AT-REST-LOST", "Stored Data Lost (Unrepairable)", "99PACSVAULT")
 LOCAL_SERVICE_OPERATION = Code("110141", "Local Service Operation Started")
+# The same reasoning for the audit trail's own integrity: "110133 Audit Recording Stopped" would
+# say recording stopped, which it did not; what happened is that records were lost or rewritten,
+# or the witness refused a checkpoint.
+AUDIT_CHAIN_INTEGRITY = Code("PV-AUDIT-CHAIN", "Audit Trail Integrity Failure", "99PACSVAULT")
+WITNESS_REFUSAL = Code("PV-AUDIT-WITNESS", "Audit Checkpoint Refused by Witness", "99PACSVAULT")
 
 # Every audited RPC by name; a test keeps this in step with the access table.
 EVENTS: dict[str, Event] = {
     "StoreInstance": Event(INSTANCES_TRANSFERRED, "C"),
+    "PutInstance": Event(INSTANCES_TRANSFERRED, "C"),
     "GetInstance": Event(INSTANCES_ACCESSED, "R"),
     "ReadInstance": Event(INSTANCES_ACCESSED, "R"),
     "GetSeries": Event(INSTANCES_ACCESSED, "R"),
@@ -93,6 +102,8 @@ EVENTS: dict[str, Event] = {
     "Prefetch": Event(INSTANCES_ACCESSED, "R"),
     "Pin": Event(INSTANCES_ACCESSED, "U"),
     "DeleteStudy": Event(STUDY_DELETED, "D"),
+    "ApproveStudyDeletion": Event(STUDY_DELETED, "D"),
+    "ListStudyDeletionRequests": Event(QUERY, "E"),
     "Find": Event(QUERY, "E"),
     "ListPatientStudies": Event(QUERY, "E"),
     "ListVolumes": Event(QUERY, "E"),
@@ -128,11 +139,21 @@ EVENTS: dict[str, Event] = {
     "Undelete": Event(INSTANCES_ACCESSED, "U"),
 }
 REFUSAL = Event(USER_AUTHENTICATION, "E", LOGIN)
-# Alerts the archive raises on its own (phase "alert"), by kind.
+# Alerts by kind: those the archive raises on its own (phase "alert") and the one each refusal
+# also is. The alerts that are calls (break-glass, revocations) are in EVENTS.
 ALERTS: dict[str, Event] = {
-    BLOB_AUTHENTICATION_FAILED: Event(SECURITY_ALERT, "E", STORED_DATA_AUTHENTICATION),
-    UNREPAIRABLE_ALERT: Event(SECURITY_ALERT, "E", STORED_DATA_UNREPAIRABLE),
+    AlertKind.BLOB_AUTHENTICATION_FAILED: Event(SECURITY_ALERT, "E", STORED_DATA_AUTHENTICATION),
+    AlertKind.STORED_DATA_UNREPAIRABLE: Event(SECURITY_ALERT, "E", STORED_DATA_UNREPAIRABLE),
+    AlertKind.AUDIT_CHAIN_BROKEN: Event(SECURITY_ALERT, "E", AUDIT_CHAIN_INTEGRITY),
+    AlertKind.WITNESS_CONFLICT: Event(SECURITY_ALERT, "E", WITNESS_REFUSAL),
+    AlertKind.BREAK_GLASS_ENDED: Event(SECURITY_ALERT, "E", EMERGENCY_OVERRIDE_STOPPED),
+    AlertKind.AUTHENTICATION_REFUSED: Event(SECURITY_ALERT, "E", AUTHENTICATION_DECISION),
+    AlertKind.PERMISSION_REFUSED: Event(SECURITY_ALERT, "E", AUTHORIZATION_DECISION),
+    AlertKind.PIN_LOCKOUT: Event(SECURITY_ALERT, "E", USER_SECURITY_CHANGED),
 }
+# A DeleteStudy that only asked for a second admin's approval deleted nothing: it is the first
+# half of a restricted function (two-person rule), not a deletion; its approval is the deletion.
+DELETION_REQUESTED = Event(SECURITY_ALERT, "E", RESTRICTED_FUNCTION)
 # An RPC added later without an entry is still exported, conservatively as an access.
 FALLBACK = Event(INSTANCES_ACCESSED, "R")
 
@@ -156,6 +177,8 @@ def event_for(record: Mapping[str, object]) -> Event:
         return REFUSAL
     if record.get("phase") == "alert":
         return ALERTS.get(str(record.get("alert", "")), Event(SECURITY_ALERT, "E"))
+    if record.get("action") == "DeleteStudy" and record.get("approval_request_id"):
+        return DELETION_REQUESTED
     return EVENTS.get(str(record.get("action", "")), FALLBACK)
 
 
@@ -167,16 +190,33 @@ def outcome_indicator(outcome: str) -> str:
     return "4" if outcome in _MINOR else "8"
 
 
+def to_audit_messages(record: Mapping[str, object], source_id: str) -> list[bytes]:
+    """Every AuditMessage of ``record``: none, one, or for a refusal two (the event, and the alert)."""
+    primary = to_audit_message(record, source_id)
+    if primary is None:
+        return []
+    kind = alert_of(record)
+    if not is_refusal(kind) or record.get("phase") == "alert":
+        return [primary]
+    assert kind is not None
+    return [primary, _message(record, source_id, ALERTS[kind], alert=True)]
+
+
 def to_audit_message(record: Mapping[str, object], source_id: str) -> bytes | None:
     """The AuditMessage XML (UTF-8, with declaration) of ``record``; None for a record that is no event."""
     if record.get("phase") not in ("end", "refused", "alert"):
         return None
-    event = event_for(record)
+    return _message(record, source_id, event_for(record), alert=record.get("phase") == "alert")
+
+
+def _message(record: Mapping[str, object], source_id: str, event: Event, *, alert: bool) -> bytes:
     outcome = str(record.get("outcome", "OK"))
     root = ElementTree.Element("AuditMessage")
     _event_identification(root, record, event, outcome)
-    if record.get("phase") == "alert":
+    if alert:
         _reporter(root, source_id)
+        if record.get("phase") != "alert":
+            _performer(root, record)
     else:
         _requestor(root, record, event)
         _archive(root, source_id, event, record)
@@ -201,8 +241,8 @@ def _event_identification(root: ElementTree.Element, record: Mapping[str, object
     description = f"{record.get('action', '?')}: {outcome} (audit record {record.get('seq', '?')})"
     if record.get("break_glass"):
         description += f"; break-glass: {str(record['break_glass'])[:200]}"
-    if record.get("phase") == "alert" and record.get("reason"):
-        description += f"; {str(record['reason'])[:200]}"
+    if record.get("phase") == "alert" and (record.get("reason") or record.get("summary")):
+        description += f"; {str(record.get('reason') or record.get('summary'))[:200]}"
     ElementTree.SubElement(ident, "EventOutcomeDescription").text = description
 
 
@@ -222,6 +262,15 @@ def _requestor(root: ElementTree.Element, record: Mapping[str, object], event: E
 def _reporter(root: ElementTree.Element, source_id: str) -> None:
     """An alert's one active participant: the appliance, which detected it (PS3.15 A.5.3.11 "Reporting Person")."""
     ElementTree.SubElement(root, "ActiveParticipant", UserID=source_id, UserIsRequestor="true")
+
+
+def _performer(root: ElementTree.Element, record: Mapping[str, object]) -> None:
+    """A refusal alert's second participant: the caller that was refused (as far as it is known)."""
+    attributes = {"UserID": str(record.get("principal") or "unauthenticated"), "UserIsRequestor": "false"}
+    address = _network_address(str(record.get("peer", "")))
+    if address:
+        attributes |= {"NetworkAccessPointID": address, "NetworkAccessPointTypeCode": "2"}
+    ElementTree.SubElement(root, "ActiveParticipant", attributes)
 
 
 def _archive(root: ElementTree.Element, source_id: str, event: Event, record: Mapping[str, object]) -> None:
@@ -261,7 +310,7 @@ def _participant_objects(root: ElementTree.Element, record: Mapping[str, object]
 
 
 _QUERY_FIELDS = frozenset({"patient_id", "issuer_of_patient_id", "study_instance_uid", "series_instance_uid",
-                           "sop_instance_uid", "principal_filter", "level", "volume", "tier"})
+                           "sop_instance_uid", "principal_filter", "level", "volume", "tier", "query"})
 # The schema's order inside ParticipantObjectIdentification.
 _OBJECT_ORDER = ("ParticipantObjectIDTypeCode", "ParticipantObjectName", "ParticipantObjectQuery",
                  "ParticipantObjectDetail", "ParticipantObjectDescription")

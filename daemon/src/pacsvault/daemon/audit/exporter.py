@@ -30,12 +30,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from pacsvault.daemon.audit.atna import to_audit_message
-from pacsvault.daemon.audit.codec import PLAIN, RecordCodec, UnreadableRecord
+from pacsvault.daemon.audit.atna import to_audit_messages
+from pacsvault.daemon.audit.codec import PLAIN, RecordCodec
+from pacsvault.daemon.audit.follow import Cursor, records_after
 from pacsvault.daemon.audit.syslog_tls import SyslogTlsSender, format_message, tls_context
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.config import Config
@@ -46,14 +45,6 @@ __all__ = ["AtnaExporter", "AtnaScheduler", "Cursor", "build_scheduler"]
 
 log = logging.getLogger(__name__)
 CURSOR_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """The last record a repository acknowledged, and where the next one starts in the trail."""
-
-    seq: int = 0
-    offset: int = 0
 
 
 class AtnaExporter:
@@ -80,8 +71,7 @@ class AtnaExporter:
             seq = int(record.get("seq", 0))  # type: ignore[call-overload]
             if limit is not None and seq > limit:
                 break
-            message = to_audit_message(record, self._source_id)
-            if message is not None:
+            for message in to_audit_messages(record, self._source_id):
                 batch.append(format_message(message, timestamp=float(record.get("time", 0.0)),  # type: ignore[arg-type]
                                             hostname=self._hostname, procid=self._procid))
             last = Cursor(seq, end)
@@ -96,59 +86,8 @@ class AtnaExporter:
     def close(self) -> None:
         self._sender.close()
 
-    # -- reading the trail from the cursor -------------------------------------
-
     def _records_after(self, cursor: Cursor) -> Iterator[tuple[dict[str, object], int]]:
-        """Complete records with seq > cursor.seq and the offset past each, in order."""
-        try:
-            source = open(self.trail_path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return
-        with source:
-            start = cursor.offset if self._offset_is_valid(source, cursor) else 0
-            source.seek(start)
-            position, expected = start, cursor.seq + 1
-            for line in source:
-                position += len(line)
-                if not line.endswith(b"\n"):
-                    return  # the writer is mid-append; the rest comes next pass
-                try:
-                    record = self._codec.decode(line[:-1])
-                    seq = int(record.get("seq", 0))  # type: ignore[call-overload]
-                except (UnreadableRecord, TypeError, ValueError) as exc:
-                    log.error("audit export %s: the trail line at byte %d %s; stopped there "
-                              "(run `pacsvault audit verify`)", self.name, position - len(line), exc)
-                    return
-                if seq < expected:
-                    continue  # scanning from the start after a lost offset
-                if seq != expected:
-                    log.error("audit export %s: trail jumps from record %d to %d; stopped there "
-                              "(run `pacsvault audit verify`)", self.name, expected - 1, seq)
-                    return
-                expected += 1
-                yield record, position
-
-    @staticmethod
-    def _offset_is_valid(source: BinaryIO, cursor: Cursor) -> bool:
-        """The cursor's offset ends the line holding its record (the trail was not replaced or cut).
-
-        Reads the line's ``seq``, which is in the clear in sealed lines too:
-        a guess at where to resume, not trusted further (what follows is opened).
-        """
-        if cursor.offset == 0:
-            return True
-        try:
-            source.seek(max(0, cursor.offset - 65536))
-            tail = source.read(min(cursor.offset, 65536))
-        except OSError:
-            return False
-        if len(tail) < min(cursor.offset, 65536) or not tail.endswith(b"\n"):
-            return False
-        last_line = tail[:-1].rsplit(b"\n", 1)[-1]
-        try:
-            return int(json.loads(last_line).get("seq", -1)) == cursor.seq
-        except (ValueError, AttributeError):
-            return False
+        return records_after(self.trail_path, self._codec, cursor, f"audit export {self.name}")
 
     # -- the cursor --------------------------------------------------------------
 

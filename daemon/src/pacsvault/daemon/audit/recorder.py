@@ -15,7 +15,9 @@ within 50 ms, the most a power cut could cost), or with
 audit.flush_before_read until it is on stable storage, at the price of a
 disk flush on every read's latency. A second record carries the outcome. Refused calls (no credentials, not allowed) are recorded too. The
 identifiers recorded come from the request (UIDs, patient ID) and, for a
-store, from the answer; no names and no pixel data.
+store, from the answer; a Find also keeps its query keys as asked (a name
+pattern among them: ATNA's Query event carries the query); no name from
+stored data and no pixel data.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
+from pacsvault.daemon.audit.alerts import refusal_record
 from pacsvault.daemon.audit.trail import AuditTrail
 from pacsvault.daemon.errors import Unavailable
 from pacsvault.daemon.security.principals import Principal
@@ -39,20 +43,31 @@ QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.", "/pacsvault.v1.Applia
                   "/pacsvault.v1.PeerService/")
 # Changes whose begin record becomes durable with the index commit that makes the change
 # (IndexEnvironment.durable_before_commit flushes the trail first), not before the handler runs.
-DURABLE_AT_COMMIT = frozenset({"StoreInstance"})
+DURABLE_AT_COMMIT = frozenset({"StoreInstance", "PutInstance"})
+# Unary calls whose request is a whole file.
+CARRIES_AN_UPLOAD = frozenset({"PutInstance"})
 # Methods that change nothing: their handler may run while the begin record is flushed.
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "ReadInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
     "ListVolumes", "PlanMoves", "GetReplicationStatus", "ListTokens", "ListShares", "QueryAudit", "VerifyAudit",
-    "GetEncryptionStatus", "GetScrubStatus", "CheckIntegrity", "ListLegalHolds", "ListDeleted",
+    "GetEncryptionStatus", "ListStudyDeletionRequests", "GetScrubStatus", "CheckIntegrity", "ListLegalHolds",
+    "ListDeleted",
 })
+# Fields of a request that hold a whole query (Find's filter).
+QUERY_MESSAGES = frozenset({"filter"})
 IDENTIFYING_FIELDS = ("sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id",
                       "issuer_of_patient_id", "share_id", "token_id", "principal", "identity", "path", "volume",
-                      "tier", "level", "reason")
+                      "tier", "level", "reason", "request_id", "approval_request_id", "requested_by")
 
 
 def describe(message: Any) -> dict[str, object]:
-    """The identifying fields of a request or answer (nested filters included), bounded in size."""
+    """The identifying fields of a request or answer (nested filters included), bounded in size.
+
+    A query's filter is also kept whole, as ``query``: every key it was asked
+    with (a name pattern, an accession number, a date range, ...), because
+    ATNA's Query event carries the query. The trail is sealed (encryption on)
+    and the operational log never gets it.
+    """
     found: dict[str, object] = {}
     if message is None or not hasattr(message, "ListFields"):
         return found
@@ -60,8 +75,16 @@ def describe(message: Any) -> dict[str, object]:
         if field.name in IDENTIFYING_FIELDS and isinstance(value, (str, int)):
             found[field.name] = value if isinstance(value, int) else value[:128]
         elif hasattr(value, "ListFields"):
+            if field.name in QUERY_MESSAGES:
+                found["query"] = _bounded(json_format.MessageToDict(value, preserving_proto_field_name=True))
             found.update(describe(value))
     return found
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _bounded(v) for k, v in list(value.items())[:32]}
+    return value[:128] if isinstance(value, str) else value
 
 
 class AuditInterceptor(grpc.ServerInterceptor):
@@ -69,10 +92,9 @@ class AuditInterceptor(grpc.ServerInterceptor):
         self._trail = trail
         self._flush_before_read = flush_before_read
 
-    def record_refusal(self, method: str, principal: str, outcome: str, peer: str) -> None:
-        """Authentication failures and denials, from the authorization interceptor."""
-        self._trail.append_later({"action": _name(method), "principal": principal, "peer": peer,
-                                  "outcome": outcome, "phase": "refused"})
+    def record_refusal(self, method: str, principal: str, outcome: str, peer: str, **detail: object) -> None:
+        """Authentication failures and denials, from the authorization interceptor (security alerts)."""
+        self._trail.append_later(refusal_record(method, principal, outcome, peer, **detail))
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -80,8 +102,10 @@ class AuditInterceptor(grpc.ServerInterceptor):
             return handler
         action = _name(details.method)
         if handler.unary_unary:
+            # A whole upload identifies itself only in the answer (and reading its fields would copy it).
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, action), handler.request_deserializer, handler.response_serializer)
+                self._unary(handler.unary_unary, action, request_known=action not in CARRIES_AN_UPLOAD),
+                handler.request_deserializer, handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(handler.stream_unary, action, request_known=False),

@@ -5,8 +5,10 @@ Each record is one line carrying ``prev`` (the previous record's tag) and
 Changing a byte, deleting, reordering or forging a record breaks the chain at
 that record; only the holder of the key can extend it. Every N records or T
 seconds a checkpoint (sequence number and tag) is signed with the
-appliance's Ed25519 key and handed to a witness (the peer appliance), so a
-truncated tail is caught against the newest checkpoint the witness holds.
+appliance's Ed25519 key and handed to a witness (the peer appliance), which
+keeps every one it is given, so a truncated tail is caught against them; the
+back office also checks the tail at every start (``tail_check``), and reading
+the chain back and checking it is ``chain``.
 
 With encryption on (see ``codec``), every line is sealed under the keyring,
 and the chain key and the signing key are derived from the keyring too: the
@@ -25,11 +27,8 @@ refuses everything after it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -38,13 +37,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from pacsvault.daemon.audit import checkpoints as signed_checkpoints
+from pacsvault.daemon.audit.alerts import AlertKind
+from pacsvault.daemon.audit.chain import GENESIS, UNREADABLE, Problem, read_records, tag_of, verify
+from pacsvault.daemon.audit.checkpoints import read_checkpoints
 from pacsvault.daemon.audit.codec import PLAIN, RecordCodec, SealedCodec, UnreadableRecord, canonical
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
@@ -55,7 +57,6 @@ __all__ = ["GENESIS", "AuditTrail", "Problem", "canonical", "checkpoint_signer",
            "open_trail", "read_checkpoints", "read_records", "tag_of", "verify"]
 
 log = logging.getLogger(__name__)
-GENESIS = "0" * 64
 # Records written without waiting for a flush (outcomes, and reads' begin
 # records unless audit.flush_before_read) reach stable storage at most this
 # long after they were written: the window a power cut could cost.
@@ -63,17 +64,9 @@ _SYNC_WINDOW_S = 0.05
 Witness = Callable[[dict[str, object]], None]
 # HKDF info of the checkpoint signing key; distinct from every keyring label.
 CHECKPOINT_SIGNING = b"pacsvault/v1/audit-checkpoint-signing"
-# The marker read_records yields for a line that holds no readable record.
-UNREADABLE = "_unreadable_line"
-# Records the archive writes on its own (phase "alert"), and the kinds of alert.
+# Records the archive writes on its own (phase "alert"); alerts.AlertKind names the kinds.
 SECURITY_ALERT = "SecurityAlert"
-BLOB_AUTHENTICATION_FAILED = "BlobAuthenticationFailed"
-
-
-@dataclass(frozen=True)
-class Problem:
-    seq: int
-    reason: str
+BLOB_AUTHENTICATION_FAILED = AlertKind.BLOB_AUTHENTICATION_FAILED.value
 
 
 def open_trail(config: Config, keys: ApplianceKeys | None, *, clock: Callable[[], float] = time.time,
@@ -120,10 +113,6 @@ def _write_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def tag_of(key: bytes, prev: str, body: dict[str, object]) -> str:
-    return hmac.new(key, prev.encode() + canonical(body), hashlib.sha256).hexdigest()
-
-
 class AuditTrail:
     """One process's handle on the trail; every process of the daemon appends to the same chain.
 
@@ -150,10 +139,15 @@ class AuditTrail:
         self.checkpoints_path = path.with_name(path.name + ".checkpoints")
         self._every, self._interval = checkpoint_every, checkpoint_interval_s
         self._checkpointing = checkpointing
+        # Checkpoints wait while the trail's tail is not yet checked against the witness (held
+        # by the back office at start, see audit.tail_check): none may vouch for a number in doubt.
+        self._checkpoints_held = False
         self.witness = witness
         # Orders appends across threads (_lock) and processes (flock on the trail, see _appending).
         self._lock = threading.Lock()
         self._seq, self._prev, self._size = 0, GENESIS, 0
+        # Why the newest record could not be read at open, if it could not (the tail check raises an alert).
+        self.damaged_tail = ""
         if path.exists():
             with self._appending():
                 self._current_tail()
@@ -192,13 +186,14 @@ class AuditTrail:
         """Appends ``event`` durably; returns its sequence number. Unavailable when it cannot."""
         return self.append_async(event).result()
 
-    def append_async(self, event: dict[str, object], *, durable: bool = True) -> Future[int]:
+    def append_async(self, event: dict[str, object], *, durable: bool = True, after: int = 0) -> Future[int]:
         """Appends ``event`` to the trail file now; the future gives its sequence number once
         it is on stable storage, or with ``durable`` False at once (the flusher flushes it
-        within _SYNC_WINDOW_S), or raises Unavailable when it could not be written."""
+        within _SYNC_WINDOW_S), or raises Unavailable when it could not be written.
+        ``after``: number it past this as well (see ``append_after``)."""
         future: Future[int] = Future()
         try:
-            seq = self._write(event)
+            seq = self._write(event, after)
         except Unavailable as exc:
             future.set_exception(exc)
             return future
@@ -223,6 +218,20 @@ class AuditTrail:
         with self._flush:
             self._later.append(dict(event))
             self._flush.notify()
+
+    def append_after(self, event: dict[str, object], vouched: int) -> int:
+        """Appends ``event`` durably, numbered past ``vouched`` as well as past the chain's end.
+
+        For a resumption record (see ``chain``): after a cut, no new record may
+        take a number a checkpoint already vouched for.
+        """
+        return self.append_async(event, after=vouched).result()
+
+    def hold_checkpoints(self) -> None:
+        self._checkpoints_held = True
+
+    def release_checkpoints(self) -> None:
+        self._checkpoints_held = False
 
     def record_security_alert(self, reason: str, study_instance_uid: str, sop_instance_uid: str) -> int:
         """Records, durably, that stored data of an instance failed authentication at rest.
@@ -311,13 +320,13 @@ class AuditTrail:
             self._size = _size_of(self.path)
         return self._seq, self._prev
 
-    def _write(self, event: dict[str, object]) -> int:
-        """Writes one record to the trail file; returns its sequence number."""
+    def _write(self, event: dict[str, object], after: int = 0) -> int:
+        """Writes one record to the trail file, numbered past the chain's end and ``after``; returns its number."""
         with self._appending() as fd:
             if self._broken is not None:
                 raise self._broken
             seq, prev = self._current_tail()
-            seq += 1
+            seq = max(seq, after) + 1
             body = {**event, "seq": seq, "time": event.get("time") or self._clock(), "prev": prev}
             tag = tag_of(self._key, prev, body)
             line = self.codec.encode({**body, "tag": tag}) + b"\n"
@@ -409,10 +418,9 @@ class AuditTrail:
             return self._seq == seq
 
     def _checkpoint(self, seq: int, tag: str) -> None:
-        if seq <= self._last_checkpoint_seq:
+        if seq <= self._last_checkpoint_seq or self._checkpoints_held:
             return
-        body = {"seq": seq, "tag": tag, "time": self._clock()}
-        signed = {**body, "signature": base64.b64encode(self._signer.sign(canonical(body))).decode()}
+        signed = signed_checkpoints.sign(self._signer, seq, tag, self._clock())
         try:
             # 0600 like the trail: for the daemon's user only.
             fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -467,6 +475,7 @@ class AuditTrail:
                               f"appliance's keys (the first {first_problem}); start it with the keyring and "
                               f"[encryption] setting it was written under")
         # The chain is broken at the damaged record whatever follows; `audit verify` names it.
+        self.damaged_tail = reason
         log.error("audit trail %s: the newest record %s; new records follow it, and `pacsvault audit verify` "
                   "names it", self.path, reason)
         return lines, GENESIS
@@ -549,73 +558,3 @@ def _cut_back(path: Path, size: int) -> None:
         os.truncate(path, size)
     except OSError:
         log.exception("audit trail %s could not be cut back to %d bytes", path, size)
-
-
-# -- reading the trail -------------------------------------------------------------
-
-
-def read_records(path: Path, codec: RecordCodec = PLAIN) -> Iterator[dict[str, object]]:
-    """Every record, in file order; a line without a readable record yields an UNREADABLE marker.
-
-    The marker holds the line number and a ``problem`` completing "line N ...".
-    """
-    if not path.exists():
-        return
-    with open(path, "rb") as source:
-        for number, line in enumerate(source, start=1):
-            try:
-                yield codec.decode(line.rstrip(b"\n"))
-            except UnreadableRecord as exc:
-                yield {UNREADABLE: number, "problem": exc.reason}
-
-
-def verify(path: Path, key: bytes, public_key: Ed25519PublicKey, checkpoints: list[dict[str, object]],
-           codec: RecordCodec = PLAIN) -> Problem | None:
-    """The first bad record, or None when the chain is whole and reaches every checkpoint."""
-    vouched = {seq for seq in map(_seq_of, checkpoints) if seq is not None}
-    prev, seq = GENESIS, 0
-    tags: dict[int, str] = {}
-    for record in read_records(path, codec):
-        seq += 1
-        if UNREADABLE in record:
-            return Problem(seq, f"line {record[UNREADABLE]} {record['problem']}")
-        if record.get("seq") != seq:
-            return Problem(seq, f"expected record {seq}, found {record.get('seq')} (deleted or reordered)")
-        body = {k: v for k, v in record.items() if k != "tag"}
-        if body.get("prev") != prev:
-            return Problem(seq, "does not follow the previous record (deleted or reordered)")
-        expected = tag_of(key, prev, body)
-        if not hmac.compare_digest(expected, str(record.get("tag"))):
-            return Problem(seq, "its tag does not match its content (altered or forged)")
-        prev = expected
-        if seq in vouched:  # only these are compared below; the trail may be long
-            tags[seq] = expected
-    return _check_checkpoints(seq, tags, public_key, checkpoints)
-
-
-def _check_checkpoints(last_seq: int, tags: dict[int, str], public_key: Ed25519PublicKey,
-                       checkpoints: list[dict[str, object]]) -> Problem | None:
-    for checkpoint in sorted(checkpoints, key=lambda c: _seq_of(c) or 0):
-        cp_seq = _seq_of(checkpoint)
-        try:
-            body = {k: checkpoint[k] for k in ("seq", "tag", "time")}
-            public_key.verify(base64.b64decode(str(checkpoint["signature"])), canonical(body))
-        except Exception:  # noqa: BLE001 - any verification failure means a forged checkpoint
-            return Problem(cp_seq or 0, "a checkpoint's signature is invalid")
-        assert cp_seq is not None  # a signed checkpoint has a number
-        if cp_seq > last_seq:
-            return Problem(last_seq + 1, f"the trail ends at record {last_seq} but a checkpoint vouches "
-                                         f"for {cp_seq}: records {last_seq + 1}..{cp_seq} were cut off")
-        if cp_seq and tags.get(cp_seq) != checkpoint["tag"]:
-            return Problem(cp_seq, "differs from what a checkpoint vouched for")
-    return None
-
-
-def _seq_of(checkpoint: dict[str, object]) -> int | None:
-    seq = checkpoint.get("seq")
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-
-
-def read_checkpoints(path: Path) -> list[dict[str, object]]:
-    """The signed checkpoints (numbers, tags and signatures only: kept in the clear)."""
-    return [c for c in read_records(path) if "seq" in c]

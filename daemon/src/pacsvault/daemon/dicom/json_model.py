@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -16,18 +18,44 @@ from pacsvault.daemon.storage.blob_access import BlobFile, BlobReader
 BULK_DATA_THRESHOLD = 64 * 1024
 
 
-def instance_json(reader: BlobReader, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    """One instance's DICOM JSON object; only the frames holding the header are read."""
-    base = f"pacsvault://studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
+# Where BulkDataURIs point when no door says: the gRPC API has no bulk data route.
+PACSVAULT_ROOT = "pacsvault:/"
 
-    def bulk_uri(element: DataElement) -> str:
-        return f"{base}{element.tag.group:04X}{element.tag.element:04X}"
 
+def instance_json(reader: BlobReader, study_uid: str, series_uid: str, sop_uid: str,
+                  root: str = PACSVAULT_ROOT) -> str:
+    """One instance's DICOM JSON object; only the frames holding the header are read.
+
+    ``root``: where the BulkDataURIs point (the DICOMweb door's base URL, so they
+    resolve). Each names its element by its place in the header walk (``bulk_values``
+    finds it again), so elements nested in sequences resolve too.
+    """
+    base = f"{root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"
+    counter = iter(range(1, 1 << 30))
+    model = _walk(reader, sop_uid, lambda element: f"{base}{next(counter)}")
+    return json.dumps(model, ensure_ascii=False, separators=(",", ":"))
+
+
+def bulk_value(reader: BlobReader, sop_uid: str, number: int) -> bytes | None:
+    """The value a BulkDataURI ending in ``number`` names (as ``instance_json`` made it); None if none."""
+    found: list[bytes] = []
+    counter = iter(range(1, 1 << 30))
+
+    def keep(element: DataElement) -> str:
+        if next(counter) == number:
+            value = element.value
+            found.append(value if isinstance(value, bytes) else bytes(value))
+        return ""
+
+    _walk(reader, sop_uid, keep)
+    return found[0] if found else None
+
+
+def _walk(reader: BlobReader, sop_uid: str, bulk: Callable[[DataElement], str]) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(BlobFile(reader), stop_before_pixels=True)
-            model = dataset.to_json_dict(BULK_DATA_THRESHOLD, bulk_uri)
+            return dataset.to_json_dict(BULK_DATA_THRESHOLD, bulk)
     except (pydicom.errors.InvalidDicomError, EOFError, ValueError) as exc:
         raise DataLoss(f"stored instance {sop_uid} no longer parses: {exc}") from exc
-    return json.dumps(model, ensure_ascii=False, separators=(",", ":"))

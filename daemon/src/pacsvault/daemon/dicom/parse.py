@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 
 from pacsvault.daemon.dicom import uid
@@ -94,7 +94,8 @@ def _read_header(stream: io.BytesIO) -> Dataset:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
     except EOFError as exc:
         raise InvalidInput(f"truncated DICOM file: {exc}") from exc
-    except (ValueError, TypeError, KeyError, LookupError, struct.error, OSError, NotImplementedError) as exc:
+    except (ValueError, TypeError, KeyError, LookupError, struct.error, OSError, NotImplementedError,
+            BytesLengthException) as exc:
         # pydicom reports malformed content through many exception types.
         raise InvalidInput(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
 

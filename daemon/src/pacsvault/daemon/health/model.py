@@ -24,6 +24,8 @@ class EventKind(enum.StrEnum):
     CAPACITY_THRESHOLD = "capacity_threshold"
     WRITES_STOPPED = "writes_stopped"
     WRITES_RESUMED = "writes_resumed"
+    # Not the disks': a security alert recorded in the audit trail (audit.alert_follower).
+    SECURITY_ALERT = "security_alert"
     # A stored blob found missing or damaged (the scrub), repaired or not.
     STORED_DATA = "stored_data"
 

@@ -232,9 +232,15 @@ class HealthMonitor:
         self._map_new_volumes()
         return self._refresh([])
 
-    def publish(self, events: list[Event]) -> list[Event]:
-        """Events raised elsewhere in the daemon (the scrub's findings), numbered and published with the rest."""
-        return self._refresh(events)
+    def publish(self, event: Event) -> Event:
+        """Numbers and publishes an event that comes from elsewhere than the disks (a security alert)."""
+        with self._lock:
+            self._sequence += 1
+            published = dataclasses.replace(event, sequence=self._sequence)
+            self._snapshot = dataclasses.replace(self._snapshot, sequence=self._sequence)
+            self.events_total[event.kind] += 1
+            self._broker.publish(published)
+        return published
 
     # -- reading ----------------------------------------------------------
 

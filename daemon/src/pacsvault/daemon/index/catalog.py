@@ -302,23 +302,30 @@ class Catalog:
             return [decode(BlobRecord, v) for _, v in txn.cursor(db=self._db["doomed_blobs"])]
 
     def destroy_doomed(self, blob: BlobRecord, destroy: Callable[[BlobRecord], None]) -> bool:
-        """Runs ``destroy`` (which removes the copy on the doomed record's volume)
-        and forgets the record, in one write; False when the copy is in use again.
+        """Runs ``destroy`` (which removes the copy on the doomed record's volume), then forgets
+        the record; False when the copy is in use again. When ``destroy`` fails the record stays,
+        for a later try.
 
         The caller holds the blob's ingest lock (see Archive), so no store of the
-        same bytes can be between finding that copy and indexing it.
+        same bytes can be between finding that copy and indexing it; ``destroy``
+        runs outside the index writer, so a slow volume (an object store) holds up
+        no other commit.
         """
         bkey = keys.blob_key(blob.digest_function, blob.digest)
+        with self.env.read() as txn:
+            if txn.get(bkey, db=self._db["doomed_blobs"]) is None:
+                return False
+            live = txn.get(bkey, db=self._db["blobs"])
+            # Stored again since, into this very copy: keep the copy, forget the record.
+            in_use = live is not None and decode(BlobRecord, live).location.volume_id == blob.location.volume_id
+        if not in_use:
+            destroy(blob)
 
         def op(txn: lmdb.Transaction) -> bool:
             if txn.get(bkey, db=self._db["doomed_blobs"]) is None:
                 return False
             txn.delete(bkey, db=self._db["doomed_blobs"])
-            live = txn.get(bkey, db=self._db["blobs"])
-            if live is not None and decode(BlobRecord, live).location.volume_id == blob.location.volume_id:
-                return False  # stored again since, into this very copy
-            destroy(blob)
-            return True
+            return not in_use
 
         return self.env.write(op, reserve_ok=True)
 

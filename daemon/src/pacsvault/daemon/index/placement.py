@@ -104,6 +104,13 @@ def volumes(env: IndexEnvironment) -> list[VolumeRecord]:
         return [decode(VolumeRecord, v) for _, v in txn.cursor(db=env.dbs["volumes"])]
 
 
+def volume(env: IndexEnvironment, volume_id: str) -> VolumeRecord | None:
+    """One volume's record (its blob count and stored bytes are kept in step with every move)."""
+    with env.read() as txn:
+        value = txn.get(volume_id.encode(), db=env.dbs["volumes"])
+    return None if value is None else decode(VolumeRecord, value)
+
+
 def volumes_with_generation(env: IndexEnvironment) -> tuple[int, list[VolumeRecord]]:
     """Every volume record and the generation they belong to, from one snapshot."""
     with env.read() as txn:

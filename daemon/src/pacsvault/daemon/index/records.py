@@ -47,6 +47,9 @@ CredentialRecord = records_pb2.CredentialRecord
 RevocationRecord = records_pb2.RevocationRecord
 BreakGlassGrant = records_pb2.BreakGlassGrant
 StudyMonths = records_pb2.StudyMonths
+CommitmentRecord = records_pb2.CommitmentRecord
+WitnessKey = records_pb2.WitnessKey
+DeletionRequest = records_pb2.DeletionRequest
 LegalHold = records_pb2.LegalHold
 TrashedInstance = records_pb2.TrashedInstance
 ScrubState = records_pb2.ScrubState
@@ -65,6 +68,8 @@ PHI_FIELDS: dict[type[Message], tuple[str, ...]] = {
     # A share's patient (PatientID NUL issuer).
     CredentialRecord: ("patient_key",),
     StudyMonths: ("months",),
+    # Why a study is to be deleted may name its patient.
+    DeletionRequest: ("reason",),
 }
 
 

@@ -1,4 +1,5 @@
-"""What this appliance keeps for its peer: the peer's replica records and its audit checkpoints.
+"""What this appliance keeps for its peer: the peer's replica records, its audit checkpoints and
+the key they must be signed with.
 
 The shards themselves are files (replication.shard_store); these are the
 index entries that say which instances they belong to, written only once the
@@ -8,12 +9,13 @@ shards are verified and flushed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import lmdb
 
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import LegalHold, LostReplica, decode, encode
+from pacsvault.daemon.index.records import LegalHold, LostReplica, WitnessKey, decode, encode
 from pacsvault.v1 import peer_pb2
 
 ReplicaRecord = peer_pb2.ReplicaRecord
@@ -77,23 +79,60 @@ def delete_records(env: IndexEnvironment, origin: str, wanted: list[tuple[str, b
     return deleted, held
 
 
-def put_checkpoint(env: IndexEnvironment, origin: str, seq: int, checkpoint_json: bytes) -> None:
-    key = keys.join(origin, b"") + seq.to_bytes(8, "big")
-    env.write(lambda txn: txn.put(key, checkpoint_json, db=env.dbs["audit_checkpoints"]))
+@dataclass(frozen=True)
+class CheckpointKept:
+    """What ``keep_checkpoint`` found: the key pinned for the origin, and what was held for the number."""
+
+    pinned_key: bytes
+    held: bytes | None  # the checkpoint already held for that number, if one was
+    stored: bool
 
 
-def list_checkpoints(env: IndexEnvironment, origin: str) -> list[str]:
-    """Every checkpoint ``origin`` sent, oldest first."""
+def keep_checkpoint(env: IndexEnvironment, origin: str, seq: int, signer_key: bytes, checkpoint_json: bytes,
+                    now: float) -> CheckpointKept:
+    """In one transaction: pins ``signer_key`` for ``origin`` when none is pinned yet, then stores
+    the checkpoint only if it was signed under the pinned key and nothing is held for ``seq``.
+
+    Never replaces a checkpoint: the witness is append-only.
+    """
+    key = _checkpoint_key(origin, seq)
+
+    def op(txn: lmdb.Transaction) -> CheckpointKept:
+        pinned = txn.get(origin.encode(), db=env.dbs["witness_keys"])
+        if pinned is None:
+            txn.put(origin.encode(), encode(WitnessKey(public_key=signer_key, pinned_at=now)),
+                    db=env.dbs["witness_keys"])
+            pinned_key = signer_key
+        else:
+            pinned_key = bytes(decode(WitnessKey, pinned).public_key)
+        if pinned_key != signer_key:
+            return CheckpointKept(pinned_key, None, stored=False)
+        held = txn.get(key, db=env.dbs["audit_checkpoints"])
+        if held is not None:
+            return CheckpointKept(pinned_key, bytes(held), stored=False)
+        txn.put(key, checkpoint_json, db=env.dbs["audit_checkpoints"])
+        return CheckpointKept(pinned_key, None, stored=True)
+
+    return env.write(op)
+
+
+def list_checkpoints(env: IndexEnvironment, origin: str, min_seq: int = 0,
+                     limit: int | None = None) -> list[tuple[int, str]]:
+    """``origin``'s checkpoints numbered ``min_seq`` and later, oldest first, as (number, JSON)."""
     prefix = keys.join(origin, b"")
-    found = []
+    found: list[tuple[int, str]] = []
     with env.read() as txn:
         cursor = txn.cursor(db=env.dbs["audit_checkpoints"])
-        if cursor.set_range(prefix):
+        if cursor.set_range(_checkpoint_key(origin, max(0, min_seq))):
             for key, value in cursor:
-                if not key.startswith(prefix):
+                if not key.startswith(prefix) or (limit is not None and len(found) >= limit):
                     break
-                found.append(bytes(value).decode())
+                found.append((int.from_bytes(key[len(prefix):], "big"), bytes(value).decode()))
     return found
+
+
+def _checkpoint_key(origin: str, seq: int) -> bytes:
+    return keys.join(origin, b"") + seq.to_bytes(8, "big")
 
 
 # -- replicas this appliance cannot rebuild for its peer ------------------------------

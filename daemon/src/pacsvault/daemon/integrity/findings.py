@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from pacsvault.daemon.audit.atna import UNREPAIRABLE_ALERT
+from pacsvault.daemon.audit.alerts import AlertKind
 from pacsvault.daemon.errors import Unavailable
 from pacsvault.daemon.index import blob_owners, integrity_books, keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -46,7 +46,7 @@ class Alerts:
             return
         for sop_uid in owners.sop_instance_uids or [""]:
             self._trail.append({  # type: ignore[attr-defined]
-                "action": "SecurityAlert", "alert": UNREPAIRABLE_ALERT, "phase": "alert",
+                "action": "SecurityAlert", "alert": AlertKind.STORED_DATA_UNREPAIRABLE.value, "phase": "alert",
                 "outcome": "DATA_LOSS", "reason": reason[:512], "patient_id": owners.patient_id,
                 "issuer_of_patient_id": owners.issuer_of_patient_id,
                 "study_instance_uid": owners.study_instance_uid, "sop_instance_uid": sop_uid})

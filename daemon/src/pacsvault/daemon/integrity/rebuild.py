@@ -34,7 +34,6 @@ import grpc
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
-from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import DataLoss, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.index import reconcile

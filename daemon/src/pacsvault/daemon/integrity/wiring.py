@@ -118,8 +118,8 @@ def build(config: Config, c: Collaborators, clock: Callable[[], float] = time.ti
 
 def _health_event(monitor: HealthMonitor, clock: Callable[[], float]) -> Callable[[str, str, str, bool], None]:
     def publish(subject: str, where: str, message: str, bad: bool) -> None:
-        monitor.publish([Event(EventKind.STORED_DATA, subject, where, clock(), message,
-                               new_verdict=Verdict.FAILED if bad else Verdict.WARNING)])
+        monitor.publish(Event(EventKind.STORED_DATA, subject, where, clock(), message,
+                              new_verdict=Verdict.FAILED if bad else Verdict.WARNING))
     return publish
 
 

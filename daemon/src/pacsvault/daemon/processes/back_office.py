@@ -16,22 +16,30 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from pacsvault.daemon.appliance_health import ApplianceHealthReport
+from pacsvault.daemon.audit.alert_follower import AlertFollower
+from pacsvault.daemon.audit.alerts import AlertKind, AlertSink, describe_alert
 from pacsvault.daemon.audit.exporter import AtnaScheduler, build_scheduler
+from pacsvault.daemon.audit.tail_check import TailCheck
+from pacsvault.daemon.audit.witness import delivery
 from pacsvault.daemon import config as config_module
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.dimse.commitment import CommitmentReporter
+from pacsvault.daemon.dimse.server import tls_files
 from pacsvault.daemon.errors import ConfigError, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.health import HealthMonitor, build_monitor
+from pacsvault.daemon.health.model import Event as HealthEvent, EventKind
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
@@ -47,22 +55,29 @@ from pacsvault.daemon.processes.locks import BlobLocks, DataDirLock, VOLUME_LOCK
 from pacsvault.daemon.replication.manager import ReplicationManager
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.retrieval import address
+from pacsvault.daemon.security import production_guard
+from pacsvault.daemon.security.break_glass_watch import BreakGlassWatch
+from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.server import create_internal_server
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
 from pacsvault.daemon.service.security_service import KeyServicer
 from pacsvault.daemon.service.rebuild_service import RebuildingStorageServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
-from pacsvault.daemon.storage.tiered import Location, TieredBlobStore
+from pacsvault.daemon.storage.tiered import Location, TieredBlobStore, Volume
 from pacsvault.daemon.tiering.manager import TieringManager
+from pacsvault.daemon.tiering.object_tier import is_directory
 from pacsvault.daemon.tiering.scheduler import TieringScheduler
 from pacsvault.daemon.tiering.volumes import open_store, register_configured
 from pacsvault.v1 import appliance_pb2_grpc, replication_pb2_grpc, security_pb2_grpc, storage_pb2_grpc
 
 log = logging.getLogger("pacsvaultd.back-office")
-# Audit checkpoints are considered, and stale LMDB readers of killed processes cleared, this often.
+# Audit checkpoints are considered, security alerts followed, and stale LMDB readers of killed
+# processes cleared, this often.
 HOUSEKEEPING_S = 1.0
 READER_CHECK_S = 30.0
+# How long the start waits for the audit witness before serving anyway (the check is then retried).
+TAIL_CHECK_WAIT_S = 3.0
 
 
 @dataclass
@@ -86,11 +101,16 @@ class BackOfficeParts:
     atna: AtnaScheduler
     internal: grpc.Server
     integrity: IntegrityParts
+    duties: AuditDuties
     volume_locks: list[DataDirLock] = field(default_factory=list)
+    # Storage Commitment reports whose requester closed its association (the DIMSE door).
+    commitment_reporter: CommitmentReporter | None = None
 
     def close(self) -> None:
+        if self.commitment_reporter is not None:
+            self.commitment_reporter.stop()
         for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop,
-                     self.integrity.stop):
+                     self.integrity.stop, self.duties.stop):
             step()
         if self.replication is not None:
             self.bell.ring()
@@ -109,6 +129,42 @@ class BackOfficeParts:
             lock.release()
 
 
+@dataclass
+class AuditDuties:
+    """What the back office does for the trail besides checkpoints: the tail check, following alerts."""
+
+    alerts: AlertSink
+    tail_check: TailCheck | None = None
+    follower: AlertFollower | None = None
+    break_glass: BreakGlassWatch | None = None
+
+    def run_once(self) -> None:
+        if self.break_glass is not None:
+            self.break_glass.run_once()
+        if self.follower is not None:
+            self.follower.run_once()
+
+    def stop(self) -> None:
+        if self.tail_check is not None:
+            self.tail_check.stop()
+
+
+def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient | None,
+                  monitor: HealthMonitor, credentials: CredentialStore) -> AuditDuties:
+    if audit is None:
+        return AuditDuties(alerts)
+
+    def to_health(kind: AlertKind, record: Mapping[str, object]) -> None:
+        who = str(record.get("principal") or record.get("peer_appliance") or "")
+        monitor.publish(HealthEvent(EventKind.SECURITY_ALERT, kind.value, who, float(record.get("time", 0.0)),  # type: ignore[arg-type]
+                                    describe_alert(kind, record)))
+
+    witness = None if peer is None else (lambda min_seq: peer.list_audit_checkpoints(min_seq, TAIL_CHECK_WAIT_S))
+    # The follower first: it starts where the trail ends now, so it sees what the tail check records.
+    follower = AlertFollower(audit, to_health)
+    return AuditDuties(alerts, TailCheck(audit, witness, alerts), follower, BreakGlassWatch(credentials, alerts))
+
+
 def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
     """Checks the data dir and builds the back office; nothing runs until ``start``."""
     keys = open_keys(config)
@@ -124,24 +180,21 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     bell = DoorbellListener(layout.outbox_bell(run_dir))
     deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
     peer = _peer_client(config) if config.replication.enabled else None
-    audit = None
-    if config.audit.enabled:
-        witness = None if peer is None else (
-            lambda checkpoint: peer.put_audit_checkpoint(json.dumps(checkpoint, sort_keys=True)))
-        audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+    audit, alerts = _audit_trail(config, keys, peer, clock)
+    if audit is not None:
         index.durable_before_commit.append(audit.flush)  # no change is committed ahead of its record
     replication = None
     if peer is not None:
         replication = ReplicationManager(
             config, index, lambda blob: store.open(address(blob), Location(blob.location.tier,
                                                                            blob.location.volume_id), stored=True),
-            peer, bell.wait, clock)
+            peer, bell.wait, clock, alerts)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
-    monitor = build_monitor(config, lambda: store.volumes)
+    monitor = build_monitor(config, lambda: [v for v in _refreshed(store) if is_directory(v)])
     integrity = build_integrity(config, IntegrityCollaborators(index, store, catalog, locks, deletion, audit, peer,
                                                                replication, monitor), clock)
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
-                                   concerns=integrity.concerns)
+                                   insecure=production_guard.warnings(config), concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
         (storage_pb2_grpc.add_StorageServiceServicer_to_server,
@@ -151,9 +204,36 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),
         *integrity.services,
     ])
+    reporter = None
+    if config.dicom.enabled:
+        tls = tls_files(config)
+        reporter = CommitmentReporter(config, index, Commitments(
+            index, catalog, config.dicom.commit_after_replication, config.dicom.commitment_timeout_s, clock),
+            tls.client if tls else None, clock)
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal, integrity, volume_locks)
+                           build_scheduler(config, audit), internal, integrity,
+                           _audit_duties(audit, alerts, peer, monitor, CredentialStore(index, clock)),
+                           volume_locks, reporter)
+
+
+def _refreshed(store: TieredBlobStore) -> list[Volume]:
+    """The volumes as the index has them now (a worker may have found one failing since)."""
+    store.refresh()
+    return store.volumes
+
+
+def _audit_trail(config: Config, keys: ApplianceKeys | None, peer: PeerClient | None,
+                 clock: Callable[[], float]) -> tuple[AuditTrail | None, AlertSink]:
+    """The back office's handle on the trail (it signs the checkpoints and hands them to the witness)."""
+    if not config.audit.enabled:
+        return None, AlertSink(None)
+    # The sink is bound once the trail exists; the witness thread only calls it later.
+    sink = AlertSink(None)
+    witness = None if peer is None else delivery(peer.put_audit_checkpoint, sink)
+    audit = open_trail(config, keys, witness=witness, checkpointing=True, clock=clock)
+    sink.bind(audit)
+    return audit, sink
 
 
 def _reseed(index: IndexEnvironment, bell: DoorbellListener) -> int:
@@ -170,7 +250,7 @@ def _peer_client(config: Config) -> PeerClient:
 def _lock_volumes(store: TieredBlobStore) -> list[DataDirLock]:
     """One daemon per volume: another pacsvaultd (another data dir) configured on ours is refused."""
     held = []
-    for volume in store.volumes:
+    for volume in filter(is_directory, store.volumes):
         lock = DataDirLock(Path(volume.path), VOLUME_LOCK_NAME, what="tier volume")
         try:
             lock.acquire()
@@ -183,7 +263,10 @@ def _lock_volumes(store: TieredBlobStore) -> list[DataDirLock]:
 
 
 def recover(parts: BackOfficeParts) -> None:
-    """Finishes what a crash left: deletions between their commit and their files, a re-wrap pass."""
+    """Checks the audit trail's tail; finishes what a crash left: deletions between their commit and
+    their files, a re-wrap pass."""
+    if parts.duties.tail_check is not None:
+        parts.duties.tail_check.run_once()  # before any worker appends; retried in start() if the witness is away
     destroyed = parts.deletion.destroy_doomed_blobs()
     if destroyed:
         log.info("destroyed %d blobs whose deletion a restart interrupted", destroyed)
@@ -196,9 +279,12 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     parts.internal.start()
     parts.monitor.start()  # measures the volumes before anything reports on them
     metrics_server = None
+    if parts.duties.tail_check is not None:
+        parts.duties.tail_check.start()
     if parts.config.metrics.enabled:
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
-                                lambda: layout.read_processes(parts.run_dir))
+                                lambda: layout.read_processes(parts.run_dir),
+                                [parts.duties.follower] if parts.duties.follower else [])
         for collector in parts.integrity.collectors:
             metrics.registry.register(collector)
         metrics_server = metrics.serve(parts.config.metrics)
@@ -207,6 +293,8 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
     parts.integrity.start()
     if parts.replication is not None:
         parts.replication.start()
+    if parts.commitment_reporter is not None:
+        parts.commitment_reporter.start()
     return metrics_server
 
 
@@ -237,6 +325,7 @@ def main() -> int:
                 _reload_volumes(parts)
             if parts.audit is not None:
                 _safely(parts.audit.checkpoint_if_due)
+                _safely(parts.duties.run_once)
             if time.monotonic() - last_reader_check > READER_CHECK_S:
                 last_reader_check = time.monotonic()
                 _safely(parts.index.env.reader_check)  # slots a killed process held

@@ -33,6 +33,10 @@ class ChildSpec:
     # The client API's port, reserved by the supervisor (serving processes only).
     port: int = 0
     metrics_port_wanted: bool = False
+    # DICOMweb's port, reserved by the supervisor like the API's (0: web.enabled is false).
+    web_port: int = 0
+    # The DIMSE door's port, reserved by the supervisor too (0: the door is off).
+    dicom_port: int = 0
 
 
 def start(role: str) -> ChildSpec:
@@ -51,7 +55,8 @@ def start(role: str) -> ChildSpec:
     )
     config = config_module.from_dict(raw["config"])
     return ChildSpec(config, Path(raw["run_dir"]), role, int(raw.get("index", 0)), int(raw.get("port", 0)),
-                     bool(raw.get("metrics_port_wanted", False)))
+                     bool(raw.get("metrics_port_wanted", False)), int(raw.get("web_port", 0)),
+                     int(raw.get("dicom_port", 0)))
 
 
 def report(**fields: Any) -> None:

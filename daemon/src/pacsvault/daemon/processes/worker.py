@@ -20,10 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacsvault.daemon import __version__
+from pacsvault.daemon.audit.alerts import AlertSink
 from pacsvault.daemon.audit.trail import AuditTrail, open_trail
+from pacsvault.daemon.audit.verification import AuditVerification
+from pacsvault.daemon.commitment import Commitments
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.deletion_approval import DeletionApproval
+from pacsvault.daemon.dicomweb.door import UseCases, start_web_door
+from pacsvault.daemon.dicomweb.links import web_root
+from pacsvault.daemon.dimse import server as dimse_server
+from pacsvault.daemon.dimse.commitment import CommitmentScp
+from pacsvault.daemon.dimse.connection import ConnectionPolicy
+from pacsvault.daemon.dimse.find import FindScp
+from pacsvault.daemon.dimse.guard import Guard
+from pacsvault.daemon.dimse.retrieve import RetrieveScp
+from pacsvault.daemon.dimse.store import StoreScp
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
 from pacsvault.daemon.index import rotation
 from pacsvault.daemon.index.catalog import Catalog
@@ -44,9 +57,10 @@ from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import ScopeGuard
-from pacsvault.daemon.server import Registration, Served, create_server
+from pacsvault.daemon.server import Registration, Served, create_server, principal_resolver
 from pacsvault.daemon.service.archive_service import ArchiveServicer
 from pacsvault.daemon.service.audit_service import AuditServicer
+from pacsvault.daemon.service.caller_deadline import CallerDeadlineInterceptor
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
 from pacsvault.daemon.service.lifecycle_service import LifecycleServicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
@@ -109,7 +123,7 @@ class WorkerParts:
 
 
 def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
-          clock: Callable[[], float] = time.time) -> WorkerParts:
+          clock: Callable[[], float] = time.time, web_port: int = 0) -> WorkerParts:
     """One serving process's objects, wired; the back office has already checked the data dir.
 
     ``index``: share an index already open in this process (tests that run a
@@ -150,8 +164,9 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
             peer, lambda sop: catalog.known_instance(sop) is not None, ingest.store_from_peer)
     services: list[Registration] = [
         (archive_pb2_grpc.add_ArchiveServiceServicer_to_server, ArchiveServicer(
-            config.limits, ingest, search, retrieval, deletion, requests, credentials,
-            one_message_bytes=config.server.max_message_bytes - 64 * 1024)),
+            config.limits, ingest, search, retrieval,
+            DeletionApproval(deletion, catalog, index, config.security.delete_requires_second_admin, clock),
+            requests, credentials, one_message_bytes=config.server.max_message_bytes - 64 * 1024)),
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, forwarding_servicer(
             appliance_pb2_grpc.ApplianceServiceServicer,
             appliance_pb2.DESCRIPTOR.services_by_name["ApplianceService"], back_office)),
@@ -164,12 +179,35 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server, ReplicationServicer(restore, back_office)),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
                                                                                    back_office)),
-        (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials)),
-        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, peer)),
+        (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials,
+                                                                                 web_root(config, web_port))),
+        (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, _verification(audit, peer))),
         (lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server, LifecycleServicer(lifecycle, deletion)),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
                        deletion, requests, credentials, back_office, locks, bell, services)
+
+
+def open_dimse_door(parts: WorkerParts, port: int) -> dimse_server.DimseServed:
+    """The DIMSE door of this serving process, on the DICOM port the supervisor reserved."""
+    config = parts.config
+    guard = Guard(config, principal_resolver(config, parts.credentials), parts.audit)
+    tls = dimse_server.tls_files(config)
+    commitments = Commitments(parts.index, parts.catalog, config.dicom.commit_after_replication,
+                              config.dicom.commitment_timeout_s)
+    handlers = dimse_server.evt_handlers(
+        ConnectionPolicy(config.dicom.max_pdu_bytes, config.limits.max_instance_bytes), guard, StoreScp(guard, parts.ingest),
+        FindScp(guard, parts.search, config.limits.max_page_size, config.dicom.ae_title),
+        RetrieveScp(guard, parts.retrieval, parts.search, {d.name: d for d in config.dicom.destinations},
+                    tls.client if tls else None),
+        CommitmentScp(guard, commitments, parts.index, config.dicom.ae_title))
+    return dimse_server.serve(config, port, handlers, tls)
+
+
+def _verification(audit: AuditTrail | None, peer: PeerClient | None) -> AuditVerification | None:
+    if audit is None:
+        return None
+    return AuditVerification(audit, peer.list_audit_checkpoints if peer else None, AlertSink(audit))
 
 
 def _alert_to(audit: AuditTrail | None):  # type: ignore[no-untyped-def]
@@ -238,10 +276,15 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; a terminal's ^C reaches it too
     config = spec.config
     try:
-        parts = build(config, spec.run_dir)
+        parts = build(config, spec.run_dir, web_port=spec.web_port)
         listen = with_port(config.server.listen, spec.port)
         served = create_server(config.with_overrides(listen=listen), parts.services, parts.credentials,
-                               parts.audit, [rpc_metrics_interceptor()], share_port=True)
+                               parts.audit, [rpc_metrics_interceptor(), CallerDeadlineInterceptor()],
+                               share_port=True)
+        web = start_web_door(config, UseCases(parts.search, parts.retrieval, parts.ingest, parts.credentials),
+                             principal_resolver(config, parts.credentials), parts.audit,
+                             spec.web_port) if spec.web_port else None
+        dicom = open_dimse_door(parts, spec.dicom_port) if spec.dicom_port else None
     except ConfigError as exc:
         child.report(error=f"configuration error: {exc}", exit=2)
         return 2
@@ -257,7 +300,18 @@ def main() -> int:
     child.report(ready=True, port=served.port)
     log.info("worker %d (pacsvaultd %s) serving on port %d", spec.index, __version__, served.port)
     stop.wait()
+    # Every door drains at once: the grace period is the same for the whole process.
+    draining = []
+    if web is not None:
+        draining.append(threading.Thread(target=web.stop, name="dicomweb-stop"))
+    if dicom is not None:
+        draining.append(threading.Thread(target=dicom.shutdown, args=(config.server.shutdown_grace_s,),
+                                         name="dimse-stop"))
+    for thread in draining:
+        thread.start()
     served.shutdown(config.server.shutdown_grace_s)
+    for thread in draining:
+        thread.join()
     housekeeping.stop()
     parts.close()
     return 0

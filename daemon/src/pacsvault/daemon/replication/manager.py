@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from pacsvault.daemon.audit.alerts import AlertSink
+from pacsvault.daemon.audit.witness import AuditWitness
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.index.catalog import Catalog
@@ -30,6 +32,7 @@ from pacsvault.daemon.replication.peer_service import PeerServicer
 from pacsvault.daemon.replication.scrub import ShardScrubber
 from pacsvault.daemon.replication.sender import ReplicationSender
 from pacsvault.daemon.replication.shard_store import ShardStore
+from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.storage.blob_access import BlobReader
 from pacsvault.daemon.tiering.mover import RateLimiter
 from pacsvault.v1 import peer_pb2_grpc
@@ -61,15 +64,19 @@ class ReplicationStatus:
 class ReplicationManager:
     def __init__(self, config: Config, env: IndexEnvironment, open_stored: Callable[[BlobRecord], BlobReader],
                  peer: PeerClient, wait_for_work: Callable[[float], object],
-                 clock: Callable[[], float] = time.time) -> None:
-        """``wait_for_work(timeout)`` returns early when a serving process rang the doorbell."""
+                 clock: Callable[[], float] = time.time, alerts: AlertSink | None = None) -> None:
+        """``wait_for_work(timeout)`` returns early when a serving process rang the doorbell;
+        ``alerts`` hears of what the peer listener refuses."""
         self.config, self.env, self.clock = config, env, clock
+        self.alerts = alerts or AlertSink(None)
         r = config.replication
         self.codec = ErasureCodec(r.data_shards, r.parity_shards)
         self.peer = peer
         self._wait_for_work = wait_for_work
         self.sender = ReplicationSender(env, open_stored, self.codec, self.peer, RateLimiter(r.max_bytes_per_s))
-        shard_volumes = [config.resolve(path) / "replica" for path in config.tiers[-1].volumes]
+        # The peer's shards go on this appliance's own last disks (an object-store tier holds our blobs only).
+        last_local = next(t for t in reversed(config.tiers) if not t.is_object_store)
+        shard_volumes = [config.resolve(path) / "replica" for path in last_local.volumes]
         self.shards = ShardStore(shard_volumes, clock)
         self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,
                                       cursor_path=config.resolve(config.index.path) / "scrub-cursor.json")
@@ -106,7 +113,10 @@ class ReplicationManager:
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ])
-        peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(self.shards, self.env, r.peer_name), server)
+        witness = AuditWitness(self.env, self.alerts, self.clock)
+        servicer = PeerServicer(self.shards, self.env, r.peer_name, witness, CredentialStore(self.env, self.clock),
+                                self.alerts)
+        peer_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
         key, cert, ca = (self.config.resolve(p).read_bytes() for p in (r.key_file, r.cert_file, r.ca_file))
         credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
         port = server.add_secure_port(r.listen, credentials)

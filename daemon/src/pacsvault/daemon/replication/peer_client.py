@@ -9,12 +9,14 @@ import blake3
 import grpc
 
 from pacsvault.daemon.digest import Digest
-from pacsvault.daemon.errors import DataLoss, Unavailable
+from pacsvault.daemon.errors import Conflict, DataLoss, PermissionDenied, Unavailable
 from pacsvault.daemon.service.convert import digest_to_proto
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# How long asking the audit witness may wait for the peer (audit verify, the tail check at start).
+WITNESS_TIMEOUT_S = 10.0
 
 
 def mtls_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:
@@ -33,6 +35,10 @@ class PeerClient:
         self._channel = grpc.secure_channel(address, credentials, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A peer back after an outage is reached within seconds, not after gRPC's default
+            # back-off of up to two minutes (the sender, repair and the audit witness all wait on it).
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 3000),
         ])
         self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)
 
@@ -98,8 +104,14 @@ class PeerClient:
         ]), timeout=self.timeout_s)
 
     def put_audit_checkpoint(self, checkpoint_json: str) -> None:
-        self._stub.PutAuditCheckpoint(peer_pb2.PutAuditCheckpointRequest(checkpoint_json=checkpoint_json),
-                                      timeout=self.timeout_s)
+        """Hands a checkpoint to the witness. Conflict / PermissionDenied: it refused it; Unavailable: not reached."""
+        try:
+            self._stub.PutAuditCheckpoint(peer_pb2.PutAuditCheckpointRequest(checkpoint_json=checkpoint_json),
+                                          timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            refusal = {grpc.StatusCode.ALREADY_EXISTS: Conflict, grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+                       grpc.StatusCode.INVALID_ARGUMENT: PermissionDenied}.get(exc.code(), Unavailable)
+            raise refusal(f"the witness at {self.address}: {exc.code().name}: {exc.details()}") from exc
 
     def list_lost_replicas(self, timeout_s: float) -> list[peer_pb2.LostReplica]:
         """The replicas of ours the peer cannot rebuild; also the liveness probe (a short deadline)."""
@@ -109,9 +121,25 @@ class PeerClient:
         self._stub.SetLegalHold(peer_pb2.SetLegalHoldRequest(study_instance_uid=study_uid, held=held, reason=reason),
                                 timeout=self.timeout_s)
 
-    def list_audit_checkpoints(self) -> list[str]:
-        response = self._stub.ListAuditCheckpoints(peer_pb2.ListAuditCheckpointsRequest(), timeout=self.timeout_s)
-        return list(response.checkpoint_json)
+    def list_audit_checkpoints(self, min_seq: int = 0, timeout_s: float = WITNESS_TIMEOUT_S) -> list[str]:
+        """Every checkpoint of ours the witness keeps, numbered ``min_seq`` and later, page by page.
+
+        Waits up to ``timeout_s`` for the peer to be reachable; Unavailable when it is not.
+        """
+        found: list[str] = []
+        token = ""
+        while True:
+            try:
+                response = self._stub.ListAuditCheckpoints(
+                    peer_pb2.ListAuditCheckpointsRequest(min_seq=min_seq, page_token=token, page_size=5000),
+                    timeout=timeout_s, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                raise Unavailable(f"the witness at {self.address} could not be asked "
+                                  f"({exc.code().name}: {exc.details()})") from exc
+            found += response.checkpoint_json
+            token = response.next_page_token
+            if not token:
+                return found
 
 
 def _shard(digest: Digest, index: int) -> peer_pb2.ShardRef:

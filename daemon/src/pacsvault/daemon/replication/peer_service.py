@@ -1,51 +1,68 @@
 """pacsvault.v1.PeerService: the peer's half of replication (receiver side).
 
 Served only on the mutual-TLS peer listener. The calling appliance is the
-SAN URI of its client certificate; only the configured peer is let in, and
-it only ever sees and restores its own records.
+SAN URI of its client certificate; only the configured peer is let in, with a
+certificate not on this appliance's revocation list (by identity or serial,
+as on the API), and it only ever sees and restores its own records. Every
+refusal is recorded in the audit trail, a security alert.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 
 import grpc
 
+from pacsvault.daemon.audit.alerts import AlertSink
+from pacsvault.daemon.audit.witness import AuditWitness
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.digest import Digest
-from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied
+from pacsvault.daemon.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from pacsvault.daemon.index import replicas
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.replication.certs import identity_uri
 from pacsvault.daemon.replication.codec import ErasureCodec, verify_shard
 from pacsvault.daemon.replication.lost import lost_to_proto, peer_hold
 from pacsvault.daemon.replication.shard_store import ShardStore
+from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.principals import unrevoked_certificate
 from pacsvault.daemon.service import convert
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
+_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
-    def __init__(self, store: ShardStore, env: IndexEnvironment, peer_name: str) -> None:
+    def __init__(self, store: ShardStore, env: IndexEnvironment, peer_name: str, witness: AuditWitness,
+                 credentials: CredentialStore, alerts: AlertSink) -> None:
         self._store = store
         self._env = env
+        self._witness = witness
+        self._credentials, self._alerts = credentials, alerts
         self._peer_name = peer_name
         self._peer_identity = identity_uri(peer_name).encode()
 
-    def _caller(self, context: grpc.ServicerContext) -> str:
-        identities = context.auth_context().get("peer_spiffe_id", [])
-        if self._peer_identity not in identities:
-            shown = b", ".join(identities).decode(errors="replace") or "no identity"
-            raise PermissionDenied(f"{shown} is not this appliance's peer ({self._peer_name})")
+    def _caller(self, context: grpc.ServicerContext, method: str) -> str:
+        """The peer appliance, when the certificate is its own and not revoked; refusals are alerts."""
+        try:
+            certificate = unrevoked_certificate(context, self._credentials)
+            identities = context.auth_context().get("peer_spiffe_id", [])
+            if self._peer_identity not in identities:
+                shown = b", ".join(identities).decode(errors="replace") or "no identity"
+                raise PermissionDenied(f"{shown} is not this appliance's peer ({self._peer_name})",
+                                       who=certificate.described if certificate else shown)
+        except PermissionDenied as exc:
+            outcome = "UNAUTHENTICATED" if isinstance(exc, Unauthenticated) else "PERMISSION_DENIED"
+            self._alerts.refused(f"/{_SERVICE}/{method}", exc.who, outcome, context.peer())
+            raise
         return self._peer_name
 
     @mapped
     def WriteShard(self, request_iterator: Iterable[peer_pb2.WriteShardRequest],
                    context: grpc.ServicerContext) -> peer_pb2.WriteShardResponse:
-        self._caller(context)
+        self._caller(context, "WriteShard")
         digest, index, committed, complete = None, 0, 0, False
         for request in request_iterator:
             if digest is None:
@@ -69,7 +86,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def QueryWriteStatus(self, request: peer_pb2.QueryWriteStatusRequest,
                          context: grpc.ServicerContext) -> peer_pb2.QueryWriteStatusResponse:
-        self._caller(context)
+        self._caller(context, "QueryWriteStatus")
         digest, index = _shard(request.shard)
         complete = index in self._store.indexes(digest)
         return peer_pb2.QueryWriteStatusResponse(committed_size=self._store.committed_size(digest, index),
@@ -78,7 +95,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def CommitBlob(self, request: peer_pb2.CommitBlobRequest,
                    context: grpc.ServicerContext) -> peer_pb2.CommitBlobResponse:
-        origin = self._caller(context)
+        origin = self._caller(context, "CommitBlob")
         digest = convert.digest_from_proto(request.blob_digest)
         codec = ErasureCodec(request.data_shards, request.parity_shards)
         for raw in request.inline_shards:
@@ -98,7 +115,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def ReadBlob(self, request: peer_pb2.ReadBlobRequest,
                  context: grpc.ServicerContext) -> Iterator[peer_pb2.ReadBlobResponse]:
-        self._caller(context)
+        self._caller(context, "ReadBlob")
         digest = convert.digest_from_proto(request.blob_digest)
         header = self._store.header_of(digest)
         if header is None:
@@ -110,7 +127,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def ListReplicaRecords(self, request: peer_pb2.ListReplicaRecordsRequest,
                            context: grpc.ServicerContext) -> peer_pb2.ListReplicaRecordsResponse:
-        origin = self._caller(context)
+        origin = self._caller(context, "ListReplicaRecords")
         size = min(request.page_size or 500, 5000)
         records = replicas.list_records(self._env, origin, request.page_token, size + 1)
         more = len(records) > size
@@ -121,26 +138,20 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def PutAuditCheckpoint(self, request: peer_pb2.PutAuditCheckpointRequest,
                            context: grpc.ServicerContext) -> peer_pb2.PutAuditCheckpointResponse:
-        origin = self._caller(context)
-        try:
-            checkpoint = json.loads(request.checkpoint_json)
-            seq = int(checkpoint["seq"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInput("checkpoint_json is not a checkpoint") from exc
-        replicas.put_checkpoint(self._env, origin, seq, request.checkpoint_json.encode()[:4096])
+        self._witness.keep(self._caller(context, "PutAuditCheckpoint"), request.checkpoint_json)
         return peer_pb2.PutAuditCheckpointResponse()
 
     @mapped
     def ListAuditCheckpoints(self, request: peer_pb2.ListAuditCheckpointsRequest,
                              context: grpc.ServicerContext) -> peer_pb2.ListAuditCheckpointsResponse:
-        origin = self._caller(context)
-        found = replicas.list_checkpoints(self._env, origin)
-        return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found[-100:])
+        origin = self._caller(context, "ListAuditCheckpoints")
+        found, token = self._witness.page(origin, request.min_seq, request.page_token, request.page_size)
+        return peer_pb2.ListAuditCheckpointsResponse(checkpoint_json=found, next_page_token=token)
 
     @mapped
     def DeleteReplicas(self, request: peer_pb2.DeleteReplicasRequest,
                        context: grpc.ServicerContext) -> peer_pb2.DeleteReplicasResponse:
-        origin = self._caller(context)
+        origin = self._caller(context, "DeleteReplicas")
         wanted = [(uid.check(i.sop_instance_uid, "instances.sop_instance_uid"), i.release_blob)
                   for i in request.instances]
 

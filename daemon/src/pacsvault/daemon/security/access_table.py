@@ -38,6 +38,7 @@ _LIFECYCLE = "/pacsvault.v1.LifecycleService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
+    _ARCHIVE + "PutInstance": frozenset({R.INGEST}),
     _ARCHIVE + "Find": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "ListPatientStudies": frozenset({R.READER, R.SHARE}),
     _ARCHIVE + "GetInstance": frozenset({R.READER, R.SHARE}),
@@ -48,6 +49,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "Prefetch": frozenset({R.READER}),
     _ARCHIVE + "Pin": frozenset({R.READER}),
     _ARCHIVE + "DeleteStudy": frozenset({R.ADMIN}),
+    # A second admin (security.delete_requires_second_admin); never the one who asked.
+    _ARCHIVE + "ApproveStudyDeletion": frozenset({R.ADMIN}),
+    _ARCHIVE + "ListStudyDeletionRequests": frozenset({R.ADMIN}),
     _APPLIANCE + "GetApplianceHealth": frozenset({R.MONITOR, R.ADMIN}),
     _APPLIANCE + "WatchHealth": frozenset({R.MONITOR, R.ADMIN}),
     _STORAGE + "ListVolumes": frozenset({R.ADMIN, R.MONITOR}),

@@ -18,7 +18,7 @@ from pacsvault.daemon.service.call_wrapping import wrap_handler
 log = logging.getLogger("pacsvault.access")
 
 
-Refusal = Callable[[str, str, str, str], None]  # method, principal, outcome, peer
+Refusal = Callable[..., None]  # (method, principal, outcome, peer, **detail)
 
 
 class AuthorizationInterceptor(grpc.ServerInterceptor):
@@ -40,7 +40,8 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             principal = self._resolver.resolve(context)
         except Unauthenticated as exc:
             log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)
-            self._on_refused(method, exc.who, "UNAUTHENTICATED", context.peer())
+            detail = {"locked_out": True} if exc.locked_out else {}
+            self._on_refused(method, exc.who, "UNAUTHENTICATED", context.peer(), **detail)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except PermissionDenied as exc:
             log.warning("refused %s for %s: %s", name, exc.who or "an unidentified caller", exc)

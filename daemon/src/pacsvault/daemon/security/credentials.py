@@ -32,6 +32,14 @@ _PIN_ITERATIONS = 20_000
 
 
 @dataclass(frozen=True)
+class TokenPolicy:
+    """security.max_token_ttl_s and security.token_idle_timeout_s (see security.production_guard)."""
+
+    max_ttl_s: float
+    default_idle_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Issued:
     token: str
     record: CredentialRecord
@@ -48,12 +56,16 @@ class CredentialStore:
 
     # -- issuing -----------------------------------------------------------
 
-    def create_access_token(self, principal: str, ttl_s: float, idle_timeout_s: float, created_by: str) -> Issued:
-        if ttl_s <= 0 or ttl_s > 366 * 86400:
-            raise InvalidInput("ttl_seconds must be positive and at most a year")
+    def create_access_token(self, principal: str, ttl_s: float, idle_timeout_s: float, created_by: str,
+                            policy: TokenPolicy) -> Issued:
+        """``idle_timeout_s`` 0: the policy's default idle timeout."""
+        if ttl_s <= 0 or ttl_s > policy.max_ttl_s:
+            raise InvalidInput(f"ttl_seconds must be positive and at most {policy.max_ttl_s:g} "
+                               "(security.max_token_ttl_s)")
         if idle_timeout_s < 0:
             raise InvalidInput("idle_timeout_seconds must not be negative")
-        record = CredentialRecord(kind="access", principal=principal, idle_timeout_s=idle_timeout_s)
+        record = CredentialRecord(kind="access", principal=principal,
+                                  idle_timeout_s=idle_timeout_s or policy.default_idle_timeout_s)
         return self._issue(record, ttl_s, created_by)
 
     def create_share(self, study_uid: str, patient_key: bytes, ttl_s: float, max_uses: int, pin: str,
@@ -95,27 +107,44 @@ class CredentialStore:
         key = token_hash(token)
         now = self._clock()
 
-        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str]:
+        def op(txn: lmdb.Transaction) -> CredentialRecord | tuple[str, str, bool]:
             value = txn.get(key, db=self._db[_CREDENTIALS])
             if value is None:
-                return "unknown token", f"token:{key.hex()[:16]}"
+                return "unknown token", f"token:{key.hex()[:16]}", False
             record = self._opened(key, value)
             problem = _problem(record, now, pin)
+            locked = False
             if problem == "wrong PIN":
                 record.pin_failures += 1
                 if record.pin_failures >= MAX_PIN_FAILURES:
                     record.revoked_at = now  # locked: too many wrong PINs
+                    problem, locked = f"wrong PIN; locked after {MAX_PIN_FAILURES} wrong PINs", True
             elif problem is None:
                 record.uses += 1
                 record.last_used_at = now
             txn.put(key, encode(record), db=self._db[_CREDENTIALS])
-            return (problem, holder(record)) if problem else record
+            return (problem, holder(record), locked) if problem else record
 
         outcome = self._env.write(op)
         if isinstance(outcome, tuple):
-            problem, who = outcome
-            raise Unauthenticated(f"credential refused: {problem}", who=who)
+            problem, who, locked = outcome
+            raise Unauthenticated(f"credential refused: {problem}", who=who, locked_out=locked)
         return outcome
+
+    def live_share(self, token: str) -> CredentialRecord | None:
+        """The share grant ``token`` names, while it could still be used; no use counted, no PIN asked.
+
+        For the share page, which shows whether to ask for a PIN before anything is read.
+        """
+        key = token_hash(token)
+        with self._env.read() as txn:
+            value = txn.get(key, db=self._db[_CREDENTIALS])
+        if value is None:
+            return None
+        record = self._opened(key, value)
+        if record.kind != "share" or _problem(record, self._clock(), None) not in (None, "wrong PIN"):
+            return None
+        return record
 
     def still_live(self, key: bytes) -> str | None:
         """Why the credential under ``key`` (its token hash) no longer holds, or None.
@@ -187,6 +216,27 @@ class CredentialStore:
                                 expires_at=now + minutes * 60)
         self._env.write(lambda txn: txn.put(principal.encode(), encode(grant), db=self._db["break_glass"]))
         return grant
+
+    def ended_break_glass(self) -> list[BreakGlassGrant]:
+        """Grants that ran out and whose end is not recorded yet."""
+        now = self._clock()
+        with self._env.read() as txn:
+            grants = [decode(BreakGlassGrant, v) for _, v in txn.cursor(db=self._db["break_glass"])]
+        return [g for g in grants if g.expires_at <= now and not g.end_recorded]
+
+    def break_glass_end_recorded(self, grant: BreakGlassGrant) -> None:
+        """Marks the end of ``grant`` recorded (unless a new grant replaced it meanwhile)."""
+
+        def op(txn: lmdb.Transaction) -> None:
+            value = txn.get(grant.principal.encode(), db=self._db["break_glass"])
+            if value is None:
+                return
+            current = decode(BreakGlassGrant, value)
+            if current.granted_at == grant.granted_at:
+                current.end_recorded = True
+                txn.put(grant.principal.encode(), encode(current), db=self._db["break_glass"])
+
+        self._env.write(op)
 
     def active_break_glass(self, principal: str) -> BreakGlassGrant | None:
         with self._env.read() as txn:

@@ -63,10 +63,15 @@ class PrincipalResolver:
     def resolve(self, context: grpc.ServicerContext) -> Principal:
         """The caller's principal; Unauthenticated / PermissionDenied say why there is none."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        certificate = self._certificate(context)
-        token = metadata.get("authorization", "")
-        if token:
-            principal = self._token_principal(token, metadata.get("x-pacsvault-pin"), certificate)
+        return self.resolve_presented(metadata.get("authorization", ""), metadata.get("x-pacsvault-pin"),
+                                      self._certificate(context))
+
+    def resolve_presented(self, authorization: str, pin: str | None,
+                          certificate: ClientCertificate | None) -> Principal:
+        """The principal of what a caller presented, whatever the door (gRPC, DICOMweb):
+        ``certificate`` as ``checked_certificate`` gave it, None on a plaintext loopback listener."""
+        if authorization:
+            principal = self._token_principal(authorization, pin, certificate)
         elif certificate is None:
             principal = self._loopback
         else:
@@ -75,16 +80,18 @@ class PrincipalResolver:
 
     def _certificate(self, context: grpc.ServicerContext) -> ClientCertificate | None:
         """The verified, unrevoked client certificate; None on a plaintext (loopback) listener."""
-        auth = context.auth_context()
-        if auth.get("transport_security_type", [b""])[0] != b"ssl":
-            return None
-        certificate = _parsed(auth.get("x509_pem_cert", [b""])[0])
-        if certificate is None:  # the TLS listener requires a certificate: not expected
-            raise Unauthenticated("no client certificate")
-        if self._credentials is not None and self._credentials.certificate_revoked(certificate.uris,
-                                                                                   certificate.serial):
-            raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
-        return certificate
+        return unrevoked_certificate(context, self._credentials)
+
+    def checked_certificate(self, certificate: ClientCertificate | None) -> ClientCertificate:
+        """A certificate TLS verified, refused when it is on the daemon's revocation list."""
+        return checked_certificate(certificate, self._credentials)
+
+    def resolve_certificate(self, pem: bytes | None) -> Principal:
+        """The principal of a connection that carries no token (the DIMSE door): the holder of the
+        client certificate TLS verified (PEM), by the same rules as a gRPC call; None is a plaintext
+        connection, which only a loopback listener takes: the local principal."""
+        certificate = None if pem is None else self.checked_certificate(_parsed(pem))
+        return self.resolve_presented("", None, certificate)
 
     def _certificate_principal(self, certificate: ClientCertificate) -> Principal:
         roles = self._by_identity.get(certificate.identity) if certificate.identity else None
@@ -106,7 +113,7 @@ class PrincipalResolver:
             if certificate is None or not certificate.identity:
                 raise  # named by the token: its principal, share:<id> or token:<id>
             # TLS authenticated who is calling; the token is only what they claimed.
-            raise Unauthenticated(str(exc), who=certificate.identity) from exc
+            raise Unauthenticated(str(exc), who=certificate.identity, locked_out=exc.locked_out) from exc
         if record.kind == "share":
             # The share's scope is all it gives, whatever certificate carries it.
             scope = Scope(record.study_instance_uid, bytes(record.patient_key))
@@ -151,6 +158,29 @@ class ClientCertificate:
         return self.identity or f"certificate:{self.serial}"
 
 
+def unrevoked_certificate(context: grpc.ServicerContext,
+                          credentials: CredentialStore | None) -> ClientCertificate | None:
+    """The client certificate TLS verified, checked against the revocation list; None without TLS.
+
+    Unauthenticated when it is revoked (by any URI it carries, or by serial).
+    The API and the peer listener both ask this.
+    """
+    auth = context.auth_context()
+    if auth.get("transport_security_type", [b""])[0] != b"ssl":
+        return None
+    return checked_certificate(_parsed(auth.get("x509_pem_cert", [b""])[0]), credentials)
+
+
+def checked_certificate(certificate: ClientCertificate | None,
+                        credentials: CredentialStore | None) -> ClientCertificate:
+    """A certificate TLS verified (whichever door), refused when it is on the revocation list."""
+    if certificate is None:  # the TLS listeners require a certificate: not expected
+        raise Unauthenticated("no client certificate")
+    if credentials is not None and credentials.certificate_revoked(certificate.uris, certificate.serial):
+        raise Unauthenticated(f"certificate of {certificate.described} is revoked", who=certificate.described)
+    return certificate
+
+
 @functools.lru_cache(maxsize=1024)
 def _parsed(pem: bytes) -> ClientCertificate | None:
     if not pem:
@@ -159,6 +189,21 @@ def _parsed(pem: bytes) -> ClientCertificate | None:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
+    return _described(cert)
+
+
+@functools.lru_cache(maxsize=1024)
+def certificate_from_der(der: bytes | None) -> ClientCertificate | None:
+    """What a DER certificate (as Python's ssl gives a verified peer's) says about its holder."""
+    if not der:
+        return None
+    try:
+        return _described(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None
+
+
+def _described(cert: x509.Certificate) -> ClientCertificate:
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = tuple(names.get_values_for_type(x509.UniformResourceIdentifier))

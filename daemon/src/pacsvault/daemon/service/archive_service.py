@@ -7,54 +7,83 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from pacsvault.daemon.config import LimitsConfig
-from pacsvault.daemon.deletion import Deletion
+from pacsvault.daemon.deletion_approval import DeletionApproval
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.dicom.reading_order import in_reading_order
-from pacsvault.daemon.errors import InvalidInput, OutOfRange, TooLarge, Unavailable
+from pacsvault.daemon.errors import InvalidInput, OutOfRange, PermissionDenied, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord
-from pacsvault.daemon.ingest import Ingest
+from pacsvault.daemon.ingest import Ingest, StoreResult
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.security.stream_watch import CredentialWatch
 from pacsvault.daemon.service import convert
-from pacsvault.daemon.service.lifecycle_service import caller, set_purge_time
+from pacsvault.daemon.service.lifecycle_service import timestamp
 from pacsvault.daemon.service.status import mapped
 from pacsvault.daemon.tiering.reads import ClinicalRequests
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
+
+
+def _caller() -> str:
+    principal = current_principal.get()
+    if principal is None:
+        raise PermissionDenied("no authenticated caller")
+    return principal.id
+
+
 _STATUS = {
     AddOutcome.STORED: archive_pb2.STORE_STATUS_STORED,
     AddOutcome.DUPLICATE: archive_pb2.STORE_STATUS_DUPLICATE,
 }
 
 
+def _stored(result: StoreResult) -> archive_pb2.StoreInstanceResponse:
+    return archive_pb2.StoreInstanceResponse(
+        status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
+        series_instance_uid=result.instance.series_instance_uid,
+        study_instance_uid=result.instance.study_instance_uid,
+        digest=convert.digest_to_proto(result.received), message=result.message,
+        patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
+    )
+
+
 class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def __init__(self, limits: LimitsConfig, ingest: Ingest, search: Search, retrieval: Retrieval,
-                 deletion: Deletion, requests: ClinicalRequests, credentials: CredentialStore,
+                 deletions: DeletionApproval, requests: ClinicalRequests, credentials: CredentialStore,
                  one_message_bytes: int = 3 * CHUNK_BYTES) -> None:
         """``one_message_bytes``: the largest instance ReadInstance answers (the server's message
         size less room for the attributes)."""
         self._one_message_bytes = one_message_bytes
         self._limits, self._ingest, self._search, self._retrieval = limits, ingest, search, retrieval
-        self._deletion, self._requests, self._credentials = deletion, requests, credentials
+        self._deletions, self._requests, self._credentials = deletions, requests, credentials
 
     @mapped
     def StoreInstance(
         self, request_iterator: Iterable[archive_pb2.StoreInstanceRequest], context: grpc.ServicerContext
     ) -> archive_pb2.StoreInstanceResponse:
         data, expected = self._receive(request_iterator)
+        return _stored(self._ingest.store(data, expected, still_wanted=context.is_active))
+
+    @mapped
+    def PutInstance(
+        self, request: archive_pb2.PutInstanceRequest, context: grpc.ServicerContext
+    ) -> archive_pb2.PutInstanceResponse:
+        data = request.data  # each read of a bytes field copies it: once
+        if len(data) > self._one_message_bytes:
+            raise OutOfRange(f"upload of {len(data)} bytes is more than one message carries "
+                             f"({self._one_message_bytes}): stream it with StoreInstance")
+        if not data:
+            raise InvalidInput("empty upload: no bytes received")
+        expected = convert.digest_from_proto(request.expected_digest) if request.HasField("expected_digest") else None
+        if expected is not None and expected.size_bytes != len(data):
+            raise InvalidInput(f"received {len(data)} bytes but expected_digest.size_bytes is "
+                               f"{expected.size_bytes}; nothing stored")
         result = self._ingest.store(data, expected, still_wanted=context.is_active)
-        return archive_pb2.StoreInstanceResponse(
-            status=_STATUS[result.outcome], sop_instance_uid=result.instance.sop_instance_uid,
-            series_instance_uid=result.instance.series_instance_uid,
-            study_instance_uid=result.instance.study_instance_uid,
-            digest=convert.digest_to_proto(result.received), message=result.message,
-            patient_id=result.instance.patient_id, issuer_of_patient_id=result.instance.issuer_of_patient_id,
-        )
+        return archive_pb2.PutInstanceResponse(outcome=_stored(result))
 
     def _receive(self, requests: Iterable[archive_pb2.StoreInstanceRequest]) -> tuple[bytes, Digest | None]:
         limit = self._limits.max_instance_bytes
@@ -176,11 +205,33 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     @mapped
     def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
                     context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
-        deleted = self._deletion.delete_study(request.study_instance_uid, request.reason, caller())
-        response = archive_pb2.DeleteStudyResponse(instances_deleted=deleted.instances,
-                                                   blobs_destroyed=deleted.blobs_destroyed)
-        set_purge_time(response, deleted)  # in the trash until then: restorable
+        outcome = self._deletions.delete(request.study_instance_uid, request.reason, _caller())
+        response = archive_pb2.DeleteStudyResponse(instances_deleted=outcome.instances_deleted,
+                                                   blobs_destroyed=outcome.blobs_destroyed,
+                                                   approval_request_id=outcome.request_id)
+        if outcome.purge_after is not None:  # in the trash until then: restorable
+            response.purge_time.CopyFrom(timestamp(outcome.purge_after))
         return response
+
+    @mapped
+    def ApproveStudyDeletion(self, request: archive_pb2.ApproveStudyDeletionRequest,
+                             context: grpc.ServicerContext) -> archive_pb2.ApproveStudyDeletionResponse:
+        done = self._deletions.approve(request.request_id, _caller())
+        response = archive_pb2.ApproveStudyDeletionResponse(
+            instances_deleted=done.instances_deleted, blobs_destroyed=done.blobs_destroyed,
+            study_instance_uid=done.request.study_instance_uid, requested_by=done.request.requested_by)
+        if done.purge_after is not None:
+            response.purge_time.CopyFrom(timestamp(done.purge_after))
+        return response
+
+    @mapped
+    def ListStudyDeletionRequests(self, request: archive_pb2.ListStudyDeletionRequestsRequest,
+                                  context: grpc.ServicerContext) -> archive_pb2.ListStudyDeletionRequestsResponse:
+        return archive_pb2.ListStudyDeletionRequestsResponse(requests=[
+            archive_pb2.StudyDeletionRequest(
+                request_id=r.request_id, study_instance_uid=r.study_instance_uid, reason=r.reason,
+                requested_by=r.requested_by, requested_at=r.requested_at, expires_at=r.expires_at)
+            for r in self._deletions.pending()])
 
     @mapped
     def Pin(self, request: archive_pb2.PinRequest, context: grpc.ServicerContext) -> archive_pb2.PinResponse:

@@ -8,38 +8,40 @@ from collections.abc import Iterator
 import grpc
 
 from pacsvault.daemon.audit import trail as audit_trail
+from pacsvault.daemon.audit.verification import AuditVerification
 from pacsvault.daemon.errors import Unavailable
-from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.service.status import mapped
 from pacsvault.v1 import audit_pb2, audit_pb2_grpc
 
+_OFF = "auditing is off on this appliance ([audit] enabled = false)"
+
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, trail: audit_trail.AuditTrail | None, witness: PeerClient | None) -> None:
-        self._audit, self._witness = trail, witness
+    def __init__(self, trail: audit_trail.AuditTrail | None, verification: AuditVerification | None) -> None:
+        self._audit, self._verification = trail, verification
 
     def _trail(self) -> audit_trail.AuditTrail:
         if self._audit is None:
-            raise Unavailable("auditing is off on this appliance ([audit] enabled = false)")
+            raise Unavailable(_OFF)
         return self._audit
 
     @mapped
     def VerifyAudit(self, request: audit_pb2.VerifyAuditRequest,
                     context: grpc.ServicerContext) -> audit_pb2.VerifyAuditResponse:
-        trail = self._trail()
-        local = audit_trail.read_checkpoints(trail.checkpoints_path)
-        witness, witness_error = [], ""
-        if self._witness is not None:
-            try:
-                witness = [json.loads(c) for c in self._witness.list_audit_checkpoints()]
-            except grpc.RpcError as exc:
-                witness_error = f"{exc.code().name}: {exc.details()}"
-        problem = trail.verify(local + witness)
-        records = trail.line_count()
+        if self._verification is None:
+            raise Unavailable(_OFF)
+        result = self._verification.verify()
+        problem = result.problem
+        reason = problem.reason if problem else ""
+        if result.witness_error:
+            reason = (f"the witness could not be asked ({result.witness_error}): a cut tail cannot be ruled out"
+                      + (f"; the chain alone breaks at record {problem.seq}: {problem.reason}" if problem
+                         else f"; the {result.records} records here are whole on their own"))
         return audit_pb2.VerifyAuditResponse(
-            intact=problem is None, records=records, first_bad_record=problem.seq if problem else 0,
-            problem=problem.reason if problem else "", local_checkpoints=len(local),
-            witness_checkpoints=len(witness), witness_error=witness_error)
+            intact=result.intact, records=result.records, first_bad_record=problem.seq if problem else 0,
+            problem=reason, local_checkpoints=result.local_checkpoints,
+            witness_checkpoints=result.witness_checkpoints, witness_error=result.witness_error,
+            peer_consulted=result.peer_consulted)
 
     @mapped
     def QueryAudit(self, request: audit_pb2.QueryAuditRequest,

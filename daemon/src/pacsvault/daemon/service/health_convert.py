@@ -66,6 +66,7 @@ def _volume(volume: Any, state: VolumeState | None) -> appliance_pb2.VolumeStatu
     )
     if state is None:
         message.verdict = VERDICTS[_STATE_VERDICT[volume.state]]
+        message.reasons.extend(_reasons(getattr(volume, "reasons", ())))
         return message
     message.verdict = VERDICTS[state.verdict]
     message.reasons.extend(_reasons(state.reasons))

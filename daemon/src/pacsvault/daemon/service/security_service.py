@@ -10,6 +10,7 @@ import grpc
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys
 from pacsvault.daemon.dicom import uid
+from pacsvault.daemon.dicomweb.links import share_link
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, shown
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.query import Level, Query
@@ -17,7 +18,7 @@ from pacsvault.daemon.index.records import CredentialRecord
 from pacsvault.daemon.key_rotation import KeyRotation
 from pacsvault.daemon.retrieval import Retrieval
 from pacsvault.daemon.search import Search
-from pacsvault.daemon.security.credentials import CredentialStore
+from pacsvault.daemon.security.credentials import CredentialStore, TokenPolicy
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.service.forwarding import BackOffice, forwarded
 from pacsvault.daemon.security.serials import normalise_serial
@@ -53,6 +54,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
     def __init__(self, config: Config, credentials: CredentialStore, back_office: BackOffice) -> None:
         self._config, self._credentials, self._back_office = config, credentials, back_office
         self._principals = {p.identity for p in config.security.principals}
+        self._tokens = TokenPolicy(config.security.max_token_ttl_s, config.security.token_idle_timeout_s)
 
     RotateKeys = forwarded(_SECURITY.methods_by_name["RotateKeys"])
     GetEncryptionStatus = forwarded(_SECURITY.methods_by_name["GetEncryptionStatus"])
@@ -63,7 +65,7 @@ class SecurityServicer(security_pb2_grpc.SecurityServiceServicer):
         if request.principal not in self._principals:
             raise InvalidInput("principal must be a configured identity (security.principals)")
         issued = self._credentials.create_access_token(request.principal, request.ttl_seconds,
-                                                       request.idle_timeout_seconds, _caller())
+                                                       request.idle_timeout_seconds, _caller(), self._tokens)
         return security_pb2.CreateTokenResponse(token=issued.token, info=_token_info(issued.record))
 
     @mapped
@@ -128,8 +130,11 @@ class KeyServicer(security_pb2_grpc.SecurityServiceServicer):
 
 
 class ShareServicer(security_pb2_grpc.ShareServiceServicer):
-    def __init__(self, search: Search, retrieval: Retrieval, credentials: CredentialStore) -> None:
+    def __init__(self, search: Search, retrieval: Retrieval, credentials: CredentialStore,
+                 web_root: str = "") -> None:
+        """``web_root``: where the share page is reached (dicomweb.links), '' when the web door is off."""
         self._search, self._retrieval, self._credentials = search, retrieval, credentials
+        self._web_root = web_root
 
     @mapped
     def CreateShare(self, request: security_pb2.CreateShareRequest,
@@ -149,7 +154,8 @@ class ShareServicer(security_pb2_grpc.ShareServiceServicer):
             patient_key = keys.share_scope(request.patient_id, request.issuer_of_patient_id)
         issued = self._credentials.create_share(study_uid, patient_key, request.ttl_seconds, request.max_uses,
                                                 request.pin, _caller())
-        return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record))
+        return security_pb2.CreateShareResponse(token=issued.token, share=_share_info(issued.record),
+                                                link=share_link(self._web_root, issued.token))
 
     @mapped
     def ListShares(self, request: security_pb2.ListSharesRequest,

@@ -15,6 +15,8 @@ from pacsvault.daemon import errors
 
 log = logging.getLogger(__name__)
 
+_RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+
 # Most specific first: subclasses before their bases.
 _CODES: tuple[tuple[type[errors.PacsvaultError], grpc.StatusCode], ...] = (
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -38,6 +40,11 @@ def code_for(exc: errors.PacsvaultError) -> grpc.StatusCode:
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    if isinstance(exc, errors.Unavailable):
+        # The daemon has already retried what was away (a tier, the peer) within the caller's
+        # deadline; a client-side gRPC retry would only repeat it and turn the answer into
+        # DEADLINE_EXCEEDED. Negative pushback tells gRPC not to retry (gRFC A6); the caller decides.
+        context.set_trailing_metadata(((_RETRY_PUSHBACK, "-1"),))
     if isinstance(exc, errors.PacsvaultError):
         context.abort(code_for(exc), str(exc))
     # A bug: the caller gets an id to quote, the log gets the traceback.

@@ -11,11 +11,16 @@ from pacsvault.v1 import storage_pb2, storage_pb2_grpc
 
 
 def volume_to_proto(v: VolumeStatus) -> storage_pb2.Volume:
-    return storage_pb2.Volume(
+    message = storage_pb2.Volume(
         tier=v.tier, volume_id=v.volume_id, path=v.path, volume_class=v.volume_class, state=v.state,
         reason=v.reason, capacity_bytes=v.capacity_bytes, used_bytes=v.used_bytes, free_bytes=v.free_bytes,
         blobs=v.blobs, stored_bytes=v.stored_bytes, watermark=v.watermark, accepts_writes=v.accepts_writes,
+        backend=v.backend,
     )
+    if v.store is not None and v.store.objects is not None:
+        message.store_objects = v.store.objects
+        message.store_bytes = v.store.object_bytes or 0
+    return message
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):

@@ -70,6 +70,12 @@ def read_all(reader: BlobReader) -> bytes:
     return b"".join(iter_chunks(reader, 1 << 20))
 
 
+def authenticated(reader: BlobReader) -> bool:
+    """Whether every byte ``reader`` gives was authenticated against the blob's address as it was
+    read (a sealed blob's frames), so the whole need not be hashed again to be trusted."""
+    return bool(getattr(reader, "authenticated", False))
+
+
 class BlobFile(io.RawIOBase):
     """A seekable file view of a blob, so pydicom can read just the header."""
 

@@ -14,6 +14,7 @@ from pacsvault.daemon.storage import blob_format
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader, iter_chunks
 from pacsvault.daemon.storage.blob_format import SLOT_BYTES, BlobHeader, Codec
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
+from pacsvault.daemon.storage.memory import BytesReader
 
 # A first frame that zstd shrinks by less than this is taken as already
 # compressed (JPEG, JPEG 2000, deflated pixel data): a sealed blob is then
@@ -74,14 +75,39 @@ class CompressingBlobAccess:
         self._inner.flush()
 
     def open(self, digest: Digest) -> FramedReader:
-        return FramedReader(self._inner.open(digest), str(digest), self.sealer)
+        reader = FramedReader(self._inner.open(digest), str(digest), self.sealer)
+        if reader.header.digest.hash != digest.hash:
+            # A sealed blob's frames authenticate against the address in its own header: without
+            # this, another blob's intact file put in this one's place would read as this one.
+            reader.close()
+            raise DataLoss(f"{digest}: the file holds blob {reader.header.digest.hex[:16]}, not this one")
+        return reader
 
     def contains(self, digest: Digest) -> bool:
         return self._inner.contains(digest)
 
     def verify(self, digest: Digest) -> None:
         """Reads the whole blob (every frame authenticated) and checks it against its address."""
-        reader = self.open(digest)
+        self._verify_reader(digest, self.open(digest))
+
+    def verify_stored(self, digest: Digest, stored: bytes) -> None:
+        """Checks a stored form held in memory as verify() checks one at rest."""
+        self._verify_reader(digest, FramedReader(BytesReader(stored), str(digest), self.sealer))
+
+    def check_structure(self, digest: Digest, stored: bytes) -> None:
+        """The cheap check of a stored form: its header (CRC) names ``digest``, its frame table
+        accounts for every byte, and (sealed) a key slot opens with our keyring. The frames
+        themselves are authenticated at every read (and by the scrub)."""
+        where = str(digest)
+        reader = FramedReader(BytesReader(stored), where, self.sealer)  # header, CRC, key slot
+        header = reader.header
+        if header.digest.hash != digest.hash or header.digest.size_bytes != digest.size_bytes:
+            raise DataLoss(f"blob {digest.hex[:16]}: its header names another blob ({header.digest})")
+        if header.encoded_size + sum(header.frame_lengths) != len(stored):
+            raise DataLoss(f"blob {digest.hex[:16]}: {len(stored)} bytes, its frame table says "
+                           f"{header.encoded_size + sum(header.frame_lengths)}")
+
+    def _verify_reader(self, digest: Digest, reader: FramedReader) -> None:
         try:
             hasher = _hasher_for(self, reader.header)
             for chunk in iter_chunks(reader, self._frame_size):
@@ -162,6 +188,9 @@ class FramedReader:
             self._cipher = sealer.open_cipher(self.slots, self.header.digest.hash, where)
         self._decompressor = zstandard.ZstdDecompressor()
         self._cached: tuple[int, bytes] | None = None
+        # Sealed: every byte read was authenticated (GCM, with the address, frame index and count),
+        # so a reader of the whole blob needs no second pass with the keyed hash (see blob_format).
+        self.authenticated = self._cipher is not None
 
     @property
     def dek(self) -> bytes:

@@ -86,7 +86,8 @@ class LocalBlobAccess:
         final = self.path_of(digest)
         # Written afresh even when a file is there: ingest puts only what no index record
         # names, so such a file is a leftover of a write a crash cut short, never to be trusted.
-        tmp = self._tmp / f"{digest.hex}.{uuid.uuid4().hex}.tmp"
+        # The writer's pid in the name: a process cleaning up may remove only what a dead one left.
+        tmp = self._tmp / f"{digest.hex}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
             self._write(tmp, final, data, sync)
         except OSError as exc:
@@ -174,9 +175,15 @@ class LocalBlobAccess:
         return target
 
     def clean_tmp(self) -> int:
-        """Removes writes that a crash interrupted; they were never acknowledged."""
+        """Removes writes that a crash interrupted (their writer is gone); they were never acknowledged.
+
+        The daemon's other processes may be writing here right now: a temp file
+        whose writer is alive is left alone.
+        """
         removed = 0
         for leftover in self._tmp.iterdir():
+            if _writer_alive(leftover.name):
+                continue
             leftover.unlink(missing_ok=True)
             removed += 1
         if removed:
@@ -185,6 +192,23 @@ class LocalBlobAccess:
 
     def usage(self) -> shutil._ntuple_diskusage:
         return shutil.disk_usage(self.root)
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a temp file's name (<digest>.<pid>.<random>.tmp) still runs."""
+    parts = name.split(".")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False  # another layout (an older version's): its writer is from before this start
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this very process starts afresh
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_marker(root: Path) -> str | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -134,16 +134,21 @@ class S3BlobAccess:
         Durable on return whatever ``sync`` says: an object store acknowledges a PUT once it holds it,
         and a PUT is all or nothing, so a copy found there is never a half-written leftover.
         """
+        return self.put_checked(digest, data)[0]
+
+    def put_checked(self, digest: Digest, data: bytes) -> tuple[int, bool]:
+        """As put; also says whether this call uploaded ``data`` (the store then checked it against
+        our MD5: the object holds exactly these bytes) or found an object there already."""
         key = self.key_of(digest)
         # One PUT with If-None-Match where the store honours it; a look first where it does not.
         if self._keeps_versions() or len(data) > self.settings.multipart_threshold:
             existing = s3_objects.head(self.calls, key)
             if existing is not None:
-                return existing.size
+                return existing.size, False
         if s3_objects.upload(self.calls, key, data, if_absent=True) is None:
             existing = s3_objects.head(self.calls, key)
-            return existing.size if existing is not None else len(data)
-        return len(data)
+            return (existing.size if existing is not None else len(data)), False
+        return len(data), True
 
     def flush(self) -> None:
         """Nothing to do: every put is durable when it returns."""
@@ -186,6 +191,28 @@ class S3BlobAccess:
                         f"blob {digest.hex[:16]} is under a legal hold or retention in object store "
                         f"{self.label}; the store refuses to delete it before then") from exc
                 raise translate(exc, self.settings, f"the delete of blob {digest.hex[:16]}") from exc
+
+    def quarantine(self, digest: Digest, reason: str) -> str | None:
+        """Moves a bad object aside (copied under the quarantine prefix with its reason, then removed):
+        corrupt data is never silently deleted. The new key, or None when there was no object.
+        An object under Object Lock stays where it is as well (the store refuses its delete)."""
+        key = self.key_of(digest)
+        if s3_objects.head(self.calls, key) is None:
+            return None
+        target = f"{self.settings.quarantine_prefix}{digest.hex}.{uuid.uuid4().hex[:8]}"
+        what = f"the quarantine of blob {digest.hex[:16]}"
+        try:
+            self.calls.call(what, lambda: self.client.copy_object(
+                Bucket=self.settings.bucket, Key=target, CopySource={"Bucket": self.settings.bucket, "Key": key},
+                Metadata={"pacsvault-reason": reason[:200].encode("ascii", "replace").decode()}, MetadataDirective="REPLACE"))
+        except ClientError as exc:
+            raise translate(exc, self.settings, what) from exc
+        try:
+            self.delete(digest)
+        except FailedPrecondition:
+            log.warning("object store %s: blob %s is held by Object Lock; a copy is in quarantine and the held "
+                        "object stays until its hold ends", self.label, digest.hex[:16])
+        return target
 
     # -- rewrite (key rotation) -----------------------------------------------------------------
 

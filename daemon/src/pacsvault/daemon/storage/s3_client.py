@@ -43,6 +43,7 @@ from botocore.exceptions import (
 )
 
 from pacsvault.daemon.errors import ConfigError, PacsvaultError, Unavailable
+from pacsvault.daemon.storage.s3_stats import CallStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +67,8 @@ class S3Settings:
     bucket: str
     name: str = ""  # in messages, e.g. the tier's name; defaults to s3://bucket
     key_prefix: str = "blobs/"
+    # Where objects found bad are moved, with their reason (never silently deleted).
+    quarantine_prefix: str = "quarantine/"
     region: str = "us-east-1"
     profile: str | None = None
     ca_file: str | None = None  # TLS is always verified: against this CA bundle, else the system's
@@ -149,8 +152,10 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("s3_dea
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Bounds every store call made inside the block by ``seconds`` from now (e.g. a gRPC call's
-    time remaining); the tighter of this and the store's own timeout wins."""
-    token = _deadline.set(time.monotonic() + max(0.0, seconds))
+    time remaining); the tightest of this, an enclosing block's and the store's own timeout wins."""
+    end = time.monotonic() + max(0.0, seconds)
+    enclosing = _deadline.get()
+    token = _deadline.set(end if enclosing is None else min(end, enclosing))
     try:
         yield
     finally:
@@ -173,9 +178,26 @@ class S3Calls:
         self._clock, self._sleep = clock, sleep
         self._bounded_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # How the store answered lately (health shows it).
+        self.stats = CallStats()
 
     def call(self, what: str, attempt: Callable[[], T]) -> T:
         """``attempt()`` until it succeeds or fails for good; Unavailable once time is up."""
+        started = time.monotonic()
+        error = ""
+        try:
+            return self._retried(what, attempt)
+        except ClientError as exc:
+            if http_status(exc) in (401, 403) or http_status(exc) >= 500:
+                error = describe(exc)
+            raise
+        except (PacsvaultError, BotoCoreError) as exc:
+            error = str(exc)
+            raise
+        finally:
+            self.stats.record(time.monotonic() - started, error)
+
+    def _retried(self, what: str, attempt: Callable[[], T]) -> T:
         started = self._clock()
         end = started + self.settings.timeout_s
         outer = _deadline.get()

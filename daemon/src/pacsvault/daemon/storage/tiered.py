@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from pacsvault.daemon.digest import Digest, address_of
@@ -28,6 +29,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, StorageFull, Unavailable
 from pacsvault.daemon.storage.blob_access import BlobAccess, BlobReader
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.local import LocalBlobAccess, read_marker
+from pacsvault.daemon.storage.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +96,19 @@ class Watermarks:
 
 @dataclass
 class Volume:
-    """One directory of blobs, with what decides whether it takes new data."""
+    """One directory of blobs, with what decides whether it takes new data.
+
+    An object-store tier's bucket is a volume too (``object_volume``): it
+    overrides the methods below the fields that touch a filesystem.
+    """
+
+    # "local" (a directory) or "s3" (a bucket of an object store).
+    backend: ClassVar[str] = "local"
 
     tier: str
     volume_id: str
     path: str
-    local: LocalBlobAccess  # the stored form, which the mover copies as it is
+    local: LocalBlobAccess  # the stored form, which the mover copies as it is (objects, for a bucket)
     access: BlobAccess  # what ingest and reads use (compressing over local)
     watermarks: Watermarks
     usage: Callable[[], Usage]
@@ -164,6 +173,10 @@ class Volume:
     def placed(self, size: int) -> None:
         self._placed_since += size
 
+    def usage_changed(self) -> None:
+        """Bytes came or went outside placement (the mover): measure afresh at the next decision."""
+        self._measured = None
+
     def still_mounted(self) -> bool:
         """One stat: the directory is still on the filesystem it was opened on.
 
@@ -178,6 +191,39 @@ class Volume:
         if not same:
             self.check_present()
         return same
+
+    def health_check(self) -> bool:
+        """The back office's periodic look at the volume: for a directory, its marker."""
+        return self.check_present()
+
+    def read_failed(self, exc: Unavailable) -> None:
+        """A read met an error of the volume: a disk returning I/O errors takes no more writes."""
+        if not self.failed:
+            self.fail(str(exc))
+            log.error("volume %s stops taking writes: %s", self.path, exc)
+
+    # -- what the mover asks of a volume it moves blobs into ------------------------------------
+
+    def transfers_at_once(self) -> int:
+        """Blobs the mover may copy here at once (a disk: one; it is the fsyncs that take the time)."""
+        return 1
+
+    def copy_in(self, digest: Digest, stored: bytes) -> bool:
+        """Writes a stored form durably; True when the write itself proved the copy is these bytes
+        (nothing proves it on a disk: verify_copy reads it back)."""
+        self.local.put(digest, stored)
+        return False
+
+    def verify_copy(self, digest: Digest, stored: bytes, proven: bool) -> None:
+        """DataLoss unless the copy here opens, authenticates and matches its address."""
+        self.access.verify(digest)  # type: ignore[attr-defined]
+
+    def transfer_failed(self, exc: Unavailable) -> None:
+        """A copy into or out of this volume failed; for a directory, its own checks decide what that means."""
+
+    def retain(self, digest: Digest, retention: Retention | None) -> None:
+        """Makes the volume itself refuse an early delete where it can (an object store's Object
+        Lock); a directory cannot."""
 
     def check_present(self) -> bool:
         """Whether the volume's marker is still there; marks it failed if not."""
@@ -290,9 +336,7 @@ class TieredBlobStore:
             except NotFound:
                 continue
             except Unavailable as exc:
-                if not volume.failed:
-                    volume.fail(str(exc))
-                    log.error("volume %s stops taking writes: %s", volume.path, exc)
+                volume.read_failed(exc)
                 failures.append(exc)
         if failures:
             raise Unavailable(f"blob {digest.hex[:16]} could not be read: {failures[0]}")

@@ -13,7 +13,9 @@ from pacsvault.daemon.config import Config
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import VolumeRecord
+from pacsvault.daemon.storage.object_volume import ObjectStoreStatus, ObjectStoreVolume
 from pacsvault.daemon.storage.tiered import TieredBlobStore, Usage, Volume
+from pacsvault.daemon.tiering import object_tier
 from pacsvault.daemon.tiering import volumes as volume_ops
 from pacsvault.daemon.tiering.mover import PlannedMove, TierMover
 
@@ -35,6 +37,8 @@ class VolumeStatus:
     stored_bytes: int
     watermark: str  # below-low, between, above-high
     accepts_writes: bool
+    backend: str = "local"
+    store: ObjectStoreStatus | None = None  # an object-store volume's own figures
 
 
 class TieringManager:
@@ -43,6 +47,7 @@ class TieringManager:
         self.config, self.env, self.clock = config, env, clock
         self.store = store
         self.mover = TierMover(env, self.store, config, clock)
+        self._pending = object_tier.PendingObjectTiers(config, env, store, clock)
 
     @property
     def first_tier(self) -> str:
@@ -63,13 +68,16 @@ class TieringManager:
     def check_volumes(self) -> None:
         self.store.refresh()
         for volume in self.store.volumes:
-            volume.check_present()
+            volume.health_check()
+        self._pending.retry_due()
 
     def status(self) -> list[VolumeStatus]:
         self.store.refresh()
         records = {r.volume_id: r for r in placement.volumes(self.env)}
         out = [self._volume_status(v, records.get(v.volume_id)) for v in self.store.volumes]
-        out += [VolumeStatus(r.tier, "", r.path, "", "refused", r.reason, 0, 0, 0, 0, 0, "", False)
+        backends = {t.name: t.backend for t in self.config.tiers}
+        out += [VolumeStatus(r.tier, "", r.path, "", "refused", r.reason, 0, 0, 0, 0, 0, "", False,
+                             backends.get(r.tier, "local"))
                 for r in self.store.refused]
         return out
 
@@ -89,5 +97,6 @@ class TieringManager:
         return VolumeStatus(
             volume.tier, volume.volume_id, volume.path, volume.volume_class, state, reason,
             usage.usable, usage.used, usage.free, record.blob_count if record else 0,
-            record.stored_bytes if record else 0, watermark, volume.accepts(0, fresh=True),
+            record.stored_bytes if record else 0, watermark, volume.accepts(0, fresh=True), volume.backend,
+            volume.status() if isinstance(volume, ObjectStoreVolume) else None,
         )

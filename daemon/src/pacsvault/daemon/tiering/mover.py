@@ -4,13 +4,23 @@ A blob moves in a fixed sequence, each step safe to interrupt with SIGKILL::
 
     intent   record (blob, from, to) in the index      crash: undone next pass
     copy     write the stored bytes to the target       crash: target copy removed
-    verify   read the copy back, check the digest       crash: as above
+    verify   check the copy: read it back whole, every  crash: as above
+             frame authenticated. An object store's
+             copy is proven instead: its header and
+             frame table were checked before it was
+             sent, and the store checked the upload
+             against our MD5, so it is the source
+    retain   an object store's Object Lock: the         crash: as above (a copy the store
+             retention / legal hold the rules give      keeps under its lock stays there)
     switch   point the index at the target (one txn)    crash: source copy removed
-    delete   remove the source copy
+    delete   remove the source copy (one the store
+             keeps under Object Lock stays)
     done     drop the intent
 
 At every step the index points at a complete, verified copy, and a reader
-that finds no file where the index pointed searches the other volumes.
+that finds no file where the index pointed searches the other volumes. A
+volume that fails a transfer (an object store away) is left alone until it
+answers again: the mover pauses there and goes on with the others.
 """
 
 from __future__ import annotations
@@ -23,21 +33,23 @@ from dataclasses import dataclass, field
 
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.digest import Digest, DigestFunction
-from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError
+from pacsvault.daemon.errors import NotFound, PacsvaultError
 from pacsvault.daemon.index import keys, placement
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord
-from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.tiered import Tier, TieredBlobStore, Volume
-from pacsvault.daemon.tiering import policy
+from pacsvault.daemon.tiering import policy, transfers
+from pacsvault.daemon.tiering.transfers import Move
+from pacsvault.daemon.tiering import retention as retention_rules
+from pacsvault.daemon.tiering.retention import RetentionRules
 
 log = logging.getLogger(__name__)
-STEPS = ("intent", "copy", "verify", "switch", "delete", "done")
+STEPS = ("intent", "copy", "verify", "retain", "switch", "delete", "done")
 DRAIN_BATCH = 10_000
 # Blobs moved together share each step's index commit; the batch bounds the
 # memory held (the stored bytes are read into memory) and the work a crash redoes.
-BATCH_BLOBS = 64
+BATCH_BLOBS = 256
 BATCH_BYTES = 64 * 1024 * 1024
 
 
@@ -81,15 +93,6 @@ class MoverStats:
         return self.last_pass_bytes / self.last_pass_seconds if self.last_pass_seconds else 0.0
 
 
-@dataclass
-class _Move:
-    blob: BlobRecord
-    digest: Digest
-    raw: bytes
-    source: Volume
-    target: Volume
-
-
 def _batches(blobs: list[BlobRecord]) -> list[list[BlobRecord]]:
     """Groups of at most BATCH_BLOBS blobs and about BATCH_BYTES, moved with one commit per step."""
     batches: list[list[BlobRecord]] = [[]]
@@ -121,10 +124,13 @@ class TierMover:
     # Called after each step of each move: tests kill the process here.
     on_step: Callable[[str, Digest], None] = lambda step, digest: None
     stats: MoverStats = field(default_factory=MoverStats)
+    # What an object store must keep each blob moved into it for (Object Lock).
+    retention: RetentionRules | None = None
 
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.env)
         self.limiter = self.limiter or RateLimiter(self.config.tiering.mover_max_bytes_per_s)
+        self.retention = self.retention or retention_rules.from_config(self.config)
         self._demoting: set[str] = set()
         self._rule = policy.AgeRule(self.config.tiering.demote_after_days, self.config.tiering.age_basis)
 
@@ -205,10 +211,17 @@ class TierMover:
     def _demote(self, budget: _Budget) -> None:
         for index, tier in enumerate(self.store.tiers[:-1]):
             targets = [t.name for t in self.store.tiers[index + 1 :]]
+            # The blobs of several small studies share a batch: fewer commits, more transfers in flight.
+            pending: list[BlobRecord] = []
             for heat, _ in self._demotion_candidates(tier, limit=10_000):
                 if budget.left <= 0:
                     return
-                self._move_study(heat.study_uid, tier.name, targets, budget, same_device_ok=False)
+                pending += self._blobs_of(heat.study_uid, tier.name, targets)
+                *full, pending = _batches(pending) or [[]]
+                for batch in full:
+                    self._move_blobs(batch, targets, budget, exclude=None, same_device_ok=False)
+            if pending and budget.left > 0:
+                self._move_blobs(pending, targets, budget, exclude=None, same_device_ok=False)
 
     def _refresh_demoting(self) -> None:
         """Hysteresis: a tier starts demoting past its high watermark (or once no volume of it takes
@@ -241,18 +254,22 @@ class TierMover:
     def _move_study(self, study_uid: str, from_tier: str | None, to_tiers: list[str], budget: _Budget,
                     same_device_ok: bool) -> bool:
         """Moves the study's blobs on ``from_tier`` (any tier not in to_tiers if None)."""
-        try:
-            members = self.catalog.study_instances(study_uid)
-        except NotFound:
-            return True
-        blobs = [b for _, b in members if b.location.tier not in to_tiers
-                 and (from_tier is None or b.location.tier == from_tier)]
+        blobs = self._blobs_of(study_uid, from_tier, to_tiers)
         moved = 0
         for batch in _batches(blobs):
             if budget.left <= 0:
                 return False
             moved += self._move_blobs(batch, to_tiers, budget, exclude=None, same_device_ok=same_device_ok)
         return moved == len(blobs)
+
+    def _blobs_of(self, study_uid: str, from_tier: str | None, to_tiers: list[str]) -> list[BlobRecord]:
+        """The study's blobs on ``from_tier`` (on any tier not in to_tiers if None)."""
+        try:
+            members = self.catalog.study_instances(study_uid)
+        except NotFound:
+            return []
+        return [b for _, b in members if b.location.tier not in to_tiers
+                and (from_tier is None or b.location.tier == from_tier)]
 
     def _move_blobs(self, blobs: list[BlobRecord], to_tiers: list[str], budget: _Budget,
                     exclude: Volume | None, same_device_ok: bool) -> int:
@@ -262,7 +279,11 @@ class TierMover:
             if not moves:
                 return 0
             self.limiter.take(sum(len(m.raw) for m in moves))  # type: ignore[union-attr]
-            switched = self._copy_verify_switch(moves)
+            try:
+                switched = self._copy_verify_switch(moves)
+            finally:
+                for volume in {id(v): v for m in moves for v in (m.source, m.target)}.values():
+                    volume.usage_changed()
         except PacsvaultError as exc:
             self.stats.failures += 1
             self.stats.last_error = str(exc)
@@ -275,24 +296,26 @@ class TierMover:
         return len(switched)
 
     def _prepare(self, blobs: list[BlobRecord], to_tiers: list[str], exclude: Volume | None,
-                 same_device_ok: bool) -> list[_Move]:
-        moves: list[_Move] = []
-        planned: dict[str, int] = {}  # bytes already headed for each target in this batch
+                 same_device_ok: bool) -> list[Move]:
+        sourced = []
         for blob in blobs:
             source = self.store.volume(blob.location.volume_id)
-            if source is None or source.failed:
-                continue
-            digest = Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes)
-            raw = read_all(source.local.open(digest))
+            if source is not None and not source.failed:
+                sourced.append((blob, source, Digest(DigestFunction(blob.digest_function), blob.digest,
+                                                     blob.size_bytes)))
+        raws = transfers.each(sourced, transfers.read_stored, transfers.width(s for _, s, _ in sourced))
+        moves: list[Move] = []
+        planned: dict[str, int] = {}  # bytes already headed for each target in this batch
+        for (blob, source, digest), raw in zip(sourced, raws, strict=True):
             target = self._target(to_tiers, len(raw), exclude or source,
                                   None if same_device_ok else source.device, planned)
             if target is None:
                 continue
             planned[target.volume_id] = planned.get(target.volume_id, 0) + len(raw)
-            moves.append(_Move(blob, digest, raw, source, target))
+            moves.append(Move(blob, digest, raw, source, target))
         return moves
 
-    def _copy_verify_switch(self, moves: list[_Move]) -> list[_Move]:
+    def _copy_verify_switch(self, moves: list[Move]) -> list[Move]:
         """The fixed step sequence of the module docstring, for a batch."""
         now = self.clock()
         intents = [MoveIntent(
@@ -300,35 +323,32 @@ class TierMover:
             to_volume_id=m.target.volume_id, to_tier=m.target.tier, started_at=now) for m in moves]
         placement.put_move_intents(self.env, intents)
         self._each_step("intent", moves)
-        for move in moves:
-            move.target.local.put(move.digest, move.raw)
+        at_once = transfers.width([*(m.source for m in moves), *(m.target for m in moves)])
+        transfers.each(moves, transfers.copy, at_once)
         self._each_step("copy", moves)
-        for move in moves:
-            self._verify(move.target, move.digest)
+        transfers.each(moves, transfers.verify, at_once)
         self._each_step("verify", moves)
+        transfers.each(moves, self._retain, at_once)
+        self._each_step("retain", moves)
         flags = self.env.write(lambda txn: [
             placement.switch_blob(txn, self.env, _key(m.blob), m.source.volume_id, m.target.tier, m.target.volume_id)
             for m in moves])
         self._each_step("switch", moves)
-        for move, switched in zip(moves, flags, strict=True):
-            # Through the sealing layer: the copy left behind has its key slots zeroed first.
-            (move.source if switched else move.target).access.delete(move.digest)
+        transfers.each(list(zip(moves, flags, strict=True)), transfers.delete_leftover,
+                       transfers.DELETES_PER_TRANSFER * at_once)
         self._each_step("delete", moves)
         placement.drop_move_intents(self.env, intents)
         self._each_step("done", moves)
         return [m for m, switched in zip(moves, flags, strict=True) if switched]
 
-    def _each_step(self, step: str, moves: list[_Move]) -> None:
+    def _each_step(self, step: str, moves: list[Move]) -> None:
         for move in moves:
             self.on_step(step, move.digest)
 
-    @staticmethod
-    def _verify(target: Volume, digest: Digest) -> None:
-        try:
-            target.access.verify(digest)
-        except DataLoss as exc:
-            target.local.delete(digest)
-            raise DataLoss(f"copy on {target.path} failed verification ({exc}); removed, the source is kept") from exc
+    def _retain(self, move: Move) -> None:
+        assert self.retention is not None
+        with transfers.pausing(move.target):
+            move.target.retain(move.digest, self.retention.for_blob(move.blob))
 
     def resume_interrupted(self) -> int:
         """Finishes or undoes every move a crash left half done; returns how many."""
@@ -342,7 +362,11 @@ class TierMover:
                 leftover = self.store.volume(intent.to_volume_id)  # not switched: the copy is
             if leftover is None or leftover.failed:
                 continue  # cannot reach it now; keep the intent for a later pass
-            leftover.local.delete(digest)
+            try:
+                transfers.delete_copy(leftover, digest, leftover.local.delete)
+            except PacsvaultError as exc:
+                log.warning("an interrupted move of blob %s is finished later: %s", digest.hex[:16], exc)
+                continue
             placement.drop_move_intents(self.env, [intent])
         if intents:
             log.info("finished %d blob moves interrupted by a restart", len(intents))

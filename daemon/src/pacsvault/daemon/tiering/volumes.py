@@ -24,13 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacsvault.daemon.config import Config, TierConfig
-from pacsvault.daemon.errors import InvalidInput, Unavailable, shown
+from pacsvault.daemon.errors import ConfigError, InvalidInput, Unavailable, shown
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import VolumeRecord
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import CompressingBlobAccess
 from pacsvault.daemon.storage.local import LocalBlobAccess, has_blobs, read_marker, write_marker
+from pacsvault.daemon.tiering import object_tier
 from pacsvault.daemon.tiering.new_volume import checked_new_volume
 from pacsvault.daemon.storage.tiered import (
     RefusedVolume,
@@ -56,6 +57,10 @@ def register_configured(config: Config, env: IndexEnvironment,
     by_path = {r.path: r for r in known.values() if r.state != "drained"}
     refused = []
     for tier_config in config.tiers:
+        if tier_config.is_object_store:
+            refusal = object_tier.register(config, tier_config, env, clock)
+            refused += [refusal] if refusal else []
+            continue
         for configured in tier_config.volumes:
             root = config.resolve(configured)
             try:
@@ -69,8 +74,10 @@ def register_configured(config: Config, env: IndexEnvironment,
                 record.path, record.tier = str(root), tier_config.name
                 placement.save_volume(env, record)
                 known[volume_id] = record
+    buckets = {object_tier.location_of(t) for t in config.tiers if t.is_object_store}
     for record in known.values():
-        _clean_tmp(Path(record.path), record.volume_id)
+        if record.path not in buckets:
+            _clean_tmp(Path(record.path), record.volume_id)
     return refused
 
 
@@ -114,6 +121,9 @@ class VolumeSync:
         tier = next((t for t in self._config.tiers if t.name == record.tier), None)
         if tier is None or record.state == "drained":
             return
+        if tier.is_object_store:
+            self._apply_object_store(tier, record)
+            return
         root = Path(record.path)
         try:
             present = read_marker(root) == record.volume_id
@@ -123,6 +133,17 @@ class VolumeSync:
             return  # not mounted, or another disk: its blobs read as unavailable, nothing lands there
         self._store.add_volume(build_volume(self._config, tier, root, record, self._store.sealer,
                                             on_failure_change=self._record_failure))
+
+    def _apply_object_store(self, tier: TierConfig, record: VolumeRecord) -> None:
+        if record.path != object_tier.location_of(tier):
+            return  # a bucket no longer configured: its blobs read as unavailable
+        try:
+            volume = object_tier.build(self._config, tier, record, self._env, self._store.sealer,
+                                       self._record_failure)
+        except ConfigError as exc:  # no credentials in this process: its reads of the tier fail
+            log.error("object-store tier %s not opened: %s", tier.name, exc)
+            return
+        self._store.add_volume(volume)
 
     def _record_failure(self, volume: Volume) -> None:
         reason = volume.failed
@@ -203,6 +224,9 @@ def add_volume(config: Config, env: IndexEnvironment, store: TieredBlobStore, ti
     if tier is None:
         raise InvalidInput(f"tier {shown(tier_name)} is not configured "
                            f"(tiers: {', '.join(t.name for t in config.tiers)})")
+    if tier.is_object_store:
+        raise InvalidInput(f"tier {shown(tier_name)} is an object-store tier: its bucket is its one volume, "
+                           "set in the config file")
     store.refresh()
     if any(v.path == path for v in store.volumes):
         raise InvalidInput(f"{shown(path)} is already a volume")

@@ -627,10 +627,13 @@ class BreakGlassGrant(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     GRANTED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    END_RECORDED_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     reason: _builtins.str
     granted_at: _builtins.float
     expires_at: _builtins.float
+    end_recorded: _builtins.bool
+    """Its end (expiry) is recorded in the audit trail, a security alert."""
     def __init__(
         self,
         *,
@@ -638,14 +641,159 @@ class BreakGlassGrant(_message.Message):
         reason: _builtins.str = ...,
         granted_at: _builtins.float = ...,
         expires_at: _builtins.float = ...,
+        end_recorded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_recorded", b"end_recorded", "expires_at", b"expires_at", "granted_at", b"granted_at", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BreakGlassGrant: _TypeAlias = BreakGlassGrant  # noqa: Y015
+
+@_typing.final
+class DeletionRequest(_message.Message):
+    """A study deletion one admin asked for, waiting for a second admin
+    (security.delete_requires_second_admin). Keyed by its request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    """May name a patient ("wrong patient: ..."): sealed at rest."""
+    requested_by: _builtins.str
+    requested_at: _builtins.float
+    expires_at: _builtins.float
+    sealed: _builtins.bytes
+    """reason."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "sealed", b"sealed", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionRequest: _TypeAlias = DeletionRequest  # noqa: Y015
+
+@_typing.final
+class WitnessKey(_message.Message):
+    """The Ed25519 public key this appliance, as its peer's audit witness, trusts
+    for the peer's checkpoints: the first one the peer presented (trust on first
+    use, over the pair's mutual TLS). Checkpoints under any other are refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PINNED_AT_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    pinned_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        pinned_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pinned_at", b"pinned_at", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessKey: _TypeAlias = WitnessKey  # noqa: Y015
+
+@_typing.final
+class CommitmentRecord(_message.Message):
+    """A Storage Commitment request (DICOM N-ACTION) not yet answered by its
+    N-EVENT-REPORT. Kept in the index so that any serving process, or the back
+    office, can answer it after the requesting association closed or the worker
+    that took it died. UIDs and AE titles only: no PHI.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Reference(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SOP_CLASS_UID_FIELD_NUMBER: _builtins.int
+        SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+        sop_class_uid: _builtins.str
+        sop_instance_uid: _builtins.str
+        def __init__(
+            self,
+            *,
+            sop_class_uid: _builtins.str = ...,
+            sop_instance_uid: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["sop_class_uid", b"sop_class_uid", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TRANSACTION_UID_FIELD_NUMBER: _builtins.int
+    CALLING_AE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    CLAIMED_BY_FIELD_NUMBER: _builtins.int
+    CLAIMED_UNTIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    transaction_uid: _builtins.str
+    calling_ae: _builtins.str
+    """The requester's AE title: where a report goes on a new association."""
+    principal: _builtins.str
+    requested_at: _builtins.float
+    claimed_by: _builtins.str
+    """Who is answering it now ("" nobody), until when (a lease, so a dead owner's
+    claim runs out), and when the next try to deliver the report is due.
+    """
+    claimed_until: _builtins.float
+    attempts: _builtins.int
+    next_attempt_at: _builtins.float
+    @_builtins.property
+    def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitmentRecord.Reference]: ...
+    def __init__(
+        self,
+        *,
+        transaction_uid: _builtins.str = ...,
+        calling_ae: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        references: _abc.Iterable[Global___CommitmentRecord.Reference] | None = ...,
+        requested_at: _builtins.float = ...,
+        claimed_by: _builtins.str = ...,
+        claimed_until: _builtins.float = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calling_ae", b"calling_ae", "claimed_by", b"claimed_by", "claimed_until", b"claimed_until", "next_attempt_at", b"next_attempt_at", "principal", b"principal", "references", b"references", "requested_at", b"requested_at", "transaction_uid", b"transaction_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitmentRecord: _TypeAlias = CommitmentRecord  # noqa: Y015
 
 @_typing.final
 class LegalHold(_message.Message):

@@ -1,0 +1,58 @@
+"""What an object-store tier must keep, blob by blob: the hook for retention and legal holds.
+
+When the mover moves a blob into an object-store tier whose bucket has S3
+Object Lock, it asks ``RetentionRules.for_blob`` and has the store keep the
+object accordingly (``ObjectStoreVolume.retain``): a retention date and / or
+a legal hold, so that the store refuses an early delete, even to us.
+
+The rules come from the daemon's own retention settings, so the store's
+refusal is a second line behind the daemon's: a blob the daemon may delete
+is past what it asked the store to keep.
+
+- ``[retention] min_days`` (when the configuration has that section; the
+  integrity issue adds it together with refusing younger deletions) keeps
+  each blob that many days from its ingest;
+- ``held(study_uid)`` says whether a study is under a legal hold (the
+  integrity issue's hold table plugs in here; until then nothing is held).
+  A hold placed or lifted later must reach the objects already in the store:
+  ``apply_hold`` is the call for that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.index.records import BlobRecord
+from pacsvault.daemon.storage.object_volume import ObjectStoreVolume
+from pacsvault.daemon.storage.retention import Retention
+
+DAY_S = 86_400.0
+
+
+class RetentionRules:
+    """Retention for each blob, from a minimum age and a per-study legal hold."""
+
+    def __init__(self, min_days: int = 0, held: Callable[[str], bool] = lambda study_uid: False,
+                 mode: str = "COMPLIANCE") -> None:
+        self.min_days, self.held, self.mode = min_days, held, mode
+
+    def for_blob(self, blob: BlobRecord) -> Retention | None:
+        until = blob.created_at + self.min_days * DAY_S if self.min_days > 0 and blob.created_at else None
+        hold = bool(blob.study_instance_uid) and self.held(blob.study_instance_uid)
+        if until is None and not hold:
+            return None
+        return Retention(until, hold, self.mode)
+
+
+def from_config(config: Any, held: Callable[[str], bool] = lambda study_uid: False) -> RetentionRules:
+    """The rules of ``config``: ``retention.min_days`` where the configuration has it, else none."""
+    section = getattr(config, "retention", None)
+    min_days = int(getattr(section, "min_days", 0) or 0)
+    return RetentionRules(min_days, held)
+
+
+def apply_hold(volume: ObjectStoreVolume, digest: Digest, on: bool) -> None:
+    """Puts a legal hold on (or lifts it from) a blob's object already in the store."""
+    volume.objects.set_legal_hold(digest, on)
