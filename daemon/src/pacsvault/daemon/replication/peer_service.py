@@ -166,13 +166,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     @mapped
     def ListLostReplicas(self, request: peer_pb2.ListLostReplicasRequest,
                          context: grpc.ServicerContext) -> peer_pb2.ListLostReplicasResponse:
+        origin = self._caller(context, "ListLostReplicas")
         return peer_pb2.ListLostReplicasResponse(
-            replicas=[lost_to_proto(r) for r in replicas.list_lost(self._env, self._caller(context))])
+            replicas=[lost_to_proto(r) for r in replicas.list_lost(self._env, origin)])
 
     @mapped
     def SetLegalHold(self, request: peer_pb2.SetLegalHoldRequest,
                      context: grpc.ServicerContext) -> peer_pb2.SetLegalHoldResponse:
-        origin = self._caller(context)
+        origin = self._caller(context, "SetLegalHold")
         study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
         replicas.set_peer_hold(self._env, origin, peer_hold(request, origin) if request.held else None, study_uid)
         return peer_pb2.SetLegalHoldResponse()
