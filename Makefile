@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test system-packages test-fast bench bench-quick profile proto wheelhouse lint-ansible provision-venv clean
+.PHONY: venv run test system-packages test-fast soak bench bench-quick profile proto wheelhouse lint-ansible provision-venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ system-packages:
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# A bounded thrash soak of a real pair (kill -9, bit-flips, a full volume, peer outages under a
+# model-based client), ending with a full scrub and a clean check; not part of `make test`.
+# 10 minutes by default: make soak ARGS="--minutes 2".
+soak: venv
+	$(PY) -m tests.soak.thrash $(ARGS)
+
 # Every benchmark; each prints its table and writes bench/results/*.json.
 # side_by_side.py and dimse.py install the Debian package orthanc if it is missing (root or sudo);
 # dimse.py needs dcmtk's storescu;
@@ -45,6 +51,7 @@ bench: venv
 	$(PY) bench/security_cost.py
 	$(PY) bench/s3_tier.py
 	$(PY) bench/dicomweb.py
+	$(PY) bench/integrity.py
 
 bench-quick: venv
 	$(PY) bench/compression.py --quick --json-out bench/results/compression_quick.json
@@ -57,6 +64,7 @@ bench-quick: venv
 	$(PY) bench/security_cost.py --quick
 	$(PY) bench/s3_tier.py --quick
 	$(PY) bench/dicomweb.py --quick
+	$(PY) bench/integrity.py --quick --json-out bench/results/integrity_quick.json
 
 # Where an ingest and a small retrieval spend their time (py-spy + /proc); needs ptrace rights.
 profile: venv

@@ -75,8 +75,9 @@ def test_the_tree_nests_where_a_caller_would_catch_together() -> None:
 
 
 def _public_methods(cls: type) -> dict[str, inspect.Signature]:
-    return {name: inspect.signature(value) for name, value in vars(cls).items()
-            if callable(value) and not name.startswith("_")}
+    """Its own and its mixins' (``_lifecycle``) public methods."""
+    return {name: inspect.signature(value) for name, value in inspect.getmembers(cls, callable)
+            if not name.startswith("_")}
 
 
 def test_the_asyncio_client_has_the_same_surface() -> None:

@@ -19,6 +19,10 @@ from pacsvault.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     archive_pb2,
+    integrity_pb2,
+    integrity_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
     archive_pb2_grpc,
     peer_pb2,
     replication_pb2,
@@ -30,7 +34,8 @@ from pacsvault.v1 import (
 )
 from tests.conftest import Daemon, run_cli
 
-SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2, audit_pb2]
+SERVED = [archive_pb2, appliance_pb2, storage_pb2, replication_pb2, peer_pb2, security_pb2, audit_pb2,
+          integrity_pb2, lifecycle_pb2]
 CLIENT_ROLES = [r for r in Role if r not in (Role.PEER, Role.SHARE)]
 
 
@@ -106,8 +111,31 @@ def calls(ch: grpc.Channel) -> dict[str, Callable[[], object]]:
     h, rf = health_pb2_grpc.HealthStub(ch), reflection_pb2_grpc.ServerReflectionStub(ch)
     sec, sh = security_pb2_grpc.SecurityServiceStub(ch), security_pb2_grpc.ShareServiceStub(ch)
     au = audit_pb2_grpc.AuditServiceStub(ch)
+    ig, lc = integrity_pb2_grpc.IntegrityServiceStub(ch), lifecycle_pb2_grpc.LifecycleServiceStub(ch)
     uid, t = "1.2.826.0.1.404", 10
     return {
+        "/pacsvault.v1.StorageService/RebuildVolume":
+            lambda: st.RebuildVolume(storage_pb2.RebuildVolumeRequest(), timeout=t),
+        "/pacsvault.v1.IntegrityService/GetScrubStatus":
+            lambda: ig.GetScrubStatus(integrity_pb2.GetScrubStatusRequest(), timeout=t),
+        "/pacsvault.v1.IntegrityService/StartScrub": lambda: ig.StartScrub(integrity_pb2.StartScrubRequest(), timeout=t),
+        "/pacsvault.v1.IntegrityService/CheckIntegrity":
+            lambda: first(ig.CheckIntegrity(integrity_pb2.CheckIntegrityRequest(), timeout=t)),
+        "/pacsvault.v1.IntegrityService/RepairIntegrity":
+            lambda: first(ig.RepairIntegrity(integrity_pb2.RepairIntegrityRequest(), timeout=t)),
+        "/pacsvault.v1.LifecycleService/AddLegalHold": lambda: lc.AddLegalHold(
+            lifecycle_pb2.AddLegalHoldRequest(study_instance_uid=uid, reason="access test"), timeout=t),
+        "/pacsvault.v1.LifecycleService/RemoveLegalHold": lambda: lc.RemoveLegalHold(
+            lifecycle_pb2.RemoveLegalHoldRequest(study_instance_uid=uid, reason="access test"), timeout=t),
+        "/pacsvault.v1.LifecycleService/ListLegalHolds":
+            lambda: lc.ListLegalHolds(lifecycle_pb2.ListLegalHoldsRequest(), timeout=t),
+        "/pacsvault.v1.LifecycleService/DeleteSeries": lambda: lc.DeleteSeries(
+            lifecycle_pb2.DeleteSeriesRequest(series_instance_uid=uid, reason="access test"), timeout=t),
+        "/pacsvault.v1.LifecycleService/DeleteInstance": lambda: lc.DeleteInstance(
+            lifecycle_pb2.DeleteInstanceRequest(sop_instance_uid=uid, reason="access test"), timeout=t),
+        "/pacsvault.v1.LifecycleService/Undelete": lambda: lc.Undelete(lifecycle_pb2.UndeleteRequest(), timeout=t),
+        "/pacsvault.v1.LifecycleService/ListDeleted":
+            lambda: lc.ListDeleted(lifecycle_pb2.ListDeletedRequest(), timeout=t),
         "/pacsvault.v1.ArchiveService/StoreInstance":
             lambda: a.StoreInstance(iter([archive_pb2.StoreInstanceRequest(data=b"x")]), timeout=t),
         "/pacsvault.v1.ArchiveService/PutInstance":

@@ -21,7 +21,8 @@ from pacsvault.daemon.storage.local import FileReader
 from tests.conftest import dicom_bytes, identity, run_cli
 from pacsvault.daemon.processes.in_process import InProcess
 from tests.integration.test_audit import audit_records
-from tests.integration.test_replication_pair import Pair, pair, shard_files, wait_drained  # noqa: F401
+from tests.integration.test_replication_pair import Pair, shard_files, wait_drained
+from tests.integrity.pairs import make_pair
 
 ROOT = "1.2.826.0.1.3680043.10.99"
 
@@ -42,7 +43,17 @@ def blob_paths(data_dir: Path) -> set[Path]:
     return {p for p in data_dir.glob("tiers/*/blobs/**/*") if p.is_file()}
 
 
-def test_a_deleted_study_is_gone_everywhere_and_its_keys_first(pair: Pair, tmp_path: Path) -> None:  # noqa: F811
+@pytest.fixture
+def purging_pair(daemon_factory, tmp_path: Path) -> Pair:  # type: ignore[no-untyped-def]
+    """A pair that deletes for good at once ([retention] soft_delete_days = 0: no trash)."""
+    return make_pair(daemon_factory, tmp_path, extra=NO_TRASH)
+
+
+NO_TRASH = "[retention]\nsoft_delete_days = 0\n"
+
+
+def test_a_deleted_study_is_gone_everywhere_and_its_keys_first(purging_pair: Pair, tmp_path: Path) -> None:
+    pair = purging_pair
     studies = two_studies("DEL-1")
     gone_uid, kept_uid = sorted(studies)
     with pair.a.client() as client:
@@ -101,8 +112,10 @@ def test_a_deleted_study_is_gone_everywhere_and_its_keys_first(pair: Pair, tmp_p
     assert [r.get("reason") for r in records] == ["   ", "retention period expired", "twice"]
 
 
-def test_deleting_the_last_study_removes_the_patient(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    daemon = daemon_factory("single")
+def test_deleting_the_last_study_removes_the_patient(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "no-trash.toml"
+    config.write_text(NO_TRASH)
+    daemon = daemon_factory("single", config=config)
     studies = two_studies("DEL-2")
     with daemon.client() as client:
         for instances in studies.values():

@@ -170,8 +170,9 @@ def test_object_lock_keeps_moved_blobs_until_their_retention_and_hold(
         corpus: list[corpus_module.GeneratedInstance]) -> None:
     bucket = new_bucket(ceph, object_lock=True)
     now = [time.time()]
-    config = config_module.from_dict(raw_config(tmp_path, [hot_tier(tmp_path / "hot"), s3_tier(ceph, bucket)],
-                                                demote_after_days=1))
+    # No trash ([retention] soft_delete_days = 0): the delete below dooms its blobs at once.
+    config = config_module.from_dict({**raw_config(tmp_path, [hot_tier(tmp_path / "hot"), s3_tier(ceph, bucket)],
+                                                   demote_after_days=1), "retention": {"soft_delete_days": 0.0}})
     archive = InProcess(config, tmp_path / "run", clock=lambda: now[0])
     held, released = corpus[0].study_instance_uid, corpus[-1].study_instance_uid
     rules = ShortRetention(8, held)

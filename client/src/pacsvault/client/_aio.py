@@ -21,6 +21,7 @@ import pydicom
 from grpc_health.v1 import health_pb2
 
 from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
+from pacsvault.client._lifecycle import AsyncLifecycleCalls
 from pacsvault.client._consume import aio_as_datasets, aio_assembled, aio_save
 from pacsvault.client._errors import DeadlineExceeded, PacsvaultError, mapped_errors
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
@@ -62,7 +63,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class AsyncPacsvaultClient:
+class AsyncPacsvaultClient(AsyncLifecycleCalls):
     """As ``PacsvaultClient`` (same arguments, methods and exceptions), for asyncio code.
 
     Create it inside a running event loop; ``async with`` closes it.

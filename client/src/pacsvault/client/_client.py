@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from pacsvault.client._channel import DEFAULT_CONNECTIONS, DEFAULT_RETRY, HEALTH_CHECK, Connection, RetryPolicy
 from pacsvault.client._consume import as_datasets, assembled, save
 from pacsvault.client._errors import DeadlineExceeded, PacsvaultError, mapped_errors
+from pacsvault.client._lifecycle import LifecycleCalls
 from pacsvault.client._files import InstanceFiles, Progress, SavedInstance, check_file, check_folder, in_folder
 from pacsvault.client._messages import (
     DatasetInstance,
@@ -58,7 +59,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class PacsvaultClient:
+class PacsvaultClient(LifecycleCalls):
     """A connection to one appliance. Thread-safe: share one per process.
 
     ``timeout`` bounds each call; for streamed answers (retrievals, metadata,

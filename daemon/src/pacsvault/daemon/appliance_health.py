@@ -7,7 +7,7 @@ replication sender; serving processes forward GetApplianceHealth there.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pacsvault.daemon import __version__
@@ -44,14 +44,20 @@ class ApplianceHealth:
     volumes: list[VolumeHealth] = field(default_factory=list)
 
 
+# One more thing health must reflect, from elsewhere (integrity.concerns): (state, reason) pairs.
+Concerns = Callable[[], list[tuple[str, str]]]
+
+
 class ApplianceHealthReport:
     def __init__(self, index: IndexEnvironment, tiering: TieringManager,
                  replication: Callable[[], ReplicationStatus] | None = None,
-                 started: float | None = None, insecure: list[str] | None = None) -> None:
+                 started: float | None = None, insecure: list[str] | None = None,
+                 concerns: Sequence[Concerns] = ()) -> None:
         """``insecure``: acknowledged weakened settings (security.production_guard), each a warning."""
         self._index, self._tiering, self._replication = index, tiering, replication
         self._started = time.monotonic() if started is None else started
         self._insecure = list(insecure or [])
+        self._concerns = list(concerns)
 
     def health(self) -> ApplianceHealth:
         volumes = [_volume_health(v) for v in self._tiering.status()]
@@ -62,9 +68,9 @@ class ApplianceHealthReport:
         if not any(v.accepts_writes for v in volumes):
             state = "critical"
             reasons.insert(0, "no volume can take new data: stores will fail")
-        if index["map_used"] > 0.9 * index["map_size"]:
+        if index["map_live"] > 0.9 * index["map_size"]:
             state = _at_least_warning(state)
-            reasons.append(f"index is {100 * index['map_used'] / index['map_size']:.0f}% of index.map_size_bytes")
+            reasons.append(f"index is {100 * index['map_live'] / index['map_size']:.0f}% of index.map_size_bytes")
         if self._replication is not None:
             replication = self._replication()
             if replication.oldest_pending_age_s > replication.rpo_warning_s:
@@ -76,6 +82,10 @@ class ApplianceHealthReport:
         if self._insecure:
             state = _at_least_warning(state)
             reasons.extend(self._insecure)
+        for concerns in self._concerns:
+            for level, reason in concerns():
+                state = "critical" if level == "critical" else _at_least_warning(state)
+                (reasons.insert(0, reason) if level == "critical" else reasons.append(reason))
         return ApplianceHealth(state, reasons, __version__, time.monotonic() - self._started, index, volumes)
 
 
@@ -88,7 +98,8 @@ def _volume_health(status: VolumeStatus) -> VolumeHealth:
     if status.state in ("failed", "refused"):
         state, reason = "critical", f"{status.state}: {status.reason}"
     elif not status.accepts_writes and status.state == "active":
-        state, reason = "warning", f"full: past its high watermark or reserve ({status.free_bytes} bytes free)"
+        state, reason = "warning", f"full: {status.reason or 'past its high watermark or reserve'} " \
+                                   f"({status.free_bytes} bytes free)"
     elif status.state == "draining":
         state, reason = "warning", f"draining: {status.blobs} blobs still to move"
     else:

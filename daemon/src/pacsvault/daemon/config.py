@@ -49,6 +49,12 @@ class IndexConfig:
     path: str = "index"
     map_size_bytes: int = 16 * 1024**3
     max_batch: int = 256
+    # Kept free for deletes, purges and repairs: stores are refused (RESOURCE_EXHAUSTED) once
+    # only this part of the map is left, so a full index is never a dead end.
+    reserve_percent: float = 5.0
+    # At start, walk every page of the index once (seconds for millions of instances): a damaged
+    # index is refused with the command that rebuilds it, instead of failing calls later.
+    verify_on_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,47 @@ class ReplicationConfig:
     rpo_warning_s: float = 300.0
     scrub_interval_s: float = 3600.0
     scrub_max_bytes_per_s: int = 20 * 1024 * 1024
+    # The peer is asked a cheap question this often, each with this deadline: a peer that
+    # accepts connections but answers nothing (frozen) shows as "stalled" within seconds,
+    # though the sender's own calls may wait much longer. The answer also lists the
+    # replicas the peer cannot rebuild, which this appliance then sends again.
+    probe_interval_s: float = 2.0
+    probe_timeout_s: float = 3.0
+
+
+RETENTION_BASES = ("ingest", "study_date")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # No study younger than this may be deleted (FAILED_PRECONDITION); 0: no minimum.
+    min_days: int = 0
+    # What "younger" counts from: when the study was first stored, or its StudyDate.
+    basis: str = "ingest"
+    # A delete moves the study (series, instance) to the trash for this long: invisible, still
+    # replicated, restorable with `pacsvault undelete`; only then are its blobs crypto-shredded
+    # and the peer told. 0: at once.
+    soft_delete_days: float = 7.0
+    # How often the back office purges what is past its time in the trash.
+    purge_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ScrubConfig:
+    # The local scrub: every blob on every tier read back, each frame authenticated and the whole
+    # checked against its digest, in the back office, resumable across restarts.
+    enabled: bool = True
+    # Bytes read a second at most (its cost to ingest stays within 10% at the default, bench/).
+    max_bytes_per_s: int = 16 * 1024 * 1024
+    # A new pass starts this long after the previous one started (at once if that one took longer).
+    interval_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class IntegrityConfig:
+    # `pacsvault check --repair` deletes orphan blobs and temp files only when older than this,
+    # and never while a store could still commit them (it takes the blob's lock first).
+    orphan_grace_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -362,6 +409,9 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
 
     def resolve(self, path: str) -> Path:
@@ -517,7 +567,7 @@ def _validation_problems(config: Config) -> list[str]:
         _check_server, _check_index_storage_limits, lambda c: _check_tiers(c.tiers),
         lambda c: _check_tiering(c.tiering), _check_replication, _check_security, _check_audit,
         _check_audit_repositories, _check_encryption, lambda c: _check_health(c.health), _check_metrics,
-        _check_web, _check_dicom, _check_call_limits, _check_object_tiers,
+        _check_web, _check_dicom, _check_call_limits, _check_object_tiers, _check_lifecycle,
     ]
     found: list[str] = []
     for check in checks:
@@ -564,6 +614,8 @@ def _check_index_storage_limits(config: Config) -> Problems:
     if config.index.map_size_bytes < 1024 * 1024:
         yield "index.map_size_bytes must be at least 1048576"
     yield from _positive("index.max_batch", config.index.max_batch)
+    if not 0 <= config.index.reserve_percent <= 50:
+        yield "index.reserve_percent must be between 0 and 50"
     if not 1 <= config.storage.compression_level <= 19:
         yield "storage.compression_level must be between 1 and 19"
     if not 4096 <= config.storage.frame_size_bytes <= 64 * 1024 * 1024:
@@ -709,6 +761,23 @@ def _check_audit_repositories(config: Config) -> Problems:
                 yield f"{where}.{key}: {config.resolve(value)} is not a readable file"
 
 
+def _check_lifecycle(config: Config) -> Problems:
+    retention = config.retention
+    if retention.min_days < 0:
+        yield "retention.min_days must not be negative"
+    if retention.basis not in RETENTION_BASES:
+        yield f"retention.basis must be one of {', '.join(RETENTION_BASES)}, got {retention.basis!r}"
+    if retention.soft_delete_days < 0:
+        yield "retention.soft_delete_days must not be negative"
+    if retention.purge_interval_s <= 0:
+        yield "retention.purge_interval_s must be positive"
+    yield from _positive("scrub.max_bytes_per_s", config.scrub.max_bytes_per_s)
+    if config.scrub.interval_s <= 0:
+        yield "scrub.interval_s must be positive"
+    if config.integrity.orphan_grace_s < 0:
+        yield "integrity.orphan_grace_s must not be negative"
+
+
 def _check_health(health: HealthConfig) -> Problems:
     for key in ("poll_interval_s", "capacity_interval_s", "smartctl_timeout_s", "nvme_timeout_s"):
         if getattr(health, key) <= 0:
@@ -772,7 +841,8 @@ def _check_replication(config: Config) -> Problems:
         yield "replication.data_shards and parity_shards must be >= 1, at most 32 together"
     for key in ("max_bytes_per_s", "scrub_max_bytes_per_s"):
         yield from _positive(f"replication.{key}", getattr(r, key))
-    for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s"):
+    for key in ("sender_interval_s", "max_backoff_s", "rpo_warning_s", "scrub_interval_s", "probe_interval_s",
+                "probe_timeout_s"):
         if getattr(r, key) <= 0:
             yield f"replication.{key} must be positive"
 

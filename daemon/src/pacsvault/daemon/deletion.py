@@ -1,47 +1,127 @@
-"""Deletion of a study: the index forgets it in one transaction, then its blobs' copies are destroyed.
+"""Deletion: a study, a series or an instance goes to the trash, and later for good.
 
-The index change (and the same change queued for the peer) commits first;
-only then is each blob the study was the last user of destroyed, key slots
-first (crypto-shredding). A crash in between leaves the blob listed as
-doomed, and the back office finishes the job at the next start.
+A delete passes two checks first, in the transaction that makes it: no legal
+hold on the study, and the study is at least ``[retention] min_days`` old
+(by when it was first stored, or its StudyDate). Then its instances leave
+the live index for the trash (``index.trash``): invisible to find and
+retrieval, still on disk and at the peer, restorable (``lifecycle``). After
+``[retention] soft_delete_days`` the back office purges them: each blob they
+were the last user of is doomed, and destroyed key slots first
+(crypto-shredding), and the peer is told. A crash between the purge's
+commit and the files leaves the blob listed as doomed; the back office
+finishes the job at the next start.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import lmdb
+
+from pacsvault.daemon.config import RetentionConfig
 from pacsvault.daemon.dicom import uid
 from pacsvault.daemon.errors import FailedPrecondition, InvalidInput, PacsvaultError, Unavailable
+from pacsvault.daemon.index import holds, trash
 from pacsvault.daemon.index.catalog import Catalog
-from pacsvault.daemon.index.records import BlobRecord
+from pacsvault.daemon.index.records import BlobRecord, StudyRecord
 from pacsvault.daemon.ingest import BlobLocking
 from pacsvault.daemon.retrieval import address
 from pacsvault.daemon.storage.tiered import TieredBlobStore
 
 log = logging.getLogger(__name__)
+DAY_S = 86400.0
+_FIELDS = {"study": "study_instance_uid", "series": "series_instance_uid", "instance": "sop_instance_uid"}
+
+
+@dataclass(frozen=True)
+class Deleted:
+    instances: int
+    blobs_destroyed: int
+    # When the trash is purged (None: purged at once, soft_delete_days = 0).
+    purge_after: float | None
 
 
 class Deletion:
     def __init__(self, catalog: Catalog, store: TieredBlobStore, locks: BlobLocking,
-                 on_changed: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
-        """``on_changed`` hears of every deletion (the replication sender's doorbell)."""
+                 retention: RetentionConfig | None = None, on_changed: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``on_changed`` hears of every change the peer must learn (the replication sender's doorbell)."""
         self._catalog, self._store, self._locks = catalog, store, locks
+        self._retention = retention or RetentionConfig()
         self._on_changed, self._clock = on_changed, clock
 
-    def delete_study(self, study_uid: str, reason: str) -> tuple[int, int]:
-        """Deletes a study and destroys each blob it was the last user of; returns (instances, blobs destroyed)."""
-        uid.check(study_uid, "study_instance_uid")
+    def delete_study(self, study_uid: str, reason: str, by: str = "") -> Deleted:
+        return self.delete("study", study_uid, reason, by)
+
+    def delete(self, level: str, target_uid: str, reason: str, by: str = "") -> Deleted:
+        """Moves what ``level``/``target_uid`` names to the trash (and with no grace period, on for good)."""
+        uid.check(target_uid, _FIELDS[level])
         if not reason.strip():
-            raise InvalidInput("reason is required: say why the study is deleted (it is kept in the audit trail)")
+            raise InvalidInput("reason is required: say why it is deleted (it is kept in the audit trail)")
         if len(reason) > 500:
             raise InvalidInput(f"reason is {len(reason)} characters; at most 500")
-        deleted = self._catalog.delete_study(study_uid, self._clock())
-        log.info("study deleted: %d instances, %d blobs released", len(deleted.sop_instance_uids),
-                 deleted.blobs_released)
-        self._on_changed()
-        return len(deleted.sop_instance_uids), self.destroy_doomed_blobs()
+        now = self._clock()
+        grace = self._retention.soft_delete_days * DAY_S
+        trashed = trash.move_to_trash(self._catalog.env, level, target_uid, now, now + grace, reason, by,
+                                      self._check)
+        log.info("%s deleted: %d instances to the trash%s", level, len(trashed.sop_instance_uids),
+                 f", purged after {grace / DAY_S:g} days" if grace else "")
+        if grace:
+            return Deleted(len(trashed.sop_instance_uids), 0, trashed.purge_after)
+        _, destroyed = self._purge(trashed.sop_instance_uids, now)
+        return Deleted(len(trashed.sop_instance_uids), destroyed, None)
+
+    def _check(self, txn: lmdb.Transaction, study: StudyRecord) -> None:
+        """Refuses (nothing changed) a delete of a study under legal hold, or younger than min_days."""
+        hold = holds.held(txn, self._catalog.env, study.study_instance_uid)
+        if hold is not None:
+            raise FailedPrecondition(f"study {study.study_instance_uid} is under legal hold ({hold.reason!r}, placed "
+                                     f"by {hold.placed_by or 'an admin'}): nothing of it may be deleted until "
+                                     "the hold is removed")
+        days = self._retention.min_days
+        if not days:
+            return
+        since = self._kept_since(study)
+        if since is not None and self._clock() - since < days * DAY_S:
+            until = datetime.datetime.fromtimestamp(since + days * DAY_S, datetime.UTC).date()
+            raise FailedPrecondition(f"study {study.study_instance_uid} is younger than [retention] min_days "
+                                     f"({days} days, by {self._retention.basis}): it may be deleted from {until}")
+
+    def _kept_since(self, study: StudyRecord) -> float | None:
+        if self._retention.basis == "ingest":
+            return study.first_stored_at
+        copy = StudyRecord()
+        copy.CopyFrom(study)
+        date = self._catalog.env.sealer.open(copy, "studies", study.study_instance_uid.encode()).study_date
+        try:
+            return datetime.datetime.strptime(date, "%Y%m%d").replace(tzinfo=datetime.UTC).timestamp()
+        except ValueError:
+            return study.first_stored_at  # no usable StudyDate: when it was stored is all there is
+
+    def purge_due(self) -> tuple[int, int]:
+        """Purges everything in the trash whose time has come (but for held studies); returns
+        (instances purged, blobs destroyed)."""
+        now, purged, destroyed = self._clock(), 0, 0
+        while due := trash.due(self._catalog.env, now):
+            instances, blobs = self._purge(due, now)
+            purged, destroyed = purged + instances, destroyed + blobs
+            if not instances:
+                break  # all held: they stay until their hold is lifted
+        if purged:
+            log.info("trash: %d instances purged, %d blobs destroyed", purged, destroyed)
+        return purged, destroyed
+
+    def _purge(self, sop_uids: list[str], now: float) -> tuple[int, int]:
+        env = self._catalog.env
+        done = trash.purge(env, sop_uids, now, self._catalog.replicate,
+                           lambda txn, study_uid: holds.held(txn, env, study_uid) is not None)
+        if done.instances:
+            self._on_changed()
+        return done.instances, self.destroy_doomed_blobs()
 
     def destroy_doomed_blobs(self) -> int:
         """Destroys the copies of blobs whose last instance was deleted (also after a crash)."""

@@ -37,6 +37,8 @@ class Outcome:
     instances_deleted: int = 0
     blobs_destroyed: int = 0
     request_id: str = ""
+    # In the trash until then (None: purged at once, or nothing deleted yet).
+    purge_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Approved:
     request: DeletionRequest
     instances_deleted: int
     blobs_destroyed: int
+    purge_after: float | None = None
 
 
 class DeletionApproval:
@@ -54,8 +57,8 @@ class DeletionApproval:
 
     def delete(self, study_uid: str, reason: str, admin: str) -> Outcome:
         if not self._second:
-            instances, blobs = self._deletion.delete_study(study_uid, reason)
-            return Outcome(instances, blobs)
+            deleted = self._deletion.delete_study(study_uid, reason, admin)
+            return Outcome(deleted.instances, deleted.blobs_destroyed, purge_after=deleted.purge_after)
         uid.check(study_uid, "study_instance_uid")
         _check_reason(reason)
         if self._catalog.study(study_uid) is None:
@@ -73,8 +76,8 @@ class DeletionApproval:
                                    "(security.delete_requires_second_admin)", who=admin)
         if not deletion_requests.take(self._env, request_id):
             raise NotFound(f"deletion request {shown(request_id)} was approved meanwhile")
-        instances, blobs = self._deletion.delete_study(request.study_instance_uid, request.reason)
-        return Approved(request, instances, blobs)
+        deleted = self._deletion.delete_study(request.study_instance_uid, request.reason, request.requested_by)
+        return Approved(request, deleted.instances, deleted.blobs_destroyed, deleted.purge_after)
 
     def pending(self) -> list[DeletionRequest]:
         deletion_requests.forget_lapsed(self._env, self._clock())

@@ -20,7 +20,7 @@ from typing import Protocol
 from pacsvault.daemon.config import LimitsConfig
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.digest import Digest, compute
-from pacsvault.daemon.errors import BlobGone, DataLoss, InvalidInput, TooLarge, Unavailable
+from pacsvault.daemon.errors import BlobGone, DataLoss, InvalidInput, PacsvaultError, TooLarge, Unavailable
 from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob, repeat_outcome
 from pacsvault.daemon.index.records import BlobLocation
 from pacsvault.daemon.storage.stored_form import open_stored_form
@@ -99,19 +99,38 @@ class Ingest:
                          reuse: bool) -> AddOutcome:
         existing = self._catalog.blob(digest) if reuse else None
         durable_first: tuple[Callable[[], None], ...] = ()
-        if existing is None:
-            sealed_under = self._store.sealer.active_version if self._store.sealer else 0
-            # Not flushed here: the index's group commit flushes each volume once for all the
-            # stores in its batch, and commits only after that flush returned.
-            placed = self._store.place(digest, data, sync=False)
-            new_blob = NewBlob(digest, BlobLocation(tier=placed.location.tier, volume_id=placed.location.volume_id),
-                               placed.stored_bytes, from_peer, replica, sealed_under=sealed_under)
-            durable_first = (placed.flush,)
-        else:
+        if existing is not None:
             new_blob = NewBlob(digest, existing.location, existing.stored_bytes, from_peer, replica, reused=True)
-        if not still_wanted():
-            raise Unavailable("the caller went away before the store was committed; nothing indexed")
-        return self._catalog.add_instance(parsed, new_blob, self._clock(), durable_first)
+            if not still_wanted():
+                raise Unavailable("the caller went away before the store was committed; nothing indexed")
+            return self._catalog.add_instance(parsed, new_blob, self._clock())
+        sealed_under = self._store.sealer.active_version if self._store.sealer else 0
+        # Not flushed here: the index's group commit flushes each volume once for all the
+        # stores in its batch, and commits only after that flush returned.
+        placed = self._store.place(digest, data, sync=False)
+        new_blob = NewBlob(digest, BlobLocation(tier=placed.location.tier, volume_id=placed.location.volume_id),
+                           placed.stored_bytes, from_peer, replica, sealed_under=sealed_under)
+        durable_first = (placed.flush,)
+        try:
+            if not still_wanted():
+                raise Unavailable("the caller went away before the store was committed; nothing indexed")
+            return self._catalog.add_instance(parsed, new_blob, self._clock(), durable_first)
+        except BaseException:
+            # Refused (a patient conflict, a full index, a caller gone): no record names the copy
+            # just written, and none can while this store holds the blob's lock, so it goes now
+            # rather than leak as an orphan.
+            self._discard(placed.location.volume_id, digest)
+            raise
+
+    def _discard(self, volume_id: str, digest: Digest) -> None:
+        volume = self._store.volume(volume_id)
+        if volume is None:
+            return
+        try:
+            volume.access.delete(digest)  # key slots zeroed first, like any deletion
+        except PacsvaultError as exc:
+            log.warning("blob %s of a refused store could not be removed (%s); `pacsvault check` lists it",
+                        digest.hex[:16], exc)
 
     def store_from_peer(self, stored: bytes, name: Digest) -> StoreResult:
         """Ingests a blob the peer held for us: its stored form, opened with the keyring."""

@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--collect-hardware", type=Path, metavar="DIR",
                         help="run smartctl / nvme-cli on every disk once, leave the results in DIR for a daemon "
                              "with health.collector_dir = DIR, and exit (needs root)")
+    parser.add_argument("--rebuild-index", action="store_true",
+                        help="rebuild the index from the blobs on every volume (the daemon must be stopped; the "
+                             "old index is kept aside), report what could not be rebuilt, and exit")
     parser.add_argument("--version", action="version", version=f"pacsvaultd {__version__}")
     return parser.parse_args(argv)
 
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.collect_hardware is not None:
         return collect_hardware(config, args.collect_hardware)
+    if args.rebuild_index:
+        return rebuild(config)
     try:
         return Supervisor(config, args.port_file, args.metrics_port_file, args.log_level, load,
                           web_port_file=args.web_port_file, dicom_port_file=args.dicom_port_file).run()
@@ -80,6 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     except PacsvaultError as exc:
         print(f"pacsvaultd: cannot start: {exc}", file=sys.stderr)
         return 1
+
+
+def rebuild(config: config_module.Config) -> int:
+    from pacsvault.daemon.integrity.rebuild import rebuild_index
+
+    try:
+        report = rebuild_index(config)
+    except ConfigError as exc:
+        print(f"pacsvaultd: --rebuild-index refused: {exc}", file=sys.stderr)
+        return 2
+    except PacsvaultError as exc:
+        print(f"pacsvaultd: --rebuild-index failed: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 1 if report.not_rebuilt else 0
 
 
 def collect_hardware(config: config_module.Config, folder: Path) -> int:

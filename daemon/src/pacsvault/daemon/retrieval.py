@@ -38,11 +38,16 @@ class Repair(Protocol):
 SecurityAlert = Callable[[str, InstanceRecord], None]
 
 
+# Hears of every read that failed its check (missing, corrupt), and whether it was repaired.
+ReadFailure = Callable[[InstanceRecord, BlobRecord, PacsvaultError, bool], None]
+
+
 class Retrieval:
     def __init__(self, catalog: Catalog, store: TieredBlobStore, scope: ScopeGuard, reads: ReadRecorder,
-                 repair: Repair | None = None, alert: SecurityAlert = lambda reason, instance: None) -> None:
+                 repair: Repair | None = None, alert: SecurityAlert = lambda reason, instance: None,
+                 failed_read: ReadFailure = lambda instance, blob, problem, repaired: None) -> None:
         self._catalog, self._store, self._scope, self._reads = catalog, store, scope, reads
-        self._repair, self._alert = repair, alert
+        self._repair, self._alert, self._failed_read = repair, alert, failed_read
 
     # -- what a request names ---------------------------------------------------
 
@@ -90,8 +95,23 @@ class Retrieval:
             log.error("SECURITY ALERT: %s: failed its integrity check at rest (%s)", where, problem)
             self._alert(f"{where}: failed its integrity check at rest ({problem})", instance)
         if self._repair is None:
+            self._note(instance, blob, problem, repaired=False)
             raise type(problem)(f"{where}: {problem}") from problem
-        return self._repair.repair(instance, blob, digest, problem)
+        try:
+            data = self._repair.repair(instance, blob, digest, problem)
+        except PacsvaultError:
+            self._note(instance, blob, problem, repaired=False)
+            raise
+        self._note(instance, blob, problem, repaired=True)
+        return data
+
+    def _note(self, instance: InstanceRecord, blob: BlobRecord, problem: PacsvaultError, repaired: bool) -> None:
+        """The integrity books hear of a copy missing or corrupt (not of a volume that is away)."""
+        if isinstance(problem, (DataLoss, NotFound)):
+            try:
+                self._failed_read(instance, blob, problem, repaired)
+            except PacsvaultError:
+                log.exception("a failed read could not be recorded in the integrity books")
 
     def content_digest(self, blob: BlobRecord, data: bytes) -> Digest:
         """The plain BLAKE3 of bytes ``read`` returned, for the receiver to check: without

@@ -96,6 +96,8 @@ class _HealthEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Healt
     pacsvault_security_alerts_total): subject is its kind, device the
     principal or appliance concerned.
     """
+    HEALTH_EVENT_KIND_STORED_DATA: _HealthEventKind.ValueType  # 8
+    """A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 
 class HealthEventKind(_HealthEventKind, metaclass=_HealthEventKindEnumTypeWrapper): ...
 
@@ -114,6 +116,8 @@ HEALTH_EVENT_KIND_SECURITY_ALERT: HealthEventKind.ValueType  # 7
 pacsvault_security_alerts_total): subject is its kind, device the
 principal or appliance concerned.
 """
+HEALTH_EVENT_KIND_STORED_DATA: HealthEventKind.ValueType  # 8
+"""A stored blob was found missing or damaged (the scrub); repaired or not, the message says."""
 Global___HealthEventKind: _TypeAlias = HealthEventKind  # noqa: Y015
 
 @_typing.final

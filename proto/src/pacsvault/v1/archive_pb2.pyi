@@ -8,6 +8,7 @@ DICOM instances. Identities are DICOM UIDs; payloads stream in chunks.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pacsvault.v1 import common_pb2 as _common_pb2
@@ -710,22 +711,32 @@ class DeleteStudyResponse(_message.Message):
 
     INSTANCES_DELETED_FIELD_NUMBER: _builtins.int
     BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     APPROVAL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     instances_deleted: _builtins.int
     blobs_destroyed: _builtins.int
-    """Blobs whose last reference went: their data keys zeroed, then removed."""
+    """Blobs whose last reference went: their data keys zeroed, then removed.
+    Zero while the study waits in the trash ([retention] soft_delete_days).
+    """
     approval_request_id: _builtins.str
     """Set when the deletion waits for a second admin (nothing deleted yet)."""
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """Until then the study is in the trash: invisible, still replicated, and
+        restorable with LifecycleService.Undelete; unset when it was purged at once.
+        """
+
     def __init__(
         self,
         *,
         instances_deleted: _builtins.int = ...,
         blobs_destroyed: _builtins.int = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
         approval_request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request_id", b"approval_request_id", "blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_request_id", b"approval_request_id", "blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -795,11 +806,16 @@ class ApproveStudyDeletionResponse(_message.Message):
     BLOBS_DESTROYED_FIELD_NUMBER: _builtins.int
     STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     instances_deleted: _builtins.int
     blobs_destroyed: _builtins.int
     study_instance_uid: _builtins.str
     requested_by: _builtins.str
     """The admin who asked for it."""
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """As in DeleteStudyResponse: in the trash until then."""
+
     def __init__(
         self,
         *,
@@ -807,10 +823,11 @@ class ApproveStudyDeletionResponse(_message.Message):
         blobs_destroyed: _builtins.int = ...,
         study_instance_uid: _builtins.str = ...,
         requested_by: _builtins.str = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purge_time", b"purge_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_destroyed", b"blobs_destroyed", "instances_deleted", b"instances_deleted", "purge_time", b"purge_time", "requested_by", b"requested_by", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -202,9 +202,12 @@ class ArchiveServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteStudy(self, request, context):
-        """Deletes a study: its instances leave the index at once, and each blob no
+        """Deletes a study: its instances leave the index at once (into the trash for
+        [retention] soft_delete_days, restorable meanwhile), then each blob no
         other instance refers to is destroyed, its data key first (crypto-
-        shredding), here and at the peer. The reason is kept in the audit trail.
+        shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
+        study under legal hold or younger than [retention] min_days. The reason
+        is kept in the audit trail.
         With security.delete_requires_second_admin, nothing is deleted yet: the
         answer carries approval_request_id, which another admin approves.
         """

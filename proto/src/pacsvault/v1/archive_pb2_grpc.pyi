@@ -77,9 +77,12 @@ class ArchiveServiceStub:
     Pin: _grpc.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]
     """Keeps a study on the first tier until a date (tumour boards, teaching)."""
     DeleteStudy: _grpc.UnaryUnaryMultiCallable[_archive_pb2.DeleteStudyRequest, _archive_pb2.DeleteStudyResponse]
-    """Deletes a study: its instances leave the index at once, and each blob no
+    """Deletes a study: its instances leave the index at once (into the trash for
+    [retention] soft_delete_days, restorable meanwhile), then each blob no
     other instance refers to is destroyed, its data key first (crypto-
-    shredding), here and at the peer. The reason is kept in the audit trail.
+    shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
+    study under legal hold or younger than [retention] min_days. The reason
+    is kept in the audit trail.
     With security.delete_requires_second_admin, nothing is deleted yet: the
     answer carries approval_request_id, which another admin approves.
     """
@@ -138,9 +141,12 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     Pin: _aio.UnaryUnaryMultiCallable[_archive_pb2.PinRequest, _archive_pb2.PinResponse]  # type: ignore[assignment]
     """Keeps a study on the first tier until a date (tumour boards, teaching)."""
     DeleteStudy: _aio.UnaryUnaryMultiCallable[_archive_pb2.DeleteStudyRequest, _archive_pb2.DeleteStudyResponse]  # type: ignore[assignment]
-    """Deletes a study: its instances leave the index at once, and each blob no
+    """Deletes a study: its instances leave the index at once (into the trash for
+    [retention] soft_delete_days, restorable meanwhile), then each blob no
     other instance refers to is destroyed, its data key first (crypto-
-    shredding), here and at the peer. The reason is kept in the audit trail.
+    shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
+    study under legal hold or younger than [retention] min_days. The reason
+    is kept in the audit trail.
     With security.delete_requires_second_admin, nothing is deleted yet: the
     answer carries approval_request_id, which another admin approves.
     """
@@ -268,9 +274,12 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _archive_pb2.DeleteStudyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_archive_pb2.DeleteStudyResponse, _abc.Awaitable[_archive_pb2.DeleteStudyResponse]]:
-        """Deletes a study: its instances leave the index at once, and each blob no
+        """Deletes a study: its instances leave the index at once (into the trash for
+        [retention] soft_delete_days, restorable meanwhile), then each blob no
         other instance refers to is destroyed, its data key first (crypto-
-        shredding), here and at the peer. The reason is kept in the audit trail.
+        shredding), here and at the peer. Refused (FAILED_PRECONDITION) for a
+        study under legal hold or younger than [retention] min_days. The reason
+        is kept in the audit trail.
         With security.delete_requires_second_admin, nothing is deleted yet: the
         answer carries approval_request_id, which another admin approves.
         """

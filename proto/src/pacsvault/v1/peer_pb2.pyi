@@ -469,18 +469,129 @@ class DeleteReplicasResponse(_message.Message):
 
     RECORDS_DELETED_FIELD_NUMBER: _builtins.int
     SHARD_FILES_DELETED_FIELD_NUMBER: _builtins.int
+    RECORDS_HELD_FIELD_NUMBER: _builtins.int
     records_deleted: _builtins.int
     shard_files_deleted: _builtins.int
+    records_held: _builtins.int
+    """Instances kept because their study is under legal hold here."""
     def __init__(
         self,
         *,
         records_deleted: _builtins.int = ...,
         shard_files_deleted: _builtins.int = ...,
+        records_held: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_deleted", b"records_deleted", "shard_files_deleted", b"shard_files_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_deleted", b"records_deleted", "records_held", b"records_held", "shard_files_deleted", b"shard_files_deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteReplicasResponse: _TypeAlias = DeleteReplicasResponse  # noqa: Y015
+
+@_typing.final
+class ListLostReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLostReplicasRequest: _TypeAlias = ListLostReplicasRequest  # noqa: Y015
+
+@_typing.final
+class LostReplica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    reported_at: _builtins.float
+    reason: _builtins.str
+    @_builtins.property
+    def digest(self) -> _common_pb2.Digest:
+        """The name the peer holds the blob under."""
+
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+        digest: _common_pb2.Digest | None = ...,
+        reported_at: _builtins.float = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "reason", b"reason", "reported_at", b"reported_at", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LostReplica: _TypeAlias = LostReplica  # noqa: Y015
+
+@_typing.final
+class ListLostReplicasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___LostReplica]: ...
+    def __init__(
+        self,
+        *,
+        replicas: _abc.Iterable[Global___LostReplica] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLostReplicasResponse: _TypeAlias = ListLostReplicasResponse  # noqa: Y015
+
+@_typing.final
+class SetLegalHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    held: _builtins.bool
+    """True places the hold, false lifts it."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        held: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "reason", b"reason", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLegalHoldRequest: _TypeAlias = SetLegalHoldRequest  # noqa: Y015
+
+@_typing.final
+class SetLegalHoldResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLegalHoldResponse: _TypeAlias = SetLegalHoldResponse  # noqa: Y015

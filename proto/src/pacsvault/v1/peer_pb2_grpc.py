@@ -76,6 +76,16 @@ class PeerServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.FromString,
                 _registered_method=True)
+        self.ListLostReplicas = channel.unary_unary(
+                '/pacsvault.v1.PeerService/ListLostReplicas',
+                request_serializer=pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasResponse.FromString,
+                _registered_method=True)
+        self.SetLegalHold = channel.unary_unary(
+                '/pacsvault.v1.PeerService/SetLegalHold',
+                request_serializer=pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -150,6 +160,22 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLostReplicas(self, request, context):
+        """The caller's instances whose replica the peer cannot rebuild (fewer than
+        k good shards left): the caller sends them again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLegalHold(self, request, context):
+        """Places or lifts a legal hold on one of the caller's studies: while held,
+        DeleteReplicas keeps its instances and shards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +218,16 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.DeleteReplicas,
                     request_deserializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.SerializeToString,
+            ),
+            'ListLostReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLostReplicas,
+                    request_deserializer=pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasResponse.SerializeToString,
+            ),
+            'SetLegalHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLegalHold,
+                    request_deserializer=pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +448,60 @@ class PeerService:
             '/pacsvault.v1.PeerService/DeleteReplicas',
             pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasRequest.SerializeToString,
             pacsvault_dot_v1_dot_peer__pb2.DeleteReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLostReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.PeerService/ListLostReplicas',
+            pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasRequest.SerializeToString,
+            pacsvault_dot_v1_dot_peer__pb2.ListLostReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLegalHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.PeerService/SetLegalHold',
+            pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldRequest.SerializeToString,
+            pacsvault_dot_v1_dot_peer__pb2.SetLegalHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,

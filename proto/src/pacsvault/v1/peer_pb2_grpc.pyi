@@ -71,6 +71,14 @@ class PeerServiceStub:
     """Forgets instances the caller deleted, and removes the shards of blobs
     whose last instance went with them.
     """
+    ListLostReplicas: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ListLostReplicasRequest, _peer_pb2.ListLostReplicasResponse]
+    """The caller's instances whose replica the peer cannot rebuild (fewer than
+    k good shards left): the caller sends them again.
+    """
+    SetLegalHold: _grpc.UnaryUnaryMultiCallable[_peer_pb2.SetLegalHoldRequest, _peer_pb2.SetLegalHoldResponse]
+    """Places or lifts a legal hold on one of the caller's studies: while held,
+    DeleteReplicas keeps its instances and shards.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -111,6 +119,14 @@ class PeerServiceAsyncStub(PeerServiceStub):
     DeleteReplicas: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeleteReplicasRequest, _peer_pb2.DeleteReplicasResponse]  # type: ignore[assignment]
     """Forgets instances the caller deleted, and removes the shards of blobs
     whose last instance went with them.
+    """
+    ListLostReplicas: _aio.UnaryUnaryMultiCallable[_peer_pb2.ListLostReplicasRequest, _peer_pb2.ListLostReplicasResponse]  # type: ignore[assignment]
+    """The caller's instances whose replica the peer cannot rebuild (fewer than
+    k good shards left): the caller sends them again.
+    """
+    SetLegalHold: _aio.UnaryUnaryMultiCallable[_peer_pb2.SetLegalHoldRequest, _peer_pb2.SetLegalHoldResponse]  # type: ignore[assignment]
+    """Places or lifts a legal hold on one of the caller's studies: while held,
+    DeleteReplicas keeps its instances and shards.
     """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +213,26 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_peer_pb2.DeleteReplicasResponse, _abc.Awaitable[_peer_pb2.DeleteReplicasResponse]]:
         """Forgets instances the caller deleted, and removes the shards of blobs
         whose last instance went with them.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLostReplicas(
+        self,
+        request: _peer_pb2.ListLostReplicasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.ListLostReplicasResponse, _abc.Awaitable[_peer_pb2.ListLostReplicasResponse]]:
+        """The caller's instances whose replica the peer cannot rebuild (fewer than
+        k good shards left): the caller sends them again.
+        """
+
+    @_abc_1.abstractmethod
+    def SetLegalHold(
+        self,
+        request: _peer_pb2.SetLegalHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.SetLegalHoldResponse, _abc.Awaitable[_peer_pb2.SetLegalHoldResponse]]:
+        """Places or lifts a legal hold on one of the caller's studies: while held,
+        DeleteReplicas keeps its instances and shards.
         """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

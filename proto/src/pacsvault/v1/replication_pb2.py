@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epacsvault/v1/replication.proto\x12\x0cpacsvault.v1\"\x1d\n\x1bGetReplicationStatusRequest\"\xd9\x02\n\x1cGetReplicationStatusResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tappliance\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x14\n\x0cpeer_address\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x17\n\x0fpending_entries\x18\x06 \x01(\x03\x12\x15\n\rpending_bytes\x18\x07 \x01(\x03\x12\"\n\x1aoldest_pending_age_seconds\x18\x08 \x01(\x01\x12\x18\n\x10\x62ytes_per_second\x18\t \x01(\x01\x12\x18\n\x10\x62lobs_replicated\x18\n \x01(\x03\x12\x18\n\x10\x62ytes_replicated\x18\x0b \x01(\x03\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x1b\n\x13rpo_warning_seconds\x18\r \x01(\x01\x12\x0f\n\x07repairs\x18\x0e \x01(\x03\"\x18\n\x16RestoreFromPeerRequest\"\x9f\x01\n\x17RestoreFromPeerResponse\x12\x17\n\x0finstances_total\x18\x01 \x01(\x03\x12\x16\n\x0einstances_done\x18\x02 \x01(\x03\x12!\n\x19instances_already_present\x18\x03 \x01(\x03\x12\x16\n\x0e\x62ytes_restored\x18\x04 \x01(\x03\x12\x18\n\x10instances_failed\x18\x05 \x01(\x03\"\x13\n\x11ReseedPeerRequest\",\n\x12ReseedPeerResponse\x12\x16\n\x0e\x65ntries_queued\x18\x01 \x01(\x03\x32\xb6\x02\n\x12ReplicationService\x12m\n\x14GetReplicationStatus\x12).pacsvault.v1.GetReplicationStatusRequest\x1a*.pacsvault.v1.GetReplicationStatusResponse\x12`\n\x0fRestoreFromPeer\x12$.pacsvault.v1.RestoreFromPeerRequest\x1a%.pacsvault.v1.RestoreFromPeerResponse0\x01\x12O\n\nReseedPeer\x12\x1f.pacsvault.v1.ReseedPeerRequest\x1a .pacsvault.v1.ReseedPeerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epacsvault/v1/replication.proto\x12\x0cpacsvault.v1\"\x1d\n\x1bGetReplicationStatusRequest\"\x96\x03\n\x1cGetReplicationStatusResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tappliance\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x14\n\x0cpeer_address\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x17\n\x0fpending_entries\x18\x06 \x01(\x03\x12\x15\n\rpending_bytes\x18\x07 \x01(\x03\x12\"\n\x1aoldest_pending_age_seconds\x18\x08 \x01(\x01\x12\x18\n\x10\x62ytes_per_second\x18\t \x01(\x01\x12\x18\n\x10\x62lobs_replicated\x18\n \x01(\x03\x12\x18\n\x10\x62ytes_replicated\x18\x0b \x01(\x03\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x1b\n\x13rpo_warning_seconds\x18\r \x01(\x01\x12\x0f\n\x07repairs\x18\x0e \x01(\x03\x12\x1a\n\x12peer_lost_replicas\x18\x0f \x01(\x03\x12\x1f\n\x17last_answer_age_seconds\x18\x10 \x01(\x01\"\x18\n\x16RestoreFromPeerRequest\"\xcf\x01\n\x17RestoreFromPeerResponse\x12\x17\n\x0finstances_total\x18\x01 \x01(\x03\x12\x16\n\x0einstances_done\x18\x02 \x01(\x03\x12!\n\x19instances_already_present\x18\x03 \x01(\x03\x12\x16\n\x0e\x62ytes_restored\x18\x04 \x01(\x03\x12\x18\n\x10instances_failed\x18\x05 \x01(\x03\x12.\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32\x1c.pacsvault.v1.RestoreFailure\"V\n\x0eRestoreFailure\x12\x18\n\x10sop_instance_uid\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x13\n\x11ReseedPeerRequest\",\n\x12ReseedPeerResponse\x12\x16\n\x0e\x65ntries_queued\x18\x01 \x01(\x03\x32\xb6\x02\n\x12ReplicationService\x12m\n\x14GetReplicationStatus\x12).pacsvault.v1.GetReplicationStatusRequest\x1a*.pacsvault.v1.GetReplicationStatusResponse\x12`\n\x0fRestoreFromPeer\x12$.pacsvault.v1.RestoreFromPeerRequest\x1a%.pacsvault.v1.RestoreFromPeerResponse0\x01\x12O\n\nReseedPeer\x12\x1f.pacsvault.v1.ReseedPeerRequest\x1a .pacsvault.v1.ReseedPeerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_start=48
   _globals['_GETREPLICATIONSTATUSREQUEST']._serialized_end=77
   _globals['_GETREPLICATIONSTATUSRESPONSE']._serialized_start=80
-  _globals['_GETREPLICATIONSTATUSRESPONSE']._serialized_end=425
-  _globals['_RESTOREFROMPEERREQUEST']._serialized_start=427
-  _globals['_RESTOREFROMPEERREQUEST']._serialized_end=451
-  _globals['_RESTOREFROMPEERRESPONSE']._serialized_start=454
-  _globals['_RESTOREFROMPEERRESPONSE']._serialized_end=613
-  _globals['_RESEEDPEERREQUEST']._serialized_start=615
-  _globals['_RESEEDPEERREQUEST']._serialized_end=634
-  _globals['_RESEEDPEERRESPONSE']._serialized_start=636
-  _globals['_RESEEDPEERRESPONSE']._serialized_end=680
-  _globals['_REPLICATIONSERVICE']._serialized_start=683
-  _globals['_REPLICATIONSERVICE']._serialized_end=993
+  _globals['_GETREPLICATIONSTATUSRESPONSE']._serialized_end=486
+  _globals['_RESTOREFROMPEERREQUEST']._serialized_start=488
+  _globals['_RESTOREFROMPEERREQUEST']._serialized_end=512
+  _globals['_RESTOREFROMPEERRESPONSE']._serialized_start=515
+  _globals['_RESTOREFROMPEERRESPONSE']._serialized_end=722
+  _globals['_RESTOREFAILURE']._serialized_start=724
+  _globals['_RESTOREFAILURE']._serialized_end=810
+  _globals['_RESEEDPEERREQUEST']._serialized_start=812
+  _globals['_RESEEDPEERREQUEST']._serialized_end=831
+  _globals['_RESEEDPEERRESPONSE']._serialized_start=833
+  _globals['_RESEEDPEERRESPONSE']._serialized_end=877
+  _globals['_REPLICATIONSERVICE']._serialized_start=880
+  _globals['_REPLICATIONSERVICE']._serialized_end=1190
 # @@protoc_insertion_point(module_scope)

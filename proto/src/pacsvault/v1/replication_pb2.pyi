@@ -3,8 +3,10 @@
 isort:skip_file
 The operators' view and control of site replication."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -49,12 +51,16 @@ class GetReplicationStatusResponse(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     RPO_WARNING_SECONDS_FIELD_NUMBER: _builtins.int
     REPAIRS_FIELD_NUMBER: _builtins.int
+    PEER_LOST_REPLICAS_FIELD_NUMBER: _builtins.int
+    LAST_ANSWER_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     appliance: _builtins.str
     peer: _builtins.str
     peer_address: _builtins.str
     state: _builtins.str
-    """connected, unreachable, backing-off or disabled."""
+    """connected, stalled (the peer accepts connections but does not answer),
+    unreachable, backing-off or disabled.
+    """
     pending_entries: _builtins.int
     pending_bytes: _builtins.int
     oldest_pending_age_seconds: _builtins.float
@@ -64,6 +70,12 @@ class GetReplicationStatusResponse(_message.Message):
     last_error: _builtins.str
     rpo_warning_seconds: _builtins.float
     repairs: _builtins.int
+    peer_lost_replicas: _builtins.int
+    """Replicas the peer reports it cannot rebuild from its shards; this
+    appliance sends them again from its own copies.
+    """
+    last_answer_age_seconds: _builtins.float
+    """Seconds since the peer last answered (a probe or any call); -1 before it ever did."""
     def __init__(
         self,
         *,
@@ -81,10 +93,12 @@ class GetReplicationStatusResponse(_message.Message):
         last_error: _builtins.str = ...,
         rpo_warning_seconds: _builtins.float = ...,
         repairs: _builtins.int = ...,
+        peer_lost_replicas: _builtins.int = ...,
+        last_answer_age_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appliance", b"appliance", "blobs_replicated", b"blobs_replicated", "bytes_per_second", b"bytes_per_second", "bytes_replicated", b"bytes_replicated", "enabled", b"enabled", "last_error", b"last_error", "oldest_pending_age_seconds", b"oldest_pending_age_seconds", "peer", b"peer", "peer_address", b"peer_address", "pending_bytes", b"pending_bytes", "pending_entries", b"pending_entries", "repairs", b"repairs", "rpo_warning_seconds", b"rpo_warning_seconds", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appliance", b"appliance", "blobs_replicated", b"blobs_replicated", "bytes_per_second", b"bytes_per_second", "bytes_replicated", b"bytes_replicated", "enabled", b"enabled", "last_answer_age_seconds", b"last_answer_age_seconds", "last_error", b"last_error", "oldest_pending_age_seconds", b"oldest_pending_age_seconds", "peer", b"peer", "peer_address", b"peer_address", "peer_lost_replicas", b"peer_lost_replicas", "pending_bytes", b"pending_bytes", "pending_entries", b"pending_entries", "repairs", b"repairs", "rpo_warning_seconds", b"rpo_warning_seconds", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -114,12 +128,17 @@ class RestoreFromPeerResponse(_message.Message):
     INSTANCES_ALREADY_PRESENT_FIELD_NUMBER: _builtins.int
     BYTES_RESTORED_FIELD_NUMBER: _builtins.int
     INSTANCES_FAILED_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     instances_total: _builtins.int
     instances_done: _builtins.int
     instances_already_present: _builtins.int
     bytes_restored: _builtins.int
     instances_failed: _builtins.int
-    """Instances the peer could not give back intact (named in the log)."""
+    """Instances the peer could not give back intact; the restore goes on past them."""
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreFailure]:
+        """The instances that failed since the previous message, each named with why."""
+
     def __init__(
         self,
         *,
@@ -128,14 +147,42 @@ class RestoreFromPeerResponse(_message.Message):
         instances_already_present: _builtins.int = ...,
         bytes_restored: _builtins.int = ...,
         instances_failed: _builtins.int = ...,
+        failures: _abc.Iterable[Global___RestoreFailure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_restored", b"bytes_restored", "instances_already_present", b"instances_already_present", "instances_done", b"instances_done", "instances_failed", b"instances_failed", "instances_total", b"instances_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_restored", b"bytes_restored", "failures", b"failures", "instances_already_present", b"instances_already_present", "instances_done", b"instances_done", "instances_failed", b"instances_failed", "instances_total", b"instances_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RestoreFromPeerResponse: _TypeAlias = RestoreFromPeerResponse  # noqa: Y015
+
+@_typing.final
+class RestoreFailure(_message.Message):
+    """One instance a restore could not bring back; run the restore again to retry it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "sop_instance_uid", b"sop_instance_uid", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreFailure: _TypeAlias = RestoreFailure  # noqa: Y015
 
 @_typing.final
 class ReseedPeerRequest(_message.Message):

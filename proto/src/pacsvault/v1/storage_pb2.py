@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/storage.proto\x12\x0cpacsvault.v1\"\xe5\x02\n\x06Volume\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cvolume_class\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x03\x12\x12\n\nused_bytes\x18\x08 \x01(\x03\x12\x12\n\nfree_bytes\x18\t \x01(\x03\x12\r\n\x05\x62lobs\x18\n \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x0b \x01(\x03\x12\x11\n\twatermark\x18\x0c \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pts_writes\x18\r \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x0e \x01(\t\x12\x1a\n\rstore_objects\x18\x0f \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0bstore_bytes\x18\x10 \x01(\x03H\x01\x88\x01\x01\x42\x10\n\x0e_store_objectsB\x0e\n\x0c_store_bytes\"\xd9\x01\n\x0bMoverStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06passes\x18\x02 \x01(\x03\x12\x13\n\x0b\x62lobs_moved\x18\x03 \x01(\x03\x12\x13\n\x0b\x62ytes_moved\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\"\n\x1alast_pass_bytes_per_second\x18\x07 \x01(\x01\x12\x1a\n\x12pending_promotions\x18\x08 \x01(\x03\x12\x19\n\x11interrupted_moves\x18\t \x01(\x03\"\x14\n\x12ListVolumesRequest\"f\n\x13ListVolumesResponse\x12%\n\x07volumes\x18\x01 \x03(\x0b\x32\x14.pacsvault.v1.Volume\x12(\n\x05mover\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.MoverStatus\"!\n\x10PlanMovesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"q\n\x0bPlannedMove\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x11\n\tfrom_tier\x18\x02 \x01(\t\x12\x0f\n\x07to_tier\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"R\n\x11PlanMovesResponse\x12(\n\x05moves\x18\x01 \x03(\x0b\x32\x19.pacsvault.v1.PlannedMove\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\".\n\x10\x41\x64\x64VolumeRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"9\n\x11\x41\x64\x64VolumeResponse\x12$\n\x06volume\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Volume\"$\n\x12\x44rainVolumeRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\";\n\x13\x44rainVolumeResponse\x12$\n\x06volume\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Volume2\xd4\x02\n\x0eStorageService\x12R\n\x0bListVolumes\x12 .pacsvault.v1.ListVolumesRequest\x1a!.pacsvault.v1.ListVolumesResponse\x12L\n\tPlanMoves\x12\x1e.pacsvault.v1.PlanMovesRequest\x1a\x1f.pacsvault.v1.PlanMovesResponse\x12L\n\tAddVolume\x12\x1e.pacsvault.v1.AddVolumeRequest\x1a\x1f.pacsvault.v1.AddVolumeResponse\x12R\n\x0b\x44rainVolume\x12 .pacsvault.v1.DrainVolumeRequest\x1a!.pacsvault.v1.DrainVolumeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apacsvault/v1/storage.proto\x12\x0cpacsvault.v1\"\xe5\x02\n\x06Volume\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0cvolume_class\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x03\x12\x12\n\nused_bytes\x18\x08 \x01(\x03\x12\x12\n\nfree_bytes\x18\t \x01(\x03\x12\r\n\x05\x62lobs\x18\n \x01(\x03\x12\x14\n\x0cstored_bytes\x18\x0b \x01(\x03\x12\x11\n\twatermark\x18\x0c \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pts_writes\x18\r \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x0e \x01(\t\x12\x1a\n\rstore_objects\x18\x0f \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0bstore_bytes\x18\x10 \x01(\x03H\x01\x88\x01\x01\x42\x10\n\x0e_store_objectsB\x0e\n\x0c_store_bytes\"\xd9\x01\n\x0bMoverStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06passes\x18\x02 \x01(\x03\x12\x13\n\x0b\x62lobs_moved\x18\x03 \x01(\x03\x12\x13\n\x0b\x62ytes_moved\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\"\n\x1alast_pass_bytes_per_second\x18\x07 \x01(\x01\x12\x1a\n\x12pending_promotions\x18\x08 \x01(\x03\x12\x19\n\x11interrupted_moves\x18\t \x01(\x03\"\x14\n\x12ListVolumesRequest\"\x95\x01\n\x13ListVolumesResponse\x12%\n\x07volumes\x18\x01 \x03(\x0b\x32\x14.pacsvault.v1.Volume\x12(\n\x05mover\x18\x02 \x01(\x0b\x32\x19.pacsvault.v1.MoverStatus\x12-\n\x08rebuilds\x18\x03 \x03(\x0b\x32\x1b.pacsvault.v1.VolumeRebuild\"\xd5\x01\n\rVolumeRebuild\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0b\x62lobs_total\x18\x04 \x01(\x03\x12\x12\n\nblobs_done\x18\x05 \x01(\x03\x12\x14\n\x0c\x62lobs_failed\x18\x06 \x01(\x03\x12\x12\n\nbytes_done\x18\x07 \x01(\x03\x12\x18\n\x10\x62ytes_per_second\x18\x08 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\t \x01(\x01\x12\x12\n\nlast_error\x18\n \x01(\t\"!\n\x10PlanMovesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"q\n\x0bPlannedMove\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x11\n\tfrom_tier\x18\x02 \x01(\t\x12\x0f\n\x07to_tier\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"R\n\x11PlanMovesResponse\x12(\n\x05moves\x18\x01 \x03(\x0b\x32\x19.pacsvault.v1.PlannedMove\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\".\n\x10\x41\x64\x64VolumeRequest\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"9\n\x11\x41\x64\x64VolumeResponse\x12$\n\x06volume\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Volume\"$\n\x12\x44rainVolumeRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\";\n\x13\x44rainVolumeResponse\x12$\n\x06volume\x18\x01 \x01(\x0b\x32\x14.pacsvault.v1.Volume\"&\n\x14RebuildVolumeRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\"E\n\x15RebuildVolumeResponse\x12,\n\x07rebuild\x18\x01 \x01(\x0b\x32\x1b.pacsvault.v1.VolumeRebuild2\xae\x03\n\x0eStorageService\x12R\n\x0bListVolumes\x12 .pacsvault.v1.ListVolumesRequest\x1a!.pacsvault.v1.ListVolumesResponse\x12L\n\tPlanMoves\x12\x1e.pacsvault.v1.PlanMovesRequest\x1a\x1f.pacsvault.v1.PlanMovesResponse\x12L\n\tAddVolume\x12\x1e.pacsvault.v1.AddVolumeRequest\x1a\x1f.pacsvault.v1.AddVolumeResponse\x12R\n\x0b\x44rainVolume\x12 .pacsvault.v1.DrainVolumeRequest\x1a!.pacsvault.v1.DrainVolumeResponse\x12X\n\rRebuildVolume\x12\".pacsvault.v1.RebuildVolumeRequest\x1a#.pacsvault.v1.RebuildVolumeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MOVERSTATUS']._serialized_end=622
   _globals['_LISTVOLUMESREQUEST']._serialized_start=624
   _globals['_LISTVOLUMESREQUEST']._serialized_end=644
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=646
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=748
-  _globals['_PLANMOVESREQUEST']._serialized_start=750
-  _globals['_PLANMOVESREQUEST']._serialized_end=783
-  _globals['_PLANNEDMOVE']._serialized_start=785
-  _globals['_PLANNEDMOVE']._serialized_end=898
-  _globals['_PLANMOVESRESPONSE']._serialized_start=900
-  _globals['_PLANMOVESRESPONSE']._serialized_end=982
-  _globals['_ADDVOLUMEREQUEST']._serialized_start=984
-  _globals['_ADDVOLUMEREQUEST']._serialized_end=1030
-  _globals['_ADDVOLUMERESPONSE']._serialized_start=1032
-  _globals['_ADDVOLUMERESPONSE']._serialized_end=1089
-  _globals['_DRAINVOLUMEREQUEST']._serialized_start=1091
-  _globals['_DRAINVOLUMEREQUEST']._serialized_end=1127
-  _globals['_DRAINVOLUMERESPONSE']._serialized_start=1129
-  _globals['_DRAINVOLUMERESPONSE']._serialized_end=1188
-  _globals['_STORAGESERVICE']._serialized_start=1191
-  _globals['_STORAGESERVICE']._serialized_end=1531
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=647
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=796
+  _globals['_VOLUMEREBUILD']._serialized_start=799
+  _globals['_VOLUMEREBUILD']._serialized_end=1012
+  _globals['_PLANMOVESREQUEST']._serialized_start=1014
+  _globals['_PLANMOVESREQUEST']._serialized_end=1047
+  _globals['_PLANNEDMOVE']._serialized_start=1049
+  _globals['_PLANNEDMOVE']._serialized_end=1162
+  _globals['_PLANMOVESRESPONSE']._serialized_start=1164
+  _globals['_PLANMOVESRESPONSE']._serialized_end=1246
+  _globals['_ADDVOLUMEREQUEST']._serialized_start=1248
+  _globals['_ADDVOLUMEREQUEST']._serialized_end=1294
+  _globals['_ADDVOLUMERESPONSE']._serialized_start=1296
+  _globals['_ADDVOLUMERESPONSE']._serialized_end=1353
+  _globals['_DRAINVOLUMEREQUEST']._serialized_start=1355
+  _globals['_DRAINVOLUMEREQUEST']._serialized_end=1391
+  _globals['_DRAINVOLUMERESPONSE']._serialized_start=1393
+  _globals['_DRAINVOLUMERESPONSE']._serialized_end=1452
+  _globals['_REBUILDVOLUMEREQUEST']._serialized_start=1454
+  _globals['_REBUILDVOLUMEREQUEST']._serialized_end=1492
+  _globals['_REBUILDVOLUMERESPONSE']._serialized_start=1494
+  _globals['_REBUILDVOLUMERESPONSE']._serialized_end=1563
+  _globals['_STORAGESERVICE']._serialized_start=1566
+  _globals['_STORAGESERVICE']._serialized_end=1996
 # @@protoc_insertion_point(module_scope)

@@ -163,23 +163,81 @@ class ListVolumesResponse(_message.Message):
 
     VOLUMES_FIELD_NUMBER: _builtins.int
     MOVER_FIELD_NUMBER: _builtins.int
+    REBUILDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
     @_builtins.property
     def mover(self) -> Global___MoverStatus: ...
+    @_builtins.property
+    def rebuilds(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeRebuild]:
+        """Volumes being rebuilt from the peer (RebuildVolume), with their progress."""
+
     def __init__(
         self,
         *,
         volumes: _abc.Iterable[Global___Volume] | None = ...,
         mover: Global___MoverStatus | None = ...,
+        rebuilds: _abc.Iterable[Global___VolumeRebuild] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mover", b"mover"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mover", b"mover", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mover", b"mover", "rebuilds", b"rebuilds", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListVolumesResponse: _TypeAlias = ListVolumesResponse  # noqa: Y015
+
+@_typing.final
+class VolumeRebuild(_message.Message):
+    """The progress of one volume's rebuild from the peer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BLOBS_TOTAL_FIELD_NUMBER: _builtins.int
+    BLOBS_DONE_FIELD_NUMBER: _builtins.int
+    BLOBS_FAILED_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
+    BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    path: _builtins.str
+    state: _builtins.str
+    """running, done, or failed (last_error says why; blobs_failed are left
+    for a later try and named in the log).
+    """
+    blobs_total: _builtins.int
+    blobs_done: _builtins.int
+    blobs_failed: _builtins.int
+    bytes_done: _builtins.int
+    bytes_per_second: _builtins.float
+    eta_seconds: _builtins.float
+    """Estimated seconds to go at the current rate; -1 while unknown."""
+    last_error: _builtins.str
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        state: _builtins.str = ...,
+        blobs_total: _builtins.int = ...,
+        blobs_done: _builtins.int = ...,
+        blobs_failed: _builtins.int = ...,
+        bytes_done: _builtins.int = ...,
+        bytes_per_second: _builtins.float = ...,
+        eta_seconds: _builtins.float = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_done", b"blobs_done", "blobs_failed", b"blobs_failed", "blobs_total", b"blobs_total", "bytes_done", b"bytes_done", "bytes_per_second", b"bytes_per_second", "eta_seconds", b"eta_seconds", "last_error", b"last_error", "path", b"path", "state", b"state", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeRebuild: _TypeAlias = VolumeRebuild  # noqa: Y015
 
 @_typing.final
 class PlanMovesRequest(_message.Message):
@@ -339,3 +397,43 @@ class DrainVolumeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainVolumeResponse: _TypeAlias = DrainVolumeResponse  # noqa: Y015
+
+@_typing.final
+class RebuildVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    volume: _builtins.str
+    """The volume's path or id."""
+    def __init__(
+        self,
+        *,
+        volume: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildVolumeRequest: _TypeAlias = RebuildVolumeRequest  # noqa: Y015
+
+@_typing.final
+class RebuildVolumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REBUILD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rebuild(self) -> Global___VolumeRebuild: ...
+    def __init__(
+        self,
+        *,
+        rebuild: Global___VolumeRebuild | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rebuild", b"rebuild"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rebuild", b"rebuild"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildVolumeResponse: _TypeAlias = RebuildVolumeResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class StorageServiceStub:
                 request_serializer=pacsvault_dot_v1_dot_storage__pb2.DrainVolumeRequest.SerializeToString,
                 response_deserializer=pacsvault_dot_v1_dot_storage__pb2.DrainVolumeResponse.FromString,
                 _registered_method=True)
+        self.RebuildVolume = channel.unary_unary(
+                '/pacsvault.v1.StorageService/RebuildVolume',
+                request_serializer=pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeRequest.SerializeToString,
+                response_deserializer=pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -89,6 +94,15 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildVolume(self, request, context):
+        """Rebuilds a lost volume's blobs from the peer onto the other volumes, in the
+        background; ListVolumes shows its progress and ETA. The volume takes no
+        new data meanwhile and reads "drained" once nothing is left on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.DrainVolume,
                     request_deserializer=pacsvault_dot_v1_dot_storage__pb2.DrainVolumeRequest.FromString,
                     response_serializer=pacsvault_dot_v1_dot_storage__pb2.DrainVolumeResponse.SerializeToString,
+            ),
+            'RebuildVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildVolume,
+                    request_deserializer=pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeRequest.FromString,
+                    response_serializer=pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +241,33 @@ class StorageService:
             '/pacsvault.v1.StorageService/DrainVolume',
             pacsvault_dot_v1_dot_storage__pb2.DrainVolumeRequest.SerializeToString,
             pacsvault_dot_v1_dot_storage__pb2.DrainVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacsvault.v1.StorageService/RebuildVolume',
+            pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeRequest.SerializeToString,
+            pacsvault_dot_v1_dot_storage__pb2.RebuildVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

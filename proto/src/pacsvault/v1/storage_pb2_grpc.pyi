@@ -41,6 +41,11 @@ class StorageServiceStub:
     """Takes a new volume (a mounted, empty directory) into use at once."""
     DrainVolume: _grpc.UnaryUnaryMultiCallable[_storage_pb2.DrainVolumeRequest, _storage_pb2.DrainVolumeResponse]
     """Stops new data landing on a volume; the mover moves its blobs elsewhere."""
+    RebuildVolume: _grpc.UnaryUnaryMultiCallable[_storage_pb2.RebuildVolumeRequest, _storage_pb2.RebuildVolumeResponse]
+    """Rebuilds a lost volume's blobs from the peer onto the other volumes, in the
+    background; ListVolumes shows its progress and ETA. The volume takes no
+    new data meanwhile and reads "drained" once nothing is left on it.
+    """
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -55,6 +60,11 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """Takes a new volume (a mounted, empty directory) into use at once."""
     DrainVolume: _aio.UnaryUnaryMultiCallable[_storage_pb2.DrainVolumeRequest, _storage_pb2.DrainVolumeResponse]  # type: ignore[assignment]
     """Stops new data landing on a volume; the mover moves its blobs elsewhere."""
+    RebuildVolume: _aio.UnaryUnaryMultiCallable[_storage_pb2.RebuildVolumeRequest, _storage_pb2.RebuildVolumeResponse]  # type: ignore[assignment]
+    """Rebuilds a lost volume's blobs from the peer onto the other volumes, in the
+    background; ListVolumes shows its progress and ETA. The volume takes no
+    new data meanwhile and reads "drained" once nothing is left on it.
+    """
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Shows and changes where blobs live. No patient data is returned."""
@@ -90,5 +100,16 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.DrainVolumeResponse, _abc.Awaitable[_storage_pb2.DrainVolumeResponse]]:
         """Stops new data landing on a volume; the mover moves its blobs elsewhere."""
+
+    @_abc_1.abstractmethod
+    def RebuildVolume(
+        self,
+        request: _storage_pb2.RebuildVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.RebuildVolumeResponse, _abc.Awaitable[_storage_pb2.RebuildVolumeResponse]]:
+        """Rebuilds a lost volume's blobs from the peer onto the other volumes, in the
+        background; ListVolumes shows its progress and ETA. The volume takes no
+        new data meanwhile and reads "drained" once nothing is left on it.
+        """
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,5 +1,5 @@
-"""pacsvault delete STUDY_UID --reason TEXT: delete a study for good, here and at the peer;
-delete-requests and delete-approve ID where a second admin must approve."""
+"""pacsvault delete UID --reason TEXT [--level study|series|instance]: into the trash, then for good;
+delete-requests and delete-approve ID where a second admin must approve a study's deletion."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from pacsvault.client.cli import exit_codes
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("delete", help="delete a study for good (admin): index, blobs and the peer's copy")
-    parser.add_argument("study_instance_uid", metavar="STUDY_INSTANCE_UID")
+    parser = sub.add_parser("delete", help="delete a study, series or instance (admin): into the trash for "
+                                           "[retention] soft_delete_days, then for good, here and at the peer")
+    parser.add_argument("uid", metavar="UID", help="the Study Instance UID (or, with --level, a series' or an "
+                                                   "instance's UID)")
+    parser.add_argument("--level", choices=("study", "series", "instance"), default="study",
+                        help="what UID names (series and instance: DICOM IOCM rejection); default study")
     parser.add_argument("--reason", required=True, help="why (kept in the audit trail), e.g. 'retention expired'")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(run=run)
@@ -41,18 +45,35 @@ def _unconfirmed(yes: bool, question: str) -> int | None:
 
 
 def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
-    refused = _unconfirmed(args.yes, f"delete study {args.study_instance_uid} and every copy of its data?")
+    refused = _unconfirmed(args.yes, f"delete {args.level} {args.uid}?")
     if refused is not None:
         return refused
-    response = client.delete_study(args.study_instance_uid, args.reason)
-    if response.approval_request_id:
-        print(f"deletion of study {args.study_instance_uid} requested ({response.approval_request_id}): nothing is "
-              f"deleted until another admin approves it within a day: pacsvault delete-approve "
-              f"{response.approval_request_id}")
-        return 0
-    print(f"study {args.study_instance_uid} deleted: {response.instances_deleted} instances, "
-          f"{response.blobs_destroyed} blobs destroyed (data keys zeroed first)")
-    return 0
+    if args.level == "study":
+        study = client.delete_study(args.uid, args.reason)
+        if study.approval_request_id:
+            print(f"deletion of study {args.uid} requested ({study.approval_request_id}): nothing is "
+                  f"deleted until another admin approves it within a day: pacsvault delete-approve "
+                  f"{study.approval_request_id}")
+            return exit_codes.OK
+        response: object = study
+    elif args.level == "series":
+        response = client.delete_series(args.uid, args.reason)
+    else:
+        response = client.delete_instance(args.uid, args.reason)
+    _print_deleted(f"{args.level} {args.uid}", args.level, args.uid, response)
+    return exit_codes.OK
+
+
+def _print_deleted(what: str, level: str, uid: str, response: object) -> None:
+    instances, destroyed = response.instances_deleted, response.blobs_destroyed  # type: ignore[attr-defined]
+    if response.HasField("purge_time"):  # type: ignore[attr-defined]
+        when = response.purge_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")  # type: ignore[attr-defined]
+        print(f"{what} moved to the trash: {instances} instances; purged for good (data keys "
+              f"destroyed, the peer told) after {when}; until then `pacsvault undelete {uid}"
+              f"{'' if level == 'study' else ' --level ' + level}` brings it back")
+    else:
+        print(f"{what} deleted: {instances} instances, {destroyed} blobs destroyed "
+              "(data keys zeroed first)")
 
 
 def run_requests(args: argparse.Namespace, client: PacsvaultClient) -> int:
@@ -73,7 +94,6 @@ def run_approve(args: argparse.Namespace, client: PacsvaultClient) -> int:
     if refused is not None:
         return refused
     response = client.approve_study_deletion(args.request_id)
-    print(f"study {response.study_instance_uid} deleted (asked by {response.requested_by}): "
-          f"{response.instances_deleted} instances, {response.blobs_destroyed} blobs destroyed "
-          "(data keys zeroed first)")
+    _print_deleted(f"study {response.study_instance_uid} (asked by {response.requested_by})", "study",
+                   response.study_instance_uid, response)
     return 0

@@ -14,11 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pacsvault.client import PacsvaultClient, PacsvaultError, default_server
 from pacsvault.client.cli import (
     audit_cmd,
+    check_cmd,
     delete_cmd,
     exit_codes,
     find_cmd,
     get_cmd,
     health_cmd,
+    hold_cmd,
     hw_cmd,
     keys_cmd,
     metadata_cmd,
@@ -26,13 +28,16 @@ from pacsvault.client.cli import (
     prefetch_cmd,
     replication_cmd,
     restore_cmd,
+    scrub_cmd,
     share_cmd,
     store_cmd,
     tiers_cmd,
+    undelete_cmd,
 )
 
-COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, delete_cmd, tiers_cmd,
-            replication_cmd, restore_cmd, share_cmd, audit_cmd, keys_cmd, health_cmd, hw_cmd)
+COMMANDS = (store_cmd, find_cmd, get_cmd, metadata_cmd, prefetch_cmd, pin_cmd, delete_cmd, undelete_cmd, hold_cmd,
+            tiers_cmd, replication_cmd, restore_cmd, scrub_cmd, check_cmd, share_cmd, audit_cmd, keys_cmd, health_cmd,
+            hw_cmd)
 
 
 def client_version() -> str:

@@ -32,9 +32,19 @@ def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
         return _no_peer()
     bar = progress_bar(None, "inst", desc="restore")
     last = None
+    failed: list[str] = []
     try:
         for progress in client.restore_from_peer():
             last = progress
+            for failure in progress.failures:
+                failed.append(failure.sop_instance_uid)
+                if args.json:
+                    bar.write(json.dumps({"failed_instance": failure.sop_instance_uid,
+                                          "study_instance_uid": failure.study_instance_uid,
+                                          "reason": failure.reason}), file=sys.stdout)
+                else:
+                    bar.write(f"not restored: instance {failure.sop_instance_uid} of study "
+                              f"{failure.study_instance_uid}: {failure.reason}", file=sys.stderr)
             if args.json:
                 bar.write(json.dumps({
                     "total": progress.instances_total, "restored": progress.instances_done,
@@ -55,7 +65,8 @@ def run(args: argparse.Namespace, client: PacsvaultClient) -> int:
     print(f"restored {last.instances_done} instances ({human_bytes(last.bytes_restored)}), "
           f"{last.instances_already_present} already here, {last.instances_failed} failed", file=sys.stderr)
     if last.instances_failed:
-        print("pacsvault: some instances could not be restored intact (the daemon's log names them); "
+        shown = ", ".join(failed[:20]) + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+        print(f"pacsvault: {last.instances_failed} instances could not be restored intact ({shown}); "
               "run the command again to retry them", file=sys.stderr)
         return exit_codes.PARTIAL
     return exit_codes.OK

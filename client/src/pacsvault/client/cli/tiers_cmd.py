@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     drain.add_argument("volume", help="the volume's path or id")
     add_wait_flags(drain, "the drain")
     drain.set_defaults(run=run_drain)
+    rebuild = actions.add_parser("rebuild", help="rebuild a lost volume's blobs elsewhere from the peer, with "
+                                                 "progress and ETA")
+    rebuild.add_argument("volume", help="the volume's path or id")
+    add_wait_flags(rebuild, "the rebuild")
+    rebuild.set_defaults(run=run_rebuild)
 
 
 def _volume_json(volume: storage_pb2.Volume) -> dict[str, object]:
@@ -51,6 +56,8 @@ def run_list(args: argparse.Namespace, client: PacsvaultClient) -> int:
               + (f"  ({v.store_objects} objects, {human_bytes(v.store_bytes)} listed in the store)"
                  if v.HasField("store_objects") else "")
               + (f"  ({v.reason})" if v.reason else ""))
+    for r in response.rebuilds:
+        print(f"rebuild of {r.path}: {_rebuild_line(r)}")
     m = response.mover
     print(f"mover: {'on' if m.enabled else 'off'}, {m.passes} passes, {m.blobs_moved} blobs / "
           f"{human_bytes(m.bytes_moved)} moved, last pass {human_bytes(int(m.last_pass_bytes_per_second))}/s, "
@@ -102,3 +109,39 @@ def run_drain(args: argparse.Namespace, client: PacsvaultClient) -> int:
     blobs, _, state = left()
     print(f"volume {volume.path}: {state}" + (f", {blobs} blobs left" if blobs else ""))
     return exit_codes.OK if state == "drained" else exit_codes.UNAVAILABLE  # the volume failed on the way
+
+
+def _rebuild_line(r: storage_pb2.VolumeRebuild) -> str:
+    eta = f", about {r.eta_seconds:.0f}s to go" if r.eta_seconds > 0 else ""
+    return (f"{r.state}, {r.blobs_done} of {r.blobs_total} blobs ({human_bytes(r.bytes_done)}, "
+            f"{human_bytes(int(r.bytes_per_second))}/s{eta})" + (f", {r.blobs_failed} failed" if r.blobs_failed else "")
+            + (f"; last error: {r.last_error}" if r.last_error and r.state != "done" else ""))
+
+
+def run_rebuild(args: argparse.Namespace, client: PacsvaultClient) -> int:
+    started = client.rebuild_volume(args.volume)
+    print(f"volume {started.path}: rebuilding {started.blobs_total} blobs from the peer")
+    if not should_wait(args):
+        print("follow it with `pacsvault tiers` (the volume reads `drained` when done)")
+        return exit_codes.OK
+
+    def now() -> storage_pb2.VolumeRebuild:
+        found = [r for r in client.list_volumes().rebuilds if r.volume_id == started.volume_id]
+        return found[0] if found else started
+
+    def left() -> tuple[int, bool, str]:
+        r = now()
+        eta = f"ETA {r.eta_seconds:.0f}s" if r.eta_seconds > 0 else r.state
+        return max(0, r.blobs_total - r.blobs_done - r.blobs_failed), r.state != "running", eta
+
+    bar = progress_bar(started.blobs_total, "blob", desc="rebuild")
+    try:
+        follow(bar, left)
+    except KeyboardInterrupt:
+        bar.close()
+        print("stopped following; the rebuild goes on (`pacsvault tiers` shows it)", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    bar.close()
+    final = now()
+    print(f"volume {final.path}: {_rebuild_line(final)}")
+    return exit_codes.OK if final.state == "done" else exit_codes.DATA_LOSS

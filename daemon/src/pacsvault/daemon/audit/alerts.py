@@ -14,6 +14,8 @@ Which records are alerts is decided here, once (:func:`alert_of`):
 kind                        record
 ==========================  ==================================================================
 BlobAuthenticationFailed    phase ``alert``: stored data failed authentication at rest
+StoredDataUnrepairable      phase ``alert``: a blob found missing or damaged (the scrub) that no
+                            other copy, here or at the peer, could repair
 AuditChainBroken            phase ``alert``: the trail's tail does not reach its checkpoints
                             (found at start), or ``audit verify`` found a bad record
 WitnessConflict             phase ``alert``: the witness refused a checkpoint (another one
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 class AlertKind(enum.StrEnum):
     BLOB_AUTHENTICATION_FAILED = "BlobAuthenticationFailed"
+    STORED_DATA_UNREPAIRABLE = "StoredDataUnrepairable"
     AUDIT_CHAIN_BROKEN = "AuditChainBroken"
     WITNESS_CONFLICT = "WitnessConflict"
     BREAK_GLASS_STARTED = "BreakGlassStarted"

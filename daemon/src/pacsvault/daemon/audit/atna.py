@@ -13,8 +13,10 @@ from the DCM coding scheme (PS3.16 CID 400 "Audit Event ID", CID 403
     110105 DICOM Study Deleted         study deletion (D), once the API has it
     110101 Audit Log Used              the audit trail read or verified (R)
     110112 Query                       Find, ListPatientStudies and other listings (E)
-    110113 Security Alert              tokens, certificates, break-glass, shares, volumes (E);
-                                       every alert of ``alerts.AlertKind`` (E), refusals included
+    110113 Security Alert              tokens, certificates, break-glass, shares, volumes, legal holds (E);
+                                       every alert of ``alerts.AlertKind`` (E), refusals included, stored
+                                       data lost beyond repair among them; scrub, check repair, volume
+                                       rebuild started (E)
     110114 User Authentication         a call refused: no credentials or not allowed (E)
 
 Only identifiers from the record travel: patient ID, study / series /
@@ -79,6 +81,9 @@ USER_SECURITY_CHANGED = Code("110137", "User Security Attributes Changed")
 # breaks the "M". CID 403 is extensible, so a code of our own private scheme (a "99"
 # designator, PS3.16 section 8) extends it, and names exactly what happened.
 STORED_DATA_AUTHENTICATION = Code("PV-AT-REST-AUTH", "Stored Data Failed Authentication", "99PACSVAULT")
+# The same private extension of CID 403: stored data found missing or damaged and repairable from nowhere.
+STORED_DATA_UNREPAIRABLE = Code("PV-AT-REST-LOST", "Stored Data Lost (Unrepairable)", "99PACSVAULT")
+LOCAL_SERVICE_OPERATION = Code("110141", "Local Service Operation Started")
 # The same reasoning for the audit trail's own integrity: "110133 Audit Recording Stopped" would
 # say recording stopped, which it did not; what happened is that records were lost or rewritten,
 # or the witness refused a checkpoint.
@@ -120,12 +125,25 @@ EVENTS: dict[str, Event] = {
     "BreakGlass": Event(SECURITY_ALERT, "E", EMERGENCY_OVERRIDE),
     "CreateShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
     "RevokeShare": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "GetScrubStatus": Event(QUERY, "E"),
+    "StartScrub": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "CheckIntegrity": Event(QUERY, "E"),
+    "RepairIntegrity": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "RebuildVolume": Event(SECURITY_ALERT, "E", LOCAL_SERVICE_OPERATION),
+    "AddLegalHold": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "RemoveLegalHold": Event(SECURITY_ALERT, "E", OBJECT_SECURITY_CHANGED),
+    "ListLegalHolds": Event(QUERY, "E"),
+    "ListDeleted": Event(QUERY, "E"),
+    "DeleteSeries": Event(STUDY_DELETED, "D"),
+    "DeleteInstance": Event(STUDY_DELETED, "D"),
+    "Undelete": Event(INSTANCES_ACCESSED, "U"),
 }
 REFUSAL = Event(USER_AUTHENTICATION, "E", LOGIN)
 # Alerts by kind: those the archive raises on its own (phase "alert") and the one each refusal
 # also is. The alerts that are calls (break-glass, revocations) are in EVENTS.
 ALERTS: dict[str, Event] = {
     AlertKind.BLOB_AUTHENTICATION_FAILED: Event(SECURITY_ALERT, "E", STORED_DATA_AUTHENTICATION),
+    AlertKind.STORED_DATA_UNREPAIRABLE: Event(SECURITY_ALERT, "E", STORED_DATA_UNREPAIRABLE),
     AlertKind.AUDIT_CHAIN_BROKEN: Event(SECURITY_ALERT, "E", AUDIT_CHAIN_INTEGRITY),
     AlertKind.WITNESS_CONFLICT: Event(SECURITY_ALERT, "E", WITNESS_REFUSAL),
     AlertKind.BREAK_GLASS_ENDED: Event(SECURITY_ALERT, "E", EMERGENCY_OVERRIDE_STOPPED),

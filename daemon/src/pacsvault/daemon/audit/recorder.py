@@ -50,7 +50,8 @@ CARRIES_AN_UPLOAD = frozenset({"PutInstance"})
 READ_ONLY = frozenset({
     "Find", "ListPatientStudies", "GetInstance", "ReadInstance", "GetSeries", "GetStudy", "GetStudyMetadata",
     "ListVolumes", "PlanMoves", "GetReplicationStatus", "ListTokens", "ListShares", "QueryAudit", "VerifyAudit",
-    "GetEncryptionStatus", "ListStudyDeletionRequests",
+    "GetEncryptionStatus", "ListStudyDeletionRequests", "GetScrubStatus", "CheckIntegrity", "ListLegalHolds",
+    "ListDeleted",
 })
 # Fields of a request that hold a whole query (Find's filter).
 QUERY_MESSAGES = frozenset({"filter"})

@@ -26,6 +26,8 @@ class EventKind(enum.StrEnum):
     WRITES_RESUMED = "writes_resumed"
     # Not the disks': a security alert recorded in the audit trail (audit.alert_follower).
     SECURITY_ALERT = "security_alert"
+    # A stored blob found missing or damaged (the scrub), repaired or not.
+    STORED_DATA = "stored_data"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import lmdb
 
 from pacsvault.daemon.dicom.parse import ParsedInstance
 from pacsvault.daemon.digest import Digest, DigestFunction
-from pacsvault.daemon.errors import BlobGone, Conflict, InvalidInput, NotFound
+from pacsvault.daemon.errors import BlobGone, Conflict, InvalidInput, NotFound, PacsvaultError
 from pacsvault.daemon.index import keys, placement, rotation
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment, prefix_keys
 from pacsvault.daemon.index import outbox
@@ -85,6 +85,22 @@ class Catalog:
         already stored.
         """
         return self.env.write(lambda txn: self._add(txn, parsed, blob, now), durable_first)
+
+    def add_instances(self, items: Sequence[tuple[ParsedInstance, NewBlob, float]]) -> list[AddOutcome | PacsvaultError]:
+        """Indexes many instances in one transaction (the index rebuild, which reads them from blobs
+        already durable); a refused one gives its error in its place and the others commit (``_add``
+        raises before it changes anything)."""
+
+        def op(txn: lmdb.Transaction) -> list[AddOutcome | PacsvaultError]:
+            outcomes: list[AddOutcome | PacsvaultError] = []
+            for parsed, blob, now in items:
+                try:
+                    outcomes.append(self._add(txn, parsed, blob, now))
+                except PacsvaultError as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+        return self.env.write(op)
 
     def _add(self, txn: lmdb.Transaction, p: ParsedInstance, blob: NewBlob, now: float) -> AddOutcome:
         db = self._db
@@ -202,7 +218,7 @@ class Catalog:
         names them, in one transaction; blobs whose last instance went are moved
         to doomed_blobs, where ``destroy_doomed`` finds them (crash-safe: the
         files go only after this commit, and a crash between is redone)."""
-        return self.env.write(lambda txn: self._delete_study(txn, study_uid, now))
+        return self.env.write(lambda txn: self._delete_study(txn, study_uid, now), reserve_ok=True)
 
     def _delete_study(self, txn: lmdb.Transaction, study_uid: str, now: float) -> DeletedStudy:
         db, tags = self._db, self.env.tags
@@ -311,7 +327,7 @@ class Catalog:
             txn.delete(bkey, db=self._db["doomed_blobs"])
             return not in_use
 
-        return self.env.write(op)
+        return self.env.write(op, reserve_ok=True)
 
     def relocate(self, digest: Digest, location: BlobLocation, stored_bytes: int) -> None:
         """Points the blob at a fresh copy (after a repair), in one transaction."""
@@ -322,11 +338,11 @@ class Catalog:
                 placement.relocate(txn, self.env, decode(BlobRecord, value), location.tier,
                                    location.volume_id, stored_bytes)
 
-        self.env.write(op)
+        self.env.write(op, reserve_ok=True)
 
     def count_repair(self) -> None:
         """One more blob repaired from the peer (shown in the replication status)."""
-        self.env.write(lambda txn: _add_counter(txn, self._db["meta"], REPAIRS, 1))
+        self.env.write(lambda txn: _add_counter(txn, self._db["meta"], REPAIRS, 1), reserve_ok=True)
 
     def repairs(self) -> int:
         with self.env.read() as txn:

@@ -35,6 +35,8 @@ PATIENT_KEY_BYTES = 2 * TAG_BYTES
 # Wildcard name queries whose literal start is at least this long scan one
 # bucket of names; shorter ones scan every patient.
 NAME_PREFIX_CHARS = 3
+# trash_by_target: every trashed instance is also listed under this level and its study's UID.
+TRASH_OF_STUDY = "of-study"
 # meta: the sealed StudyMonths record.
 STUDY_MONTHS = b"study_months"
 
@@ -69,6 +71,14 @@ DATABASES = {
     "promotions": "StudyInstanceUID -> when it was asked for (8-byte big-endian double): the mover brings it up",
     "rewrap_pending": "digest function byte + digest -> '': sealed under a key version older than the active one",
     "commitments": "Transaction UID -> CommitmentRecord: a DICOM Storage Commitment request not yet reported",
+    "lost_replicas": "peer appliance name NUL SOPInstanceUID -> LostReplica: the peer's, not rebuildable here",
+    "peer_lost": "SOPInstanceUID -> LostReplica: ours, that the peer reported it cannot rebuild (being re-sent)",
+    "legal_holds": "StudyInstanceUID -> LegalHold",
+    "peer_holds": "peer appliance name NUL StudyInstanceUID -> LegalHold: the peer's studies held here too",
+    "trash": "SOPInstanceUID -> TrashedInstance: deleted, restorable until its purge time",
+    "trash_by_target": "what a delete named (level NUL UID), and 'of-study' NUL StudyInstanceUID, NUL SOPInstanceUID -> ''",
+    "trash_by_purge": "purge time (ms, 8 bytes big-endian) SOPInstanceUID -> ''",
+    "integrity_problems": "digest function byte + digest -> IntegrityProblem: found bad, not repaired yet",
 }
 
 # (value, purpose) -> TAG_BYTES; ApplianceKeys.index_tag, or plain_tag with encryption off.

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lmdb
 
 from pacsvault.daemon.errors import ConfigError, IndexFull, PacsvaultError, Unavailable
+from pacsvault.daemon.index import headroom
 from pacsvault.daemon.index import keys as key_layout
+from pacsvault.daemon.index.file_check import check_file
 from pacsvault.daemon.index.records import RecordSealer
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ WriteOp = Callable[[lmdb.Transaction], Any]
 Flush = Callable[[], None]
 # meta: the key layout. 2: tags instead of PHI in keys. Unmarked: PHI in keys (before sealing).
 LAYOUT = b"index_layout"
+INDEX_FULL = ("the index is full (LMDB map size reached, but for the headroom kept for deletes and repairs): "
+              "delete studies or raise index.map_size_bytes")
 _LAYOUT_VERSION = b"2"
 
 
@@ -56,10 +60,13 @@ class IndexEnvironment:
     """Opens the environment with every named database, and runs the writer."""
 
     def __init__(self, path: Path, *, map_size: int, max_batch: int = 256,
-                 keys: ApplianceKeys | None = None) -> None:
-        """``keys``: the appliance's keys, or None when encryption is off."""
+                 keys: ApplianceKeys | None = None, reserve_percent: float = 5.0) -> None:
+        """``keys``: the appliance's keys, or None when encryption is off. ``reserve_percent``:
+        the part of the map kept for deletes and repairs (see ``headroom``)."""
         path.mkdir(parents=True, exist_ok=True)
+        check_file(path)  # a cut-short file would crash the mmap (SIGBUS): refuse it first
         self.path = path
+        self.reserve_percent = reserve_percent
         # sync/metasync on: a commit returns only once it is on disk, so an
         # acknowledged store survives kill -9 and power loss.
         self.env = lmdb.open(
@@ -109,15 +116,18 @@ class IndexEnvironment:
         """A read-only snapshot; use as a context manager."""
         return self.env.begin(buffers=False)
 
-    def write(self, op: Callable[[lmdb.Transaction], T], durable_first: Sequence[Flush] = ()) -> T:
+    def write(self, op: Callable[[lmdb.Transaction], T], durable_first: Sequence[Flush] = (), *,
+              reserve_ok: bool = False) -> T:
         """Runs ``op`` in the writer's next transaction; returns once it is durable.
 
         ``durable_first``: flushes that must return before the commit (run once a
         batch, however many writes of the batch name the same one). ``op`` must
         raise before it changes anything when it rejects its input, because other
-        ops share the transaction.
+        ops share the transaction. ``reserve_ok``: the write frees space or keeps
+        data safe (a delete, a repair) and may use the reserved headroom; other
+        writes are refused with IndexFull once only the reserve is left.
         """
-        write = _Write(op, tuple(durable_first))
+        write = _Write(op, tuple(durable_first), reserve_ok)
         with self._lock:
             if self._closed:
                 raise Unavailable("the index is closed (the daemon is shutting down)")
@@ -158,6 +168,7 @@ class IndexEnvironment:
         self.env.close()
 
     def _commit_batch(self, batch: list[_Write]) -> None:
+        batch = self._within_headroom(batch)
         batch = self._flushed(batch)
         if not batch:
             return
@@ -170,12 +181,24 @@ class IndexEnvironment:
                 for single in batch:
                     self._commit_batch([single])
                 return
-            results = [IndexFull("the index is full (LMDB map size reached); raise index.map_size_bytes")]
+            results = [IndexFull(INDEX_FULL)]
         except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any bug
             log.exception("index commit failed")
             results = [Unavailable(f"index commit failed: {type(exc).__name__}: {exc}")] * len(batch)
         for write, result in zip(batch, results, strict=True):
             write.finish(result)
+
+    def _within_headroom(self, batch: list[_Write]) -> list[_Write]:
+        """Refuses the batch's ordinary writes when only the reserve is left."""
+        if all(w.reserve_ok for w in batch) or not self.usage().exhausted:
+            return batch
+        for write in batch:
+            if not write.reserve_ok:
+                write.finish(IndexFull(INDEX_FULL))
+        return [w for w in batch if w.reserve_ok]
+
+    def usage(self) -> headroom.Usage:
+        return headroom.usage(self.env, self.dbs, self.reserve_percent)
 
     def _flushed(self, batch: list[_Write]) -> list[_Write]:
         """Runs every flush the batch needs, once each; returns the writes whose flushes succeeded."""
@@ -218,16 +241,17 @@ class IndexEnvironment:
         stat = self.env.stat()
         counts["map_size"] = info["map_size"]
         counts["map_used"] = (info["last_pgno"] + 1) * stat["psize"]
+        counts["map_live"] = headroom.live_bytes(self.env, self.dbs)
         return counts
 
 
 class _Write:
     """One write waiting for its commit: done with a result, or told to lead the next commit."""
 
-    __slots__ = ("op", "durable_first", "done", "_result", "_lead", "_event")
+    __slots__ = ("op", "durable_first", "reserve_ok", "done", "_result", "_lead", "_event")
 
-    def __init__(self, op: WriteOp, durable_first: tuple[Flush, ...]) -> None:
-        self.op, self.durable_first = op, durable_first
+    def __init__(self, op: WriteOp, durable_first: tuple[Flush, ...], reserve_ok: bool = False) -> None:
+        self.op, self.durable_first, self.reserve_ok = op, durable_first, reserve_ok
         self.done, self._result, self._lead = False, None, False
         self._event = threading.Event()
 

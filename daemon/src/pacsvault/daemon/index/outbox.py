@@ -78,7 +78,7 @@ def acknowledge(env: IndexEnvironment, done: list[tuple[bytes, OutboxEntry]],
                 blob.replica_digest, blob.replica_size = name.hash, name.size_bytes
             txn.put(blob_key, encode(blob), db=env.dbs["blobs"])
 
-    env.write(op)
+    env.write(op, reserve_ok=True)
 
 
 def backlog(env: IndexEnvironment) -> Backlog:
@@ -127,3 +127,15 @@ def reseed(env: IndexEnvironment, now: float, batch: int = 1000) -> int:
         queued += count
         if count < batch:
             return queued
+
+
+def drop(env: IndexEnvironment, key: bytes) -> None:
+    """Removes one entry without sending it (``pacsvault check --repair``: an entry for a blob gone)."""
+
+    def op(txn: lmdb.Transaction) -> None:
+        value = txn.get(key, db=env.dbs["outbox"])
+        if value is not None:
+            txn.delete(key, db=env.dbs["outbox"])
+            _add_pending(txn, env, -decode(OutboxEntry, value).size_bytes)
+
+    env.write(op, reserve_ok=True)

@@ -128,7 +128,7 @@ def save_volume(env: IndexEnvironment, record: VolumeRecord) -> None:
         txn.put(record.volume_id.encode(), encode(record), db=env.dbs["volumes"])
         _bump_generation(txn, env)
 
-    env.write(op)
+    env.write(op, reserve_ok=True)
 
 
 def update_volume(env: IndexEnvironment, volume_id: str, change: Callable[[VolumeRecord], bool]) -> VolumeRecord | None:
@@ -145,7 +145,7 @@ def update_volume(env: IndexEnvironment, volume_id: str, change: Callable[[Volum
             _bump_generation(txn, env)
         return record
 
-    return env.write(op)
+    return env.write(op, reserve_ok=True)
 
 
 def _generation(txn: lmdb.Transaction, env: IndexEnvironment) -> int:
@@ -170,7 +170,7 @@ def put_move_intents(env: IndexEnvironment, intents: list[MoveIntent]) -> None:
 
 def drop_move_intents(env: IndexEnvironment, intents: list[MoveIntent]) -> None:
     env.write(lambda txn: [txn.delete(keys.blob_key(i.digest_function, i.digest), db=env.dbs["moves"])
-                           for i in intents])
+                           for i in intents], reserve_ok=True)
 
 
 def blob(env: IndexEnvironment, blob_key: bytes) -> BlobRecord | None:
@@ -255,7 +255,7 @@ def promotions(env: IndexEnvironment) -> list[str]:
 
 
 def promotion_done(env: IndexEnvironment, study_uid: str) -> None:
-    env.write(lambda txn: txn.delete(study_uid.encode(), db=env.dbs["promotions"]))
+    env.write(lambda txn: txn.delete(study_uid.encode(), db=env.dbs["promotions"]), reserve_ok=True)
 
 
 def promotions_pending(env: IndexEnvironment) -> int:

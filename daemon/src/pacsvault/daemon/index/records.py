@@ -50,6 +50,11 @@ StudyMonths = records_pb2.StudyMonths
 CommitmentRecord = records_pb2.CommitmentRecord
 WitnessKey = records_pb2.WitnessKey
 DeletionRequest = records_pb2.DeletionRequest
+LegalHold = records_pb2.LegalHold
+TrashedInstance = records_pb2.TrashedInstance
+ScrubState = records_pb2.ScrubState
+IntegrityProblem = records_pb2.IntegrityProblem
+LostReplica = records_pb2.LostReplica
 
 M = TypeVar("M", bound=Message)
 

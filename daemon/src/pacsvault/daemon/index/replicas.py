@@ -15,16 +15,19 @@ import lmdb
 
 from pacsvault.daemon.index import keys
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
-from pacsvault.daemon.index.records import WitnessKey, decode, encode
+from pacsvault.daemon.index.records import LegalHold, LostReplica, WitnessKey, decode, encode
 from pacsvault.v1 import peer_pb2
 
 ReplicaRecord = peer_pb2.ReplicaRecord
 
 
 def put_records(env: IndexEnvironment, origin: str, records: list[ReplicaRecord]) -> None:
+    """Records instances whose shards are verified and flushed; a replica reported lost is whole again."""
     def op(txn: lmdb.Transaction) -> None:
         for record in records:
-            txn.put(keys.join(origin, record.sop_instance_uid), encode(record), db=env.dbs["replica_records"])
+            key = keys.join(origin, record.sop_instance_uid)
+            txn.put(key, encode(record), db=env.dbs["replica_records"])
+            txn.delete(key, db=env.dbs["lost_replicas"])
 
     env.write(op)
 
@@ -45,29 +48,35 @@ def list_records(env: IndexEnvironment, origin: str, after_sop_uid: str, limit: 
 
 
 def delete_records(env: IndexEnvironment, origin: str, wanted: list[tuple[str, bool]],
-                   released: Callable[[ReplicaRecord], None]) -> int:
+                   released: Callable[[ReplicaRecord], None]) -> tuple[int, int]:
     """Forgets the named instances in one transaction; ``released`` hears of each whose blob goes too.
 
-    Returns how many records were deleted.
+    Instances of a study the peer placed under legal hold are kept. Returns
+    (records deleted, records kept for a hold).
     """
 
-    def op(txn: lmdb.Transaction) -> tuple[int, list[ReplicaRecord]]:
-        deleted, gone = 0, []
+    def op(txn: lmdb.Transaction) -> tuple[int, int, list[ReplicaRecord]]:
+        deleted, held, gone = 0, 0, []
         for sop_uid, release in wanted:
             key = keys.join(origin, sop_uid)
             value = txn.get(key, db=env.dbs["replica_records"])
             if value is None:
                 continue  # never arrived, or deleted by an earlier try
+            record = decode(ReplicaRecord, value)
+            if txn.get(keys.join(origin, record.study_instance_uid), db=env.dbs["peer_holds"]) is not None:
+                held += 1  # under legal hold here too: kept, whatever the peer asks
+                continue
             txn.delete(key, db=env.dbs["replica_records"])
+            txn.delete(key, db=env.dbs["lost_replicas"])
             deleted += 1
             if release:
-                gone.append(decode(ReplicaRecord, value))
-        return deleted, gone
+                gone.append(record)
+        return deleted, held, gone
 
-    deleted, gone = env.write(op)
+    deleted, held, gone = env.write(op, reserve_ok=True)
     for record in gone:
         released(record)
-    return deleted
+    return deleted, held
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,81 @@ def list_checkpoints(env: IndexEnvironment, origin: str, min_seq: int = 0,
 
 def _checkpoint_key(origin: str, seq: int) -> bytes:
     return keys.join(origin, b"") + seq.to_bytes(8, "big")
+
+
+# -- replicas this appliance cannot rebuild for its peer ------------------------------
+
+
+def note_lost(env: IndexEnvironment, origin: str, lost: dict[bytes, str], now: float) -> int:
+    """Marks the peer's instances whose replica (by its name's hash) cannot be rebuilt here
+    (``lost``: name hash -> why), so the peer learns of them and sends them again. One scan of
+    the peer's records: rare (a scrub pass that found such blobs). Returns how many instances."""
+    if not lost:
+        return 0
+    prefix = keys.join(origin, b"")
+
+    def op(txn: lmdb.Transaction) -> int:
+        marked = 0
+        cursor = txn.cursor(db=env.dbs["replica_records"])
+        if not cursor.set_range(prefix):
+            return 0
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            record = decode(ReplicaRecord, value)
+            name = bytes.fromhex(record.digest.hash) if record.digest.hash else b""
+            if name in lost:
+                entry = LostReplica(sop_instance_uid=record.sop_instance_uid, digest=name,
+                                    size_bytes=record.digest.size_bytes, reported_at=now, reason=lost[name][:500])
+                txn.put(bytes(key), encode(entry), db=env.dbs["lost_replicas"])
+                marked += 1
+        return marked
+
+    return env.write(op, reserve_ok=True)
+
+
+def list_lost(env: IndexEnvironment, origin: str, limit: int = 10_000) -> list[LostReplica]:
+    prefix = keys.join(origin, b"")
+    found: list[LostReplica] = []
+    with env.read() as txn:
+        cursor = txn.cursor(db=env.dbs["lost_replicas"])
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix) or len(found) >= limit:
+                    break
+                found.append(decode(LostReplica, value))
+    return found
+
+
+def lost_count(env: IndexEnvironment) -> int:
+    with env.read() as txn:
+        return int(txn.stat(env.dbs["lost_replicas"])["entries"])
+
+
+# -- legal holds the peer placed on its studies ----------------------------------------
+
+
+def set_peer_hold(env: IndexEnvironment, origin: str, hold: LegalHold | None, study_uid: str) -> None:
+    """Places (``hold``) or lifts (None) the peer's hold on one of its studies."""
+    key = keys.join(origin, study_uid)
+
+    def op(txn: lmdb.Transaction) -> None:
+        if hold is None:
+            txn.delete(key, db=env.dbs["peer_holds"])
+        else:
+            txn.put(key, encode(hold), db=env.dbs["peer_holds"])
+
+    env.write(op, reserve_ok=True)
+
+
+def peer_holds(env: IndexEnvironment, origin: str) -> list[LegalHold]:
+    prefix = keys.join(origin, b"")
+    with env.read() as txn:
+        cursor = txn.cursor(db=env.dbs["peer_holds"])
+        found = []
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                found.append(decode(LegalHold, value))
+        return found

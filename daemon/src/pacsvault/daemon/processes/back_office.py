@@ -45,6 +45,10 @@ from pacsvault.daemon.health.model import Event as HealthEvent, EventKind
 from pacsvault.daemon.index import outbox
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
+from pacsvault.daemon.integrity.startup import open_index
+from pacsvault.daemon.integrity.wiring import Collaborators as IntegrityCollaborators
+from pacsvault.daemon.integrity.wiring import IntegrityParts
+from pacsvault.daemon.integrity.wiring import build as build_integrity
 from pacsvault.daemon.key_rotation import KeyRotation
 from pacsvault.daemon.dicomweb.door import server_ssl_context
 from pacsvault.daemon.metrics import DaemonMetrics, MetricsServer
@@ -62,7 +66,7 @@ from pacsvault.daemon.server import create_internal_server, principal_resolver
 from pacsvault.daemon.service.appliance_service import ApplianceServicer
 from pacsvault.daemon.service.replication_service import ReplicationStatusServicer
 from pacsvault.daemon.service.security_service import KeyServicer
-from pacsvault.daemon.service.storage_service import StorageServicer
+from pacsvault.daemon.service.rebuild_service import RebuildingStorageServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.tiered import Location, TieredBlobStore, Volume
 from pacsvault.daemon.tiering.manager import TieringManager
@@ -100,6 +104,7 @@ class BackOfficeParts:
     scheduler: TieringScheduler
     atna: AtnaScheduler
     internal: grpc.Server
+    integrity: IntegrityParts
     duties: AuditDuties
     volume_locks: list[DataDirLock] = field(default_factory=list)
     # Storage Commitment reports whose requester closed its association (the DIMSE door).
@@ -109,7 +114,7 @@ class BackOfficeParts:
         if self.commitment_reporter is not None:
             self.commitment_reporter.stop()
         for step in (self.monitor.stop, lambda: self.internal.stop(2).wait(), self.scheduler.stop, self.atna.stop,
-                     self.duties.stop):
+                     self.integrity.stop, self.duties.stop):
             step()
         if self.replication is not None:
             self.bell.ring()
@@ -167,8 +172,7 @@ def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient 
 def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time) -> BackOfficeParts:
     """Checks the data dir and builds the back office; nothing runs until ``start``."""
     keys = open_keys(config)
-    index = IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-                             max_batch=config.index.max_batch, keys=keys)
+    index = open_index(config, keys)  # refused when damaged, or empty beside volumes full of blobs
     check_encryption_settings(index, keys)
     refused = register_configured(config, index, clock)
     sealer = BlobSealer(keys) if keys else None
@@ -177,8 +181,8 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
     tiering = TieringManager(config, index, store, clock)
     locks = BlobLocks(layout.blob_locks(run_dir))
     catalog = Catalog(index, replicate=config.replication.enabled)
-    deletion = Deletion(catalog, store, locks, clock=clock)
     bell = DoorbellListener(layout.outbox_bell(run_dir))
+    deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
     peer = _peer_client(config) if config.replication.enabled else None
     audit, alerts = _audit_trail(config, keys, peer, clock)
     if audit is not None:
@@ -191,14 +195,18 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             peer, bell.wait, clock, alerts)
     rotation = KeyRotation(index, store, keys.holder) if keys is not None else None
     monitor = build_monitor(config, lambda: [v for v in _refreshed(store) if is_directory(v)])
+    integrity = build_integrity(config, IntegrityCollaborators(index, store, catalog, locks, deletion, audit, peer,
+                                                               replication, monitor), clock)
     report = ApplianceHealthReport(index, tiering, replication.status if replication else None,
-                                   insecure=production_guard.warnings(config))
+                                   insecure=production_guard.warnings(config), concerns=integrity.concerns)
     internal = create_internal_server(layout.back_office_socket(run_dir), [
         (appliance_pb2_grpc.add_ApplianceServiceServicer_to_server, ApplianceServicer(report, monitor)),
-        (storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(tiering)),
+        (storage_pb2_grpc.add_StorageServiceServicer_to_server,
+         RebuildingStorageServicer(tiering, integrity.rebuilder)),
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
          ReplicationStatusServicer(replication, lambda: _reseed(index, bell))),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, KeyServicer(keys, rotation)),
+        *integrity.services,
     ])
     reporter = None
     if config.dicom.enabled:
@@ -208,7 +216,7 @@ def build(config: Config, run_dir: Path, clock: Callable[[], float] = time.time)
             tls.client if tls else None, clock)
     return BackOfficeParts(config, run_dir, keys, index, store, tiering, deletion, audit, peer, replication,
                            rotation, monitor, report, bell, locks, TieringScheduler(tiering),
-                           build_scheduler(config, audit), internal,
+                           build_scheduler(config, audit), internal, integrity,
                            _audit_duties(audit, alerts, peer, monitor, CredentialStore(index, clock)),
                            volume_locks, reporter)
 
@@ -284,9 +292,12 @@ def start(parts: BackOfficeParts) -> MetricsServer | None:
         metrics = DaemonMetrics(parts.monitor, layout.metrics_dir(parts.run_dir),
                                 lambda: layout.read_processes(parts.run_dir),
                                 [appliance, *([parts.duties.follower] if parts.duties.follower else [])])
+        for collector in parts.integrity.collectors:
+            metrics.registry.register(collector)
         metrics_server = metrics.serve(parts.config.metrics, *_metrics_tls(parts))
     parts.scheduler.start()
     parts.atna.start()
+    parts.integrity.start()
     if parts.replication is not None:
         parts.replication.start()
     if parts.commitment_reporter is not None:

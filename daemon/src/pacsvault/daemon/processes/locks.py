@@ -118,7 +118,7 @@ class BlobLocks:
     def holding(self, digest_hash: bytes) -> Iterator[None]:
         stripe = digest_hash[0] % self.STRIPES
         with self._threads[stripe]:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, stripe)
+            _lock_stripe(self._fd, stripe)
             try:
                 yield
             finally:
@@ -128,3 +128,24 @@ class BlobLocks:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+# POSIX record locks belong to the process, not the thread: while one thread of this process
+# holds a stripe another process waits for, and another thread waits for a stripe that process
+# holds, the kernel sees a cycle and answers EDEADLK, though no thread holds two stripes and each
+# wait would end. It is no deadlock: wait a moment and ask again (bounded, in case one ever is).
+_DEADLOCK_RETRY_S = 60.0
+
+
+def _lock_stripe(fd: int, stripe: int) -> None:
+    deadline = time.monotonic() + _DEADLOCK_RETRY_S
+    pause = 0.001
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, stripe)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EDEADLK or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

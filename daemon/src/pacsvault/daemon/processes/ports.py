@@ -22,11 +22,16 @@ def reserve(listen: str, key: str = "server.listen") -> tuple[socket.socket, int
     bind_host = "127.0.0.1" if host == "localhost" else host
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     reserved = socket.socket(family, socket.SOCK_STREAM)
+    # A daemon restarted right after a crash (kill -9) finds its old connections in TIME_WAIT on the
+    # port for a minute; SO_REUSEADDR lets the bind past those, while a socket another program
+    # listens on, or another pacsvaultd's reservation (SO_REUSEPORT only), still refuses it.
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         reserved.bind((bind_host, int(port_text)))
     except OSError as exc:
         reserved.close()
         raise ConfigError(f"{key}: cannot bind {listen}: {exc.strerror} (is another program on that port?)") from exc
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)  # so a second reservation is refused
     reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return reserved, int(reserved.getsockname()[1])
 

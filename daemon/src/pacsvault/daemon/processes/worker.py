@@ -45,6 +45,8 @@ from pacsvault.daemon.index.records import InstanceRecord
 from pacsvault.daemon.instruments import (
     Instruments, MeteredIngest, MeteredRetrieval, instruments,
 )
+from pacsvault.daemon.integrity.read_books import ReadBooks
+from pacsvault.daemon.lifecycle import Lifecycle
 from pacsvault.daemon.processes import child, layout
 from pacsvault.daemon.processes.doorbell import Doorbell
 from pacsvault.daemon.processes.locks import BlobLocks
@@ -62,6 +64,7 @@ from pacsvault.daemon.service.call_observer import CallObserver
 from pacsvault.daemon.service.audit_service import AuditServicer
 from pacsvault.daemon.service.caller_deadline import CallerDeadlineInterceptor
 from pacsvault.daemon.service.forwarding import BackOffice, forwarding_servicer
+from pacsvault.daemon.service.lifecycle_service import LifecycleServicer
 from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
@@ -73,6 +76,9 @@ from pacsvault.v1 import (
     appliance_pb2_grpc,
     archive_pb2_grpc,
     audit_pb2_grpc,
+    integrity_pb2,
+    integrity_pb2_grpc,
+    lifecycle_pb2_grpc,
     replication_pb2_grpc,
     security_pb2_grpc,
     storage_pb2,
@@ -129,7 +135,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
     """
     keys = open_keys(config) if index is None else index.keys
     index = index or IndexEnvironment(config.resolve(config.index.path), map_size=config.index.map_size_bytes,
-                                      max_batch=config.index.max_batch, keys=keys)
+                                      max_batch=config.index.max_batch, keys=keys,
+                                      reserve_percent=config.index.reserve_percent)
     store = open_store(config, index, BlobSealer(keys) if keys else None)
     catalog = Catalog(index, replicate=config.replication.enabled)
     locks = BlobLocks(layout.blob_locks(run_dir))
@@ -148,9 +155,10 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
     ingest = MeteredIngest(meters, config.limits, catalog, store, locks, on_stored=bell.ring, clock=clock)
     retrieval = MeteredRetrieval(meters, catalog, store, ScopeGuard(catalog, index.tags), reads,
                                  Repairer(catalog, store, peer.fetch_verified) if peer else None,
-                                 _alert_to(audit))
+                                 _alert_to(audit), ReadBooks(index, clock).failed_read)
     search = Search(index, config.limits)
-    deletion = Deletion(catalog, store, locks, on_changed=bell.ring, clock=clock)
+    deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
+    lifecycle = Lifecycle(index, config.replication.enabled, on_changed=bell.ring, clock=clock)
     credentials = CredentialStore(index, clock)
     requests = ClinicalRequests(index, search, first_tier, clock)
     back_office = BackOffice(layout.back_office_socket(run_dir))
@@ -169,12 +177,16 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
         (storage_pb2_grpc.add_StorageServiceServicer_to_server, forwarding_servicer(
             storage_pb2_grpc.StorageServiceServicer, storage_pb2.DESCRIPTOR.services_by_name["StorageService"],
             back_office)),
+        (integrity_pb2_grpc.add_IntegrityServiceServicer_to_server, forwarding_servicer(
+            integrity_pb2_grpc.IntegrityServiceServicer,
+            integrity_pb2.DESCRIPTOR.services_by_name["IntegrityService"], back_office)),
         (replication_pb2_grpc.add_ReplicationServiceServicer_to_server, ReplicationServicer(restore, back_office)),
         (security_pb2_grpc.add_SecurityServiceServicer_to_server, SecurityServicer(config, credentials,
                                                                                    back_office)),
         (security_pb2_grpc.add_ShareServiceServicer_to_server, ShareServicer(search, retrieval, credentials,
                                                                                  web_root(config, web_port))),
         (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(audit, _verification(audit, peer))),
+        (lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server, LifecycleServicer(lifecycle, deletion)),
     ]
     return WorkerParts(config, keys, index, store, catalog, audit, peer, reads, ingest, retrieval, search,
                        deletion, requests, credentials, back_office, locks, bell, services, meters)
@@ -224,7 +236,8 @@ class Housekeeping:
     def check_writable(self) -> None:
         store = self._parts.store
         store.refresh()
-        self._served.set_writable(any(v.accepts(0) for v in store.volumes))
+        # A full index refuses stores as surely as full disks do (its reserve is for deletes).
+        self._served.set_writable(any(v.accepts(0) for v in store.volumes) and not self._parts.index.usage().exhausted)
 
     def start(self) -> None:
         self._thread.start()

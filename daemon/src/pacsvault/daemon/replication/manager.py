@@ -23,8 +23,10 @@ from pacsvault.daemon.errors import ConfigError
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord
-from pacsvault.daemon.index import outbox
+from pacsvault.daemon.index import outbox, peer_lost, replicas
 from pacsvault.daemon.replication.codec import ErasureCodec
+from pacsvault.daemon.replication.liveness import PeerWatch
+from pacsvault.daemon.replication.lost import resend_lost
 from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.replication.peer_service import PeerServicer
 from pacsvault.daemon.replication.scrub import ShardScrubber
@@ -54,6 +56,9 @@ class ReplicationStatus:
     last_error: str
     rpo_warning_s: float
     repairs: int
+    # Replicas the peer reported it cannot rebuild (being re-sent), and seconds since it last answered.
+    peer_lost: int = 0
+    last_answer_age_s: float = -1.0
 
 
 class ReplicationManager:
@@ -75,6 +80,8 @@ class ReplicationManager:
         self.shards = ShardStore(shard_volumes, clock)
         self.scrubber = ShardScrubber(self.shards, clock=clock, rate_limit_bytes_per_s=r.scrub_max_bytes_per_s,
                                       cursor_path=config.resolve(config.index.path) / "scrub-cursor.json")
+        self.watch = PeerWatch(peer.list_lost_replicas, r.probe_interval_s, r.probe_timeout_s,
+                               on_answer=lambda lost: resend_lost(env, lost, clock()))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replication", daemon=True)
         self.server: grpc.Server | None = None
@@ -88,10 +95,12 @@ class ReplicationManager:
         log.info("peer listener (mutual TLS) on %s; replicating to %s at %s", self._listen_host_port(),
                  self.config.replication.peer_name, self.config.replication.peer_address)
         self._thread.start()
+        self.watch.start()
 
     def stop(self) -> None:
         """Stops the sender (its wait ends within one sender interval) and the peer listener."""
         self._stop.set()
+        self.watch.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
         if self.server is not None:
@@ -140,6 +149,11 @@ class ReplicationManager:
             report = self.scrubber.run_once()
             if report.shards_bad or report.unrecoverable:
                 log.warning("scrub: %s", report)
+            if report.lost:
+                # The peer learns of these at its next probe and sends them again.
+                marked = replicas.note_lost(self.env, self.config.replication.peer_name, report.lost, self.clock())
+                log.error("scrub: %d of %s's instances have a replica that cannot be rebuilt here; %s is told",
+                          marked, self.config.replication.peer_name, self.config.replication.peer_name)
         except Exception:  # noqa: BLE001 - logged; the next interval tries again
             log.exception("scrub pass failed")
 
@@ -152,9 +166,17 @@ class ReplicationManager:
         state = stats.state
         if stats.consecutive_failures:
             state = "backing-off" if state == "error" else "unreachable"
+        live = self.watch.now()
+        last_error = stats.last_error
+        if live.state in ("stalled", "unreachable"):
+            # The probe's short deadline tells within seconds what the sender's long calls would not.
+            state, last_error = live.state, f"peer {r.peer_address}: {live.detail}"
+        elif live.state == "answering" and state == "idle":
+            state = "connected"
         return ReplicationStatus(
             True, r.appliance_name, r.peer_name, r.peer_address, state, backlog.entries, backlog.bytes,
-            max(0.0, age), stats.rate, stats.blobs_replicated, stats.bytes_replicated, stats.last_error,
-            r.rpo_warning_s, Catalog(self.env).repairs(),
+            max(0.0, age), stats.rate, stats.blobs_replicated, stats.bytes_replicated, last_error,
+            r.rpo_warning_s, Catalog(self.env).repairs(), peer_lost.count(self.env),
+            -1.0 if live.last_answer_age_s is None else live.last_answer_age_s,
         )
 

@@ -113,6 +113,14 @@ class PeerClient:
                        grpc.StatusCode.INVALID_ARGUMENT: PermissionDenied}.get(exc.code(), Unavailable)
             raise refusal(f"the witness at {self.address}: {exc.code().name}: {exc.details()}") from exc
 
+    def list_lost_replicas(self, timeout_s: float) -> list[peer_pb2.LostReplica]:
+        """The replicas of ours the peer cannot rebuild; also the liveness probe (a short deadline)."""
+        return list(self._stub.ListLostReplicas(peer_pb2.ListLostReplicasRequest(), timeout=timeout_s).replicas)
+
+    def set_legal_hold(self, study_uid: str, held: bool, reason: str) -> None:
+        self._stub.SetLegalHold(peer_pb2.SetLegalHoldRequest(study_instance_uid=study_uid, held=held, reason=reason),
+                                timeout=self.timeout_s)
+
     def list_audit_checkpoints(self, min_seq: int = 0, timeout_s: float = WITNESS_TIMEOUT_S) -> list[str]:
         """Every checkpoint of ours the witness keeps, numbered ``min_seq`` and later, page by page.
 

@@ -22,6 +22,7 @@ from pacsvault.daemon.index import replicas
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.replication.certs import identity_uri
 from pacsvault.daemon.replication.codec import ErasureCodec, verify_shard
+from pacsvault.daemon.replication.lost import lost_to_proto, peer_hold
 from pacsvault.daemon.replication.shard_store import ShardStore
 from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.principals import unrevoked_certificate
@@ -157,10 +158,25 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         released: list[Digest] = []
         # Records first: a crash in between leaves shards nobody lists (scrub
         # still checks them), never a record whose shards are gone.
-        deleted = replicas.delete_records(self._env, origin, wanted,
-                                          lambda record: released.append(convert.digest_from_proto(record.digest)))
+        deleted, held = replicas.delete_records(
+            self._env, origin, wanted, lambda record: released.append(convert.digest_from_proto(record.digest)))
         files = sum(self._store.delete(name) for name in released)
-        return peer_pb2.DeleteReplicasResponse(records_deleted=deleted, shard_files_deleted=files)
+        return peer_pb2.DeleteReplicasResponse(records_deleted=deleted, shard_files_deleted=files, records_held=held)
+
+    @mapped
+    def ListLostReplicas(self, request: peer_pb2.ListLostReplicasRequest,
+                         context: grpc.ServicerContext) -> peer_pb2.ListLostReplicasResponse:
+        origin = self._caller(context, "ListLostReplicas")
+        return peer_pb2.ListLostReplicasResponse(
+            replicas=[lost_to_proto(r) for r in replicas.list_lost(self._env, origin)])
+
+    @mapped
+    def SetLegalHold(self, request: peer_pb2.SetLegalHoldRequest,
+                     context: grpc.ServicerContext) -> peer_pb2.SetLegalHoldResponse:
+        origin = self._caller(context, "SetLegalHold")
+        study_uid = uid.check(request.study_instance_uid, "study_instance_uid")
+        replicas.set_peer_hold(self._env, origin, peer_hold(request, origin) if request.held else None, study_uid)
+        return peer_pb2.SetLegalHoldResponse()
 
     def _shards(self, digest: Digest) -> list[bytes]:
         return [raw for i in self._store.indexes(digest) if (raw := self._store.get(digest, i)) is not None]

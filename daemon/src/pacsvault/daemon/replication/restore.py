@@ -1,10 +1,19 @@
-"""Disaster recovery: rebuild this appliance from its peer (re-seeding a new peer is index.outbox.reseed)."""
+"""Disaster recovery: rebuild this appliance from its peer (re-seeding a new peer is index.outbox.reseed).
+
+An instance the peer cannot give back intact (more than m shards lost, a
+copy that fails its digest, a link that drops) is skipped, named in the
+progress with why, and the restore goes on: one bad blob never keeps the
+rest of an archive from coming back. Running the restore again retries
+exactly the instances still missing.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import grpc
 
 from pacsvault.daemon.digest import DigestFunction, parse_hex
 from pacsvault.daemon.errors import PacsvaultError
@@ -14,6 +23,13 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 25
 
 
+@dataclass(frozen=True)
+class RestoreFailure:
+    sop_instance_uid: str
+    study_instance_uid: str
+    reason: str
+
+
 @dataclass
 class RestoreProgress:
     total: int = 0
@@ -21,6 +37,8 @@ class RestoreProgress:
     already_present: int = 0
     bytes_restored: int = 0
     failed: int = 0
+    # The failures since the previous progress report (each reported once).
+    failures: list[RestoreFailure] = field(default_factory=list)
 
 
 def restore_from_peer(peer: PeerClient, known: Callable[[str], bool],
@@ -38,8 +56,9 @@ def restore_from_peer(peer: PeerClient, known: Callable[[str], bool],
         progress.total += len(records)
         for record in records:
             _restore_one(peer, record, known, store, progress)
-            if (progress.done + progress.already_present + progress.failed) % PROGRESS_EVERY == 0:
+            if progress.failures or (progress.done + progress.already_present + progress.failed) % PROGRESS_EVERY == 0:
                 yield progress
+                progress.failures = []
         if not token:
             break
     yield progress
@@ -52,13 +71,22 @@ def _restore_one(peer: PeerClient, record: object, known: Callable[[str], bool],
         progress.already_present += 1
         return
     d = record.digest  # type: ignore[attr-defined]
-    digest = parse_hex(DigestFunction(d.function), d.hash, d.size_bytes)
     try:
+        digest = parse_hex(DigestFunction(d.function), d.hash, d.size_bytes)
         data = peer.read_blob(digest)
         store(data, digest)
-    except PacsvaultError as exc:
-        progress.failed += 1
-        log.error("restore: instance %s could not be restored: %s", sop_uid, exc)
+    except grpc.RpcError as exc:
+        _failed(progress, record, f"the peer could not give it back: {exc.code().name}: {exc.details()}")
+        return
+    except (PacsvaultError, ValueError) as exc:
+        _failed(progress, record, f"{type(exc).__name__}: {exc}")
         return
     progress.done += 1
     progress.bytes_restored += len(data)
+
+
+def _failed(progress: RestoreProgress, record: object, reason: str) -> None:
+    sop_uid, study_uid = record.sop_instance_uid, record.study_instance_uid  # type: ignore[attr-defined]
+    progress.failed += 1
+    progress.failures.append(RestoreFailure(sop_uid, study_uid, reason[:1000]))
+    log.error("restore: instance %s of study %s could not be restored: %s", sop_uid, study_uid, reason)

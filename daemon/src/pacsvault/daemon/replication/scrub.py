@@ -44,6 +44,8 @@ class ScrubReport:
     bytes_read: int = 0
     # str(digest), or "<function>/<hex> (...)" when no header tells the digest.
     unrecoverable: list[str] = field(default_factory=list)
+    # The names (hash) of the blobs not rebuildable here, with why: their owner sends them again.
+    lost: dict[bytes, str] = field(default_factory=dict)
     # Blobs skipped for a reason that is not data loss (a volume erroring, an unknown scheme).
     errors: list[str] = field(default_factory=list)
     # True when this pass reached the end of the listing; the next starts over.
@@ -142,8 +144,13 @@ class ShardScrubber:
         try:
             rebuilt = codec.rebuild(digest, good.values(), lost)
         except DataLoss as exc:
-            # Leave every shard as found: a later look (or a person) may still use them.
+            # The good shards stay as found: a later look (or a person) may still use them. The
+            # bad ones are set aside (never used in a decode anyway), so that the copy the owner
+            # sends again (report.lost) lands beside the good ones instead of being refused.
+            for index, reason in bad.items():
+                self.store.quarantine(digest, index, f"scrub: {reason} (blob not rebuildable here)")
             report.unrecoverable.append(str(digest))
+            report.lost[digest.hash] = str(exc)
             log.error("scrub: blob %s is unrecoverable here: %s", digest, exc)
             return
         for index, reason in bad.items():

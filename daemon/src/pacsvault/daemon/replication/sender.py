@@ -27,7 +27,7 @@ from pacsvault.daemon.errors import DataLoss, NotFound, PacsvaultError, Unavaila
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, InstanceRecord, OutboxEntry
-from pacsvault.daemon.index import outbox
+from pacsvault.daemon.index import outbox, trash
 from pacsvault.daemon.replication.codec import ErasureCodec
 from pacsvault.daemon.replication.peer_client import PeerClient
 from pacsvault.daemon.service.convert import digest_to_proto
@@ -129,10 +129,14 @@ class ReplicationSender:
         if entry.delete:
             self._peer.delete_replicas([(entry.sop_instance_uid, entry.release_blob)])
             return None
+        if entry.hold_study_instance_uid:  # a legal hold: the peer protects its copy the same way
+            self._peer.set_legal_hold(entry.hold_study_instance_uid, entry.hold, entry.hold_reason)
+            return None
         try:
-            instance, blob = self._catalog.instance(entry.sop_instance_uid)
+            # In the trash it is still replicated: a delete is only final after its grace period.
+            instance, blob = trash.instance_or_trashed(self._env, entry.sop_instance_uid)
         except NotFound:
-            return None  # deleted since; nothing left to replicate
+            return None  # purged since; nothing left to replicate
         reader = self._open_stored(blob)
         try:
             data = read_all(reader)

@@ -33,6 +33,8 @@ _PEER = "/pacsvault.v1.PeerService/"
 _SECURITY = "/pacsvault.v1.SecurityService/"
 _SHARE = "/pacsvault.v1.ShareService/"
 _AUDIT = "/pacsvault.v1.AuditService/"
+_INTEGRITY = "/pacsvault.v1.IntegrityService/"
+_LIFECYCLE = "/pacsvault.v1.LifecycleService/"
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     _ARCHIVE + "StoreInstance": frozenset({R.INGEST}),
@@ -57,6 +59,20 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _STORAGE + "PlanMoves": frozenset({R.ADMIN}),
     _STORAGE + "AddVolume": frozenset({R.ADMIN}),
     _STORAGE + "DrainVolume": frozenset({R.ADMIN}),
+    _STORAGE + "RebuildVolume": frozenset({R.ADMIN}),
+    # Counts, study and instance UIDs of bad blobs: no name, ID or date.
+    _INTEGRITY + "GetScrubStatus": frozenset({R.ADMIN, R.MONITOR}),
+    _INTEGRITY + "StartScrub": frozenset({R.ADMIN}),
+    _INTEGRITY + "CheckIntegrity": frozenset({R.ADMIN}),
+    _INTEGRITY + "RepairIntegrity": frozenset({R.ADMIN}),
+    # Study, series and instance UIDs and counts only, like DeleteStudy.
+    _LIFECYCLE + "AddLegalHold": frozenset({R.ADMIN}),
+    _LIFECYCLE + "RemoveLegalHold": frozenset({R.ADMIN}),
+    _LIFECYCLE + "ListLegalHolds": frozenset({R.ADMIN}),
+    _LIFECYCLE + "DeleteSeries": frozenset({R.ADMIN}),
+    _LIFECYCLE + "DeleteInstance": frozenset({R.ADMIN}),
+    _LIFECYCLE + "Undelete": frozenset({R.ADMIN}),
+    _LIFECYCLE + "ListDeleted": frozenset({R.ADMIN}),
     _REPLICATION + "GetReplicationStatus": frozenset({R.ADMIN, R.MONITOR}),
     _REPLICATION + "RestoreFromPeer": frozenset({R.ADMIN}),
     _REPLICATION + "ReseedPeer": frozenset({R.ADMIN}),
@@ -82,6 +98,8 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     _PEER + "PutAuditCheckpoint": frozenset({R.PEER}),
     _PEER + "ListAuditCheckpoints": frozenset({R.PEER}),
     _PEER + "DeleteReplicas": frozenset({R.PEER}),
+    _PEER + "ListLostReplicas": frozenset({R.PEER}),
+    _PEER + "SetLegalHold": frozenset({R.PEER}),
     # A load balancer's health check works with the monitor role (or from loopback).
     "/grpc.health.v1.Health/Check": frozenset(Role) - {R.SHARE},
     "/grpc.health.v1.Health/Watch": frozenset(Role) - {R.SHARE},

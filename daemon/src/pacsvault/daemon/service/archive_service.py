@@ -20,6 +20,7 @@ from pacsvault.daemon.security.credentials import CredentialStore
 from pacsvault.daemon.security.scope import current_principal
 from pacsvault.daemon.security.stream_watch import CredentialWatch
 from pacsvault.daemon.service import convert
+from pacsvault.daemon.service.lifecycle_service import timestamp
 from pacsvault.daemon.service.status import mapped
 from pacsvault.daemon.tiering.reads import ClinicalRequests
 from pacsvault.v1 import archive_pb2, archive_pb2_grpc
@@ -32,6 +33,7 @@ def _caller() -> str:
     if principal is None:
         raise PermissionDenied("no authenticated caller")
     return principal.id
+
 
 _STATUS = {
     AddOutcome.STORED: archive_pb2.STORE_STATUS_STORED,
@@ -204,17 +206,23 @@ class ArchiveServicer(archive_pb2_grpc.ArchiveServiceServicer):
     def DeleteStudy(self, request: archive_pb2.DeleteStudyRequest,
                     context: grpc.ServicerContext) -> archive_pb2.DeleteStudyResponse:
         outcome = self._deletions.delete(request.study_instance_uid, request.reason, _caller())
-        return archive_pb2.DeleteStudyResponse(instances_deleted=outcome.instances_deleted,
-                                               blobs_destroyed=outcome.blobs_destroyed,
-                                               approval_request_id=outcome.request_id)
+        response = archive_pb2.DeleteStudyResponse(instances_deleted=outcome.instances_deleted,
+                                                   blobs_destroyed=outcome.blobs_destroyed,
+                                                   approval_request_id=outcome.request_id)
+        if outcome.purge_after is not None:  # in the trash until then: restorable
+            response.purge_time.CopyFrom(timestamp(outcome.purge_after))
+        return response
 
     @mapped
     def ApproveStudyDeletion(self, request: archive_pb2.ApproveStudyDeletionRequest,
                              context: grpc.ServicerContext) -> archive_pb2.ApproveStudyDeletionResponse:
         done = self._deletions.approve(request.request_id, _caller())
-        return archive_pb2.ApproveStudyDeletionResponse(
+        response = archive_pb2.ApproveStudyDeletionResponse(
             instances_deleted=done.instances_deleted, blobs_destroyed=done.blobs_destroyed,
             study_instance_uid=done.request.study_instance_uid, requested_by=done.request.requested_by)
+        if done.purge_after is not None:
+            response.purge_time.CopyFrom(timestamp(done.purge_after))
+        return response
 
     @mapped
     def ListStudyDeletionRequests(self, request: archive_pb2.ListStudyDeletionRequestsRequest,

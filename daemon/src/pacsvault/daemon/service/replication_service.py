@@ -40,7 +40,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
                 return
             yield replication_pb2.RestoreFromPeerResponse(
                 instances_total=p.total, instances_done=p.done, instances_already_present=p.already_present,
-                bytes_restored=p.bytes_restored, instances_failed=p.failed)
+                bytes_restored=p.bytes_restored, instances_failed=p.failed,
+                failures=[replication_pb2.RestoreFailure(sop_instance_uid=f.sop_instance_uid,
+                                                         study_instance_uid=f.study_instance_uid, reason=f.reason)
+                          for f in p.failures])
 
 
 class ReplicationStatusServicer(replication_pb2_grpc.ReplicationServiceServicer):
@@ -60,7 +63,8 @@ class ReplicationStatusServicer(replication_pb2_grpc.ReplicationServiceServicer)
             pending_entries=s.pending_entries, pending_bytes=s.pending_bytes,
             oldest_pending_age_seconds=s.oldest_pending_age_s, bytes_per_second=s.bytes_per_second,
             blobs_replicated=s.blobs_replicated, bytes_replicated=s.bytes_replicated, last_error=s.last_error,
-            rpo_warning_seconds=s.rpo_warning_s, repairs=s.repairs,
+            rpo_warning_seconds=s.rpo_warning_s, repairs=s.repairs, peer_lost_replicas=s.peer_lost,
+            last_answer_age_seconds=s.last_answer_age_s,
         )
 
     @mapped

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,13 @@ class Usage:
     total: int
     used: int
     free: int
+    # Files the daemon may still create there; -1 where the filesystem does not count them.
+    inodes_free: int = -1
+
+    @property
+    def out_of_inodes(self) -> bool:
+        """Too few inodes left for a blob (its file and up to two new directories), whatever the bytes."""
+        return 0 <= self.inodes_free < MIN_FREE_INODES
 
     @property
     def usable(self) -> int:
@@ -67,8 +73,13 @@ class Usage:
 
 
 def disk_usage(path: Path) -> Usage:
-    usage = shutil.disk_usage(path)
-    return Usage(usage.total, usage.used, usage.free)
+    st = os.statvfs(path)  # shutil.disk_usage's figures, and the inodes it leaves out
+    return Usage(st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize,
+                 st.f_favail if st.f_files else -1)
+
+
+# A volume with fewer free inodes takes no new blobs: stores would fail there however many bytes are free.
+MIN_FREE_INODES = 64
 
 
 MARKER_GONE = "its .pacsvault-volume marker is gone (unmounted or replaced?)"
@@ -142,7 +153,7 @@ class Volume:
             usage = self.usage() if fresh else self.recent_usage()
         except OSError:
             return False
-        if usage.free - size < self.watermarks.reserve_bytes:
+        if usage.free - size < self.watermarks.reserve_bytes or usage.out_of_inodes:
             return False
         return (usage.used + size) <= self.watermarks.high * usage.usable
 
@@ -157,7 +168,7 @@ class Volume:
             self._measured, self._placed_since = (now, self.usage()), 0
         measured = self._measured[1]
         placed = min(self._placed_since, measured.free)
-        return Usage(measured.total, measured.used + placed, measured.free - placed)
+        return Usage(measured.total, measured.used + placed, measured.free - placed, measured.inodes_free)
 
     def placed(self, size: int) -> None:
         self._placed_since += size

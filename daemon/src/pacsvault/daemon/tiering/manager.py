@@ -92,8 +92,10 @@ class TieringManager:
         marks = volume.watermarks
         fill = usage.fill
         watermark = "above-high" if fill > marks.high else "below-low" if fill < marks.low else "between"
+        reason = volume.failed or (f"no inodes left ({usage.inodes_free} free): no new blob fits, whatever the "
+                                   "bytes free" if usage.out_of_inodes else "")
         return VolumeStatus(
-            volume.tier, volume.volume_id, volume.path, volume.volume_class, state, volume.failed,
+            volume.tier, volume.volume_id, volume.path, volume.volume_class, state, reason,
             usage.usable, usage.used, usage.free, record.blob_count if record else 0,
             record.stored_bytes if record else 0, watermark, volume.accepts(0, fresh=True), volume.backend,
             volume.status() if isinstance(volume, ObjectStoreVolume) else None,

@@ -53,7 +53,8 @@ def register_configured(config: Config, env: IndexEnvironment,
     removed here, before any serving process starts writing.
     """
     known = {r.volume_id: r for r in placement.volumes(env)}
-    by_path = {r.path: r for r in known.values()}
+    # A drained volume's path may hold its replacement now (a new disk, a new identity).
+    by_path = {r.path: r for r in known.values() if r.state != "drained"}
     refused = []
     for tier_config in config.tiers:
         if tier_config.is_object_store:
@@ -113,7 +114,9 @@ class VolumeSync:
     def _apply(self, record: VolumeRecord) -> None:
         volume = self._store.volume(record.volume_id)
         if volume is not None and volume.path == record.path:
-            volume.failed, volume.draining = record.failed, record.state in ("draining", "drained")
+            if volume.failed and not record.failed:
+                volume.device = _device(record.path, volume.device)  # re-admitted: perhaps a new mount
+            volume.failed, volume.draining = record.failed, record.state in ("draining", "drained", "rebuilding")
             return
         tier = next((t for t in self._config.tiers if t.name == record.tier), None)
         if tier is None or record.state == "drained":
@@ -155,6 +158,13 @@ class VolumeSync:
             placement.update_volume(self._env, volume.volume_id, change)
         except Exception:  # noqa: BLE001 - this process has stopped using it; the others learn at their next error
             log.exception("volume %s: could not record its state in the index", volume.path)
+
+
+def _device(path: str, fallback: int) -> int:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return fallback
 
 
 def _identify(root: Path, registered: VolumeRecord | None, known: dict[str, VolumeRecord]) -> str:
@@ -201,7 +211,8 @@ def build_volume(config: Config, tier: TierConfig, root: Path, record: VolumeRec
         tier=tier.name, volume_id=record.volume_id, path=str(root), local=local, access=access,
         watermarks=Watermarks(tier.high_watermark, tier.low_watermark, tier.reserve_bytes),
         usage=lambda: disk_usage(root), volume_class=tier.volume_class,
-        draining=record.state in ("draining", "drained"), device=os.stat(root).st_dev, failed=record.failed,
+        draining=record.state in ("draining", "drained", "rebuilding"), device=os.stat(root).st_dev,
+        failed=record.failed,
         on_failure_change=on_failure_change,
     )
 

@@ -360,7 +360,9 @@ class VolumeRecord(_message.Message):
     tier: _builtins.str
     path: _builtins.str
     state: _builtins.str
-    """"active", "draining" (no new data; the mover empties it) or "drained"."""
+    """"active", "draining" (no new data; the mover empties it), "rebuilding"
+    (lost; its blobs are being rebuilt elsewhere from the peer) or "drained".
+    """
     blob_count: _builtins.int
     stored_bytes: _builtins.int
     added_at: _builtins.float
@@ -442,6 +444,9 @@ class OutboxEntry(_message.Message):
     ENQUEUED_AT_FIELD_NUMBER: _builtins.int
     DELETE_FIELD_NUMBER: _builtins.int
     RELEASE_BLOB_FIELD_NUMBER: _builtins.int
+    HOLD_STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    HOLD_REASON_FIELD_NUMBER: _builtins.int
     sop_instance_uid: _builtins.str
     digest_function: _builtins.int
     digest: _builtins.bytes
@@ -452,6 +457,12 @@ class OutboxEntry(_message.Message):
     also removes the shards of its blob (no instance refers to it any more).
     """
     release_blob: _builtins.bool
+    hold_study_instance_uid: _builtins.str
+    """A legal hold placed (hold) or lifted on this study: the peer protects
+    its copy the same way. The other fields are unset then.
+    """
+    hold: _builtins.bool
+    hold_reason: _builtins.str
     def __init__(
         self,
         *,
@@ -462,10 +473,13 @@ class OutboxEntry(_message.Message):
         enqueued_at: _builtins.float = ...,
         delete: _builtins.bool = ...,
         release_blob: _builtins.bool = ...,
+        hold_study_instance_uid: _builtins.str = ...,
+        hold: _builtins.bool = ...,
+        hold_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "digest", b"digest", "digest_function", b"digest_function", "enqueued_at", b"enqueued_at", "release_blob", b"release_blob", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "digest", b"digest", "digest_function", b"digest_function", "enqueued_at", b"enqueued_at", "hold", b"hold", "hold_reason", b"hold_reason", "hold_study_instance_uid", b"hold_study_instance_uid", "release_blob", b"release_blob", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,3 +794,236 @@ class CommitmentRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommitmentRecord: _TypeAlias = CommitmentRecord  # noqa: Y015
+
+@_typing.final
+class LegalHold(_message.Message):
+    """A study under legal hold: no delete passes it, here or at the peer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PLACED_BY_FIELD_NUMBER: _builtins.int
+    PLACED_AT_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    reason: _builtins.str
+    placed_by: _builtins.str
+    placed_at: _builtins.float
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        placed_by: _builtins.str = ...,
+        placed_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at", "placed_by", b"placed_by", "reason", b"reason", "study_instance_uid", b"study_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LegalHold: _TypeAlias = LegalHold  # noqa: Y015
+
+@_typing.final
+class TrashedInstance(_message.Message):
+    """An instance in the trash: out of the live index, its blob still
+    referenced (and replicated), restorable until purge_after; then its blob
+    reference is released (crypto-shredded when it was the last) and the peer told.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    PATIENT_KEY_FIELD_NUMBER: _builtins.int
+    PATIENT_VALUE_FIELD_NUMBER: _builtins.int
+    STUDY_VALUE_FIELD_NUMBER: _builtins.int
+    SERIES_VALUE_FIELD_NUMBER: _builtins.int
+    TRASHED_AT_FIELD_NUMBER: _builtins.int
+    PURGE_AFTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DELETED_BY_FIELD_NUMBER: _builtins.int
+    DELETED_LEVEL_FIELD_NUMBER: _builtins.int
+    DELETED_UID_FIELD_NUMBER: _builtins.int
+    patient_key: _builtins.bytes
+    """The records above it as they were stored (schema byte + record, PHI
+    still sealed for their own place), to put the hierarchy back on undelete.
+    """
+    patient_value: _builtins.bytes
+    study_value: _builtins.bytes
+    series_value: _builtins.bytes
+    trashed_at: _builtins.float
+    purge_after: _builtins.float
+    reason: _builtins.str
+    deleted_by: _builtins.str
+    deleted_level: _builtins.str
+    """What the delete named: "study", "series" or "instance", and its UID."""
+    deleted_uid: _builtins.str
+    @_builtins.property
+    def instance(self) -> Global___InstanceRecord: ...
+    def __init__(
+        self,
+        *,
+        instance: Global___InstanceRecord | None = ...,
+        patient_key: _builtins.bytes = ...,
+        patient_value: _builtins.bytes = ...,
+        study_value: _builtins.bytes = ...,
+        series_value: _builtins.bytes = ...,
+        trashed_at: _builtins.float = ...,
+        purge_after: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        deleted_by: _builtins.str = ...,
+        deleted_level: _builtins.str = ...,
+        deleted_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_by", b"deleted_by", "deleted_level", b"deleted_level", "deleted_uid", b"deleted_uid", "instance", b"instance", "patient_key", b"patient_key", "patient_value", b"patient_value", "purge_after", b"purge_after", "reason", b"reason", "series_value", b"series_value", "study_value", b"study_value", "trashed_at", b"trashed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrashedInstance: _TypeAlias = TrashedInstance  # noqa: Y015
+
+@_typing.final
+class ScrubState(_message.Message):
+    """The local scrub's place and tallies, kept across restarts (meta "scrub_state")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    PASS_STARTED_AT_FIELD_NUMBER: _builtins.int
+    LAST_PASS_COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    PASSES_COMPLETED_FIELD_NUMBER: _builtins.int
+    PASS_BLOBS_CHECKED_FIELD_NUMBER: _builtins.int
+    PASS_BYTES_CHECKED_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
+    UNREPAIRABLE_FIELD_NUMBER: _builtins.int
+    BLOBS_CHECKED_FIELD_NUMBER: _builtins.int
+    BYTES_CHECKED_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    IDLE_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.bytes
+    """The last blob key verified by the pass under way; empty: from the start."""
+    pass_started_at: _builtins.float
+    last_pass_completed_at: _builtins.float
+    passes_completed: _builtins.int
+    pass_blobs_checked: _builtins.int
+    pass_bytes_checked: _builtins.int
+    found: _builtins.int
+    """Since first use."""
+    repaired: _builtins.int
+    unrepairable: _builtins.int
+    blobs_checked: _builtins.int
+    bytes_checked: _builtins.int
+    requested: _builtins.bool
+    """A pass was asked for (StartScrub): it starts at the next look."""
+    idle: _builtins.bool
+    """No pass under way: the last one finished and the next is not due yet."""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.bytes = ...,
+        pass_started_at: _builtins.float = ...,
+        last_pass_completed_at: _builtins.float = ...,
+        passes_completed: _builtins.int = ...,
+        pass_blobs_checked: _builtins.int = ...,
+        pass_bytes_checked: _builtins.int = ...,
+        found: _builtins.int = ...,
+        repaired: _builtins.int = ...,
+        unrepairable: _builtins.int = ...,
+        blobs_checked: _builtins.int = ...,
+        bytes_checked: _builtins.int = ...,
+        requested: _builtins.bool = ...,
+        idle: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs_checked", b"blobs_checked", "bytes_checked", b"bytes_checked", "cursor", b"cursor", "found", b"found", "idle", b"idle", "last_pass_completed_at", b"last_pass_completed_at", "pass_blobs_checked", b"pass_blobs_checked", "pass_bytes_checked", b"pass_bytes_checked", "pass_started_at", b"pass_started_at", "passes_completed", b"passes_completed", "repaired", b"repaired", "requested", b"requested", "unrepairable", b"unrepairable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrubState: _TypeAlias = ScrubState  # noqa: Y015
+
+@_typing.final
+class IntegrityProblem(_message.Message):
+    """A blob found bad (by the scrub, a read or a check) and not repaired yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FUNCTION_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FOUND_AT_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UIDS_FIELD_NUMBER: _builtins.int
+    digest_function: _builtins.int
+    digest: _builtins.bytes
+    volume_id: _builtins.str
+    tier: _builtins.str
+    kind: _builtins.str
+    """missing, damaged, unauthenticated or unreadable."""
+    reason: _builtins.str
+    found_at: _builtins.float
+    study_instance_uid: _builtins.str
+    @_builtins.property
+    def sop_instance_uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        digest_function: _builtins.int = ...,
+        digest: _builtins.bytes = ...,
+        volume_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        found_at: _builtins.float = ...,
+        study_instance_uid: _builtins.str = ...,
+        sop_instance_uids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "digest_function", b"digest_function", "found_at", b"found_at", "kind", b"kind", "reason", b"reason", "sop_instance_uids", b"sop_instance_uids", "study_instance_uid", b"study_instance_uid", "tier", b"tier", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntegrityProblem: _TypeAlias = IntegrityProblem  # noqa: Y015
+
+@_typing.final
+class LostReplica(_message.Message):
+    """One of the peer's instances whose replica this appliance cannot rebuild
+    (fewer than k good shards): the peer asks for these and sends them again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sop_instance_uid: _builtins.str
+    digest: _builtins.bytes
+    """The replica's name (plain BLAKE3 of the stored form)."""
+    size_bytes: _builtins.int
+    reported_at: _builtins.float
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        sop_instance_uid: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
+        reported_at: _builtins.float = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "reason", b"reason", "reported_at", b"reported_at", "size_bytes", b"size_bytes", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LostReplica: _TypeAlias = LostReplica  # noqa: Y015
