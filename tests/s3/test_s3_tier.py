@@ -21,6 +21,7 @@ from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import DataLoss, InvalidInput, Unavailable
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.records import BlobRecord
+from pacsvault.daemon.lifecycle import Lifecycle
 from pacsvault.daemon.processes.in_process import InProcess
 from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.object_volume import ObjectStoreVolume
@@ -209,6 +210,38 @@ def test_object_lock_keeps_moved_blobs_until_their_retention_and_hold(
         for sop_uid, data in expected.items():
             _, blob = archive.catalog.instance(sop_uid)
             assert read_all(archive.worker.retrieval.open_blob(blob)) == data
+    finally:
+        archive.close()
+
+
+def test_legal_holds_in_the_index_reach_the_objects_moved_and_already_moved(
+        ceph: CephCluster, credentials: None, tmp_path: Path,
+        corpus: list[corpus_module.GeneratedInstance]) -> None:
+    bucket = new_bucket(ceph, object_lock=True)
+    now = [time.time()]
+    config = config_module.from_dict(raw_config(tmp_path, [hot_tier(tmp_path / "hot"), s3_tier(ceph, bucket)],
+                                                demote_after_days=1))
+    archive = InProcess(config, tmp_path / "run", clock=lambda: now[0])
+    lifecycle = Lifecycle(archive.index, False, on_hold=lambda study_uid, on: retention_rules.hold_study(
+        archive.catalog, archive.worker.store, study_uid, on))
+    first, last = corpus[0].study_instance_uid, corpus[-1].study_instance_uid
+    try:
+        store_all(archive, corpus)
+        # Held before the move: the mover's rules (from the config and the index) hold its objects.
+        lifecycle.add_hold(first, "litigation 2026-117", "test")
+        now[0] += 2 * DAY
+        archive.mover.run_once(max_bytes=1 << 40)
+        volume = object_volume(archive)
+        for study, held in ((first, True), (last, False)):
+            for _, blob in archive.catalog.study_instances(study):
+                assert blob.location.tier == "archive"
+                assert volume.objects.lock_state(_address(blob)).legal_hold == held
+        # Placed and lifted after the move: the objects already in the store follow the index.
+        lifecycle.add_hold(last, "a second request", "test")
+        assert all(volume.objects.lock_state(_address(b)).legal_hold for _, b in archive.catalog.study_instances(last))
+        lifecycle.remove_hold(first, "released by the court")
+        assert not any(volume.objects.lock_state(_address(b)).legal_hold
+                       for _, b in archive.catalog.study_instances(first))
     finally:
         archive.close()
 

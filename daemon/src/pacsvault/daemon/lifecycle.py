@@ -24,9 +24,12 @@ class DeletedItem:
 
 class Lifecycle:
     def __init__(self, env: IndexEnvironment, replicate: bool, on_changed: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """``replicate``: holds reach the peer (through the outbox); ``on_changed`` rings its doorbell."""
+                 clock: Callable[[], float] = time.time,
+                 on_hold: Callable[[str, bool], object] = lambda study_uid, on: None) -> None:
+        """``replicate``: holds reach the peer (through the outbox); ``on_changed`` rings its doorbell;
+        ``on_hold(study_uid, on)``: a hold placed or lifted reaches the objects an object store keeps."""
         self._env, self._replicate, self._on_changed, self._clock = env, replicate, on_changed, clock
+        self._on_hold = on_hold
 
     def add_hold(self, study_uid: str, reason: str, by: str) -> LegalHold:
         uid.check(study_uid, "study_instance_uid")
@@ -34,6 +37,7 @@ class Lifecycle:
         hold = holds.place(self._env, LegalHold(study_instance_uid=study_uid, reason=reason, placed_by=by,
                                                 placed_at=self._clock()), self._replicate)
         self._on_changed()
+        self._on_hold(study_uid, True)
         return hold
 
     def remove_hold(self, study_uid: str, reason: str) -> LegalHold:
@@ -41,6 +45,7 @@ class Lifecycle:
         _reason(reason)
         hold = holds.lift(self._env, study_uid, self._clock(), self._replicate)
         self._on_changed()
+        self._on_hold(study_uid, False)
         return hold
 
     def holds(self) -> list[LegalHold]:

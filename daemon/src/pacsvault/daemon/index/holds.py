@@ -47,6 +47,11 @@ def held(txn: lmdb.Transaction, env: IndexEnvironment, study_uid: str) -> LegalH
     return None if value is None else decode(LegalHold, value)
 
 
+def is_held(env: IndexEnvironment, study_uid: str) -> bool:
+    with env.read() as txn:
+        return held(txn, env, study_uid) is not None
+
+
 def listed(env: IndexEnvironment) -> list[LegalHold]:
     with env.read() as txn:
         return [decode(LegalHold, v) for _, v in txn.cursor(db=env.dbs["legal_holds"])]

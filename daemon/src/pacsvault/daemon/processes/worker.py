@@ -69,6 +69,7 @@ from pacsvault.daemon.service.replication_service import ReplicationServicer
 from pacsvault.daemon.service.security_service import SecurityServicer, ShareServicer
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.tiered import TieredBlobStore
+from pacsvault.daemon.tiering import retention as object_lock
 from pacsvault.daemon.tiering.reads import ClinicalRequests, ReadRecorder
 from pacsvault.daemon.tiering.volumes import open_store
 from pacsvault.v1 import (
@@ -158,7 +159,8 @@ def build(config: Config, run_dir: Path, index: IndexEnvironment | None = None,
                                  _alert_to(audit), ReadBooks(index, clock).failed_read)
     search = Search(index, config.limits)
     deletion = Deletion(catalog, store, locks, config.retention, on_changed=bell.ring, clock=clock)
-    lifecycle = Lifecycle(index, config.replication.enabled, on_changed=bell.ring, clock=clock)
+    lifecycle = Lifecycle(index, config.replication.enabled, on_changed=bell.ring, clock=clock,
+                          on_hold=lambda study_uid, on: object_lock.hold_study(catalog, store, study_uid, on))
     credentials = CredentialStore(index, clock)
     requests = ClinicalRequests(index, search, first_tier, clock)
     back_office = BackOffice(layout.back_office_socket(run_dir))

@@ -203,7 +203,7 @@ class ObjectStoreVolume(Volume):
     def retain(self, digest: Digest, retention: Retention | None) -> None:
         if retention is None or not retention.any:
             return
-        if not self._has_object_lock():
+        if not self.has_object_lock():
             if not self._probe.warned_no_lock:
                 self._probe.warned_no_lock = True
                 log.warning("object-store tier %s: bucket %r has no Object Lock, so the store does not enforce "
@@ -218,7 +218,7 @@ class ObjectStoreVolume(Volume):
         if retention.legal_hold:
             self.objects.set_legal_hold(digest, True)
 
-    def _has_object_lock(self) -> bool:
+    def has_object_lock(self) -> bool:
         if self._probe.state is None:
             self._probe.state = self.objects.check()
         return self._probe.state.object_lock

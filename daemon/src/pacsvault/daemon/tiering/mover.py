@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import NotFound, PacsvaultError
-from pacsvault.daemon.index import keys, placement
+from pacsvault.daemon.index import holds, keys, placement
 from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobRecord, MoveIntent, StudyRecord
@@ -130,7 +130,8 @@ class TierMover:
     def __post_init__(self) -> None:
         self.catalog = Catalog(self.env)
         self.limiter = self.limiter or RateLimiter(self.config.tiering.mover_max_bytes_per_s)
-        self.retention = self.retention or retention_rules.from_config(self.config)
+        self.retention = self.retention or retention_rules.from_config(
+            self.config, held=lambda study_uid: holds.is_held(self.env, study_uid))
         self._demoting: set[str] = set()
         self._rule = policy.AgeRule(self.config.tiering.demote_after_days, self.config.tiering.age_basis)
 

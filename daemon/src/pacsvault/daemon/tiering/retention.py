@@ -9,24 +9,28 @@ The rules come from the daemon's own retention settings, so the store's
 refusal is a second line behind the daemon's: a blob the daemon may delete
 is past what it asked the store to keep.
 
-- ``[retention] min_days`` (when the configuration has that section; the
-  integrity issue adds it together with refusing younger deletions) keeps
-  each blob that many days from its ingest;
+- ``[retention] min_days`` keeps each blob that many days from its ingest;
 - ``held(study_uid)`` says whether a study is under a legal hold (the
-  integrity issue's hold table plugs in here; until then nothing is held).
-  A hold placed or lifted later must reach the objects already in the store:
-  ``apply_hold`` is the call for that.
+  mover asks the index's hold table). A hold placed or lifted later must
+  reach the objects already in the store: ``hold_study`` does that when the
+  operator's call changes the hold.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from pacsvault.daemon.digest import Digest
+from pacsvault.daemon.digest import Digest, DigestFunction
+from pacsvault.daemon.errors import PacsvaultError
+from pacsvault.daemon.index.catalog import Catalog
 from pacsvault.daemon.index.records import BlobRecord
 from pacsvault.daemon.storage.object_volume import ObjectStoreVolume
 from pacsvault.daemon.storage.retention import Retention
+from pacsvault.daemon.storage.tiered import TieredBlobStore
+
+log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
 
@@ -56,3 +60,23 @@ def from_config(config: Any, held: Callable[[str], bool] = lambda study_uid: Fal
 def apply_hold(volume: ObjectStoreVolume, digest: Digest, on: bool) -> None:
     """Puts a legal hold on (or lifts it from) a blob's object already in the store."""
     volume.objects.set_legal_hold(digest, on)
+
+
+def hold_study(catalog: Catalog, store: TieredBlobStore, study_uid: str, on: bool) -> int:
+    """A hold placed (or lifted) on a study reaches its objects already in an object store with
+    Object Lock; returns how many. The hold in the index is what the daemon enforces: a store
+    that is away now keeps its objects as they were (logged), and later moves use the index."""
+    held = 0
+    for _, blob in catalog.study_instances(study_uid):
+        volume = store.volume(blob.location.volume_id)
+        if not isinstance(volume, ObjectStoreVolume):
+            continue
+        try:
+            if not volume.has_object_lock():
+                continue
+            apply_hold(volume, Digest(DigestFunction(blob.digest_function), blob.digest, blob.size_bytes), on)
+            held += 1
+        except PacsvaultError as exc:
+            log.warning("object-store tier %s: could not turn the legal hold %s on an object of study %s: %s",
+                        volume.tier, "on" if on else "off", study_uid, exc)
+    return held
