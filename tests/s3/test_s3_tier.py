@@ -21,6 +21,7 @@ from pacsvault.daemon.digest import Digest, DigestFunction
 from pacsvault.daemon.errors import DataLoss, InvalidInput, Unavailable
 from pacsvault.daemon.index import placement
 from pacsvault.daemon.index.records import BlobRecord
+from pacsvault.daemon.integrity.rebuild import rebuild_index
 from pacsvault.daemon.lifecycle import Lifecycle
 from pacsvault.daemon.processes.in_process import InProcess
 from pacsvault.daemon.storage.blob_access import read_all
@@ -242,6 +243,33 @@ def test_legal_holds_in_the_index_reach_the_objects_moved_and_already_moved(
         lifecycle.remove_hold(first, "released by the court")
         assert not any(volume.objects.lock_state(_address(b)).legal_hold
                        for _, b in archive.catalog.study_instances(first))
+    finally:
+        archive.close()
+
+
+def test_an_index_lost_is_rebuilt_from_the_blobs_in_the_object_store_too(
+        ceph: CephCluster, credentials: None, tmp_path: Path,
+        corpus: list[corpus_module.GeneratedInstance]) -> None:
+    now = [time.time()]
+    config = config_module.from_dict(raw_config(tmp_path, [hot_tier(tmp_path / "hot"), s3_tier(ceph, new_bucket(ceph))],
+                                                demote_after_days=1))
+    archive = InProcess(config, tmp_path / "run", clock=lambda: now[0])
+    try:
+        expected = store_all(archive, corpus)
+        now[0] += 2 * DAY
+        archive.mover.run_once(max_bytes=1 << 40)
+        tiers = {uid: archive.catalog.instance(uid)[1].location.tier for uid in expected}
+        assert set(tiers.values()) == {"archive"}, tiers
+    finally:
+        archive.close()
+    report = rebuild_index(config)
+    assert report.instances_indexed == len(expected) and report.not_rebuilt == {}, report.not_rebuilt
+    archive = InProcess(config, tmp_path / "run2", clock=lambda: now[0])
+    try:
+        for uid, data in expected.items():
+            _, blob = archive.catalog.instance(uid)
+            assert blob.location.tier == "archive"
+            assert read_all(archive.worker.retrieval.open_blob(blob)) == data
     finally:
         archive.close()
 

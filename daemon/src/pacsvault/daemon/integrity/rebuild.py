@@ -9,8 +9,9 @@ entries, its refcount and its tier. The steps:
 2. Move the old index aside (``index.replaced-<time>``: kept, never deleted)
    and open a new one with the same encryption settings.
 3. Register the volumes by their markers; read every blob file of every
-   volume (threads: decryption, decompression and hashing release the GIL),
-   and index them in batches of one transaction each.
+   volume and every blob object of an object-store tier (threads:
+   decryption, decompression, hashing and the store's answers release the
+   GIL), and index them in batches of one transaction each.
 4. With replication on, ask the peer which instances it holds: their blobs
    are marked replicated under the peer's names (so repairs work), the rest
    are queued for the peer; instances only the peer holds are counted (a
@@ -46,6 +47,7 @@ from pacsvault.daemon.storage.blob_access import read_all
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
 from pacsvault.daemon.storage.compressing import FramedReader
 from pacsvault.daemon.storage.memory import BytesReader
+from pacsvault.daemon.storage.object_volume import ObjectStoreVolume
 from pacsvault.daemon.storage.tiered import TieredBlobStore, Volume
 from pacsvault.daemon.tiering.volumes import open_store, register_configured
 
@@ -98,8 +100,17 @@ class RebuildReport:
 
 
 @dataclass(frozen=True)
+class _Source:
+    """Where one blob's stored form is read from: a file of a volume, or an object of an object store."""
+    name: str  # for the report: the file's path, or the tier and object key
+    address_hex: str  # what the blob is named by
+    load: Callable[[], bytes]
+    written_at: float
+
+
+@dataclass(frozen=True)
 class _Read:
-    path: Path
+    name: str
     volume: Volume
     parsed: ParsedInstance | None = None
     blob: NewBlob | None = None
@@ -136,7 +147,7 @@ def _rebuild(config: Config, workers: int, clock: Callable[[], float]) -> Rebuil
                              reserve_percent=config.index.reserve_percent)
     try:
         check_encryption_settings(index, keys)
-        refused = register_configured(config, index, clock)
+        refused = register_configured(config, index, clock, rebuilding=True)
         for volume in refused:
             report.not_rebuilt[volume.path] = f"volume refused: {volume.reason}"
         store = open_store(config, index, BlobSealer(keys) if keys else None, refused)
@@ -161,11 +172,11 @@ def _set_aside(path: Path, clock: Callable[[], float]) -> str:
 def _index_blobs(store: TieredBlobStore, catalog: Catalog, report: RebuildReport, workers: int) -> None:
     # In the order they were written: a patient's or study's record takes its attributes from its first
     # instance, as at ingest (instances of one patient need not agree on, say, a birth date).
-    files = sorted(((volume, path) for volume in store.volumes for path in _blob_files(Path(volume.path))),
-                   key=lambda item: _mtime(item[1]))
+    sources = sorted(((volume, source) for volume in store.volumes for source in _sources(volume, report)),
+                     key=lambda item: item[1].written_at)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuild") as pool:
         batch: list[_Read] = []
-        for read in pool.map(lambda item: _read(store, *item), files):
+        for read in pool.map(lambda item: _read(store, *item), sources):
             report.blobs_read += 1
             report.bytes_read += read.blob.stored_bytes if read.blob else 0
             batch.append(read)
@@ -175,10 +186,25 @@ def _index_blobs(store: TieredBlobStore, catalog: Catalog, report: RebuildReport
         _commit(catalog, batch, report)
 
 
+def _sources(volume: Volume, report: RebuildReport) -> list[_Source]:
+    if isinstance(volume, ObjectStoreVolume):
+        objects = volume.objects
+        try:
+            listed = objects.stored_blobs()
+        except PacsvaultError as exc:
+            report.not_rebuilt[volume.path] = f"object store not listed: {exc}"
+            return []
+        return [_Source(f"{volume.tier}:{key}", key.rsplit("/", 1)[-1],
+                        lambda key=key: objects.read_object(key), written_at)  # type: ignore[misc]
+                for key, written_at in listed]
+    return [_Source(str(path), path.name, path.read_bytes, _mtime(path))
+            for path in _blob_files(Path(volume.path))]
+
+
 def _commit(catalog: Catalog, batch: list[_Read], report: RebuildReport) -> None:
     good = [r for r in batch if not r.error]
     for failed in (r for r in batch if r.error):
-        report.not_rebuilt[str(failed.path)] = failed.error
+        report.not_rebuilt[failed.name] = failed.error
     if not good:
         return
     outcomes = catalog.add_instances([(r.parsed, r.blob, r.stored_at) for r in good])  # type: ignore[misc]
@@ -188,17 +214,17 @@ def _commit(catalog: Catalog, batch: list[_Read], report: RebuildReport) -> None
         elif outcome is AddOutcome.DUPLICATE:
             report.second_copies += 1
         else:
-            report.not_rebuilt[str(read.path)] = f"{type(outcome).__name__}: {outcome}"
+            report.not_rebuilt[read.name] = f"{type(outcome).__name__}: {outcome}"
 
 
-def _read(store: TieredBlobStore, volume: Volume, path: Path) -> _Read:
-    """One blob file: opened with the keyring, checked against its name and address, parsed."""
+def _read(store: TieredBlobStore, volume: Volume, source: _Source) -> _Read:
+    """One blob: opened with the keyring, checked against its name and address, parsed."""
     try:
-        stored = path.read_bytes()
-        reader = FramedReader(BytesReader(stored), str(path), store.sealer)
+        stored = source.load()
+        reader = FramedReader(BytesReader(stored), source.name, store.sealer)
         header = reader.header
         data = read_all(reader)
-        if store.address(data) != header.digest or header.digest.hex != path.name:
+        if store.address(data) != header.digest or header.digest.hex != source.address_hex:
             raise DataLoss("its bytes do not match its address")
         sealed_under = 0
         if header.sealed and store.sealer is not None:
@@ -206,9 +232,9 @@ def _read(store: TieredBlobStore, volume: Volume, path: Path) -> _Read:
             sealed_under = store.sealer.version_of(newest)
         blob = NewBlob(header.digest, BlobLocation(tier=volume.tier, volume_id=volume.volume_id), len(stored),
                        sealed_under=sealed_under)
-        return _Read(path, volume, parse(data), blob, path.stat().st_mtime)
+        return _Read(source.name, volume, parse(data), blob, source.written_at)
     except (PacsvaultError, OSError, ValueError) as exc:
-        return _Read(path, volume, error=f"{type(exc).__name__}: {exc}")
+        return _Read(source.name, volume, error=f"{type(exc).__name__}: {exc}")
 
 
 def _mtime(path: Path) -> float:

@@ -55,8 +55,11 @@ def settings_for(config: Config, tier: TierConfig) -> S3Settings:
 
 
 def register(config: Config, tier: TierConfig, env: IndexEnvironment,
-             clock: Callable[[], float] = time.time) -> RefusedVolume | None:
-    """Identifies the tier's bucket and records it (back office); the refusal when it cannot be used yet."""
+             clock: Callable[[], float] = time.time, adopt: bool = False) -> RefusedVolume | None:
+    """Identifies the tier's bucket and records it (back office); the refusal when it cannot be used yet.
+
+    ``adopt``: a marker this index does not know is taken as ours (an index being rebuilt from the
+    blobs knows no volume yet); otherwise it is another appliance's bucket and refused."""
     location = location_of(tier)
     records = placement.volumes(env)
     known = {r.volume_id: r for r in records}
@@ -65,7 +68,7 @@ def register(config: Config, tier: TierConfig, env: IndexEnvironment,
         access = S3BlobAccess(settings_for(config, tier))
         with deadline(PROBE_S):
             access.check()
-            volume_id = _identify(access, f"{tier.s3_prefix}{MARKER_NAME}", registered, known)
+            volume_id = _identify(access, f"{tier.s3_prefix}{MARKER_NAME}", registered, known, adopt)
     except (ConfigError, Unavailable) as exc:
         if registered is None:
             log.error("object-store tier %s (%s) not taken into use: %s", tier.name, location, exc)
@@ -130,7 +133,7 @@ def build(config: Config, tier: TierConfig, record: VolumeRecord, env: IndexEnvi
 
 
 def _identify(access: S3BlobAccess, marker_key: str, registered: VolumeRecord | None,
-              known: dict[str, VolumeRecord]) -> str:
+              known: dict[str, VolumeRecord], adopt: bool = False) -> str:
     where = f"object store {access.label} ({access.settings.endpoint}, bucket {access.settings.bucket!r})"
     marker = read_marker(access.calls, marker_key)
     if registered is not None:
@@ -143,6 +146,9 @@ def _identify(access: S3BlobAccess, marker_key: str, registered: VolumeRecord | 
     if marker is not None:
         if marker in known:  # the same bucket under a new endpoint name
             log.warning("object-store volume %s moved from %s to %s", marker, known[marker].path, where)
+            return marker
+        if adopt:
+            log.info("%s: volume %s adopted by the index being rebuilt", where, marker)
             return marker
         raise Unavailable(f"{where} holds volume {marker}, which this appliance's index does not know: it is "
                           "another appliance's (each appliance needs its own bucket or s3_prefix)")

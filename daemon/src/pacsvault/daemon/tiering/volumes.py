@@ -46,11 +46,13 @@ log = logging.getLogger(__name__)
 
 
 def register_configured(config: Config, env: IndexEnvironment,
-                        clock: Callable[[], float] = time.time) -> list[RefusedVolume]:
+                        clock: Callable[[], float] = time.time, rebuilding: bool = False) -> list[RefusedVolume]:
     """Identifies every configured volume and records it in the index (back office, at start).
 
     Returns the volumes refused, with why. Unfinished writes a crash left are
-    removed here, before any serving process starts writing.
+    removed here, before any serving process starts writing. ``rebuilding``: the
+    index is being rebuilt from the blobs, so an object store's marker it does not
+    know is adopted (a directory volume's always is: its disk is in this appliance).
     """
     known = {r.volume_id: r for r in placement.volumes(env)}
     # A drained volume's path may hold its replacement now (a new disk, a new identity).
@@ -58,7 +60,7 @@ def register_configured(config: Config, env: IndexEnvironment,
     refused = []
     for tier_config in config.tiers:
         if tier_config.is_object_store:
-            refusal = object_tier.register(config, tier_config, env, clock)
+            refusal = object_tier.register(config, tier_config, env, clock, adopt=rebuilding)
             refused += [refusal] if refusal else []
             continue
         for configured in tier_config.volumes:
