@@ -88,6 +88,19 @@ def test_one_admin_asks_another_approves_and_both_are_audited(guarded) -> None: 
     assert study_object.get("ParticipantObjectID") == study
 
 
+def test_a_held_study_is_refused_when_the_deletion_is_asked_for_not_at_approval(guarded) -> None:  # type: ignore[no-untyped-def]
+    daemon, first, _ = guarded
+    study = identity(0)["StudyInstanceUID"]
+    held = run_cli(daemon.target, "hold", "add", study, "--reason", "litigation 2026-117")
+    assert held.returncode == 0, held.stderr
+    with PacsvaultClient(daemon.target, token=first) as ana:
+        with pytest.raises(grpc.RpcError) as caught:
+            ana.delete_study(study, "retention period over")
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "legal hold" in caught.value.details() and "litigation 2026-117" in caught.value.details()
+        assert ana.study_deletion_requests() == [], "no request is left waiting for an approval that must fail"
+
+
 def test_without_the_setting_one_admin_deletes(daemon: Daemon) -> None:
     with daemon.client() as local:
         assert local.store(dicom_bytes(**identity(5))).ok

@@ -75,6 +75,10 @@ class Deletion:
         _, destroyed = self._purge(trashed.sop_instance_uids, now)
         return Deleted(len(trashed.sop_instance_uids), destroyed, None)
 
+    def refuse_if_kept(self, study_uid: str) -> None:
+        """FailedPrecondition now for a study a delete would be refused (held, or too young)."""
+        trash.check_deletable(self._catalog.env, "study", study_uid, self._check)
+
     def _check(self, txn: lmdb.Transaction, study: StudyRecord) -> None:
         """Refuses (nothing changed) a delete of a study under legal hold, or younger than min_days."""
         hold = holds.held(txn, self._catalog.env, study.study_instance_uid)

@@ -63,6 +63,8 @@ class DeletionApproval:
         _check_reason(reason)
         if self._catalog.study(study_uid) is None:
             raise NotFound(f"no study {shown(study_uid)}")
+        # A study under legal hold or within its retention is refused at once, not at approval.
+        self._deletion.refuse_if_kept(study_uid)
         now = self._clock()
         request = DeletionRequest(request_id=secrets.token_hex(8), study_instance_uid=study_uid, reason=reason,
                                   requested_by=admin, requested_at=now, expires_at=now + APPROVAL_WINDOW_S)

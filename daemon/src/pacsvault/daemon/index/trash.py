@@ -102,6 +102,14 @@ def move_to_trash(env: IndexEnvironment, level: str, uid: str, now: float, purge
     return env.write(op, reserve_ok=True)
 
 
+def check_deletable(env: IndexEnvironment, level: str, uid: str, check: DeleteCheck) -> None:
+    """What ``move_to_trash`` would refuse, without changing anything (a deletion asked for now and
+    approved later is judged again then)."""
+    with env.read() as txn:
+        _, study = _members(txn, env, level, uid)
+        check(txn, study)
+
+
 def _members(txn: lmdb.Transaction, env: IndexEnvironment, level: str, uid: str) -> tuple[list[str], StudyRecord]:
     db = env.dbs
     if level == "instance":
