@@ -274,6 +274,37 @@ def test_an_index_lost_is_rebuilt_from_the_blobs_in_the_object_store_too(
         archive.close()
 
 
+def test_check_lists_an_object_no_record_names_and_repair_deletes_it(
+        ceph: CephCluster, credentials: None, tmp_path: Path,
+        corpus: list[corpus_module.GeneratedInstance]) -> None:
+    bucket = new_bucket(ceph)
+    now = [time.time()]
+    config = config_module.from_dict({**raw_config(tmp_path, [hot_tier(tmp_path / "hot"), s3_tier(ceph, bucket)],
+                                                   demote_after_days=1), "integrity": {"orphan_grace_s": 0.0}})
+    archive = InProcess(config, tmp_path / "run", clock=lambda: now[0])
+    try:
+        expected = store_all(archive, corpus[:4])
+        now[0] += 2 * DAY
+        archive.mover.run_once(max_bytes=1 << 40)
+        checker = archive.office.integrity.checker
+        assert checker.check().findings == []
+        # A blob object no record names (a crash between the upload and the index switch, say).
+        plain = plain_client(ceph)
+        existing = sorted(blob_objects(ceph, bucket))[0]
+        stray = existing.rsplit("/", 2)[0] + "/ab/" + "ab" * 32
+        plain.copy_object(Bucket=bucket, Key=stray, CopySource={"Bucket": bucket, "Key": existing})
+        found = checker.check().findings
+        assert [(f.kind, f.subject) for f in found] == [("orphan", f"archive:{stray}")]
+        repaired = checker.repair()
+        assert [f.action for f in repaired.findings] == ["deleted"], repaired.findings
+        assert stray not in blob_objects(ceph, bucket) and checker.check().findings == []
+        for sop_uid, data in expected.items():
+            _, blob = archive.catalog.instance(sop_uid)
+            assert read_all(archive.worker.retrieval.open_blob(blob)) == data
+    finally:
+        archive.close()
+
+
 def test_retention_rules_from_the_config_and_a_bucket_without_object_lock(
         ceph: CephCluster, credentials: None, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         corpus: list[corpus_module.GeneratedInstance]) -> None:

@@ -38,6 +38,7 @@ from pacsvault.daemon.index.records import BlobLocation, BlobRecord
 from pacsvault.daemon.ingest import BlobLocking
 from pacsvault.daemon.integrity.blob_repair import BlobRepair
 from pacsvault.daemon.retrieval import address
+from pacsvault.daemon.storage.object_volume import ObjectStoreVolume
 from pacsvault.daemon.storage.tiered import TieredBlobStore, Volume
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Finding:
     blob: BlobRecord | None = field(default=None, repr=False)
     key: bytes = field(default=b"", repr=False)
     number: int = 0
+    # An object in an object store has no path: when it was written, for the grace period.
+    written_at: float = field(default=0.0, repr=False)
 
 
 @dataclass
@@ -106,7 +109,7 @@ class Checker:
             now = self._catalog.blob(address(f.blob))
             return now is not None and not _recorded_copy_present(self._store, now)
         if f.path is None:
-            return True
+            return f.kind != "orphan" or not consistency.blob_named(self._env, f.key, f.volume.volume_id)  # type: ignore[union-attr]
         if not f.path.exists():
             return False
         return f.kind != "orphan" or not consistency.blob_named(self._env, f.key, f.volume.volume_id)  # type: ignore[union-attr]
@@ -159,6 +162,9 @@ class Checker:
         for volume in self._store.volumes:
             if volume.failed:
                 continue
+            if isinstance(volume, ObjectStoreVolume):
+                yield from self._objects_side(volume, meant, report)
+                continue
             root = Path(volume.path)
             for path in _files(root / "tmp"):
                 report.files_examined += 1
@@ -178,6 +184,27 @@ class Checker:
                 else:
                     continue  # the only copy, misplaced: reported (and repaired) from the index side
                 yield Finding("orphan", str(path), detail, volume=volume, path=path, key=key)
+
+    def _objects_side(self, volume: ObjectStoreVolume, meant: set[tuple[str, bytes]],
+                      report: Report) -> Iterator[Finding]:
+        """An object-store tier's blob objects, judged like a volume's blob files (one listing)."""
+        for object_key, written_at in volume.objects.stored_blobs():
+            report.files_examined += 1
+            key = _object_blob_key(object_key)
+            if key is None or (volume.volume_id, key) in meant:
+                continue
+            blob = self._catalog.blob(_digest_of(key))
+            age = max(0.0, self._clock() - written_at)
+            if blob is None:
+                detail = f"no record names it ({age:.0f}s old)"
+            elif blob.location.volume_id == volume.volume_id:
+                continue
+            elif _recorded_copy_present(self._store, blob):
+                detail = f"a second copy (the record names volume {blob.location.volume_id})"
+            else:
+                continue
+            yield Finding("orphan", f"{volume.tier}:{object_key}", detail, volume=volume, key=key,
+                          written_at=written_at)
 
     def _replication_side(self) -> Iterator[Finding]:
         for key, entry in consistency.outbox_entries(self._env):
@@ -233,11 +260,12 @@ class Checker:
         return "left"
 
     def _remove_leftover(self, f: Finding) -> str:
-        assert f.path is not None and f.volume is not None
-        age = _age(f.path, self._clock)
+        assert f.volume is not None
+        age = _age(f.path, self._clock) if f.path is not None else max(0.0, self._clock() - f.written_at)
         if age < self._grace:
             return f"left: {age:.0f}s old, younger than integrity.orphan_grace_s ({self._grace:.0f}s)"
         if f.kind == "temp-file":
+            assert f.path is not None
             f.path.unlink(missing_ok=True)
             return "deleted"
         digest = _digest_of(f.key)
@@ -269,6 +297,19 @@ def _blob_key(path: Path) -> bytes | None:
     try:
         function = DigestFunction[path.parent.parent.parent.name.upper()]
         raw = bytes.fromhex(path.name)
+    except (KeyError, ValueError):
+        return None
+    return keys.blob_key(function, raw) if len(raw) == 32 else None
+
+
+def _object_blob_key(object_key: str) -> bytes | None:
+    """The blob key of an object named ``<prefix><function>/ab/<hex>``; None for anything else."""
+    parts = object_key.split("/")
+    if len(parts) < 3 or parts[-2] != parts[-1][:2]:
+        return None
+    try:
+        function = DigestFunction[parts[-3].upper()]
+        raw = bytes.fromhex(parts[-1])
     except (KeyError, ValueError):
         return None
     return keys.blob_key(function, raw) if len(raw) == 32 else None
