@@ -351,6 +351,8 @@ UNARY_AND_SERVER_STREAMING = [
         timeout=0.3, may_time_out=True, examples=12),  # > health.max_watchers: slots must come back
     Rpc(S, "ListVolumes", "uu", storage_pb2.ListVolumesRequest, storage_pb2.ListVolumesResponse),
     Rpc(S, "PlanMoves", "uu", storage_pb2.PlanMovesRequest, storage_pb2.PlanMovesResponse),
+    # Generated text never names one of the daemon's volumes: only refusals can come back.
+    Rpc(S, "RebuildVolume", "uu", storage_pb2.RebuildVolumeRequest, storage_pb2.RebuildVolumeResponse),
     Rpc(R, "GetReplicationStatus", "uu", replication_pb2.GetReplicationStatusRequest,
         replication_pb2.GetReplicationStatusResponse),
     Rpc(R, "ReseedPeer", "uu", replication_pb2.ReseedPeerRequest, replication_pb2.ReseedPeerResponse),
