@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pacsvault.daemon import liveness
 from pacsvault.daemon.errors import ConfigError
 
 LOCK_NAME = "pacsvaultd.lock"
@@ -87,13 +88,7 @@ class DataDirLock:
 def _alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # unknown holder: assume it is alive rather than wait for nothing
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return liveness.running(pid)
 
 
 def _describe(holder: dict[str, object]) -> str:

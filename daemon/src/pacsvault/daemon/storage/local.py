@@ -16,6 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from pacsvault.daemon import liveness
 from pacsvault.daemon.digest import Digest
 from pacsvault.daemon.errors import NotFound, StorageFull, Unavailable
 from pacsvault.daemon.storage import durable
@@ -202,13 +203,7 @@ def _writer_alive(name: str) -> bool:
     pid = int(parts[1])
     if pid == os.getpid():
         return False  # this very process starts afresh
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return liveness.running(pid)
 
 
 def read_marker(root: Path) -> str | None:
