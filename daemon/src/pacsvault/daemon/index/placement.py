@@ -249,9 +249,11 @@ def _request_promotion(txn: lmdb.Transaction, env: IndexEnvironment, study_uid: 
 
 
 def promotions(env: IndexEnvironment) -> list[str]:
-    """Studies waiting to be promoted, in UID order."""
+    """Studies waiting to be promoted, the latest asked for first: the study a viewer opened last is
+    the one someone waits for, and a large study asked for earlier must not take the room first."""
     with env.read() as txn:
-        return [bytes(k).decode() for k in txn.cursor(db=env.dbs["promotions"]).iternext(values=False)]
+        waiting = [(_F64.unpack(bytes(v))[0], bytes(k).decode()) for k, v in txn.cursor(db=env.dbs["promotions"])]
+    return [study_uid for _, study_uid in sorted(waiting, key=lambda item: -item[0])]
 
 
 def promotion_done(env: IndexEnvironment, study_uid: str) -> None:
