@@ -57,7 +57,8 @@ def test_identity_is_read_from_the_header() -> None:
         (pydicom_file("CT_small.dcm")[:20000], InvalidInput, "truncated"),
         (pydicom_file("CT_small.dcm")[:1000], InvalidInput, ""),
         (pydicom_file("JPEG2000.dcm")[:-100], InvalidInput, "truncated"),
-        # Found by the RPC fuzzer: a 1-byte (0002,0000) UL made pydicom raise BytesLengthException.
+        # The RPC fuzzer's input: in the daemon pydicom raised BytesLengthException on its 1-byte
+        # (0002,0000) UL (INTERNAL); here it stops earlier. test_fuzz_rpcs is the guard for that path.
         (b"\x00" * 128 + b"DICM\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00", InvalidInput, ""),
     ],
     ids=["empty", "text", "garbage after DICM", "cut in pixel data", "cut in header", "cut in encapsulated",

@@ -294,12 +294,7 @@ def _files(root: Path) -> Iterator[Path]:
 
 def _blob_key(path: Path) -> bytes | None:
     """The blob key of ``<root>/blobs/<function>/ab/cd/<hex>``; None for anything else."""
-    try:
-        function = DigestFunction[path.parent.parent.parent.name.upper()]
-        raw = bytes.fromhex(path.name)
-    except (KeyError, ValueError):
-        return None
-    return keys.blob_key(function, raw) if len(raw) == 32 else None
+    return _named_blob_key(path.parent.parent.parent.name, path.name)
 
 
 def _object_blob_key(object_key: str) -> bytes | None:
@@ -307,9 +302,13 @@ def _object_blob_key(object_key: str) -> bytes | None:
     parts = object_key.split("/")
     if len(parts) < 3 or parts[-2] != parts[-1][:2]:
         return None
+    return _named_blob_key(parts[-3], parts[-1])
+
+
+def _named_blob_key(function_name: str, hex_name: str) -> bytes | None:
     try:
-        function = DigestFunction[parts[-3].upper()]
-        raw = bytes.fromhex(parts[-1])
+        function = DigestFunction[function_name.upper()]
+        raw = bytes.fromhex(hex_name)
     except (KeyError, ValueError):
         return None
     return keys.blob_key(function, raw) if len(raw) == 32 else None
