@@ -116,7 +116,10 @@ ruleset(name="atna") {{
         if not self.received.exists():
             return []
         found = []
-        for line in self.received.read_text(encoding="utf-8").splitlines():
+        data = self.received.read_bytes()
+        # rsyslog's omfile writes its buffer in blocks, so while a backlog arrives
+        # the file can end inside a message (or a character): only whole lines are messages yet.
+        for line in data[:data.rfind(b"\n") + 1].decode("utf-8").splitlines():
             pri, app, msgid, msg = line.split("|", 3)
             found.append((pri, app, msgid, msg.removeprefix(BOM)))
         return found
