@@ -95,8 +95,11 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signals the daemon and waits for it; a SIGTERM stop must be clean: the supervisor
+        never had to kill a process of its own that did not stop in its grace period."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            logged_before = self.log_path.stat().st_size if self.log_path.exists() else 0
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -104,6 +107,11 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 raise
+            if sig == signal.SIGTERM:
+                with open(self.log_path, "rb") as log:
+                    log.seek(logged_before)
+                    during_stop = log.read().decode(errors="replace")
+                assert "did not stop within" not in during_stop, during_stop[-4000:]
         return self.proc.returncode
 
     def kill(self) -> None:

@@ -54,8 +54,13 @@ class DoorbellListener:
         return rung
 
     def ring(self) -> None:
-        """Rings this listener from inside its own process (e.g. to end a wait at shutdown)."""
+        """Rings this listener from inside its own process (e.g. to end a wait at shutdown).
+
+        Never blocks: while the peer is away nobody empties the queue, and a full
+        queue already ends the next wait at once.
+        """
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as bell:
+            bell.setblocking(False)
             bell.sendto(b"!", str(self._path))
 
     def close(self) -> None:
