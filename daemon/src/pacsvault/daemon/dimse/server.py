@@ -220,7 +220,10 @@ def serve(config: Config, port: int, handlers: list[tuple[Any, Callable[..., Any
                                 request_handler=_Handler, tls=tls, handshake_timeout_s=dicom.idle_timeout_s)
     except OSError as exc:
         raise ConfigError(f"dicom.listen: cannot bind {host}:{port}: {exc.strerror}") from exc
-    thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+    # The acceptor looks for a shutdown request between polls: socketserver's 0.5 s made every
+    # stop (and a worker's restart) wait up to that long; ten looks a second cost nothing.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="dicom-acceptor",
+                              daemon=True)
     thread.start()
     return DimseServed(server, int(server.server_address[1]), thread)
 
