@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -120,6 +121,21 @@ class Daemon:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def start_together(*daemons: Daemon) -> None:
+    """Starts a pair's two sites at once, as after a power cut at both, then waits until each has
+    checked its audit trail's tail against the other, its witness: the first try at start found
+    the other not listening yet, and checkpoints wait for that check (retried in the background)."""
+    with ThreadPoolExecutor(len(daemons)) as pool:
+        for started in [pool.submit(daemon.start) for daemon in daemons]:
+            started.result()
+    deadline = time.monotonic() + 30
+    for daemon in daemons:
+        while "not checked against the witness yet" in daemon.log() and \
+                "tail checked against the witness" not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()[-3000:]
+            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.replication import certs
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import Daemon, run_cli
+from tests.conftest import Daemon, run_cli, start_together
 from tests.integration.test_replication_pair import Pair, config_for, free_port, store, wait_drained
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,8 @@ def pair(daemon_factory, tmp_path: Path) -> Pair:  # type: ignore[no-untyped-def
     for name, peer in (("site-b", "site-a"), ("site-a", "site-b")):
         config = config_for(name, peer, cert_dir, ports[name], ports[peer], tmp_path / f"{name}.toml")
         config.write_text(config.read_text() + "[audit]\ncheckpoint_every = 5\n")
-        daemons[name] = daemon_factory(name, config=config)
+        daemons[name] = daemon_factory(name, config=config, start=False)
+    start_together(*daemons.values())
     return Pair(daemons["site-a"], daemons["site-b"], cert_dir, ports)
 
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon.replication import certs
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_together
 from tests.integration.test_replication_pair import blob_files, config_for, free_port, wait_drained
 
 pytestmark = pytest.mark.slow
@@ -59,8 +59,9 @@ def test_metrics_of_a_working_pair_are_complete_conventional_and_promtool_clean(
         configs[site] = config_for(site, peer, cert_dir, ports[site], ports[peer], tmp_path / f"{site}.toml")
         with configs[site].open("a") as extra:
             extra.write("\n[tiering]\nmover_interval_s = 0.2\n")
-    b = daemon_factory("site-b", config=configs["site-b"])
-    a = daemon_factory("site-a", config=configs["site-a"])
+    b = daemon_factory("site-b", config=configs["site-b"], start=False)
+    a = daemon_factory("site-a", config=configs["site-a"], start=False)
+    start_together(a, b)
     corpus = corpus_module.generate(tmp_path / "corpus", patients=2, studies_per_patient=1, series_per_study=1,
                                     instances_per_series=3, seed=5)
     with a.client() as client:

@@ -18,7 +18,7 @@ import pytest
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon.replication import certs
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import Daemon, run_cli
+from tests.conftest import Daemon, run_cli, start_together
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,9 @@ def pair(daemon_factory, tmp_path: Path) -> Pair:  # type: ignore[no-untyped-def
     ports = {"site-a": free_port(), "site-b": free_port()}
     a_config = config_for("site-a", "site-b", cert_dir, ports["site-a"], ports["site-b"], tmp_path / "a.toml")
     b_config = config_for("site-b", "site-a", cert_dir, ports["site-b"], ports["site-a"], tmp_path / "b.toml")
-    b = daemon_factory("site-b", config=b_config)
-    a = daemon_factory("site-a", config=a_config)
+    b = daemon_factory("site-b", config=b_config, start=False)
+    a = daemon_factory("site-a", config=a_config, start=False)
+    start_together(a, b)
     return Pair(a, b, cert_dir, ports)
 
 
@@ -127,8 +128,7 @@ def test_store_while_the_peer_is_down_then_the_backlog_drains(pair: Pair, corpus
         health = client.health()
         assert any("replication" in reason for reason in health.reasons)
     pair.a.stop()  # both sides restart: the outbox survives
-    pair.a.start()
-    pair.b.start()
+    start_together(pair.a, pair.b)
     assert wait_drained(pair.a)["pending_entries"] == 0
     assert len(shard_files(pair.b)) == 6 * len(stored)
 
@@ -140,8 +140,7 @@ def test_sigkill_of_sender_and_receiver_mid_stream(pair: Pair, corpus: list) -> 
     time.sleep(0.3)
     pair.b.stop(signal.SIGKILL)  # the receiver dies mid-stream
     pair.a.stop(signal.SIGKILL)  # and so does the sender
-    pair.b.start()
-    pair.a.start()
+    start_together(pair.a, pair.b)
     wait_drained(pair.a)
     assert len(shard_files(pair.b)) == 6 * len(stored), "nothing missing, nothing duplicated"
 

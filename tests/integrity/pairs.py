@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pacsvault.daemon.replication import certs
+from tests.conftest import start_together
 from tests.integration.test_replication_pair import Pair, config_for, free_port
 
 
@@ -18,5 +19,7 @@ def make_pair(daemon_factory, tmp_path: Path, replication: str = "", extra: str 
     for name, peer in (("site-b", "site-a"), ("site-a", "site-b")):
         config = config_for(name, peer, cert_dir, ports[name], ports[peer], tmp_path / f"{name}.toml")
         config.write_text(config.read_text() + replication + extra + (extra_a if name == "site-a" else ""))
-        daemons[name] = daemon_factory(name, config=config, start=start)
+        daemons[name] = daemon_factory(name, config=config, start=False)
+    if start:
+        start_together(*daemons.values())
     return Pair(daemons["site-a"], daemons["site-b"], cert_dir, ports)

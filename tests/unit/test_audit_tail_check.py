@@ -26,7 +26,7 @@ class Witness:
     def put(self, checkpoint: dict) -> None:
         self.held.append(checkpoint)
 
-    def listed(self, min_seq: int) -> list[str]:
+    def listed(self, min_seq: int, wait: bool = True) -> list[str]:
         if self.away:
             raise Unavailable("the witness at peer:1 could not be asked (UNAVAILABLE)")
         return [json.dumps(c) for c in self.held if c["seq"] >= min_seq]

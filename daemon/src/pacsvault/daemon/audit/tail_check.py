@@ -37,12 +37,14 @@ from pacsvault.daemon.errors import Unavailable
 __all__ = ["TailCheck"]
 
 log = logging.getLogger(__name__)
-_RETRY_S = (2.0, 60.0)  # first and longest wait between tries while the witness is away
+_RETRY_S = (0.5, 60.0)  # first and longest wait between tries while the witness is away
 
 
 class TailCheck:
-    def __init__(self, trail: AuditTrail, witness: Callable[[int], list[str]] | None, alerts: AlertSink) -> None:
-        """``witness(min_seq)``: the witness's checkpoints numbered ``min_seq`` and later (None: no witness).
+    def __init__(self, trail: AuditTrail, witness: Callable[[int, bool], list[str]] | None,
+                 alerts: AlertSink) -> None:
+        """``witness(min_seq, wait)``: the witness's checkpoints numbered ``min_seq`` and later (None: no
+        witness); ``wait``: whether to wait a while for a peer that is not reachable yet.
 
         Takes the trail's end now: build it before any other process appends.
         """
@@ -53,8 +55,12 @@ class TailCheck:
         self._thread: threading.Thread | None = None
         trail.hold_checkpoints()
 
-    def run_once(self) -> bool:
-        """One try; True once the check is done (then checkpoints go on)."""
+    def run_once(self, wait: bool = True) -> bool:
+        """One try; True once the check is done (then checkpoints go on).
+
+        The try at start does not ``wait``: when both sites start at once (after a power cut),
+        each would hold its start-up waiting for the other's witness, which is not listening yet.
+        """
         if self.done:
             return True
         damaged = self._trail.damaged_tail
@@ -67,7 +73,7 @@ class TailCheck:
         witnessed: list[dict[str, object]] = []
         if self._witness is not None:
             try:
-                witnessed = self._valid(_parsed(self._witness(base)))
+                witnessed = self._valid(_parsed(self._witness(base, wait)))
             except Unavailable as exc:
                 log.warning("audit trail: its tail is not checked against the witness yet (%s); checkpoints wait "
                             "until it is", exc)

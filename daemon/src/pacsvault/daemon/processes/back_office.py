@@ -163,7 +163,8 @@ def _audit_duties(audit: AuditTrail | None, alerts: AlertSink, peer: PeerClient 
         monitor.publish(HealthEvent(EventKind.SECURITY_ALERT, kind.value, who, float(record.get("time", 0.0)),  # type: ignore[arg-type]
                                     describe_alert(kind, record)))
 
-    witness = None if peer is None else (lambda min_seq: peer.list_audit_checkpoints(min_seq, TAIL_CHECK_WAIT_S))
+    witness = None if peer is None else (
+        lambda min_seq, wait: peer.list_audit_checkpoints(min_seq, TAIL_CHECK_WAIT_S, wait_for_ready=wait))
     # The follower first: it starts where the trail ends now, so it sees what the tail check records.
     follower = AlertFollower(audit, to_health)
     return AuditDuties(alerts, TailCheck(audit, witness, alerts), follower, BreakGlassWatch(credentials, alerts))
@@ -270,7 +271,7 @@ def recover(parts: BackOfficeParts) -> None:
     """Checks the audit trail's tail; finishes what a crash left: deletions between their commit and
     their files, a re-wrap pass."""
     if parts.duties.tail_check is not None:
-        parts.duties.tail_check.run_once()  # before any worker appends; retried in start() if the witness is away
+        parts.duties.tail_check.run_once(wait=False)  # before any worker appends; retried in start() if away
     destroyed = parts.deletion.destroy_doomed_blobs()
     if destroyed:
         log.info("destroyed %d blobs whose deletion a restart interrupted", destroyed)

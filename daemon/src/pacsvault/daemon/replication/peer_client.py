@@ -16,7 +16,7 @@ from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # How long asking the audit witness may wait for the peer (audit verify, the tail check at start).
-WITNESS_TIMEOUT_S = 10.0
+WITNESS_TIMEOUT_S = 5.0
 
 
 def mtls_credentials(ca_file: Path, cert_file: Path, key_file: Path) -> grpc.ChannelCredentials:
@@ -121,10 +121,13 @@ class PeerClient:
         self._stub.SetLegalHold(peer_pb2.SetLegalHoldRequest(study_instance_uid=study_uid, held=held, reason=reason),
                                 timeout=self.timeout_s)
 
-    def list_audit_checkpoints(self, min_seq: int = 0, timeout_s: float = WITNESS_TIMEOUT_S) -> list[str]:
+    def list_audit_checkpoints(self, min_seq: int = 0, timeout_s: float = WITNESS_TIMEOUT_S,
+                               wait_for_ready: bool = True) -> list[str]:
         """Every checkpoint of ours the witness keeps, numbered ``min_seq`` and later, page by page.
 
-        Waits up to ``timeout_s`` for the peer to be reachable; Unavailable when it is not.
+        Waits up to ``timeout_s`` for the peer to be reachable (``wait_for_ready``: also while it
+        refuses connections, as a peer just back is reached only at the channel's next reconnect);
+        Unavailable when it is not.
         """
         found: list[str] = []
         token = ""
@@ -132,7 +135,7 @@ class PeerClient:
             try:
                 response = self._stub.ListAuditCheckpoints(
                     peer_pb2.ListAuditCheckpointsRequest(min_seq=min_seq, page_token=token, page_size=5000),
-                    timeout=timeout_s, wait_for_ready=True)
+                    timeout=timeout_s, wait_for_ready=wait_for_ready)
             except grpc.RpcError as exc:
                 raise Unavailable(f"the witness at {self.address} could not be asked "
                                   f"({exc.code().name}: {exc.details()})") from exc
