@@ -127,14 +127,15 @@ def start_together(*daemons: Daemon) -> None:
     """Starts a pair's two sites at once, as after a power cut at both, then waits until each has
     checked its audit trail's tail against the other, its witness: the first try at start found
     the other not listening yet, and checkpoints wait for that check (retried in the background)."""
+    logged_before = [len(daemon.log()) for daemon in daemons]  # a restart: earlier starts' lines do not count
     with ThreadPoolExecutor(len(daemons)) as pool:
         for started in [pool.submit(daemon.start) for daemon in daemons]:
             started.result()
     deadline = time.monotonic() + 30
-    for daemon in daemons:
-        while "not checked against the witness yet" in daemon.log() and \
-                "tail checked against the witness" not in daemon.log():
-            assert time.monotonic() < deadline, daemon.log()[-3000:]
+    for daemon, before in zip(daemons, logged_before, strict=True):
+        while "not checked against the witness yet" in (since := daemon.log()[before:]) and \
+                "tail checked against the witness" not in since:
+            assert time.monotonic() < deadline, since[-3000:]
             time.sleep(0.05)
 
 

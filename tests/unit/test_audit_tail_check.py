@@ -22,11 +22,13 @@ class Witness:
     def __init__(self) -> None:
         self.held: list[dict] = []
         self.away = False
+        self.waits: list[bool] = []  # whether each ask was willing to wait for the peer
 
     def put(self, checkpoint: dict) -> None:
         self.held.append(checkpoint)
 
-    def listed(self, min_seq: int, wait: bool = True) -> list[str]:
+    def listed(self, min_seq: int, wait: bool) -> list[str]:
+        self.waits.append(wait)
         if self.away:
             raise Unavailable("the witness at peer:1 could not be asked (UNAVAILABLE)")
         return [json.dumps(c) for c in self.held if c["seq"] >= min_seq]
@@ -116,12 +118,13 @@ def test_checkpoints_wait_while_the_witness_is_away(tmp_path: Path, witness: Wit
     witness.away = True
     again = open_trail(tmp_path, witness)
     check = TailCheck(again, witness.listed, AlertSink(again))
-    assert not check.run_once()
+    assert not check.run_once(wait=False)  # as at start: both sites may be starting, neither listening yet
     write(again, 9)  # the appliance serves meanwhile: records 8..16, re-using numbers the witness holds
     again.checkpoint_if_due()
     assert max(c["seq"] for c in audit.read_checkpoints(again.checkpoints_path)) <= 7, "none vouches for them"
     witness.away = False
-    assert check.run_once()
+    assert check.run_once()  # a retry, in the background: it waits for a peer just back
+    assert witness.waits == [False, True]
     write(again, 1)
     again.close()
     records = list(audit.read_records(again.path))

@@ -15,7 +15,7 @@ from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# How long asking the audit witness may wait for the peer (audit verify, the tail check at start).
+# How long `audit verify` may wait for the witness: longer than the channel's longest reconnect back-off.
 WITNESS_TIMEOUT_S = 5.0
 
 
