@@ -108,9 +108,7 @@ class Checker:
         if f.kind in ("dangling", "misplaced") and f.blob is not None:
             now = self._catalog.blob(address(f.blob))
             return now is not None and not _recorded_copy_present(self._store, now)
-        if f.path is None:
-            return f.kind != "orphan" or not consistency.blob_named(self._env, f.key, f.volume.volume_id)  # type: ignore[union-attr]
-        if not f.path.exists():
+        if f.path is not None and not f.path.exists():  # (an object in a store has no path)
             return False
         return f.kind != "orphan" or not consistency.blob_named(self._env, f.key, f.volume.volume_id)  # type: ignore[union-attr]
 
@@ -174,16 +172,9 @@ class Checker:
                 key = _blob_key(path)
                 if key is None or (volume.volume_id, key) in meant:
                     continue
-                blob = self._catalog.blob(_digest_of(key))
-                if blob is None:
-                    detail = f"no record names it ({_age(path, self._clock):.0f}s old)"
-                elif blob.location.volume_id == volume.volume_id:
-                    continue
-                elif _recorded_copy_present(self._store, blob):
-                    detail = f"a second copy (the record names volume {blob.location.volume_id})"
-                else:
-                    continue  # the only copy, misplaced: reported (and repaired) from the index side
-                yield Finding("orphan", str(path), detail, volume=volume, path=path, key=key)
+                detail = self._orphan_detail(volume.volume_id, key, _age(path, self._clock))
+                if detail is not None:
+                    yield Finding("orphan", str(path), detail, volume=volume, path=path, key=key)
 
     def _objects_side(self, volume: ObjectStoreVolume, meant: set[tuple[str, bytes]],
                       report: Report) -> Iterator[Finding]:
@@ -193,18 +184,21 @@ class Checker:
             key = _object_blob_key(object_key)
             if key is None or (volume.volume_id, key) in meant:
                 continue
-            blob = self._catalog.blob(_digest_of(key))
-            age = max(0.0, self._clock() - written_at)
-            if blob is None:
-                detail = f"no record names it ({age:.0f}s old)"
-            elif blob.location.volume_id == volume.volume_id:
-                continue
-            elif _recorded_copy_present(self._store, blob):
-                detail = f"a second copy (the record names volume {blob.location.volume_id})"
-            else:
-                continue
-            yield Finding("orphan", f"{volume.tier}:{object_key}", detail, volume=volume, key=key,
-                          written_at=written_at)
+            detail = self._orphan_detail(volume.volume_id, key, max(0.0, self._clock() - written_at))
+            if detail is not None:
+                yield Finding("orphan", f"{volume.tier}:{object_key}", detail, volume=volume, key=key,
+                              written_at=written_at)
+
+    def _orphan_detail(self, volume_id: str, key: bytes, age_s: float) -> str | None:
+        """Why a stored blob no entry on volume ``volume_id`` names is an orphan; None when it is not one."""
+        blob = self._catalog.blob(_digest_of(key))
+        if blob is None:
+            return f"no record names it ({age_s:.0f}s old)"
+        if blob.location.volume_id == volume_id:
+            return None
+        if _recorded_copy_present(self._store, blob):
+            return f"a second copy (the record names volume {blob.location.volume_id})"
+        return None  # the only copy, misplaced: reported (and repaired) from the index side
 
     def _replication_side(self) -> Iterator[Finding]:
         for key, entry in consistency.outbox_entries(self._env):
