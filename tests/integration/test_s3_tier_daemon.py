@@ -145,7 +145,12 @@ def test_ingest_overflows_into_the_store_the_mover_demotes_there_and_a_read_brin
     check_reads(daemon, acknowledged)
     on_tier = tiers_of(daemon)
     assert set(on_tier.values()) == {"hot", "archive"}
-    wanted = next(i for i in corpus if on_tier[i.sop_instance_uid] == "archive").study_instance_uid
+    # The smallest study down there: one larger than the hot tier holds is read where it is, never promoted.
+    sizes: dict[str, int] = {}
+    for item in corpus:
+        sizes[item.study_instance_uid] = sizes.get(item.study_instance_uid, 0) + item.path.stat().st_size
+    wanted = min({i.study_instance_uid for i in corpus if on_tier[i.sop_instance_uid] == "archive"},
+                 key=sizes.__getitem__)
     with daemon.client() as client:
         client.save_study(wanted, str(tmp_path / "out"))  # a viewer opens a study from the store
     study = {i.sop_instance_uid for i in corpus if i.study_instance_uid == wanted}

@@ -139,6 +139,64 @@ def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
         archive.close()
 
 
+def test_a_study_comes_up_whole_or_not_at_all_and_colder_studies_make_room(
+    tmpfs, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
+) -> None:
+    hot = tmpfs("hot", "4m")
+    now = [time.time()]
+    archive = InProcess(make_config(tmp_path / "data", hot, [tmp_path / "capacity"], demote_after_days=1),
+                        tmp_path / "run", clock=lambda: now[0])
+    mover = archive.mover
+    try:
+        expected = store_all(archive, corpus)
+        now[0] += 2 * 86400
+        mover.run_once(max_bytes=1 << 40)
+        assert set(check_consistent(archive, expected)) == {"capacity"}
+        sizes: dict[str, int] = {}
+        for item in corpus:
+            stored = archive.catalog.instance(item.sop_instance_uid)[1].stored_bytes
+            sizes[item.study_instance_uid] = sizes.get(item.study_instance_uid, 0) + stored
+        ceiling = archive.office.store.tiers[0].volumes[0].ceiling()
+        too_large = [uid for uid, size in sizes.items() if size > ceiling]
+        fitting = sorted((uid for uid, size in sizes.items() if size <= ceiling), key=sizes.__getitem__)
+        assert too_large and sum(sizes[uid] for uid in fitting) > ceiling, "the corpus no longer tests this"
+
+        def open_study(study_uid: str) -> None:  # a viewer opens it a second after the last one
+            now[0] += 1
+            archive.worker.retrieval.study_instances(study_uid)
+            archive.worker.reads.flush()
+
+        def tiers_of_studies() -> dict[str, set[str]]:
+            return {uid: {b.location.tier for _, b in archive.catalog.study_instances(uid)} for uid in sizes}
+
+        for study_uid in too_large + fitting:  # the largest fitting study is opened last
+            open_study(study_uid)
+        for _ in range(3):
+            mover.run_once(max_bytes=1 << 40)
+        placed = tiers_of_studies()
+        assert all(len(tiers) == 1 for tiers in placed.values()), f"a study was split: {placed}"
+        assert placed[fitting[-1]] == {"hot"} and placed[fitting[-2]] == {"hot"}, "the last opened come up first"
+        assert all(placed[uid] == {"capacity"} for uid in too_large), "more than the tier holds stays down"
+        assert hot_fill(archive) <= 0.8
+        assert set(placement.promotions(archive.index)).isdisjoint(too_large), "its request is dropped"
+        moved = mover.stats.bytes_moved
+        mover.run_once(max_bytes=1 << 40)
+        assert mover.stats.bytes_moved == moved, "promotion and demotion do not fight"
+        # A study still down, opened now, comes up: studies opened before it leave to make room.
+        waiting = next(uid for uid in reversed(fitting) if placed[uid] == {"capacity"})
+        open_study(waiting)
+        mover.run_once(max_bytes=1 << 40)
+        after = tiers_of_studies()
+        assert after[waiting] == {"hot"}
+        assert all(len(tiers) == 1 for tiers in after.values()), f"a study was split: {after}"
+        left = [uid for uid in fitting if placed[uid] == {"hot"} and after[uid] == {"capacity"}]
+        assert left, "something colder made room"
+        assert hot_fill(archive) <= 0.8
+        check_consistent(archive, expected)
+    finally:
+        archive.close()
+
+
 def test_drain_moves_everything_off_a_volume(tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]) -> None:
     archive = InProcess(make_config(tmp_path / "data", tmp_path / "hot", [tmp_path / "cap1"]), tmp_path / "run")
     try:

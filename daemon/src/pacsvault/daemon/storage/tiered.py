@@ -153,9 +153,29 @@ class Volume:
             usage = self.usage() if fresh else self.recent_usage()
         except OSError:
             return False
-        if usage.free - size < self.watermarks.reserve_bytes or usage.out_of_inodes:
-            return False
-        return (usage.used + size) <= self.watermarks.high * usage.usable
+        return size <= self._room(usage)
+
+    def room(self) -> int:
+        """Bytes it takes now, measured afresh, before its high watermark or its reserve."""
+        if not self.writable():
+            return 0
+        try:
+            return max(0, self._room(self.usage()))
+        except OSError:
+            return 0
+
+    def ceiling(self) -> int:
+        """Bytes of blobs it could ever hold below its high watermark and reserve (were it empty)."""
+        try:
+            usage = self.usage()
+        except OSError:
+            return 0
+        return max(0, min(int(self.watermarks.high * usage.usable), usage.usable - self.watermarks.reserve_bytes))
+
+    def _room(self, usage: Usage) -> int:
+        if usage.out_of_inodes:
+            return -1
+        return min(int(self.watermarks.high * usage.usable) - usage.used, usage.free - self.watermarks.reserve_bytes)
 
     def recent_usage(self) -> Usage:
         """Usage measured at most USAGE_TTL_S ago, plus what this process placed since.

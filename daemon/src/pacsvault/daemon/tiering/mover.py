@@ -190,8 +190,63 @@ class TierMover:
         for study_uid in placement.promotions(self.env):
             if budget.left <= 0:
                 return
+            if not self._room_for_study(first, study_uid, budget):
+                continue
             if self._move_study(study_uid, None, [first.name], budget, same_device_ok=True):
                 placement.promotion_done(self.env, study_uid)
+
+    def _room_for_study(self, first: Tier, study_uid: str, budget: _Budget) -> bool:
+        """Whether the study's blobs below the first tier fit there whole now, below its high watermark;
+        studies read before it leave to make the room.
+
+        A study is never promoted in part: half a study up pushes the tier over its high
+        watermark, and the demotion that follows takes the study itself down again (promotion
+        and demotion would fight for ever). One the tier could never hold is read where it is.
+        """
+        volumes = _one_per_device([v for v in first.volumes if v.writable()])
+        fill = tier_fill(first)
+        if not volumes or fill is None:
+            return False  # the tier takes nothing now (a failed disk): ask again later
+        need = sum(_on_disk(b.stored_bytes) for b in self._blobs_of(study_uid, None, [first.name]))
+        room = _promotion_room(first, volumes)
+        if need <= room:
+            return True
+        if need > min(fill.ceiling, sum(v.ceiling() for v in volumes)):
+            placement.promotion_done(self.env, study_uid)
+            log.warning("study %s is not promoted: its %d bytes below tier %s are more than that tier holds "
+                        "below its high watermark; it is read from where it is", study_uid, need, first.name)
+            return False
+        study = placement.study(self.env, study_uid)
+        if study is None:
+            placement.promotion_done(self.env, study_uid)
+            return False
+        self._demote_colder(first, study, need - room, budget)
+        return need <= _promotion_room(first, volumes)
+
+    def _demote_colder(self, first: Tier, study: StudyRecord, wanted: int, budget: _Budget) -> None:
+        """Demotes studies read before ``study`` (coldest first, pins kept) to free ``wanted`` bytes on the
+        first tier; frees nothing unless enough of them would leave (a study read later stays up)."""
+        now, estimated, colder = self.clock(), 0, []
+        with self.env.read() as txn:
+            for other in placement.coldest_studies(txn, self.env, first.name):
+                if other.last_access >= study.last_access or estimated >= 16 * wanted:
+                    break  # the estimate counts bytes before compression: look well past what is needed
+                if other.study_instance_uid != study.study_instance_uid and \
+                        not policy.is_pinned(_heat(other, first.name), now):
+                    colder.append(other.study_instance_uid)
+                    estimated += _bytes_on(other, first.name)
+        targets = [t.name for t in self.store.tiers[1:]]
+        chosen: list[BlobRecord] = []
+        for study_uid in colder:
+            if sum(_on_disk(b.stored_bytes) for b in chosen) >= wanted:
+                break
+            chosen += self._blobs_of(study_uid, first.name, targets)
+        if sum(_on_disk(b.stored_bytes) for b in chosen) < wanted:
+            return
+        for batch in _batches(chosen):
+            if budget.left <= 0:
+                return
+            self._move_blobs(batch, targets, budget, exclude=None, same_device_ok=False)
 
     def _drain(self, budget: _Budget) -> None:
         for volume in self.store.volumes:
@@ -416,6 +471,23 @@ def tier_fill(tier: Tier) -> policy.TierFill | None:
     marks = tier.volumes[0].watermarks
     return policy.TierFill(sum(u.used for u in per_device.values()), sum(u.usable for u in per_device.values()),
                            marks.high, marks.low)
+
+
+def _on_disk(stored_bytes: int) -> int:
+    """What a blob file takes on a filesystem: whole 4 KiB blocks."""
+    return -(-stored_bytes // 4096) * 4096
+
+
+def _promotion_room(first: Tier, volumes: list[Volume]) -> int:
+    """Bytes a promotion may bring: what the volumes take, less the slack below the high watermark where
+    the tier already counts as full (promotion must not start the demotion that would undo it)."""
+    fill = tier_fill(first)
+    return 0 if fill is None else min(fill.room_below_high, sum(v.room() for v in volumes))
+
+
+def _one_per_device(volumes: list[Volume]) -> list[Volume]:
+    """One volume of each filesystem: two volumes on one filesystem share its room."""
+    return list({v.device: v for v in volumes}.values())
 
 
 def _bytes_on(study: StudyRecord, tier: str) -> int:

@@ -38,8 +38,17 @@ class TierFill:
         """At the high watermark: placement stops just below it, so "at" means
         within a little slack (1% of capacity, at most 64 MiB); this holds
         across restarts, unlike remembering that a blob overflowed."""
+        return self.used > self.ceiling
+
+    @property
+    def ceiling(self) -> int:
+        """Bytes the tier holds before it counts as at its high watermark."""
         slack = min(0.01 * self.capacity, 64 * 1024 * 1024)
-        return self.used > self.high * self.capacity - slack
+        return int(self.high * self.capacity - slack)
+
+    @property
+    def room_below_high(self) -> int:
+        return max(0, self.ceiling - self.used)
 
     @property
     def bytes_above_low(self) -> int:
