@@ -13,6 +13,7 @@ from pathlib import Path
 from lxml import etree
 
 from pacsvault.daemon.replication.certs import issue_cert, make_ca
+from tests.ports import free_port
 
 SCHEMA = Path(__file__).parent / "fixtures" / "atna" / "dicom-audit-message.rnc"
 BOM = "\ufeff"
@@ -37,11 +38,6 @@ def validate(xml: bytes | str) -> etree._Element:
     assert schema.validate(root), f"{schema.error_log}\n{xml!r}"
     return root
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RsyslogRepository:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pacsvault.daemon.replication.certs import issue_cert, make_ca
+from tests.ports import free_port
 
 TOOLS = ("ceph-authtool", "monmaptool", "ceph-mon", "ceph-mgr", "ceph-osd", "radosgw", "radosgw-admin", "ceph")
 INSTALL_HINT = "apt-get install -y ceph-mon ceph-osd ceph-mgr radosgw ceph-common"
@@ -53,11 +53,6 @@ def missing_tools() -> list[str]:
     """The Ceph programs this machine lacks, by name."""
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class CephError(RuntimeError):

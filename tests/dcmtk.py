@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pydicom
 import pytest
 
 from pacsvault.client import dcmtk_profile
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp")
@@ -64,11 +64,6 @@ def find(port: int, model: str, keys: dict[str, str], out: Path, calling_ae: str
     assert done.returncode == 0, done.stdout + done.stderr
     return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _shim(work: Path) -> Path:

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ import debian_target
 from debian_target import Namespace, NetNamespace, Target
 from tests.ceph_cluster import CephCluster
 from tests.s3_support import new_bucket, plain_client
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -68,7 +68,7 @@ class Pair:
         self.capacity_disk = ""
         self.dirty_disk = ""
         # Each site's peer listener on its own loopback port (one network for both roots).
-        self.replication_ports = {site: _free_port() for site in SITES}
+        self.replication_ports = {site: free_port() for site in SITES}
         # For keyrings given to the role vault-encrypted, as a field engineer would.
         self.vault_password_file = work / "vault-password"
 
@@ -524,11 +524,6 @@ def _vaulted(pair: Pair, secret: str) -> dict[str, str]:
     lines = out.split("!vault |", 1)[1].strip().splitlines()
     return {"__ansible_vault": "\n".join(line.strip() for line in lines)}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _client(pair: Pair, target: Target, port: int, *args: str) -> subprocess.CompletedProcess[str]:

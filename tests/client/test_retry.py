@@ -4,7 +4,6 @@ connects before its daemon listens. Writes are never retried by the channel."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from pacsvault.client import AsyncPacsvaultClient, PacsvaultClient, RetryPolicy, Unavailable
 from tests.conftest import Daemon, dicom_bytes, identity
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,6 @@ def on_port(daemon: Daemon, port: int) -> Daemon:
     daemon.extra = [*daemon.extra, "--listen", f"127.0.0.1:{port}"]
     return daemon
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_later(daemon: Daemon, delay_s: float) -> threading.Thread:

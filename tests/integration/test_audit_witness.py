@@ -28,7 +28,8 @@ from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.replication import certs
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import Daemon, run_cli, start_together
-from tests.integration.test_replication_pair import Pair, config_for, free_port, store, wait_drained
+from tests.integration.test_replication_pair import Pair, config_for, store, wait_drained
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 from pacsvault.daemon.dimse.commitment import WELL_KNOWN_INSTANCE
 from tests import dcmtk
 from tests.conftest import dicom_bytes, identity
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -95,7 +96,7 @@ def test_the_report_comes_on_a_new_association_once_the_requester_left(daemon_fa
     modality = AE(ae_title="CT_ROOM")
     # The report arrives with pacsvault as the association's requestor in the SCP role.
     modality.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-    port = dcmtk.free_port()
+    port = free_port()
     scp = modality.start_server(("127.0.0.1", port), block=False,
                                 evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)])
     try:

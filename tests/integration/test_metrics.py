@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon.replication import certs
 from tests.conftest import Daemon, start_together
-from tests.integration.test_replication_pair import blob_files, config_for, free_port, wait_drained
+from tests.integration.test_replication_pair import blob_files, config_for, wait_drained
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

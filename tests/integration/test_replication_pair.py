@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,10 @@ from pacsvault.client import corpus as corpus_module
 from pacsvault.daemon.replication import certs
 from pacsvault.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import Daemon, run_cli, start_together
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -21,7 +21,8 @@ from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.replication import certs
 from pacsvault.daemon.digest import address_of
 from pacsvault.daemon.storage.blob_sealer import BlobSealer
-from tests.ceph_cluster import CephCluster, free_port
+from tests.ceph_cluster import CephCluster
+from tests.ports import free_port
 from tests.conftest import Daemon, run_cli
 from tests.s3_support import new_bucket, plain_client, s3_credentials_env, s3_tier
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pacsvault.daemon.replication import certs
 from tests.conftest import start_together
-from tests.integration.test_replication_pair import Pair, config_for, free_port
+from tests.integration.test_replication_pair import Pair, config_for
+from tests.ports import free_port
 
 
 def make_pair(daemon_factory, tmp_path: Path, replication: str = "", extra: str = "",  # type: ignore[no-untyped-def]
