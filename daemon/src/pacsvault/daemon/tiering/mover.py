@@ -237,11 +237,14 @@ class TierMover:
                     estimated += _bytes_on(other, first.name)
         targets = [t.name for t in self.store.tiers[1:]]
         chosen: list[BlobRecord] = []
+        freed = 0
         for study_uid in colder:
-            if sum(_on_disk(b.stored_bytes) for b in chosen) >= wanted:
+            if freed >= wanted:
                 break
-            chosen += self._blobs_of(study_uid, first.name, targets)
-        if sum(_on_disk(b.stored_bytes) for b in chosen) < wanted:
+            blobs = self._blobs_of(study_uid, first.name, targets)
+            chosen += blobs
+            freed += sum(_on_disk(b.stored_bytes) for b in blobs)
+        if freed < wanted:
             return
         for batch in _batches(chosen):
             if budget.left <= 0:
