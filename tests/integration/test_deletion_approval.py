@@ -4,6 +4,7 @@ another approves, and the audit trail has both; nobody approves their own reques
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pacsvault.daemon.audit import atna
 from tests.atna_support import validate
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli
 from tests.integration.test_security_alerts import records
+from tests.integrity.test_index_rebuild import rebuild
 
 FIRST, SECOND = "spiffe://pacsvault/client/admin-ana", "spiffe://pacsvault/client/admin-bo"
 
@@ -106,3 +108,20 @@ def test_without_the_setting_one_admin_deletes(daemon: Daemon) -> None:
         assert local.store(dicom_bytes(**identity(5))).ok
         done = local.delete_study(identity(5)["StudyInstanceUID"], "wrong patient")
         assert done.instances_deleted == 1 and not done.approval_request_id
+
+
+def test_an_index_rebuild_names_an_approved_deletion_with_both_admins(guarded) -> None:  # type: ignore[no-untyped-def]
+    daemon, first, second = guarded
+    study = identity(0)["StudyInstanceUID"]
+    with PacsvaultClient(daemon.target, token=first) as ana:
+        asked = ana.delete_study(study, "retention period over")
+    with PacsvaultClient(daemon.target, token=second) as bo:
+        assert bo.approve_study_deletion(asked.approval_request_id).study_instance_uid == study
+    daemon.stop()
+    shutil.rmtree(daemon.data_dir / "index")
+    done = rebuild(daemon)
+    assert done.returncode == 0, done.stdout + done.stderr
+    named = [line.strip() for line in done.stdout.splitlines() if line.startswith("  pacsvault ")]
+    assert len(named) == 1 and named[0].startswith(
+        f"pacsvault delete {study} --level study --reason 'retention period over' --yes"
+        f"    # deleted by {FIRST}, approved by {SECOND} "), done.stdout

@@ -4,6 +4,7 @@ command that rebuilds it; `pacsvaultd --rebuild-index` gives back the same archi
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -17,6 +18,9 @@ from pacsvault.client import corpus as corpus_module
 from tests.conftest import Daemon, dicom_bytes, identity, run_cli
 from tests.integration.test_replication_pair import blob_files, status, wait_drained
 from tests.integrity.pairs import make_pair
+from tests.integrity.test_lifecycle import ROOT as LIFECYCLE_ROOT
+from tests.integrity.test_lifecycle import store as lifecycle_store
+from tests.integrity.test_lifecycle import study as lifecycle_study
 
 pytestmark = pytest.mark.slow
 ROOT = "1.2.826.0.1.3680043.10.159"
@@ -65,6 +69,51 @@ def test_a_lost_index_is_refused_at_start_and_rebuilt_from_the_blobs(
     running = rebuild(daemon)  # while a daemon runs on the data dir, a rebuild is refused
     assert running.returncode == 2 and "in use by another pacsvaultd" in running.stderr
     assert run_cli(daemon.target, "check").returncode == 0
+
+
+def test_a_rebuild_names_the_holds_and_deletions_the_audit_trail_recorded(daemon: Daemon) -> None:
+    studies = {n: lifecycle_study(n, f"TRAIL-{n}") for n in range(1, 7)}
+    lifecycle_store(daemon, *studies.values())
+    series_of = {n: f"{LIFECYCLE_ROOT}.{n}.1" for n in studies}
+
+    def cli(*args: str) -> None:
+        done = run_cli(daemon.target, *args)
+        assert done.returncode == 0, done.stderr
+
+    cli("hold", "add", f"{LIFECYCLE_ROOT}.1", "--reason", "litigation 2026-17 (o'brien)")
+    cli("hold", "add", f"{LIFECYCLE_ROOT}.5", "--reason", "audit")
+    cli("hold", "remove", f"{LIFECYCLE_ROOT}.5", "--reason", "audit closed")
+    cli("delete", f"{LIFECYCLE_ROOT}.2", "--reason", "wrong patient", "--yes")
+    cli("delete", series_of[3], "--level", "series", "--reason", "test series", "--yes")
+    cli("undelete", series_of[3], "--level", "series")  # undone: stays live
+    cli("delete", series_of[4], "--level", "series", "--reason", "rejected: quality", "--yes")
+    cli("delete", f"{LIFECYCLE_ROOT}.6", "--reason", "duplicate", "--yes")
+    lifecycle_store(daemon, studies[6])  # the modality sent it again
+    daemon.stop()
+    shutil.rmtree(daemon.data_dir / "index")
+    done = rebuild(daemon)
+    assert done.returncode == 0, done.stdout + done.stderr
+    commands = [line.strip().split("    # ") for line in done.stdout.splitlines() if line.startswith("  pacsvault ")]
+    assert [c for c, _ in commands] == [
+        f"pacsvault hold add {LIFECYCLE_ROOT}.1 --reason 'litigation 2026-17 (o'\"'\"'brien)'",
+        f"pacsvault delete {LIFECYCLE_ROOT}.2 --level study --reason 'wrong patient' --yes",
+        f"pacsvault delete {series_of[4]} --level series --reason 'rejected: quality' --yes",
+        f"pacsvault delete {LIFECYCLE_ROOT}.6 --level study --reason duplicate --yes",
+    ], done.stdout
+    notes = dict(commands)
+    assert all("by local:loopback" in note for note in notes.values())
+    assert "STORED AGAIN" in notes[f"pacsvault delete {LIFECYCLE_ROOT}.6 --level study --reason duplicate --yes"]
+    assert sum("STORED AGAIN" in note for note in notes.values()) == 1
+    # The commands are what an operator runs, as printed.
+    daemon.start()
+    for command, _ in commands[:3]:
+        cli(*shlex.split(command)[1:])
+    with daemon.client() as client:
+        assert {h.study_instance_uid for h in client.legal_holds()} == {f"{LIFECYCLE_ROOT}.1"}
+        live = {m.study.study_instance_uid for m in client.find("study")}
+    assert f"{LIFECYCLE_ROOT}.2" not in live and f"{LIFECYCLE_ROOT}.6" in live
+    refused = run_cli(daemon.target, "delete", f"{LIFECYCLE_ROOT}.1", "--reason", "no", "--yes")
+    assert refused.returncode == 6 and "legal hold" in refused.stderr
 
 
 def test_a_damaged_page_is_refused_with_the_command_and_rebuilt(daemon: Daemon) -> None:

@@ -16,7 +16,9 @@ entries, its refcount and its tier. The steps:
    are marked replicated under the peer's names (so repairs work), the rest
    are queued for the peer; instances only the peer holds are counted (a
    ``pacsvault restore --from-peer`` brings them back).
-5. Report what could not be rebuilt, and what no blob carries.
+5. Report what could not be rebuilt, and what no blob carries; of that, the
+   legal holds and deletions the audit trail recorded are named with the
+   commands that put them back (``trail_lifecycle``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from pathlib import Path
 
 import grpc
 
+from pacsvault.daemon.audit.chain import read_records
+from pacsvault.daemon.audit.codec import PLAIN, SealedCodec
 from pacsvault.daemon.config import Config
 from pacsvault.daemon.crypto.appliance_keys import open_keys
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.errors import DataLoss, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.index import reconcile
+from pacsvault.daemon.integrity import trail_lifecycle
 from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobLocation
@@ -58,8 +63,9 @@ NOT_FROM_BLOBS = (
     "share grants and access tokens (create them again)",
     "certificate and token revocations (revoke them again)",
     "pins and pending promotions, and the record of reads that orders demotion",
-    "legal holds (place them again: `pacsvault hold add`)",
-    "the trash: studies deleted but not yet purged are back as live studies (delete them again)",
+    "legal holds (place them again: the audit trail's holds in force are listed above, with the commands)",
+    "the trash: studies deleted but not yet purged are back as live studies (the audit trail's deletions "
+    "are listed above, with the commands)",
     "the replica records this appliance kept for its peer (ask the peer to run `pacsvault replication reseed`)",
     "the audit checkpoints the peer sent as a witness, and key-rotation progress (the next rotation re-wraps)",
     "when each instance was first stored (taken from its blob file's time)",
@@ -80,6 +86,8 @@ class RebuildReport:
     only_at_peer: int = 0
     peer_note: str = ""
     old_index: str = ""
+    # What the audit trail says must be done again (holds, deletions): see trail_lifecycle.
+    from_trail: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -95,6 +103,7 @@ class RebuildReport:
             out.append(f"NOT REBUILT: {path}: {why}")
         if self.peer_note:
             out.append(self.peer_note)
+        out += self.from_trail
         out.append("not in any blob, so not rebuilt: " + "; ".join(NOT_FROM_BLOBS))
         return out
 
@@ -155,6 +164,9 @@ def _rebuild(config: Config, workers: int, clock: Callable[[], float]) -> Rebuil
         _index_blobs(store, catalog, report, workers)
         if config.replication.enabled:
             _reconcile(config, index, report, clock)
+        codec = SealedCodec(keys.audit_store) if keys else PLAIN
+        recorded = trail_lifecycle.read(read_records(config.resolve(config.audit.path), codec))
+        report.from_trail = trail_lifecycle.advice(recorded, catalog)
     finally:
         index.close()
     report.seconds = time.monotonic() - started
