@@ -99,19 +99,30 @@ def test_hot_tier_overflows_to_capacity_then_the_mover_frees_it(
         archive.close()
 
 
-def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
-    tmpfs, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
-) -> None:
-    hot = tmpfs("hot", "16m")
+def everything_demoted(hot: Path, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]
+                       ) -> tuple[InProcess, list[float], dict[str, bytes]]:
+    """An archive whose every study went down to the capacity tier by a one-day age rule: the archive,
+    its clock (two days on, settable) and what was stored."""
     now = [time.time()]
     archive = InProcess(make_config(tmp_path / "data", hot, [tmp_path / "capacity"], demote_after_days=1),
                         tmp_path / "run", clock=lambda: now[0])
-    mover = archive.mover
     try:
         expected = store_all(archive, corpus)
-        now[0] += 2 * 86400  # two days on, every study is past the one-day age rule
-        mover.run_once(max_bytes=1 << 40)
+        now[0] += 2 * 86400
+        archive.mover.run_once(max_bytes=1 << 40)
         assert set(check_consistent(archive, expected)) == {"capacity"}
+    except BaseException:
+        archive.close()
+        raise
+    return archive, now, expected
+
+
+def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
+    tmpfs, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
+) -> None:
+    archive, now, expected = everything_demoted(tmpfs("hot", "16m"), tmp_path, corpus)
+    mover = archive.mover
+    try:
         study_uid = corpus[0].study_instance_uid
         archive.worker.retrieval.study_instances(study_uid)  # a viewer opens the study
         archive.worker.reads.flush()
@@ -142,16 +153,9 @@ def test_reading_a_demoted_study_promotes_it_and_pins_keep_it(
 def test_a_study_comes_up_whole_or_not_at_all_and_colder_studies_make_room(
     tmpfs, tmp_path: Path, corpus: list[corpus_module.GeneratedInstance]  # type: ignore[no-untyped-def]
 ) -> None:
-    hot = tmpfs("hot", "4m")
-    now = [time.time()]
-    archive = InProcess(make_config(tmp_path / "data", hot, [tmp_path / "capacity"], demote_after_days=1),
-                        tmp_path / "run", clock=lambda: now[0])
+    archive, now, expected = everything_demoted(tmpfs("hot", "4m"), tmp_path, corpus)
     mover = archive.mover
     try:
-        expected = store_all(archive, corpus)
-        now[0] += 2 * 86400
-        mover.run_once(max_bytes=1 << 40)
-        assert set(check_consistent(archive, expected)) == {"capacity"}
         sizes: dict[str, int] = {}
         for item in corpus:
             stored = archive.catalog.instance(item.sop_instance_uid)[1].stored_bytes
