@@ -125,8 +125,8 @@ def advice(found: TrailLifecycle, catalog: Catalog) -> list[str]:
             lines.append(f"  pacsvault delete {d.uid} --level {d.level} --reason {shlex.quote(d.reason)} --yes"
                          f"    # deleted by {d.deleted_by or 'an admin'} {_when(d.deleted_at)}{note}")
     if found.unreadable:
-        lines.append(f"{_count(found.unreadable, 'audit record')} could not be read (`pacsvault audit verify` names them): "
-                     "holds or deletions among them are not listed above")
+        lines.append(f"{_count(found.unreadable, 'audit record')} could not be read (`pacsvault audit verify` "
+                     "names them): holds or deletions among them are not listed above")
     return lines
 
 
