@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from pacsvault.client import Cancelled, PacsvaultClient, PacsvaultError
-from pacsvault.client.cli import exit_codes, health_table
+from pacsvault.client.cli import ctrl_c, exit_codes, health_table
 from pacsvault.client.cli.output import as_json as message_json
 from pacsvault.v1 import appliance_pb2
 
@@ -51,23 +51,25 @@ def as_json(message: Message) -> dict[str, Any]:
 
 def _watch(args: argparse.Namespace, client: PacsvaultClient) -> int:
     stream = client.watch_health()
-    try:
-        for message in stream:
-            if message.HasField("snapshot"):
-                if args.json:
-                    print(json.dumps({"snapshot": as_json(message.snapshot),
-                                      "dropped_events": message.dropped_events}), flush=True)
-                else:
-                    if message.dropped_events:
-                        print(f"({message.dropped_events} events missed; current state follows)")
-                    print(health_table.render(message.snapshot, "", show_all=args.all), flush=True)
-            elif args.json:
-                print(json.dumps({"event": as_json(message.event)}), flush=True)
-            else:
-                print(health_table.event_line(message.event), flush=True)
-    except KeyboardInterrupt:
-        stream.cancel()
-        return exit_codes.INTERRUPTED
-    except Cancelled:
-        return exit_codes.OK
-    return exit_codes.OK
+    with ctrl_c.cancels(stream) as interrupted:
+        try:
+            for message in stream:
+                _show(args, message)
+        except Cancelled:
+            pass
+    return exit_codes.INTERRUPTED if interrupted.is_set() else exit_codes.OK
+
+
+def _show(args: argparse.Namespace, message: appliance_pb2.WatchHealthResponse) -> None:
+    if message.HasField("snapshot"):
+        if args.json:
+            print(json.dumps({"snapshot": as_json(message.snapshot),
+                              "dropped_events": message.dropped_events}), flush=True)
+        else:
+            if message.dropped_events:
+                print(f"({message.dropped_events} events missed; current state follows)")
+            print(health_table.render(message.snapshot, "", show_all=args.all), flush=True)
+    elif args.json:
+        print(json.dumps({"event": as_json(message.event)}), flush=True)
+    else:
+        print(health_table.event_line(message.event), flush=True)
