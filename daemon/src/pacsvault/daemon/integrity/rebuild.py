@@ -37,15 +37,15 @@ import grpc
 from pacsvault.daemon.audit.chain import read_records
 from pacsvault.daemon.audit.codec import PLAIN, SealedCodec
 from pacsvault.daemon.config import Config
-from pacsvault.daemon.crypto.appliance_keys import open_keys
+from pacsvault.daemon.crypto.appliance_keys import ApplianceKeys, open_keys
 from pacsvault.daemon.dicom.parse import ParsedInstance, parse
 from pacsvault.daemon.errors import DataLoss, PacsvaultError
 from pacsvault.daemon.first_use import check_encryption_settings
 from pacsvault.daemon.index import reconcile
-from pacsvault.daemon.integrity import trail_lifecycle
 from pacsvault.daemon.index.catalog import AddOutcome, Catalog, NewBlob
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import BlobLocation
+from pacsvault.daemon.integrity import trail_lifecycle
 from pacsvault.daemon.processes.locks import VOLUME_LOCK_NAME, DataDirLock
 from pacsvault.daemon.replication.peer_client import PeerClient, mtls_credentials
 from pacsvault.daemon.storage.blob_access import read_all
@@ -164,13 +164,21 @@ def _rebuild(config: Config, workers: int, clock: Callable[[], float]) -> Rebuil
         _index_blobs(store, catalog, report, workers)
         if config.replication.enabled:
             _reconcile(config, index, report, clock)
-        codec = SealedCodec(keys.audit_store) if keys else PLAIN
-        recorded = trail_lifecycle.read(read_records(config.resolve(config.audit.path), codec))
-        report.from_trail = trail_lifecycle.advice(recorded, catalog)
+        report.from_trail = _from_trail(config, keys, catalog)
     finally:
         index.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _from_trail(config: Config, keys: ApplianceKeys | None, catalog: Catalog) -> list[str]:
+    """The holds and deletions the audit trail recorded; the index is rebuilt whatever the trail holds."""
+    path = config.resolve(config.audit.path)
+    try:
+        recorded = trail_lifecycle.read(read_records(path, SealedCodec(keys.audit_store) if keys else PLAIN))
+    except (OSError, ValueError) as exc:
+        return [f"the audit trail {path} could not be read ({exc}): its legal holds and deletions are not listed"]
+    return trail_lifecycle.advice(recorded, catalog)
 
 
 def _set_aside(path: Path, clock: Callable[[], float]) -> str:
