@@ -34,7 +34,6 @@ from pacsvault.daemon.storage.tiered import TieredBlobStore
 
 log = logging.getLogger(__name__)
 DAY_S = 86400.0
-_FIELDS = {"study": "study_instance_uid", "series": "series_instance_uid", "instance": "sop_instance_uid"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Deletion:
 
     def delete(self, level: str, target_uid: str, reason: str, by: str = "") -> Deleted:
         """Moves what ``level``/``target_uid`` names to the trash (and with no grace period, on for good)."""
-        uid.check(target_uid, _FIELDS[level])
+        uid.check(target_uid, trash.UID_FIELDS[level])
         if not reason.strip():
             raise InvalidInput("reason is required: say why it is deleted (it is kept in the audit trail)")
         if len(reason) > 500:

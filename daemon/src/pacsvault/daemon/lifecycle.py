@@ -13,7 +13,6 @@ from pacsvault.daemon.index import holds, trash
 from pacsvault.daemon.index.lmdb_env import IndexEnvironment
 from pacsvault.daemon.index.records import LegalHold
 
-_FIELDS = {"study": "study_instance_uid", "series": "series_instance_uid", "instance": "sop_instance_uid"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Lifecycle:
         return holds.listed(self._env)
 
     def undelete(self, level: str, target_uid: str) -> trash.Restored:
-        uid.check(target_uid, _FIELDS[level])
+        uid.check(target_uid, trash.UID_FIELDS[level])
         return trash.restore(self._env, level, target_uid, self._clock())
 
     def deleted(self) -> list[DeletedItem]:

@@ -38,6 +38,8 @@ from pacsvault.daemon.index.records import (
 )
 
 LEVELS = ("study", "series", "instance")
+# The field that holds the UID a delete (or an undelete) names, by level.
+UID_FIELDS = {"study": "study_instance_uid", "series": "series_instance_uid", "instance": "sop_instance_uid"}
 _MS = struct.Struct(">Q")
 # Checks a delete must pass (legal hold, retention), given the study as stored: raise to refuse.
 DeleteCheck = Callable[[lmdb.Transaction, StudyRecord], None]

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 
 from pacsvault.daemon.audit.chain import UNREADABLE
 from pacsvault.daemon.errors import NotFound
+from pacsvault.daemon.index import trash
 from pacsvault.daemon.index.catalog import Catalog
 
-# What each delete names: (level, the request field holding its UID).
-_DELETES = {"DeleteStudy": ("study", "study_instance_uid"), "DeleteSeries": ("series", "series_instance_uid"),
-            "DeleteInstance": ("instance", "sop_instance_uid")}
-_LEVEL_FIELDS = (("study", "study_instance_uid"), ("series", "series_instance_uid"),
-                 ("instance", "sop_instance_uid"))
+# The level each delete names (its UID is in trash.UID_FIELDS[level] of the record).
+_DELETES = {"DeleteStudy": "study", "DeleteSeries": "series", "DeleteInstance": "instance"}
 _STORES = frozenset({"StoreInstance", "PutInstance"})
 
 
@@ -84,7 +82,8 @@ def _apply(found: TrailLifecycle, record: Mapping[str, object]) -> None:
         # Only asked for: the deletion happens when another admin approves it.
         found.requested[str(record["approval_request_id"])] = (str(record.get("study_instance_uid", "")), reason, by)
     elif action in _DELETES:
-        level, uid_field = _DELETES[str(action)]
+        level = _DELETES[str(action)]
+        uid_field = trash.UID_FIELDS[level]
         if record.get(uid_field):
             target = (level, str(record[uid_field]))
             found.deletions[target] = RecordedDeletion(*target, reason, by, when)
@@ -95,11 +94,11 @@ def _apply(found: TrailLifecycle, record: Mapping[str, object]) -> None:
             found.deletions[("study", study_uid)] = RecordedDeletion(
                 "study", study_uid, reason or "an approved deletion request", f"{asked_by}, approved by {by}", when)
     elif action == "Undelete":  # brings back exactly what one delete named
-        target = next(((level, str(record[f])) for level, f in _LEVEL_FIELDS if record.get(f)), None)
+        target = next(((level, str(record[f])) for level, f in trash.UID_FIELDS.items() if record.get(f)), None)
         if target is not None:
             found.deletions.pop(target, None)
     elif action in _STORES:
-        for level, uid_field in _LEVEL_FIELDS:
+        for level, uid_field in trash.UID_FIELDS.items():
             deletion = found.deletions.get((level, str(record.get(uid_field, ""))))
             if deletion is not None:
                 deletion.stored_again = True

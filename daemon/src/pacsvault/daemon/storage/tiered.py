@@ -170,7 +170,7 @@ class Volume:
             usage = self.usage()
         except OSError:
             return 0
-        return max(0, min(int(self.watermarks.high * usage.usable), usage.usable - self.watermarks.reserve_bytes))
+        return max(0, self._room(Usage(usage.total, 0, usage.usable)))
 
     def _room(self, usage: Usage) -> int:
         if usage.out_of_inodes:

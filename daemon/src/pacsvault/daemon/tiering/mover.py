@@ -229,10 +229,11 @@ class TierMover:
         now, estimated, colder = self.clock(), 0, []
         with self.env.read() as txn:
             for other in placement.coldest_studies(txn, self.env, first.name):
+                # (``study`` itself stops the walk: it was read no earlier than itself.) The estimate
+                # counts bytes before compression: look well past what is needed.
                 if other.last_access >= study.last_access or estimated >= 16 * wanted:
-                    break  # the estimate counts bytes before compression: look well past what is needed
-                if other.study_instance_uid != study.study_instance_uid and \
-                        not policy.is_pinned(_heat(other, first.name), now):
+                    break
+                if not policy.is_pinned(_heat(other, first.name), now):
                     colder.append(other.study_instance_uid)
                     estimated += _bytes_on(other, first.name)
         targets = [t.name for t in self.store.tiers[1:]]
